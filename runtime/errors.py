@@ -1,0 +1,49 @@
+"""Error types the runtime raises, each with a message that says how to fix it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SkipRetry(Exception):
+    """Raise inside a task to fail the run at once, without retries."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a manifest: where it is and what to do about it."""
+
+    file: str
+    function: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.function:
+            where += f": function '{self.function}'"
+        if self.field:
+            where += f", field '{self.field}'"
+        return f"{where}: {self.message}"
+
+
+class ManifestError(Exception):
+    """A manifest, or the handlers it names, is invalid. Holds every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        count = len(problems)
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the manifest:\n{lines}")
+
+
+class ConfigError(Exception):
+    """A setting is malformed or names a service that cannot be reached."""
+
+
+class ArgumentsError(ValueError):
+    """Task arguments do not match the function's type hints."""
+
+
+class RuntimeNotStarted(RuntimeError):
+    """`enqueue` was called in a process where no runtime is running."""

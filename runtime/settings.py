@@ -1,0 +1,77 @@
+"""Settings: every knob a deployed process reads from its environment, in one pydantic-settings class."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Read from the environment (and a `.env` file beside the manifest, if any)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis://[:password@]host:port/db")
+    database_url: str = Field("sqlite+aiosqlite:///runs.db", description="sqlite:///path or postgresql://...")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] | None = Field(None, description="json by default when ENV=production")
+    env: Literal["development", "production"] = "development"
+    dashboard_token: str | None = None
+    shutdown_timeout: float = Field(30.0, gt=0, description="seconds a stopping worker lets running tasks finish")
+    worker_health_port: int = Field(8001, ge=0, le=65535, description="worker's /health for probes; 0 turns it off")
+    result_ttl: float = Field(86400.0, gt=0, description="seconds a task's result is kept in Redis")
+    lease_seconds: float = Field(10.0, gt=0, description="a dead worker's tasks run again after this long")
+    briefing_source_url: str | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
+            raise ValueError(
+                f"REDIS_URL={value!r} is not a Redis URL; expected redis://host:port/db "
+                "(e.g. redis://localhost:6379/0)"
+            )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        scheme = urlparse(value).scheme
+        if scheme in ("sqlite", "sqlite+aiosqlite"):
+            return value.replace("sqlite://", "sqlite+aiosqlite://", 1) if scheme == "sqlite" else value
+        if scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        raise ValueError(
+            f"DATABASE_URL={value!r} is not a supported database URL; expected sqlite:///path/runs.db "
+            "or postgresql://user:password@host:5432/db"
+        )
+
+    @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("json" if self.env == "production" else "text")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once. A malformed value is a ConfigError naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "setting"
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(message if name in message else f"{name}: {message}")
+        raise ConfigError("; ".join(lines)) from None
