@@ -1,0 +1,694 @@
+"""Kubernetes rendering: the objects that run an app in a cluster, derived from its manifest.
+
+`runtime k8s` prints them as YAML or writes a kustomize folder. The manifest names the objects and sets
+their sizes and autoscaling targets; `Settings` supplies every environment name and default, so a
+deployed process reads exactly what was rendered for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from runtime.errors import ManifestError
+from runtime.keys import Keys
+from runtime.manifest import Manifest, load_manifest
+from runtime.settings import Settings
+
+Object = dict[str, Any]
+
+WEB_PORT = 8000
+DASHBOARD_PORT = 8081
+REDIS_PORT = 6379
+APP_UID = 10001  # the image's non-root user (see Dockerfile)
+REDIS_UID = 999  # the `redis` user of the official redis image
+PRE_STOP_SECONDS = 5  # lets endpoints and ingress controllers drop a stopping pod before it stops accepting
+GRACE_MARGIN_SECONDS = 10  # room past the process's own shutdown before the kubelet kills it
+MANAGED_BY = "first-sip-runtime"
+MANIFEST_DIR = "/config"
+
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
+
+
+def _default(field: str) -> Any:
+    """A setting's default, from the one Settings class (never the rendering machine's environment)."""
+    return Settings.model_fields[field].default
+
+
+def _env_name(field: str) -> str:
+    if field not in Settings.model_fields:  # a typo here would render a variable nothing reads
+        raise KeyError(f"{field!r} is not a field of runtime.settings.Settings")
+    return field.upper()
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def secret_name(manifest: Manifest) -> str:
+    """The Secret every pod reads its credentials from; the user creates it, it is never rendered."""
+    return f"{manifest.app}-secrets"
+
+
+# Secret key -> the setting it feeds.
+SECRET_KEYS = {"redis-url": "redis_url", "database-url": "database_url", "dashboard-token": "dashboard_token"}
+
+
+def _redis_address(external_redis: str | None, app: str) -> tuple[str, str, str]:
+    """(host:port for KEDA, in-cluster REDIS_URL or '', database index) for the app's Redis."""
+    if external_redis is None:
+        host = f"{app}-redis"
+        return f"{host}:{REDIS_PORT}", f"redis://{host}:{REDIS_PORT}/0", "0"
+    if "://" in external_redis:
+        url = urlparse(external_redis)
+        if url.scheme not in ("redis", "rediss") or not url.hostname:
+            raise ValueError(f"--external-redis {external_redis!r}: use host:port or redis://host:port/db")
+        if url.password or url.username:
+            raise ValueError(
+                "--external-redis must not carry credentials (they would land in plain YAML): give host:port "
+                "and put the full REDIS_URL in the Secret's 'redis-url' key"
+            )
+        db = url.path.strip("/") or "0"
+        if not db.isdigit():
+            raise ValueError(f"--external-redis {external_redis!r}: the database after '/' is a number")
+        return f"{url.hostname}:{url.port or REDIS_PORT}", "", db
+    if not _HOST_PORT.match(external_redis):
+        raise ValueError(
+            f"--external-redis {external_redis!r}: use host:port, e.g. redis.example.internal:6379"
+        )
+    return external_redis, "", "0"
+
+
+class _Renderer:
+    """Builds the objects for one app; each method returns the objects of one component."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        manifest_text: str,
+        image: str,
+        namespace: str | None,
+        ingress_host: str | None,
+        keda: bool,
+        external_redis: str | None,
+    ) -> None:
+        if not image.strip():
+            raise ValueError("--image is required: the image built from this repository's Dockerfile")
+        for label, value in (("--namespace", namespace), ("--ingress-host", ingress_host)):
+            if value is not None and not (_DNS1123_SUBDOMAIN.match(value) and len(value) <= 253):
+                raise ValueError(
+                    f"{label} {value!r} is not a DNS name (lower case letters, digits, '-', '.')"
+                )
+        self.manifest = manifest
+        self.app = manifest.app
+        self.manifest_text = manifest_text
+        self.image = image
+        self.namespace = namespace
+        self.ingress_host = ingress_host
+        self.keda = keda
+        self.external_redis = external_redis
+        self.redis_address, self.redis_url, self.redis_db = _redis_address(external_redis, self.app)
+        self.shutdown_timeout = float(_default("shutdown_timeout"))
+        self.health_port = int(_default("worker_health_port"))
+
+    # -- shared pieces ---------------------------------------------------------------------------------
+
+    def name(self, component: str) -> str:
+        return f"{self.app}-{component}"
+
+    def selector(self, component: str) -> dict[str, str]:
+        """The immutable subset of labels a Deployment/Service selects on."""
+        return {
+            "app.kubernetes.io/name": self.app,
+            "app.kubernetes.io/instance": self.app,
+            "app.kubernetes.io/component": component,
+        }
+
+    def labels(self, component: str) -> dict[str, str]:
+        return self.selector(component) | {
+            "app.kubernetes.io/part-of": self.app,
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+        }
+
+    def metadata(self, name: str, component: str) -> Object:
+        meta: Object = {"name": name}
+        if self.namespace:
+            meta["namespace"] = self.namespace
+        meta["labels"] = self.labels(component)
+        return meta
+
+    def settings_data(self) -> dict[str, str]:
+        """Non-secret settings, as environment variables."""
+        data = {
+            _env_name("env"): "production",
+            _env_name("log_level"): str(_default("log_level")),
+            _env_name("log_format"): "json",
+            _env_name("shutdown_timeout"): _seconds(self.shutdown_timeout),
+            _env_name("worker_health_port"): str(self.health_port),
+        }
+        if self.redis_url:  # in-cluster Redis has no password: its URL is not a secret
+            data[_env_name("redis_url")] = self.redis_url
+        return data
+
+    def config_checksum(self) -> str:
+        """Hash of everything the ConfigMaps carry: a change rolls every pod that reads them."""
+        payload = json.dumps(
+            {"manifest": self.manifest_text, "settings": self.settings_data()}, sort_keys=True
+        ).encode()
+        return hashlib.sha256(payload).hexdigest()
+
+    def secret_env(self, *keys: str, optional: bool = False) -> list[Object]:
+        return [
+            {
+                "name": _env_name(SECRET_KEYS[key]),
+                "valueFrom": {
+                    "secretKeyRef": {"name": secret_name(self.manifest), "key": key, "optional": optional}
+                },
+            }
+            for key in keys
+        ]
+
+    def container(
+        self,
+        component: str,
+        args: list[str],
+        ports: list[Object],
+        probes: Object,
+        resources: Object,
+        secrets: list[str],
+        pre_stop: bool = False,
+    ) -> Object:
+        container: Object = {
+            "name": component,
+            "image": self.image,
+            "args": args,
+            "ports": ports,
+            "envFrom": [{"configMapRef": {"name": self.name("settings")}}],
+            "env": self.secret_env(*secrets),
+        }
+        container |= probes
+        if pre_stop:
+            # An exec sleep rather than the `sleep` action: that one needs Kubernetes 1.30+.
+            container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}}
+        container["resources"] = resources
+        container["securityContext"] = {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        container["volumeMounts"] = [
+            {"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ]
+        return container
+
+    def pod_template(self, component: str, container: Object, grace_seconds: int) -> Object:
+        return {
+            "metadata": {
+                "labels": self.labels(component),
+                "annotations": {"checksum/config": self.config_checksum()},
+            },
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,  # keeps service-link variables out of the settings' environment
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": APP_UID,
+                    "runAsGroup": APP_UID,
+                    "fsGroup": APP_UID,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "terminationGracePeriodSeconds": grace_seconds,
+                "containers": [container],
+                "volumes": [
+                    {"name": "manifest", "configMap": {"name": self.name("manifest")}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                ],
+            },
+        }
+
+    def deployment(
+        self, component: str, template: Object, replicas: int | None, strategy: Object | None = None
+    ) -> Object:
+        spec: Object = {}
+        if replicas is not None:  # an autoscaler owns the count otherwise; a fixed one would fight it
+            spec["replicas"] = replicas
+        spec["revisionHistoryLimit"] = 5
+        spec["selector"] = {"matchLabels": self.selector(component)}
+        if strategy is not None:
+            spec["strategy"] = strategy
+        spec["template"] = template
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": self.metadata(self.name(component), component),
+            "spec": spec,
+        }
+
+    def service(self, component: str, port: int, target: str, name: str | None = None) -> Object:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": self.metadata(name or self.name(component), component),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": self.selector(component),
+                "ports": [{"name": target, "port": port, "targetPort": target, "protocol": "TCP"}],
+            },
+        }
+
+    def pdb(self, component: str) -> Object:
+        return {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": self.metadata(self.name(component), component),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": self.selector(component)}},
+        }
+
+    def manifest_args(self, command: str) -> list[str]:
+        return [command, "--manifest", f"{MANIFEST_DIR}/manifest.yaml"]
+
+    def health_probes(self, port: str, ready: str, live: str, startup_seconds: int = 60) -> Object:
+        def probe(path: str, period: int, failures: int) -> Object:
+            return {
+                "httpGet": {"path": path, "port": port},
+                "periodSeconds": period,
+                "timeoutSeconds": 3,
+                "failureThreshold": failures,
+            }
+
+        return {
+            "startupProbe": probe(ready, 2, startup_seconds // 2),
+            "readinessProbe": probe(ready, 5, 2),
+            "livenessProbe": probe(live, 10, 3),
+        }
+
+    # -- components ------------------------------------------------------------------------------------
+
+    def config(self) -> list[Object]:
+        manifest_map = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": self.metadata(self.name("manifest"), "config"),
+            "data": {"manifest.yaml": self.manifest_text},
+        }
+        settings_map = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": self.metadata(self.name("settings"), "config"),
+            "data": self.settings_data(),
+        }
+        return [manifest_map, settings_map]
+
+    def redis(self) -> list[Object]:
+        if self.external_redis is not None:
+            return []
+        probe = {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 10, "timeoutSeconds": 3}
+        container: Object = {
+            "name": "redis",
+            "image": "redis:7",
+            # noeviction: a full Redis refuses writes rather than silently dropping queued tasks.
+            # maxmemory stays under the limit so Redis reports "full" before the kernel kills it.
+            "args": [
+                "redis-server",
+                "--appendonly",
+                "yes",
+                "--maxmemory",
+                "400mb",
+                "--maxmemory-policy",
+                "noeviction",
+                "--dir",
+                "/data",
+            ],
+            "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
+            "readinessProbe": probe | {"failureThreshold": 2},
+            "livenessProbe": probe | {"failureThreshold": 6, "initialDelaySeconds": 10},
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "256Mi"},
+                "limits": {"cpu": "1", "memory": "512Mi"},
+            },
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}],
+        }
+        statefulset = {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": self.metadata(self.name("redis"), "redis"),
+            "spec": {
+                "serviceName": self.name("redis"),
+                "replicas": 1,
+                "selector": {"matchLabels": self.selector("redis")},
+                "template": {
+                    "metadata": {"labels": self.labels("redis")},
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": REDIS_UID,
+                            "runAsGroup": REDIS_UID,
+                            "fsGroup": REDIS_UID,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "terminationGracePeriodSeconds": 30,  # time to finish an AOF rewrite/fsync
+                        "containers": [container],
+                        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                    },
+                },
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": "data", "labels": self.labels("redis")},
+                        "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": "1Gi"}},
+                        },
+                    }
+                ],
+            },
+        }
+        return [self.service("redis", REDIS_PORT, "redis"), statefulset]
+
+    def web(self) -> list[Object]:
+        if not self.manifest.routes():
+            return []
+        # Uvicorn drains for SHUTDOWN_TIMEOUT after the preStop sleep; the kubelet must wait for both.
+        grace = int(self.shutdown_timeout) + PRE_STOP_SECONDS + GRACE_MARGIN_SECONDS
+        container = self.container(
+            "web",
+            [*self.manifest_args("web"), "--host", "0.0.0.0", "--port", str(WEB_PORT)],
+            [{"name": "http", "containerPort": WEB_PORT, "protocol": "TCP"}],
+            self.health_probes("http", "/health", "/health/live"),
+            {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+            ["redis-url", "database-url"] if not self.redis_url else ["database-url"],
+            pre_stop=True,
+        )
+        deployment = self.deployment(
+            "web",
+            self.pod_template("web", container, grace),
+            replicas=None,
+            strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+        )
+        hpa = {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": self.metadata(self.name("web"), "web"),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": self.name("web")},
+                "minReplicas": 2,
+                "maxReplicas": 10,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 70},
+                        },
+                    }
+                ],
+            },
+        }
+        objects = [deployment, self.service("web", 80, "http"), hpa, self.pdb("web")]
+        if self.ingress_host:
+            objects.append(self.ingress())
+        return objects
+
+    def ingress(self) -> Object:
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": self.metadata(self.name("web"), "web"),
+            "spec": {
+                "rules": [
+                    {
+                        "host": self.ingress_host,
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {
+                                        "service": {"name": self.name("web"), "port": {"name": "http"}}
+                                    },
+                                }
+                            ]
+                        },
+                    }
+                ]
+            },
+        }
+
+    def worker_container(self, command: str) -> Object:
+        return self.container(
+            command,
+            self.manifest_args(command),
+            [{"name": "health", "containerPort": self.health_port, "protocol": "TCP"}],
+            self.health_probes("health", "/health", "/health/live"),
+            {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+            ["redis-url", "database-url"] if not self.redis_url else ["database-url"],
+        )
+
+    def worker(self) -> list[Object]:
+        if not self.manifest.tasks():
+            return []
+        # The worker lets running tasks finish for SHUTDOWN_TIMEOUT after SIGTERM; no preStop: no traffic.
+        grace = int(self.shutdown_timeout) + GRACE_MARGIN_SECONDS
+        deployment = self.deployment(
+            "worker",
+            self.pod_template("worker", self.worker_container("worker"), grace),
+            replicas=None if self.keda else 2,
+        )
+        objects = [deployment, self.pdb("worker")]
+        if self.keda:
+            objects.append(self.scaled_object())
+        return objects
+
+    def scaled_object(self) -> Object:
+        keys = Keys(self.app)
+        per_worker = str(self.manifest.defaults.concurrency)  # one worker process runs this many at once
+        connection = {
+            "address": self.redis_address,
+            "databaseIndex": self.redis_db,
+            "stream": keys.stream,
+            "consumerGroup": keys.group,
+        }
+        return {
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject",
+            "metadata": self.metadata(self.name("worker"), "worker"),
+            "spec": {
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": self.name("worker"),
+                },
+                "minReplicaCount": 0,
+                "maxReplicaCount": 10,
+                "pollingInterval": 10,
+                "cooldownPeriod": 300,
+                "triggers": [
+                    # Entries not yet delivered: the only metric that can wake workers from zero (Redis 7+).
+                    {
+                        "type": "redis-streams",
+                        "name": "lag",
+                        "metadata": connection | {"lagCount": per_worker, "activationLagCount": "0"},
+                    },
+                    # Delivered but not acknowledged (running): keeps workers up until they finish.
+                    {
+                        "type": "redis-streams",
+                        "name": "pending",
+                        "metadata": connection | {"pendingEntriesCount": per_worker},
+                    },
+                ],
+            },
+        }
+
+    def scheduler(self) -> list[Object]:
+        if not self.manifest.tasks():
+            return []
+        grace = int(self.shutdown_timeout) + GRACE_MARGIN_SECONDS
+        # One scheduler at a time: Recreate stops the old pod before the new one starts.
+        return [
+            self.deployment(
+                "scheduler",
+                self.pod_template("scheduler", self.worker_container("scheduler"), grace),
+                replicas=1,
+                strategy={"type": "Recreate"},
+            )
+        ]
+
+    def dashboard(self) -> list[Object]:
+        probes = self.health_probes("http", "/health", "/health")
+        # The dashboard's /health reflects Redis; a Redis outage must not restart it, so liveness is TCP.
+        probes["livenessProbe"] = {"tcpSocket": {"port": "http"}, "periodSeconds": 10, "failureThreshold": 3}
+        container = self.container(
+            "dashboard",
+            [*self.manifest_args("dashboard"), "--host", "0.0.0.0", "--port", str(DASHBOARD_PORT)],
+            [{"name": "http", "containerPort": DASHBOARD_PORT, "protocol": "TCP"}],
+            probes,
+            {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+            (["redis-url"] if not self.redis_url else []) + ["database-url", "dashboard-token"],
+        )
+        grace = int(self.shutdown_timeout) + GRACE_MARGIN_SECONDS
+        return [
+            self.deployment("dashboard", self.pod_template("dashboard", container, grace), replicas=1),
+            self.service("dashboard", DASHBOARD_PORT, "http"),
+        ]
+
+    def render(self) -> list[Object]:
+        return [
+            *self.config(),
+            *self.redis(),
+            *self.web(),
+            *self.worker(),
+            *self.scheduler(),
+            *self.dashboard(),
+        ]
+
+
+def render_kubernetes(
+    manifest: Manifest,
+    manifest_text: str,
+    image: str,
+    *,
+    namespace: str | None = None,
+    ingress_host: str | None = None,
+    keda: bool = False,
+    external_redis: str | None = None,
+) -> list[Object]:
+    """Every object the app needs, in apply order. Raises ValueError for a bad option.
+
+    `manifest_text` goes into a ConfigMap as it is. Credentials are only referenced: the pods read
+    `redis-url` (with `external_redis`), `database-url` and `dashboard-token` from a Secret named
+    `{app}-secrets` that the cluster's operator creates. `external_redis` (host:port) replaces the
+    in-cluster Redis StatefulSet; `keda` replaces the worker's fixed replica count by a KEDA ScaledObject.
+    """
+    return _Renderer(manifest, manifest_text, image, namespace, ingress_host, keda, external_redis).render()
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for multi-line strings, so the manifest in its ConfigMap reads like the file."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def _dump_one(obj: Object) -> str:
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+def dump_yaml(objects: list[Object]) -> str:
+    """A multi-document YAML stream; the same objects always give the same text."""
+    return "".join(f"---\n{_dump_one(obj)}" for obj in objects)
+
+
+def file_name(obj: Object) -> str:
+    return f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+
+
+def write_kustomize(objects: list[Object], out_dir: Path) -> list[Path]:
+    """One file per object plus `kustomization.yaml` listing them in apply order; returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for obj in objects:
+        path = out_dir / file_name(obj)
+        path.write_text(_dump_one(obj))
+        paths.append(path)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [path.name for path in paths],
+    }
+    index = out_dir / "kustomization.yaml"
+    index.write_text(_dump_one(kustomization))
+    return [*paths, index]
+
+
+def parity_table(manifest: Manifest) -> str:
+    """What each function gets in the cluster: the same effective settings the emulator uses."""
+    header = ("function", "kind", "route / schedule", "retries", "timeout", "concurrency")
+    rows: list[tuple[str, ...]] = [header]
+    for row in manifest.summary():
+        if row["kind"] == "http":
+            trigger = f"{' '.join(row['methods'])} {row['route']}"
+            rows.append((row["name"], "http", trigger, "-", "-", "-"))
+        else:
+            trigger = f"cron {row['schedule']} (UTC)" if row["schedule"] else "queue"
+            rows.append(
+                (row["name"], "task", trigger, str(row["retries"]), row["timeout"], str(row["concurrency"]))
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines) + "\n"
+
+
+def secret_hint(manifest: Manifest, external_redis: str | None, namespace: str | None = None) -> str:
+    """How to create the Secret the rendered pods read (its values are never rendered)."""
+    keys = ["database-url", "dashboard-token"] + (["redis-url"] if external_redis is not None else [])
+    examples = {
+        "redis-url": "redis://:PASSWORD@HOST:6379/0",
+        "database-url": "postgresql://USER:PASSWORD@HOST:5432/DB",
+        "dashboard-token": "$(openssl rand -hex 32)",
+    }
+    literals = " ".join(f"--from-literal={key}={examples[key]}" for key in keys)
+    where = f" --namespace {namespace}" if namespace else ""
+    return f"kubectl create secret generic {secret_name(manifest)}{where} {literals}\n"
+
+
+def k8s_command(
+    manifest_path: str,
+    image: str,
+    out: str | None,
+    *,
+    namespace: str | None = None,
+    ingress_host: str | None = None,
+    keda: bool = False,
+    external_redis: str | None = None,
+) -> int:
+    """`runtime k8s`: YAML on stdout, or a kustomize folder at `out`. Returns the exit code."""
+    try:
+        manifest = load_manifest(manifest_path)
+        objects = render_kubernetes(
+            manifest,
+            Path(manifest_path).read_text(),
+            image,
+            namespace=namespace,
+            ingress_host=ingress_host,
+            keda=keda,
+            external_redis=external_redis,
+        )
+    except ManifestError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"runtime k8s: {exc}", file=sys.stderr)
+        return 1
+    notes = parity_table(manifest) + "\nThe pods read credentials from a Secret you create:\n"
+    notes += "  " + secret_hint(manifest, external_redis, namespace)
+    if out is None:
+        sys.stdout.write(dump_yaml(objects))
+        sys.stderr.write(notes)
+        return 0
+    paths = write_kustomize(objects, Path(out))
+    sys.stdout.write(notes + "\nWrote:\n" + "".join(f"  {path}\n" for path in paths))
+    sys.stdout.write(f"Apply with: kubectl apply -k {out}\n")
+    return 0
