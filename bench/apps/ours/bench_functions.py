@@ -1,0 +1,24 @@
+"""The benchmark's functions, written as a user of our runtime writes them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime import http, task
+
+from bench.apps import probe
+
+
+@task
+async def noop() -> None:
+    await probe.record_done()
+
+
+@task
+async def stamp(enqueued_at: float) -> None:
+    await probe.record_latency(enqueued_at)
+
+
+@http
+async def hello(request: Any) -> dict[str, str]:
+    return {"hello": "world"}

@@ -1,0 +1,219 @@
+"""The systems the benchmark compares, and how each one's worker is started.
+
+Every system is a real worker process started by the command its project ships, one process,
+concurrency 5 where the system has the notion, against the harness's private Redis.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from bench import procs
+
+VENV_BIN = Path(sys.executable).parent
+OURS_DIR = procs.REPO / "bench" / "apps" / "ours"
+OURS_MANIFEST = OURS_DIR / "manifest.yaml"
+ARQ_VENV = procs.REPO / "bench" / ".venvs" / "arq"
+CONCURRENCY = 5
+
+
+@dataclass
+class TaskSystem:
+    key: str
+    label: str
+    module: str  # the app module: producer CLI and task definitions
+    worker: Callable[[str], list[str]]  # mode ("throughput" | "startup") -> argv
+    cwd: Path = procs.REPO
+    python: Callable[[], str] = lambda: sys.executable
+    check: Callable[[], str | None] = lambda: None  # -> why it can't run, or None
+    records: bool = False  # needs DATABASE_URL (our run records)
+    notes: str = ""
+
+    def unavailable(self) -> str | None:
+        return unavailable(self.check)
+
+    def env(self, redis_url: str, tmpdir: Path) -> dict[str, str]:
+        extra = {"REDIS_URL": redis_url}
+        if self.records:
+            extra["DATABASE_URL"] = f"sqlite:///{tmpdir / 'runs.db'}"
+        return procs.child_env(extra)
+
+    def producer(self, mode: str, n: int) -> list[str]:
+        return [self.python(), "-m", self.module, mode, str(n)]
+
+
+@cache
+def unavailable(check: Callable[[], str | None]) -> str | None:
+    """Why a system can't run here (its check, run once), or None."""
+    try:
+        return check()
+    except Exception as exc:  # a check that crashes is a reason too
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _arq_python() -> str:
+    return str(ARQ_VENV / "bin" / "python")
+
+
+def _ensure_arq() -> str | None:
+    """arq pins redis-py < 6 and taskiq-redis needs >= 8: arq gets a virtualenv of its own."""
+    if (ARQ_VENV / "bin" / "arq").exists():
+        return None
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(ARQ_VENV)], check=True, timeout=120)
+        subprocess.run(
+            [_arq_python(), "-m", "pip", "install", "-q", "arq>=0.26"],
+            check=True, timeout=300, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+    except (subprocess.SubprocessError, OSError) as exc:
+        return f"could not build arq's virtualenv at {ARQ_VENV}: {exc}"
+    return None
+
+
+def _check_ours() -> str | None:
+    exe = VENV_BIN / "runtime"
+    if not exe.exists():
+        return f"no `runtime` command in {VENV_BIN} (pip install -e . first)"
+    probe = subprocess.run(
+        [sys.executable, "-c", "from runtime import Runtime, task, http; import runtime.cli"],
+        capture_output=True, text=True, timeout=60, cwd=OURS_DIR, env=procs.child_env(),
+    )  # fmt: skip
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        return f"runtime does not provide Runtime/task/http/cli yet ({last})"
+    check = subprocess.run(
+        [str(exe), "check", "--manifest", str(OURS_MANIFEST)],
+        capture_output=True, text=True, timeout=60, cwd=OURS_DIR, env=procs.child_env(),
+    )  # fmt: skip
+    if check.returncode != 0:
+        out = (check.stdout + check.stderr).strip().splitlines()
+        return f"`runtime check` rejects bench/apps/ours/manifest.yaml: {' | '.join(out[-3:])}"
+    return None
+
+
+def _check_emulator() -> str | None:
+    if not (VENV_BIN / "emulator").exists():
+        return f"no `emulator` command in {VENV_BIN}"
+    probe = subprocess.run(
+        [str(VENV_BIN / "emulator"), "up", "--help"], capture_output=True, text=True, timeout=60,
+        env=procs.child_env(),
+    )  # fmt: skip
+    if probe.returncode != 0:
+        last = ((probe.stdout + probe.stderr).strip().splitlines() or ["?"])[-1]
+        return f"`emulator up --help` fails: {last}"
+    return None
+
+
+def _celery(mode: str) -> list[str]:
+    pool = ["-P", "threads", "-c", str(CONCURRENCY)] if mode == "throughput" else ["-P", "solo"]
+    return [
+        str(VENV_BIN / "celery"), "-A", "bench.apps.celery_app", "worker", *pool,
+        "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
+    ]  # fmt: skip
+
+
+OURS = TaskSystem(
+    key="ours",
+    label="ours (runtime worker, run records on)",
+    module="bench.apps.ours_app",
+    worker=lambda mode: [str(VENV_BIN / "runtime"), "worker", "--manifest", str(OURS_MANIFEST)],
+    cwd=OURS_DIR,
+    check=_check_ours,
+    records=True,
+    notes="`runtime worker`, manifest concurrency 5, SQLite run records, default logging",
+)
+
+TASK_SYSTEMS: list[TaskSystem] = [
+    OURS,
+    TaskSystem(
+        key="taskiq",
+        label="bare taskiq (RedisStreamBroker)",
+        module="bench.apps.taskiq_app",
+        worker=lambda mode: [
+            str(VENV_BIN / "taskiq"), "worker", "bench.apps.taskiq_app:broker", "--workers", "1",
+            "--max-async-tasks", str(CONCURRENCY), "--log-level", "WARNING",
+        ],  # fmt: skip
+        notes="`taskiq worker --workers 1 --max-async-tasks 5`, no result backend",
+    ),
+    TaskSystem(
+        key="celery",
+        label="Celery (Redis broker)",
+        module="bench.apps.celery_app",
+        worker=_celery,
+        notes="`celery worker -P threads -c 5` (start-up: `-P solo`), results ignored, "
+        "no gossip/mingle/heartbeat",
+    ),
+    TaskSystem(
+        key="arq",
+        label="arq",
+        module="bench.apps.arq_app",
+        worker=lambda mode: [str(ARQ_VENV / "bin" / "arq"), "bench.apps.arq_app.WorkerSettings"],
+        python=_arq_python,
+        check=_ensure_arq,
+        notes="`arq`, max_jobs 5, poll_delay 10 ms, keep_result 0; own virtualenv (redis-py < 6)",
+    ),
+    TaskSystem(
+        key="dramatiq",
+        label="Dramatiq (Redis broker)",
+        module="bench.apps.dramatiq_app",
+        worker=lambda mode: [
+            str(VENV_BIN / "dramatiq"), "-p", "1", "-t", str(CONCURRENCY), "bench.apps.dramatiq_app"
+        ],
+        notes="`dramatiq -p 1 -t 5`, default middleware",
+    ),
+]
+
+BASELINE_TASKS = "taskiq"
+
+
+def task_system(key: str) -> TaskSystem:
+    return next(s for s in TASK_SYSTEMS if s.key == key)
+
+
+@dataclass
+class WebSystem:
+    key: str
+    label: str
+    argv: Callable[[int], list[str]]
+    cwd: Path = procs.REPO
+    check: Callable[[], str | None] = lambda: None
+    records: bool = False
+
+    def unavailable(self) -> str | None:
+        return unavailable(self.check)
+
+    def env(self, redis_url: str, tmpdir: Path) -> dict[str, str]:
+        extra = {"REDIS_URL": redis_url}
+        if self.records:
+            extra["DATABASE_URL"] = f"sqlite:///{tmpdir / 'web-runs.db'}"
+        return procs.child_env(extra)
+
+
+WEB_SYSTEMS: list[WebSystem] = [
+    WebSystem(
+        key="ours",
+        label="ours (runtime web)",
+        argv=lambda port: [
+            str(VENV_BIN / "runtime"), "web", "--manifest", str(OURS_MANIFEST),
+            "--host", "127.0.0.1", "--port", str(port),
+        ],  # fmt: skip
+        cwd=OURS_DIR,
+        check=_check_ours,
+        records=True,
+    ),
+    WebSystem(
+        key="starlette",
+        label="bare Starlette on uvicorn",
+        argv=lambda port: [
+            str(VENV_BIN / "uvicorn"), "bench.apps.starlette_app:app", "--host", "127.0.0.1",
+            "--port", str(port), "--no-access-log", "--log-level", "warning",
+        ],  # fmt: skip
+    ),
+]
+
+BASELINE_WEB = "starlette"

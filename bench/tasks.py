@@ -1,0 +1,113 @@
+"""Task benchmarks: throughput on a pre-filled queue, idle-queue latency, bulk enqueue, worker start-up.
+
+Done and timing, the same for every system: each no-op task runs `probe.record_done` (one Lua call:
+INCR a counter, stamp the first and latest completion with the worker's `time.time()`). The harness
+pre-fills N tasks with the system's own client (one enqueue call each, timed: enqueue/s), then spawns
+the worker and polls the counter until it reaches N. Throughput = (N - 1) / (last stamp - first
+stamp): from the worker's first task done to its last, so process start-up is excluded (it is
+measured on its own, and spawn -> last is recorded too).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import procs
+from bench.apps import probe
+from bench.redis_server import RedisServer
+from bench.stats import percentile
+from bench.systems import TaskSystem
+
+
+def _producer(system: TaskSystem, mode: str, n: int, redis: RedisServer, tmpdir: Path) -> dict[str, Any]:
+    timeout = 60 + n / 100
+    out = procs.run(
+        system.producer(mode, n), env=system.env(redis.url, tmpdir), cwd=system.cwd, timeout=timeout
+    )
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"producer printed no result: {out[-1000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    if "error" in result:
+        raise RuntimeError(f"producer {mode}: {result['error']}")
+    return result
+
+
+def _tail(log: Path, n: int = 1500) -> str:
+    try:
+        return log.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def _wait_done(redis: RedisServer, proc: Any, n: int, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    with redis.client() as c:
+        while time.monotonic() < deadline:
+            done = int(c.get(probe.DONE) or 0)
+            if done >= n:
+                return
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited {proc.returncode} after {done}/{n} tasks: {_tail(log)}")
+            time.sleep(0.02)
+        done = int(c.get(probe.DONE) or 0)
+    raise RuntimeError(f"only {done}/{n} tasks done after {timeout:.0f}s: {_tail(log)}")
+
+
+def throughput_and_latency(
+    system: TaskSystem, redis: RedisServer, n: int, latency_samples: int, tmpdir: Path, tag: str
+) -> dict[str, Any]:
+    """One repetition for one system: fill, start the worker, drain, then latency on the idle queue."""
+    redis.flush()
+    result: dict[str, Any] = {}
+    fill = _producer(system, "fill", n, redis, tmpdir)
+    result["enqueue_per_s"] = fill["per_s"]
+    log = tmpdir / f"worker-{system.key}-{tag}.log"
+    env = system.env(redis.url, tmpdir)
+    spawned = time.time()
+    proc = procs.spawn(system.worker("throughput"), env=env, cwd=system.cwd, log=log)
+    with procs.running(proc), procs.PeakRss(proc.pid) as rss:
+        _wait_done(redis, proc, n, timeout=60 + n / 50, log=log)
+        with redis.client() as c:
+            first, last = float(c.get(probe.FIRST)), float(c.get(probe.LAST))  # type: ignore[arg-type]
+        result["tasks_per_s"] = (n - 1) / (last - first) if n > 1 and last > first else None
+        result["spawn_to_first_s"] = first - spawned
+        result["spawn_to_last_s"] = last - spawned
+        result["peak_rss_mb"] = rss.peak / 2**20
+        if latency_samples:
+            _producer(system, "latency", latency_samples, redis, tmpdir)
+            with redis.client() as c:
+                samples = [float(x) * 1000 for x in c.lrange(probe.LATENCY, 0, -1)]
+            result["latency_p50_ms"] = percentile(samples, 50)
+            result["latency_p99_ms"] = percentile(samples, 99)
+            result["latency_n"] = len(samples)
+        rss.peak = max(rss.peak, rss.sample())
+        result["peak_rss_mb"] = rss.peak / 2**20
+    return result
+
+
+def bulk_enqueue(system: TaskSystem, redis: RedisServer, n: int, tmpdir: Path) -> dict[str, Any]:
+    """Single vs bulk enqueue of n tasks with no worker running (both timed by the producer)."""
+    redis.flush()
+    single = _producer(system, "fill", n, redis, tmpdir)
+    redis.flush()
+    bulk = _producer(system, "bulk", n, redis, tmpdir)
+    redis.flush()
+    return {"single_per_s": single["per_s"], "bulk_per_s": bulk["per_s"]}
+
+
+def worker_startup(system: TaskSystem, redis: RedisServer, tmpdir: Path, tag: str) -> dict[str, Any]:
+    """Spawn -> first pre-queued task done (the task's own completion stamp)."""
+    redis.flush()
+    _producer(system, "fill", 1, redis, tmpdir)
+    log = tmpdir / f"startup-{system.key}-{tag}.log"
+    spawned = time.time()
+    proc = procs.spawn(system.worker("startup"), env=system.env(redis.url, tmpdir), cwd=system.cwd, log=log)
+    with procs.running(proc):
+        _wait_done(redis, proc, 1, timeout=60, log=log)
+        with redis.client() as c:
+            first = float(c.get(probe.FIRST))  # type: ignore[arg-type]
+    return {"spawn_to_first_task_s": first - spawned}
