@@ -33,6 +33,10 @@ PRE_STOP_SECONDS = 5  # lets endpoints and ingress controllers drop a stopping p
 GRACE_MARGIN_SECONDS = 10  # room past the process's own shutdown before the kubelet kills it
 MANAGED_BY = "first-sip-runtime"
 MANIFEST_DIR = "/config"
+# Zero is safe: the scheduler, which always runs, moves due delayed tasks (`delay=`, retry backoffs)
+# onto the stream, where the lag trigger sees them and wakes a worker.
+KEDA_MIN_WORKERS = 0
+KEDA_MAX_WORKERS = 10
 
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
@@ -450,9 +454,12 @@ class _Renderer:
         }
 
     def worker_container(self, command: str) -> Object:
+        args = self.manifest_args(command)
+        if command == "worker":
+            args += ["--concurrency", str(self.manifest.defaults.concurrency)]
         return self.container(
             command,
-            self.manifest_args(command),
+            args,
             [{"name": "health", "containerPort": self.health_port, "protocol": "TCP"}],
             self.health_probes("health", "/health", "/health/live"),
             {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
@@ -476,7 +483,8 @@ class _Renderer:
 
     def scaled_object(self) -> Object:
         keys = Keys(self.app)
-        per_worker = str(self.manifest.defaults.concurrency)  # one worker process runs this many at once
+        concurrency = self.manifest.defaults.concurrency  # one worker process runs this many at once
+        held = concurrency * 4  # what one worker holds at most: running + prefetched (Worker.capacity)
         connection = {
             "address": self.redis_address,
             "databaseIndex": self.redis_db,
@@ -493,22 +501,22 @@ class _Renderer:
                     "kind": "Deployment",
                     "name": self.name("worker"),
                 },
-                "minReplicaCount": 0,
-                "maxReplicaCount": 10,
+                "minReplicaCount": KEDA_MIN_WORKERS,
+                "maxReplicaCount": KEDA_MAX_WORKERS,
                 "pollingInterval": 10,
                 "cooldownPeriod": 300,
                 "triggers": [
-                    # Entries not yet delivered: the only metric that can wake workers from zero (Redis 7+).
+                    # Entries not yet delivered (Redis 7+): the backlog; the one metric that wakes from zero.
                     {
                         "type": "redis-streams",
                         "name": "lag",
-                        "metadata": connection | {"lagCount": per_worker, "activationLagCount": "0"},
+                        "metadata": connection | {"lagCount": str(concurrency), "activationLagCount": "0"},
                     },
-                    # Delivered but not acknowledged (running): keeps workers up until they finish.
+                    # Delivered, not acknowledged: a worker stays while tasks run or wait to be reclaimed.
                     {
                         "type": "redis-streams",
                         "name": "pending",
-                        "metadata": connection | {"pendingEntriesCount": per_worker},
+                        "metadata": connection | {"pendingEntriesCount": str(held)},
                     },
                 ],
             },
