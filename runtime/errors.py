@@ -47,3 +47,11 @@ class ArgumentsError(ValueError):
 
 class RuntimeNotStarted(RuntimeError):
     """`enqueue` was called in a process where no runtime is running."""
+
+
+class TaskTimeout(Exception):
+    """An attempt ran past its function's timeout and was stopped."""
+
+
+class UnknownFunction(LookupError):
+    """A message names a function that this app's manifest does not declare."""

@@ -1,0 +1,124 @@
+"""Briefings: `POST /briefings` creates one and queues its generation; `GET /briefings/{id}` shows it.
+
+`generate_briefing` calls the briefing source over httpx with its own timeout: BRIEFING_SOURCE_URL,
+or a built-in simulated source with a few seconds of latency (BRIEFING_SOURCE_LATENCY) when unset.
+Once its retries are spent, the briefing is `failed` with the error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+
+import httpx
+from pydantic import BaseModel, Field
+from sqlmodel import Field as Column
+from sqlmodel import SQLModel
+
+from runtime import Failure, get_settings, http, session, task
+
+SOURCE_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Briefing(SQLModel, table=True):
+    __tablename__ = "briefings"
+
+    id: int | None = Column(default=None, primary_key=True)
+    topic: str = "general"
+    status: str = "queued"  # queued, processing, completed, failed
+    content: str | None = None
+    error: str | None = None
+    created_at: datetime = Column(default_factory=now)
+    updated_at: datetime = Column(default_factory=now)
+
+
+class BriefingRequest(BaseModel):
+    topic: str = Field("general", min_length=1, max_length=200)
+
+
+def _public(briefing: Briefing) -> dict[str, object]:
+    return briefing.model_dump(mode="json")
+
+
+async def _set(briefing_id: int, **fields: object) -> Briefing | None:
+    async with session() as db:
+        briefing = await db.get(Briefing, briefing_id)
+        if briefing is None:
+            return None
+        for key, value in fields.items():
+            setattr(briefing, key, value)
+        briefing.updated_at = now()
+        db.add(briefing)
+        await db.commit()
+        return briefing
+
+
+@http
+async def create_briefing(body: BriefingRequest) -> tuple[dict[str, object], int]:
+    async with session() as db:
+        briefing = Briefing(topic=body.topic)
+        db.add(briefing)
+        await db.commit()
+        await db.refresh(briefing)
+    assert briefing.id is not None
+    await generate_briefing.enqueue(briefing_id=briefing.id)
+    return {"id": briefing.id, "status": briefing.status, "topic": briefing.topic}, 202
+
+
+@http
+async def get_briefing(briefing_id: int) -> tuple[dict[str, object], int]:
+    async with session() as db:
+        briefing = await db.get(Briefing, briefing_id)
+    if briefing is None:
+        return {"error": f"no briefing with id {briefing_id}"}, 404
+    return _public(briefing), 200
+
+
+async def _fetch(topic: str) -> str:
+    url = get_settings().briefing_source_url
+    if not url:  # the built-in simulated source: slow, like the real one
+        await asyncio.sleep(float(os.environ.get("BRIEFING_SOURCE_LATENCY", "2")))
+        return f"Your briefing on {topic}: markets calm, skies clear, coffee strong."
+    async with httpx.AsyncClient(timeout=SOURCE_TIMEOUT) as client:
+        response = await client.get(url, params={"topic": topic})
+        response.raise_for_status()
+        return response.text
+
+
+@task
+async def generate_briefing(briefing_id: int) -> dict[str, object]:
+    briefing = await _set(briefing_id, status="processing")
+    if briefing is None:
+        return {"skipped": f"no briefing {briefing_id}"}
+    content = await _fetch(briefing.topic)
+    await _set(briefing_id, status="completed", content=content, error=None)
+    return {"id": briefing_id, "chars": len(content)}
+
+
+@generate_briefing.on_failure
+async def mark_failed(failure: Failure) -> None:
+    await _set(int(failure.arguments["briefing_id"]), status="failed", error=failure.error)
+
+
+@task
+async def update_status(briefing_id: int, status: str) -> None:
+    if status not in ("queued", "processing", "completed", "failed"):
+        raise ValueError(f"unknown briefing status {status!r}")
+    await _set(briefing_id, status=status)
+
+
+@task
+async def daily_briefings() -> dict[str, object]:
+    async with session() as db:
+        briefing = Briefing(topic="daily")
+        db.add(briefing)
+        await db.commit()
+        await db.refresh(briefing)
+    assert briefing.id is not None
+    await generate_briefing.enqueue(briefing_id=briefing.id)
+    return {"id": briefing.id}

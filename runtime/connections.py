@@ -1,0 +1,167 @@
+"""The Runtime: a process's connections (the broker on Redis, the run store) and the enqueue path."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlmodel.ext.asyncio.session import AsyncSession
+from taskiq import TaskiqMessage
+
+from runtime.application import Application, load_application
+from runtime.broker import StreamBroker
+from runtime.decorators import TaskFunction
+from runtime.errors import ConfigError, RuntimeNotStarted
+from runtime.keys import Keys
+from runtime.runs import DATABASE_ERRORS, FINAL, Run, RunStore, utcnow
+from runtime.settings import Settings, get_settings
+
+_current: Runtime | None = None
+
+
+def current_runtime() -> Runtime | None:
+    return _current
+
+
+def session() -> AsyncSession:
+    """A database session on the app's database (the one holding run records): `async with session() as s:`."""
+    if _current is None:
+        raise RuntimeNotStarted("no runtime is running in this process, so there is no database session")
+    return AsyncSession(_current.store.engine, expire_on_commit=False)
+
+
+def redact(url: str) -> str:
+    """A URL with its password hidden, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    return url
+
+
+class Runtime:
+    """What every process of an app shares: its functions, its broker and its run store."""
+
+    def __init__(self, app: Application, settings: Settings | None = None) -> None:
+        self.app = app
+        self.settings = settings or get_settings()
+        self.keys = Keys(app.name)
+        self.broker = StreamBroker(self.settings.redis_url, self.keys, lease_seconds=self.settings.lease_seconds)
+        self.store = RunStore(self.settings.database_url)
+
+    @classmethod
+    def from_manifest(cls, path: str | Path = "manifest.yaml", settings: Settings | None = None) -> Runtime:
+        return cls(load_application(path), settings)
+
+    async def start(self) -> None:
+        """Connect to Redis and the database; a ConfigError names the setting when one is unreachable."""
+        global _current
+        try:
+            await self.broker.startup()
+        except (RedisError, OSError) as exc:
+            raise ConfigError(
+                f"cannot reach Redis at REDIS_URL={redact(self.settings.redis_url)}: {exc}. "
+                "Start Redis or set REDIS_URL=redis://host:port/db"
+            ) from None
+        try:
+            await self.store.init()
+        except DATABASE_ERRORS as exc:
+            raise ConfigError(
+                f"cannot use the database at DATABASE_URL={redact(self.settings.database_url)}: "
+                f"{str(exc).splitlines()[0]}. Start it or set DATABASE_URL "
+                "(sqlite:///path/runs.db or postgresql://user:password@host:5432/db)"
+            ) from None
+        _current = self
+
+    async def stop(self) -> None:
+        global _current
+        if _current is self:
+            _current = None
+        await self.broker.shutdown()
+        await self.store.close()
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # --- enqueue -----------------------------------------------------------------------------------
+
+    def message(self, function: str, run_id: str, kwargs: dict[str, Any], attempt: int = 1,
+                history: list[dict[str, Any]] | None = None) -> bytes:
+        message = TaskiqMessage(
+            task_id=run_id,
+            task_name=function,
+            labels={"attempt": attempt, "history": history or []},
+            args=[],
+            kwargs=kwargs,
+        )
+        return self.broker.formatter.dumps(message).message
+
+    async def enqueue(
+        self, fn: TaskFunction[..., Any], arguments: list[dict[str, Any]], *, delay: float | None = None,
+        replay_of: str | None = None,
+    ) -> list[str]:
+        """Validate, record and queue runs of a task; returns their ids."""
+        name = fn.name
+        if name is None or self.app.tasks.get(name) is not fn:
+            raise ValueError(f"{fn!r} is not a task of the app '{self.app.name}' (is it in the manifest?)")
+        if delay is not None and delay < 0:
+            raise ValueError(f"delay must be zero or more seconds, not {delay}")
+        validated = [fn.validate(kwargs, for_json=True) for kwargs in arguments]
+        now = utcnow()
+        runs = [
+            Run(
+                id=uuid.uuid4().hex,
+                function=name,
+                arguments=kwargs,
+                status="scheduled" if delay else "queued",
+                max_attempts=self.app.manifest.retries(name) + 1,
+                enqueued_at=now,
+                scheduled_for=now + timedelta(seconds=delay) if delay else None,
+                replay_of=replay_of,
+            )
+            for kwargs in validated
+        ]
+        await self.store.insert_many(runs)
+        await self.broker.kick_many(
+            [self.message(name, run.id, run.arguments) for run in runs], delay=delay or 0
+        )
+        return [run.id for run in runs]
+
+    async def replay(self, run_id: str) -> Run:
+        """Queue a failed run again as a new run; it leaves the dead-letter list."""
+        run = await self.store.get(run_id)
+        if run is None:
+            raise LookupError(f"no run with id {run_id!r}")
+        if run.status != "failed":
+            raise ValueError(f"run {run_id} is {run.status}; only failed runs can be replayed")
+        fn = self.app.tasks.get(run.function)
+        if fn is None:
+            raise LookupError(f"function {run.function!r} is no longer in the manifest")
+        [new_id] = await self.enqueue(fn, [run.arguments], replay_of=run.id)
+        await self.broker.redis.zrem(self.keys.dead, run.id)
+        new_run = await self.store.get(new_id)
+        assert new_run is not None
+        return new_run
+
+    async def wait(self, run_id: str, timeout: float = 60.0, poll: float = 0.05) -> Run:
+        """The run once it has finished (succeeded or failed); TimeoutError after `timeout` seconds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            run = await self.store.get(run_id)
+            if run is not None and run.status in FINAL:
+                return run
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
+            await asyncio.sleep(poll)

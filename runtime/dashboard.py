@@ -1,0 +1,189 @@
+"""The dashboard: runs, queues, retries and dead letters in a browser, and the JSON API behind it.
+
+    GET  /api/runs?function=&status=&limit=&offset=   runs, newest first
+    GET  /api/runs/{id}                               one run, with each attempt's error
+    POST /api/runs/{id}/replay                        a failed run queued again; returns the new run
+    DELETE /api/runs/{id}                             forget a run (and its dead letter)
+    GET  /api/dead-letters                            runs that spent their retries
+    GET  /api/functions                               the manifest's functions, effective settings
+    POST /api/functions/{name}/runs                   enqueue a task (JSON body: its arguments)
+    GET  /api/stats                                   counts per function and status, queue depths
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from runtime.connections import Runtime
+from runtime.errors import ArgumentsError
+from runtime.web import FastJSONResponse, _http_error, error_response, health_routes
+from runtime.runs import STATUSES
+
+PAGE = Path(__file__).parent / "static" / "dashboard.html"
+
+
+class TokenAuth:
+    """Requires DASHBOARD_TOKEN as a bearer token, a `token` query parameter or cookie."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in ("/health", "/health/live"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        given = (
+            request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            or request.query_params.get("token", "")
+            or request.cookies.get("dashboard_token", "")
+        )
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            response = error_response(401, "this dashboard needs DASHBOARD_TOKEN: send 'Authorization: Bearer <token>'")
+            await response(scope, receive, send)
+            return
+        if request.query_params.get("token"):
+            async def send_with_cookie(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    message.setdefault("headers", []).append(
+                        (b"set-cookie", f"dashboard_token={self.token}; HttpOnly; SameSite=Strict; Path=/".encode())
+                    )
+                await send(message)
+
+            await self.app(scope, receive, send_with_cookie)
+            return
+        await self.app(scope, receive, send)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _limit(request: Request, default: int = 100) -> int:
+    try:
+        return max(1, min(1000, int(request.query_params.get("limit", default))))
+    except ValueError:
+        raise HTTPException(400, "limit must be a whole number from 1 to 1000") from None
+
+
+def create_dashboard_app(runtime: Runtime, token: str | None = None) -> Starlette:
+    store = runtime.store
+    redis = runtime.broker.redis
+    keys = runtime.keys
+
+    async def page(request: Request) -> Response:
+        if not PAGE.exists():
+            return error_response(404, "the dashboard page is not installed; the JSON API is under /api/")
+        return FileResponse(PAGE, headers={"cache-control": "no-cache"})
+
+    async def list_runs(request: Request) -> Response:
+        status = request.query_params.get("status") or None
+        if status and status not in STATUSES:
+            return error_response(400, f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+        try:
+            offset = max(0, int(request.query_params.get("offset", 0)))
+        except ValueError:
+            return error_response(400, "offset must be a whole number")
+        runs = await store.list(
+            function=request.query_params.get("function") or None, status=status,
+            limit=_limit(request), offset=offset,
+        )
+        return FastJSONResponse([run.public() for run in runs])
+
+    async def get_run(request: Request) -> Response:
+        run = await store.get(request.path_params["run_id"])
+        if run is None:
+            return error_response(404, f"no run with id {request.path_params['run_id']!r}")
+        return FastJSONResponse(run.public())
+
+    async def replay(request: Request) -> Response:
+        try:
+            run = await runtime.replay(request.path_params["run_id"])
+        except LookupError as exc:
+            return error_response(404, str(exc))
+        except (ValueError, ArgumentsError) as exc:
+            return error_response(409, str(exc))
+        return FastJSONResponse(run.public(), status_code=201)
+
+    async def delete_run(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        await redis.zrem(keys.dead, run_id)
+        if not await store.delete(run_id):
+            return error_response(404, f"no run with id {run_id!r}")
+        return Response(status_code=204)
+
+    async def dead_letters(request: Request) -> Response:
+        ids = [i.decode() for i in await redis.zrevrange(keys.dead, 0, _limit(request) - 1)]
+        runs = {run.id: run for run in await store.list(ids=ids, limit=len(ids) or 1)} if ids else {}
+        return FastJSONResponse([runs[i].public() for i in ids if i in runs])
+
+    async def functions(request: Request) -> Response:
+        return FastJSONResponse(runtime.app.manifest.summary())
+
+    async def enqueue(request: Request) -> Response:
+        name = request.path_params["name"]
+        fn = runtime.app.tasks.get(name)
+        if fn is None:
+            return error_response(404, f"no task named {name!r}; see GET /api/functions")
+        body = await request.body()
+        try:
+            arguments = json.loads(body) if body.strip() else {}
+        except ValueError as exc:
+            return error_response(400, f"request body is not valid JSON: {exc}")
+        if not isinstance(arguments, dict):
+            return error_response(422, "the body must be a JSON object of the task's arguments")
+        try:
+            delay = float(request.query_params["delay"]) if "delay" in request.query_params else None
+            [run_id] = await runtime.enqueue(fn, [arguments], delay=delay)
+        except (ArgumentsError, ValueError) as exc:
+            return error_response(422, str(exc))
+        run = await store.get(run_id)
+        assert run is not None
+        return FastJSONResponse(run.public(), status_code=202)
+
+    async def stats(request: Request) -> Response:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(keys.stream)
+            pipe.xpending(keys.stream, keys.group)
+            pipe.zcard(keys.delayed)
+            pipe.zcard(keys.dead)
+            length, pending, delayed, dead = await pipe.execute()
+        in_flight = int(pending["pending"]) if isinstance(pending, dict) else 0
+        consumers = [
+            {"name": _text(c["name"]), "pending": int(c["pending"])} for c in (pending or {}).get("consumers", [])
+        ]
+        return FastJSONResponse({
+            "app": runtime.app.name,
+            "queue": {"waiting": max(0, int(length) - in_flight), "in_flight": in_flight,
+                      "delayed": int(delayed), "dead": int(dead)},
+            "runs": await store.counts(),
+            "consumers": consumers,
+        })
+
+    routes = [
+        Route("/", page),
+        *health_routes(runtime),
+        Route("/api/runs", list_runs),
+        Route("/api/runs/{run_id}", get_run, methods=["GET"]),
+        Route("/api/runs/{run_id}", delete_run, methods=["DELETE"]),
+        Route("/api/runs/{run_id}/replay", replay, methods=["POST"]),
+        Route("/api/dead-letters", dead_letters),
+        Route("/api/functions", functions),
+        Route("/api/functions/{name}/runs", enqueue, methods=["POST"]),
+        Route("/api/stats", stats),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    if token:
+        app.add_middleware(TokenAuth, token=token)
+    return app

@@ -1,0 +1,146 @@
+"""`@http` and `@task`: mark plain functions; the manifest gives them their routes and queue settings."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from runtime.errors import ArgumentsError, RuntimeNotStarted
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a task's failure hook receives once a run has spent its retries."""
+
+    run_id: str
+    function: str
+    arguments: dict[str, Any]
+    error: str
+    attempts: int
+
+
+FailureHook = Callable[[Failure], Awaitable[None] | None]
+
+
+class _Function(Generic[P, R]):
+    kind = "function"
+
+    def __init__(self, fn: Callable[P, R]) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.name: str | None = None  # set from the manifest when the app loads
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.fn.__module__}:{self.fn.__qualname__}"
+
+    def __repr__(self) -> str:
+        return f"<@{self.kind} {self.ref}>"
+
+
+class HttpFunction(_Function[P, R]):
+    """An HTTP function: called with a Starlette Request (and typed path params / a body model)."""
+
+    kind = "http"
+
+
+@dataclass
+class _Arguments:
+    model: type[BaseModel]
+    names: list[str] = field(default_factory=list)
+
+
+def _arguments_model(fn: Callable[..., Any]) -> _Arguments:
+    """A pydantic model of the function's parameters, from its type hints."""
+    signature = inspect.signature(fn)
+    try:
+        hints = inspect.get_annotations(fn, eval_str=True)
+    except Exception:  # unresolvable forward refs: fall back to no validation of those params
+        hints = {}
+    fields: dict[str, Any] = {}
+    for name, param in signature.parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = ... if param.default is param.empty else param.default
+        fields[name] = (hints.get(name, Any), default)
+    model = create_model(  # type: ignore[call-overload]
+        f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid", strict=False), **fields
+    )
+    return _Arguments(model=model, names=list(fields))
+
+
+def describe_validation_error(function: str, exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "arguments"
+        message = "unexpected argument" if error["type"] == "extra_forbidden" else error["msg"]
+        parts.append(f"{where}: {message}")
+    return f"bad arguments for '{function}': " + "; ".join(parts)
+
+
+class TaskFunction(_Function[P, R]):
+    """A task: run by a worker with retries and a timeout; `await fn.enqueue(**kwargs)` queues a run."""
+
+    kind = "task"
+
+    def __init__(self, fn: Callable[P, R]) -> None:
+        super().__init__(fn)
+        self._arguments = _arguments_model(fn)
+        self.failure_hooks: list[FailureHook] = []
+
+    def validate(self, kwargs: dict[str, Any], *, for_json: bool = False) -> dict[str, Any]:
+        """Arguments checked and coerced against the type hints; ArgumentsError names what is wrong.
+
+        With `for_json`, the values come back as JSON-able data (to put in a message).
+        """
+        try:
+            parsed = self._arguments.model.model_validate(kwargs)
+        except ValidationError as exc:
+            raise ArgumentsError(describe_validation_error(self.name or self.fn.__name__, exc)) from None
+        if for_json:
+            return parsed.model_dump(mode="json")
+        return {name: getattr(parsed, name) for name in self._arguments.names}
+
+    def on_failure(self, hook: FailureHook) -> FailureHook:
+        """Register a hook run once a run of this task has failed for good (decorator)."""
+        self.failure_hooks.append(hook)
+        return hook
+
+    async def enqueue(self, *, delay: float | None = None, **kwargs: Any) -> str:
+        """Queue a run and return its id; `delay` seconds postpones it."""
+        ids = await self.enqueue_many([kwargs], delay=delay)
+        return ids[0]
+
+    async def enqueue_many(self, arguments: list[dict[str, Any]], *, delay: float | None = None) -> list[str]:
+        """Queue many runs in one round trip each to Redis and the database; returns their ids."""
+        from runtime.connections import current_runtime
+
+        runtime = current_runtime()
+        if runtime is None:
+            raise RuntimeNotStarted(
+                f"cannot enqueue '{self.name or self.fn.__name__}': no runtime is running in this process; "
+                "use `async with Runtime.from_manifest('manifest.yaml'):` in scripts"
+            )
+        return await runtime.enqueue(self, arguments, delay=delay)
+
+
+def http(fn: Callable[P, R]) -> HttpFunction[P, R]:
+    """Mark a function as an HTTP function; its route comes from the manifest."""
+    return HttpFunction(fn)
+
+
+def task(fn: Callable[P, R]) -> TaskFunction[P, R]:
+    """Mark a function as a task; its retries, timeout and schedule come from the manifest."""
+    return TaskFunction(fn)

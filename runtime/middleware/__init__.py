@@ -1,0 +1,8 @@
+"""Queue behaviours as taskiq middlewares, one module each, composed by the worker."""
+
+from runtime.middleware.dead_letters import DeadLetterMiddleware
+from runtime.middleware.records import RunRecordMiddleware
+from runtime.middleware.retries import RetryMiddleware, backoff
+from runtime.middleware.task_log import TaskLogMiddleware
+
+__all__ = ["DeadLetterMiddleware", "RetryMiddleware", "RunRecordMiddleware", "TaskLogMiddleware", "backoff"]
