@@ -110,6 +110,17 @@ def test_the_oldest_and_newest_supported_versions_are_covered() -> None:
     assert "1.25.0" in K8S_VERSIONS and "1.37.0" in K8S_VERSIONS
 
 
+def test_the_repositorys_own_manifest_renders_valid_objects() -> None:
+    repo_manifest = Path(__file__).parents[2] / "manifest.yaml"
+    if not repo_manifest.exists():
+        pytest.skip("no manifest.yaml at the repository root")
+    text = repo_manifest.read_text()
+    manifest = load_manifest(repo_manifest)
+    for obj in render_kubernetes(manifest, text, IMAGE, keda=True, ingress_host="app.example.com"):
+        if not obj["apiVersion"].startswith("keda.sh/"):
+            kubernetes_validate.validate(obj, K8S_VERSIONS[-1], strict=True)
+
+
 def test_scaled_object_validates_against_keda_schema() -> None:
     schema = json.loads((FIXTURES / "keda-scaledobject.schema.json").read_text())
     for variant in ("keda+ingress+namespace", "external-redis+keda"):
