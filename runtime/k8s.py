@@ -38,6 +38,7 @@ MANIFEST_DIR = "/config"
 KEDA_MIN_WORKERS = 0
 KEDA_MAX_WORKERS = 10
 
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
 
@@ -66,11 +67,12 @@ def secret_name(manifest: Manifest) -> str:
 SECRET_KEYS = {"redis-url": "redis_url", "database-url": "database_url", "dashboard-token": "dashboard_token"}
 
 
-def _redis_address(external_redis: str | None, app: str) -> tuple[str, str, str]:
+def _redis_address(external_redis: str | None, app: str, namespace: str | None) -> tuple[str, str, str]:
     """(host:port for KEDA, in-cluster REDIS_URL or '', database index) for the app's Redis."""
     if external_redis is None:
-        host = f"{app}-redis"
-        return f"{host}:{REDIS_PORT}", f"redis://{host}:{REDIS_PORT}/0", "0"
+        # KEDA connects from its own namespace, so it needs the Service's namespaced name.
+        qualified = f"{app}-redis.{namespace}.svc:{REDIS_PORT}" if namespace else ""
+        return qualified, f"redis://{app}-redis:{REDIS_PORT}/0", "0"
     if "://" in external_redis:
         url = urlparse(external_redis)
         if url.scheme not in ("redis", "rediss") or not url.hostname:
@@ -106,11 +108,14 @@ class _Renderer:
     ) -> None:
         if not image.strip():
             raise ValueError("--image is required: the image built from this repository's Dockerfile")
-        for label, value in (("--namespace", namespace), ("--ingress-host", ingress_host)):
-            if value is not None and not (_DNS1123_SUBDOMAIN.match(value) and len(value) <= 253):
-                raise ValueError(
-                    f"{label} {value!r} is not a DNS name (lower case letters, digits, '-', '.')"
-                )
+        if namespace is not None and not (_DNS1123_LABEL.match(namespace) and len(namespace) <= 63):
+            raise ValueError(
+                f"--namespace {namespace!r} is not a DNS label (lower case letters, digits, '-')"
+            )
+        if ingress_host is not None and not (
+            _DNS1123_SUBDOMAIN.match(ingress_host) and len(ingress_host) <= 253
+        ):
+            raise ValueError(f"--ingress-host {ingress_host!r} is not a host name, e.g. app.example.com")
         self.manifest = manifest
         self.app = manifest.app
         self.manifest_text = manifest_text
@@ -119,7 +124,14 @@ class _Renderer:
         self.ingress_host = ingress_host
         self.keda = keda
         self.external_redis = external_redis
-        self.redis_address, self.redis_url, self.redis_db = _redis_address(external_redis, self.app)
+        self.redis_address, self.redis_url, self.redis_db = _redis_address(
+            external_redis, self.app, namespace
+        )
+        if keda and manifest.tasks() and not self.redis_address:
+            raise ValueError(
+                "--keda with the in-cluster Redis needs --namespace: KEDA reaches Redis from its own "
+                f"namespace, as {self.app}-redis.NAMESPACE.svc:{REDIS_PORT}"
+            )
         self.shutdown_timeout = float(_default("shutdown_timeout"))
         self.health_port = int(_default("worker_health_port"))
 
@@ -579,8 +591,9 @@ def render_kubernetes(
 
     `manifest_text` goes into a ConfigMap as it is. Credentials are only referenced: the pods read
     `redis-url` (with `external_redis`), `database-url` and `dashboard-token` from a Secret named
-    `{app}-secrets` that the cluster's operator creates. `external_redis` (host:port) replaces the
-    in-cluster Redis StatefulSet; `keda` replaces the worker's fixed replica count by a KEDA ScaledObject.
+    `{app}-secrets` that the cluster's operator creates. `external_redis` (host:port, reachable from
+    the KEDA operator too) replaces the in-cluster Redis StatefulSet; `keda` replaces the worker's fixed
+    replica count by a KEDA ScaledObject, and with the in-cluster Redis needs `namespace`.
     """
     return _Renderer(manifest, manifest_text, image, namespace, ingress_host, keda, external_redis).render()
 

@@ -116,7 +116,9 @@ def test_the_repositorys_own_manifest_renders_valid_objects() -> None:
         pytest.skip("no manifest.yaml at the repository root")
     text = repo_manifest.read_text()
     manifest = load_manifest(repo_manifest)
-    for obj in render_kubernetes(manifest, text, IMAGE, keda=True, ingress_host="app.example.com"):
+    for obj in render_kubernetes(
+        manifest, text, IMAGE, keda=True, ingress_host="app.example.com", namespace="apps"
+    ):
         if not obj["apiVersion"].startswith("keda.sh/"):
             kubernetes_validate.validate(obj, K8S_VERSIONS[-1], strict=True)
 
@@ -130,7 +132,7 @@ def test_scaled_object_validates_against_keda_schema() -> None:
 
 def test_keda_schema_rejects_a_redis_url_as_address() -> None:
     schema = json.loads((FIXTURES / "keda-scaledobject.schema.json").read_text())
-    (scaled,) = by_kind(render(keda=True), "ScaledObject")
+    (scaled,) = by_kind(render(keda=True, namespace="prod"), "ScaledObject")
     scaled["spec"]["triggers"][0]["metadata"]["address"] = "redis://first-sip-redis:6379/0"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema).validate(scaled)
@@ -203,7 +205,7 @@ def test_autoscaled_deployments_have_no_replica_count() -> None:
     assert one(plain, "HorizontalPodAutoscaler", "first-sip-web")["spec"]["scaleTargetRef"]["name"] == (
         "first-sip-web"
     )
-    with_keda = render(keda=True)
+    with_keda = render(keda=True, namespace="prod")
     assert "replicas" not in one(with_keda, "Deployment", "first-sip-worker")["spec"]  # KEDA owns it
     scaled = one(with_keda, "ScaledObject", "first-sip-worker")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "first-sip-worker"
@@ -211,7 +213,7 @@ def test_autoscaled_deployments_have_no_replica_count() -> None:
 
 
 def test_scheduler_runs_alone() -> None:
-    spec = one(render(keda=True), "Deployment", "first-sip-scheduler")["spec"]
+    spec = one(render(keda=True, namespace="prod"), "Deployment", "first-sip-scheduler")["spec"]
     assert spec["replicas"] == 1
     assert spec["strategy"] == {"type": "Recreate"}
 
@@ -353,24 +355,32 @@ def test_external_redis_with_credentials_is_refused() -> None:
 def test_keda_scales_on_the_task_stream_of_the_redis_it_uses() -> None:
     keys = Keys("first-sip")
     concurrency = str(load_manifest(MANIFEST).defaults.concurrency)
-    (scaled,) = by_kind(render(keda=True), "ScaledObject")
+    (scaled,) = by_kind(render(keda=True, namespace="prod"), "ScaledObject")
     lag, pending = scaled["spec"]["triggers"]
     for trigger in (lag, pending):
         assert trigger["type"] == "redis-streams"
         assert trigger["metadata"]["stream"] == keys.stream == "first-sip:tasks"
         assert trigger["metadata"]["consumerGroup"] == keys.group == "workers"
-        assert trigger["metadata"]["address"] == "first-sip-redis:6379"  # host:port, not a URL
+        # host:port, not a URL; namespaced, since KEDA's operator resolves it from its own namespace.
+        assert trigger["metadata"]["address"] == "first-sip-redis.prod.svc:6379"
     assert lag["metadata"]["lagCount"] == concurrency
     assert lag["metadata"]["activationLagCount"] == "0"  # one waiting task wakes a worker
     # A worker holds up to 4 x concurrency entries (running + prefetched): one busy worker is not a backlog.
     assert pending["metadata"]["pendingEntriesCount"] == str(int(concurrency) * 4)
     # Scale to zero only works because the always-on scheduler moves due delayed tasks onto the stream.
     assert scaled["spec"]["minReplicaCount"] == 0
-    assert one(render(keda=True), "Deployment", "first-sip-scheduler")["spec"]["replicas"] == 1
+    assert (
+        one(render(keda=True, namespace="prod"), "Deployment", "first-sip-scheduler")["spec"]["replicas"] == 1
+    )
 
     (external,) = by_kind(render(keda=True, external_redis="redis://cache.internal:6380/2"), "ScaledObject")
     assert external["spec"]["triggers"][0]["metadata"]["address"] == "cache.internal:6380"
     assert external["spec"]["triggers"][0]["metadata"]["databaseIndex"] == "2"
+
+
+def test_keda_with_in_cluster_redis_needs_a_namespace() -> None:
+    with pytest.raises(ValueError, match="--namespace"):
+        render(keda=True)
 
 
 def test_redis_keeps_every_task() -> None:
@@ -504,13 +514,13 @@ def test_parity_table_shows_each_functions_effective_settings() -> None:
 
 def test_k8s_command_writes_a_kustomize_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "k8s"
-    assert k8s_command(str(MANIFEST), IMAGE, str(out), keda=True, ingress_host="briefings.example.com") == 0
+    assert k8s_command(str(MANIFEST), IMAGE, str(out), keda=True, namespace="prod") == 0
     printed = capsys.readouterr().out
     kustomization = yaml.safe_load((out / "kustomization.yaml").read_text())
     assert kustomization["kind"] == "Kustomization"
     files = sorted(p.name for p in out.iterdir() if p.name != "kustomization.yaml")
     assert sorted(kustomization["resources"]) == files
-    rendered = render(keda=True, ingress_host="briefings.example.com")
+    rendered = render(keda=True, namespace="prod")
     assert [yaml.safe_load((out / name).read_text()) for name in kustomization["resources"]] == rendered
     assert "generate_briefing" in printed and "kustomization.yaml" in printed
     assert "kubectl create secret generic first-sip-secrets" in printed
