@@ -1,8 +1,8 @@
 """Kubernetes rendering: the objects that run an app in a cluster, derived from its manifest.
 
-`runtime k8s` prints them as YAML or writes a kustomize folder. The manifest names the objects and sets
-their sizes and autoscaling targets; `Settings` supplies every environment name and default, so a
-deployed process reads exactly what was rendered for it.
+`runtime k8s` prints them as YAML or writes a kustomize folder. The manifest names the objects, decides
+which processes run, and sets the workers' concurrency and autoscaling targets; `Settings` supplies every
+environment name and default, so a deployed process reads exactly what was rendered for it.
 """
 
 from __future__ import annotations
