@@ -42,7 +42,7 @@ def spawn(
     stdout_pipe: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start `cmd` in a new session (its own process group), output to `log` or a pipe."""
-    out = subprocess.PIPE if stdout_pipe else (open(log, "ab") if log else subprocess.DEVNULL)  # noqa: SIM115
+    out = subprocess.PIPE if stdout_pipe else (open(log, "ab") if log else subprocess.DEVNULL)
     try:
         return subprocess.Popen(
             list(cmd), env=env, cwd=str(cwd), stdout=out, stderr=subprocess.STDOUT, start_new_session=True

@@ -42,9 +42,22 @@ def redis_server() -> Iterator[RedisServer]:
     port = procs.free_port()
     workdir = tempfile.mkdtemp(prefix="bench-redis-")
     cmd = [
-        redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-        "--dir", workdir, "--daemonize", "no", "--loglevel", "warning",
-    ]  # fmt: skip
+        redis_server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         client = redis.Redis(host="127.0.0.1", port=port)

@@ -27,7 +27,7 @@ from bench.redis_server import RedisServer
 from bench.stats import percentile
 from bench.systems import VENV_BIN, _check_emulator
 
-STARLETTE_MODULE = '''\
+STARLETTE_MODULE = """\
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -38,16 +38,16 @@ async def hello(request):
 
 
 app = Starlette(routes=[Route("/hello", hello, methods=["GET"])])
-'''
+"""
 
-OURS_MODULE = '''\
+OURS_MODULE = """\
 from runtime import http
 
 
 @http
 async def hello(request):
     return {{"hello": "world", "edit": {edit}}}
-'''
+"""
 
 OURS_MANIFEST = """\
 app: benchreload
@@ -80,9 +80,17 @@ RELOAD_SYSTEMS = [
         template=OURS_MODULE,
         prepare=lambda d: (d / "manifest.yaml").write_text(OURS_MANIFEST),
         argv=lambda d, port: [
-            str(VENV_BIN / "emulator"), "up", "--manifest", str(d / "manifest.yaml"), "--host", "127.0.0.1",
-            "--port", str(port), "--dashboard-port", str(procs.free_port()),
-        ],  # fmt: skip
+            str(VENV_BIN / "emulator"),
+            "up",
+            "--manifest",
+            str(d / "manifest.yaml"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-port",
+            str(procs.free_port()),
+        ],
         check=_check_emulator,
         redis=True,
     ),
@@ -93,9 +101,17 @@ RELOAD_SYSTEMS = [
         template=STARLETTE_MODULE,
         prepare=lambda d: None,
         argv=lambda d, port: [
-            str(VENV_BIN / "uvicorn"), "reload_app:app", "--reload", "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log", "--log-level", "warning",
-        ],  # fmt: skip
+            str(VENV_BIN / "uvicorn"),
+            "reload_app:app",
+            "--reload",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
         check=lambda: None,
     ),
 ]
@@ -118,7 +134,9 @@ def _edit_of(body: str) -> int | None:
         return None
 
 
-def reload_run(system: ReloadSystem, redis: RedisServer, edits: int, tmpdir: Path, tag: str) -> dict[str, Any]:
+def reload_run(
+    system: ReloadSystem, redis: RedisServer, edits: int, tmpdir: Path, tag: str
+) -> dict[str, Any]:
     appdir = Path(tempfile.mkdtemp(prefix=f"reload-{system.key}-", dir=tmpdir))
     module = appdir / system.module_file
     module.write_text(system.template.format(edit=0))
@@ -136,8 +154,9 @@ def reload_run(system: ReloadSystem, redis: RedisServer, edits: int, tmpdir: Pat
             web.wait_http_ok(url, server, timeout=60, log=log)
             poller = procs.spawn(
                 [sys.executable, "-m", "bench.poller", url, str(edits * (EDIT_TIMEOUT_S + 1) + 30)],
-                env=procs.child_env(), stdout_pipe=True,
-            )  # fmt: skip
+                env=procs.child_env(),
+                stdout_pipe=True,
+            )
             events: queue.Queue[dict[str, Any]] = queue.Queue()
             reader = threading.Thread(target=_reader, args=(poller.stdout, events), daemon=True)
             reader.start()
@@ -186,5 +205,3 @@ def reload_run(system: ReloadSystem, redis: RedisServer, edits: int, tmpdir: Pat
 
 def reload_system(key: str) -> ReloadSystem:
     return next(s for s in RELOAD_SYSTEMS if s.key == key)
-
-

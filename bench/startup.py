@@ -24,9 +24,17 @@ def emulator_startup(tmpdir: Path, tag: str, timeout: float = 60) -> dict[str, A
         shutil.copy(OURS_DIR / name, appdir / name)
     port = procs.free_port()
     cmd = [
-        str(VENV_BIN / "emulator"), "up", "--manifest", str(appdir / "manifest.yaml"), "--host", "127.0.0.1",
-        "--port", str(port), "--dashboard-port", str(procs.free_port()),
-    ]  # fmt: skip
+        str(VENV_BIN / "emulator"),
+        "up",
+        "--manifest",
+        str(appdir / "manifest.yaml"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dashboard-port",
+        str(procs.free_port()),
+    ]
     lines: queue.Queue[tuple[float, str]] = queue.Queue()
     output: list[str] = []
     spawned = time.time()

@@ -68,8 +68,11 @@ def _ensure_arq() -> str | None:
         subprocess.run([sys.executable, "-m", "venv", str(ARQ_VENV)], check=True, timeout=120)
         subprocess.run(
             [_arq_python(), "-m", "pip", "install", "-q", "arq>=0.26"],
-            check=True, timeout=300, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            check=True,
+            timeout=300,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
     except (subprocess.SubprocessError, OSError) as exc:
         return f"could not build arq's virtualenv at {ARQ_VENV}: {exc}"
     return None
@@ -81,15 +84,23 @@ def _check_ours() -> str | None:
         return f"no `runtime` command in {VENV_BIN} (pip install -e . first)"
     probe = subprocess.run(
         [sys.executable, "-c", "from runtime import Runtime, task, http; import runtime.cli"],
-        capture_output=True, text=True, timeout=60, cwd=OURS_DIR, env=procs.child_env(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=OURS_DIR,
+        env=procs.child_env(),
+    )
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["?"])[-1]
         return f"runtime does not provide Runtime/task/http/cli yet ({last})"
     check = subprocess.run(
         [str(exe), "check", "--manifest", str(OURS_MANIFEST)],
-        capture_output=True, text=True, timeout=60, cwd=OURS_DIR, env=procs.child_env(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=OURS_DIR,
+        env=procs.child_env(),
+    )
     if check.returncode != 0:
         out = (check.stdout + check.stderr).strip().splitlines()
         return f"`runtime check` rejects bench/apps/ours/manifest.yaml: {' | '.join(out[-3:])}"
@@ -100,9 +111,12 @@ def _check_emulator() -> str | None:
     if not (VENV_BIN / "emulator").exists():
         return f"no `emulator` command in {VENV_BIN}"
     probe = subprocess.run(
-        [str(VENV_BIN / "emulator"), "up", "--help"], capture_output=True, text=True, timeout=60,
+        [str(VENV_BIN / "emulator"), "up", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env=procs.child_env(),
-    )  # fmt: skip
+    )
     if probe.returncode != 0:
         last = ((probe.stdout + probe.stderr).strip().splitlines() or ["?"])[-1]
         return f"`emulator up --help` fails: {last}"
@@ -112,9 +126,17 @@ def _check_emulator() -> str | None:
 def _celery(mode: str) -> list[str]:
     pool = ["-P", "threads", "-c", str(CONCURRENCY)] if mode == "throughput" else ["-P", "solo"]
     return [
-        str(VENV_BIN / "celery"), "-A", "bench.apps.celery_app", "worker", *pool,
-        "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
-    ]  # fmt: skip
+        str(VENV_BIN / "celery"),
+        "-A",
+        "bench.apps.celery_app",
+        "worker",
+        *pool,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-l",
+        "WARNING",
+    ]
 
 
 OURS = TaskSystem(
@@ -135,9 +157,16 @@ TASK_SYSTEMS: list[TaskSystem] = [
         label="bare taskiq (RedisStreamBroker)",
         module="bench.apps.taskiq_app",
         worker=lambda mode: [
-            str(VENV_BIN / "taskiq"), "worker", "bench.apps.taskiq_app:broker", "--workers", "1",
-            "--max-async-tasks", str(CONCURRENCY), "--log-level", "WARNING",
-        ],  # fmt: skip
+            str(VENV_BIN / "taskiq"),
+            "worker",
+            "bench.apps.taskiq_app:broker",
+            "--workers",
+            "1",
+            "--max-async-tasks",
+            str(CONCURRENCY),
+            "--log-level",
+            "WARNING",
+        ],
         notes="`taskiq worker --workers 1 --max-async-tasks 5`, no result backend",
     ),
     TaskSystem(
@@ -162,7 +191,12 @@ TASK_SYSTEMS: list[TaskSystem] = [
         label="Dramatiq (Redis broker)",
         module="bench.apps.dramatiq_app",
         worker=lambda mode: [
-            str(VENV_BIN / "dramatiq"), "-p", "1", "-t", str(CONCURRENCY), "bench.apps.dramatiq_app"
+            str(VENV_BIN / "dramatiq"),
+            "-p",
+            "1",
+            "-t",
+            str(CONCURRENCY),
+            "bench.apps.dramatiq_app",
         ],
         notes="`dramatiq -p 1 -t 5`, default middleware",
     ),
@@ -199,9 +233,15 @@ WEB_SYSTEMS: list[WebSystem] = [
         key="ours",
         label="ours (runtime web)",
         argv=lambda port: [
-            str(VENV_BIN / "runtime"), "web", "--manifest", str(OURS_MANIFEST),
-            "--host", "127.0.0.1", "--port", str(port),
-        ],  # fmt: skip
+            str(VENV_BIN / "runtime"),
+            "web",
+            "--manifest",
+            str(OURS_MANIFEST),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         cwd=OURS_DIR,
         check=_check_ours,
         records=True,
@@ -210,9 +250,16 @@ WEB_SYSTEMS: list[WebSystem] = [
         key="starlette",
         label="bare Starlette on uvicorn",
         argv=lambda port: [
-            str(VENV_BIN / "uvicorn"), "bench.apps.starlette_app:app", "--host", "127.0.0.1",
-            "--port", str(port), "--no-access-log", "--log-level", "warning",
-        ],  # fmt: skip
+            str(VENV_BIN / "uvicorn"),
+            "bench.apps.starlette_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
     ),
 ]
 

@@ -1,6 +1,6 @@
 """Baseline: Celery on its Redis broker, results ignored; one worker process with a thread pool.
 
-    celery -A bench.apps.celery_app worker -P threads -c 5 --without-gossip --without-mingle --without-heartbeat
+celery -A bench.apps.celery_app worker -P threads -c 5 --without-gossip --without-mingle --without-heartbeat
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Baseline: Dramatiq on its Redis broker, default middleware; one worker process with 5 threads.
 
-    dramatiq -p 1 -t 5 bench.apps.dramatiq_app
+dramatiq -p 1 -t 5 bench.apps.dramatiq_app
 """
 
 from __future__ import annotations

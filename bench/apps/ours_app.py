@@ -1,6 +1,6 @@
 """Our runtime's producer: enqueues `bench/apps/ours` functions through `Runtime.from_manifest`.
 
-    runtime worker --manifest bench/apps/ours/manifest.yaml     (cwd: bench/apps/ours)
+runtime worker --manifest bench/apps/ours/manifest.yaml     (cwd: bench/apps/ours)
 """
 
 from __future__ import annotations

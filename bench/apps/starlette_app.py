@@ -1,6 +1,6 @@
 """Baseline: the JSON hello handler in a bare Starlette app, served by uvicorn.
 
-    uvicorn bench.apps.starlette_app:app --port P --no-access-log
+uvicorn bench.apps.starlette_app:app --port P --no-access-log
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Baseline: a bare taskiq app on `RedisStreamBroker`, run by `taskiq worker` (no result backend).
 
-    taskiq worker bench.apps.taskiq_app:broker --workers 1 --max-async-tasks 5
+taskiq worker bench.apps.taskiq_app:broker --workers 1 --max-async-tasks 5
 """
 
 from __future__ import annotations

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from runtime import http, task
+from starlette.requests import Request
 
 from bench.apps import probe
+from runtime import http, task
 
 
 @task
@@ -20,5 +19,5 @@ async def stamp(enqueued_at: float) -> None:
 
 
 @http
-async def hello(request: Any) -> dict[str, str]:
+async def hello(request: Request) -> dict[str, str]:
     return {"hello": "world"}

