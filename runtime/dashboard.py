@@ -50,6 +50,10 @@ class TokenAuth:
             or request.cookies.get("dashboard_token", "")
         )
         if not hmac.compare_digest(given.encode(), self.token.encode()):
+            if scope["path"] == "/":
+                # the page holds no data; it asks for the token when the API answers 401
+                await self.app(scope, receive, send)
+                return
             response = error_response(401, "this dashboard needs DASHBOARD_TOKEN: send 'Authorization: Bearer <token>'")
             await response(scope, receive, send)
             return
