@@ -137,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
                 if OURS in task_systems and not OURS.unavailable():
-                    results["bulk"]["runs"].append(
-                        runner.measure(
-                            f"[{rep + 1}/{args.repeat}] ours bulk",
-                            lambda: bulk_enqueue(OURS, redis, args.tasks, tmpdir),
-                        )
+                    bulk = runner.measure(
+                        f"[{rep + 1}/{args.repeat}] ours bulk",
+                        lambda: bulk_enqueue(OURS, redis, args.tasks, tmpdir),
                     )
+                    bulk["single_per_s"] = results["tasks"]["systems"]["ours"]["runs"][-1].get(
+                        "enqueue_per_s"
+                    )
+                    results["bulk"]["runs"].append(bulk)
 
         if "startup" in phases:
             print("\n== start-up: worker spawn -> first pre-queued task; emulator up -> ready", flush=True)

@@ -276,8 +276,9 @@ METHOD = """\
   task at a time with `enqueued_at = time.time()` taken just before the enqueue call; the task pushes
   `time.time() − enqueued_at` at its start. The next task is enqueued only once the previous one has
   started, after a random 5–25 ms pause (so no polling period aliases). p50/p99 over all samples.
-- **Bulk enqueue (ours).** N tasks with one `enqueue` call each vs `enqueue_many` in chunks of 1,000,
-  no worker running, timed by the producer.
+- **Bulk enqueue (ours).** After each repetition's throughput run, N tasks by `enqueue_many` in
+  chunks of 1,000, no worker running, timed by the producer, against the same repetition's pre-fill
+  (N tasks, one `enqueue` call each).
 - **Worker start-up.** One task pre-queued; time from spawning the worker to that task's completion
   stamp. Celery uses `-P solo` here.
 - **Emulator start-up.** `emulator up` in a throw-away copy of `bench/apps/ours` with no `REDIS_URL`
@@ -365,7 +366,7 @@ def chart(results: Results, path: Path) -> None:
         )
         for bar, v in zip(bars, values, strict=True):
             ax.annotate(
-                "n/a" if v is None else f"{v:,.3g}",
+                "n/a" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}"),
                 (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                 ha="center",
                 va="bottom",
