@@ -93,7 +93,8 @@ class Scheduler:
         """Enqueue every cron function whose latest due time has not been enqueued yet."""
         fired = []
         for name, expression in self.schedules.items():
-            due = croniter(expression, now).get_prev(datetime)
+            # get_prev is strictly before its start: from now + 1 s, a time due exactly now counts
+            due = croniter(expression, now + timedelta(seconds=1)).get_prev(datetime)
             key = self.keys.cron_last(name)
             last = await self.redis.get(key)
             if last is None:

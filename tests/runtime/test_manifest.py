@@ -1,0 +1,160 @@
+"""The manifest: every error reported at once, naming the file, the function and the field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runtime.application import load_application
+from runtime.errors import ManifestError
+from runtime.manifest import format_duration, parse_duration, parse_manifest
+from tests.conftest import command, write_app
+
+
+@pytest.mark.parametrize(("text", "seconds"), [(30, 30.0), ("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+@pytest.mark.parametrize("bad", ["5x", "", "-1s", 0, True, "m5"])
+def test_bad_durations_are_refused(bad):
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(yaml.safe_load(text), "m.yaml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_every_problem_is_reported_at_once_with_file_function_and_field():
+    found = problems("""
+app: Bad_App
+defaults: {timeout: 5x, concurency: 3}
+functions:
+  a: {handler: m:a, http: {path: x, methods: [FETCH]}}
+  b: {handler: m:b, task: {schedule: "nope"}}
+  c: {handler: m:c, task: {timeout: 30s}, http: {path: /c}}
+  d: {handler: "not a handler", task: {}}
+  e: {handler: m:e, task: {retries: -1, color: red}}
+""")
+    assert "m.yaml, field 'app': String should match pattern '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'" in found
+    assert any(p.startswith("m.yaml, field 'defaults.timeout': '5x' is not a duration") for p in found)
+    assert "m.yaml, field 'defaults.concurency': unknown key; check its spelling against `runtime schema`" in found
+    assert "m.yaml: function 'a', field 'http.path': 'x' must start with '/'" in found
+    assert any(p.startswith("m.yaml: function 'a', field 'http.methods': unknown HTTP method FETCH") for p in found)
+    assert any(p.startswith("m.yaml: function 'b', field 'task.schedule': 'nope' is not a valid cron") for p in found)
+    assert "m.yaml: function 'c': a function has exactly one of 'http:' or 'task:'" in found
+    assert any(p.startswith("m.yaml: function 'd', field 'handler'") for p in found)
+    assert any(p.startswith("m.yaml: function 'e', field 'task.retries'") for p in found)
+    assert "m.yaml: function 'e', field 'task.color': unknown key; check its spelling against `runtime schema`" in found
+    assert len(found) == 10
+
+
+def test_duplicate_routes_are_an_error():
+    found = problems("""
+app: x
+functions:
+  a: {handler: m:a, http: {path: "/items/{id:int}", methods: [GET, POST]}}
+  b: {handler: m:b, http: {path: "/items/{item}", methods: [get]}}
+""")
+    assert found == ["m.yaml: function 'b', field 'http.path': GET /items/{item} is also served by 'a'"]
+
+
+def test_effective_settings_fall_back_to_defaults():
+    manifest = parse_manifest(yaml.safe_load("""
+app: x
+defaults: {retries: 5, timeout: 10s}
+functions:
+  a: {handler: m:a, task: {}}
+  b: {handler: m:b, task: {retries: 0, timeout: 500ms}}
+"""))
+    assert (manifest.retries("a"), manifest.timeout("a")) == (5, 10.0)
+    assert (manifest.retries("b"), manifest.timeout("b")) == (0, 0.5)
+    assert manifest.summary()[1]["timeout"] == "500ms"
+
+
+def broken_app(tmp_path: Path) -> tuple[Path, str]:
+    good, bad, raw = (f"mod_{uuid.uuid4().hex[:8]}" for _ in range(3))
+    manifest = write_app(tmp_path, f"""
+app: broken
+functions:
+  page: {{handler: "{good}:page", task: {{}}}}
+  job: {{handler: "{good}:job", http: {{path: /job}}}}
+  gone: {{handler: "{bad}:thing", task: {{}}}}
+  missing: {{handler: "{good}:nothing", task: {{}}}}
+  plain: {{handler: "{raw}:plain", task: {{}}}}
+""", {
+        f"{good}.py": """
+            from runtime import http, task
+
+            @http
+            async def page(request): return {}
+
+            @task
+            async def job() -> None: ...
+
+            @task
+            async def forgotten() -> None: ...
+        """,
+        f"{bad}.py": "import does_not_exist_anywhere\n",
+        f"{raw}.py": "def plain(): ...\n",
+    })
+    return manifest, good
+
+
+def test_handlers_are_checked_against_the_manifest(tmp_path):
+    manifest, good = broken_app(tmp_path)
+    with pytest.raises(ManifestError) as info:
+        load_application(manifest)
+    found = [str(p) for p in info.value.problems]
+    assert found[0] == (
+        f"{manifest}: function 'page', field 'task': '{good}:page' is an @http function but is declared as "
+        "'task:'; declare it with 'http:' or decorate it with @task"
+    )
+    assert "is an @task function but is declared as 'http:'" in found[1]
+    assert "No module named 'does_not_exist_anywhere'" in found[2] and "Traceback" in found[2]
+    assert f"'{good}' has no attribute 'nothing'" in found[3]
+    assert "is not decorated; add @task to it" in found[4]
+    assert f"'{good}:forgotten' is decorated with @task but the manifest does not declare it" in found[5]
+    assert len(found) == 6
+
+
+def test_runtime_check_lists_every_error_and_exits_1(tmp_path):
+    manifest, _ = broken_app(tmp_path)
+    result = subprocess.run([command("runtime"), "check", "--manifest", str(manifest)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: 6 problems in the manifest:")
+    for name in ("page", "job", "gone", "missing", "plain", "forgotten"):
+        assert f"function '{name}'" in result.stderr
+
+
+def test_runtime_check_on_the_example_prints_the_effective_settings():
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([command("runtime"), "check"], capture_output=True, text=True, cwd=root, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "app 'first-sip' is valid: 2 HTTP function(s), 3 task(s)" in result.stdout
+    assert "generate_briefing  task                                    3        5m       5" in result.stdout
+    assert "daily_briefings    task  0 6 * * *" in result.stdout
+
+
+def test_a_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "manifest.yaml"
+    path.write_text("app: x\nfunctions:\n  a: {handler: m:a\n")
+    result = subprocess.run([command("runtime"), "check", "--manifest", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "not valid YAML at line" in result.stderr
+
+
+def test_the_json_schema_is_published():
+    result = subprocess.run([command("runtime"), "schema"], capture_output=True, text=True, timeout=60)
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "manifest.yaml" and "functions" in schema["properties"]
+    assert schema["additionalProperties"] is False

@@ -1,0 +1,65 @@
+"""The run store on SQLite and on Postgres: records, filters, out-of-order updates, pruning."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from runtime.connections import Runtime
+from runtime.middleware.records import FINISHED, RUNNING, version
+from runtime.runs import Run, RunStore, utcnow
+from runtime.settings import Settings
+
+
+def run(run_id: str, function: str = "f", status: str = "queued") -> Run:
+    return Run(id=run_id, function=function, arguments={"n": 1}, status=status, enqueued_at=utcnow())
+
+
+async def test_records_filters_and_counts(database_url):
+    store = RunStore(Settings(database_url=database_url).database_url)
+    await store.init()
+    await store.insert_many([run("a", "f"), run("b", "g"), run("c", "f", "failed")])
+    assert {r.id for r in await store.list(function="f")} == {"a", "c"}
+    assert [r.id for r in await store.list(status="failed")] == ["c"]
+    assert len(await store.list(limit=2)) == 2
+    assert await store.counts() == {"f": {"queued": 1, "failed": 1}, "g": {"queued": 1}}
+    assert list((await store.get("a")).public())[0] == "id"  # type: ignore[union-attr]
+    assert await store.delete("b") and await store.get("b") is None
+    await store.close()
+
+
+async def test_an_older_update_never_overwrites_a_newer_one(database_url):
+    store = RunStore(Settings(database_url=database_url).database_url)
+    await store.init()
+    await store.insert_many([run("a")])
+    base = {"id": "a", "attempts": 1, "last_error": None, "started_at": utcnow(), "result": None, "history": []}
+    running = base | {"status": "running", "finished_at": None, "version": version(RUNNING)}
+    done = base | {"status": "succeeded", "finished_at": utcnow(), "result": {"ok": True}, "version": version(FINISHED)}
+    await store.update_many([done])
+    await store.update_many([running])  # arrives late
+    saved = await store.get("a")
+    assert saved is not None and (saved.status, saved.result) == ("succeeded", {"ok": True})
+    await store.close()
+
+
+async def test_prune_removes_old_succeeded_runs_only(database_url):
+    store = RunStore(Settings(database_url=database_url).database_url)
+    await store.init()
+    old = utcnow() - timedelta(days=2)
+    await store.insert_many([run("old-ok", status="succeeded"), run("old-failed", status="failed"), run("new-ok", status="succeeded")])
+    for run_id, finished in (("old-ok", old), ("old-failed", old), ("new-ok", utcnow())):
+        await store.update_many([{"id": run_id, "status": run_id.split("-")[1].replace("ok", "succeeded"),
+                                  "attempts": 1, "finished_at": finished, "history": [], "version": version(FINISHED)}])
+    assert await store.prune(utcnow() - timedelta(days=1)) == 1
+    assert {r.id for r in await store.list()} == {"old-failed", "new-ok"}
+    await store.close()
+
+
+async def test_runtime_tables_are_created_on_start(tmp_path, redis_url, database_url):
+    from tests.conftest import write_app
+
+    manifest = write_app(tmp_path, "app: empty\nfunctions: {}\n", {})
+    runtime = Runtime.from_manifest(manifest, Settings(redis_url=redis_url, database_url=database_url))
+    await runtime.start()
+    await runtime.store.ping()
+    assert await runtime.store.list() == []
+    await runtime.stop()
