@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import json
 import logging
 import os
@@ -225,6 +226,12 @@ class Emulator:
     def _reload(self, settings: Settings, sockets: list[socket.socket], paths: list[str]) -> None:
         started = time.perf_counter()
         names = ", ".join(os.path.relpath(p, self.root) for p in paths)
+        for path in paths:
+            # A .pyc is checked against its source's size and mtime in whole seconds: two saves of the same
+            # size within one second would otherwise import the first one's bytecode.
+            if path.endswith(".py"):
+                with contextlib.suppress(OSError, ValueError):
+                    os.unlink(importlib.util.cache_from_source(path))
         fresh = self._spawn(settings, sockets)
         status, message = fresh.outcome()
         self.sources = set(json.loads(message)) if status == "ready" else None
