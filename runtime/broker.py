@@ -112,7 +112,10 @@ class StreamBroker(AsyncBroker):
         fetched = await self.redis.xreadgroup(
             self.keys.group, self.consumer, {self.keys.stream: ">"}, count=count, block=block_ms
         )
-        return self._deliveries(fetched[0][1]) if fetched else []
+        if not fetched:
+            return []
+        streams: Any = fetched
+        return self._deliveries(streams[0][1])
 
     async def reclaim(self, count: int) -> list[Delivery]:
         """Entries whose lease lapsed (their worker died), now this consumer's."""

@@ -128,7 +128,7 @@ def create_dashboard_app(runtime: Runtime, token: str | None = None) -> Starlett
         return Response(status_code=204)
 
     async def dead_letters(request: Request) -> Response:
-        ids = [i.decode() for i in await redis.zrevrange(keys.dead, 0, _limit(request) - 1)]
+        ids = [_text(i) for i in await redis.zrevrange(keys.dead, 0, _limit(request) - 1)]
         runs = {run.id: run for run in await store.list(ids=ids, limit=len(ids) or 1)} if ids else {}
         return FastJSONResponse([runs[i].public() for i in ids if i in runs])
 

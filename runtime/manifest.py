@@ -140,7 +140,7 @@ class Manifest(_Strict):
         max_length=40,
         description="DNS-1123 label: names Kubernetes objects and Redis keys",
     )
-    defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
+    defaults: Defaults = Field(default_factory=Defaults)
     functions: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")], FunctionSpec]
 
     def retries(self, name: str) -> int:
@@ -177,7 +177,7 @@ class Manifest(_Strict):
         return rows
 
 
-def _problem_from(error: dict[str, Any], file: str) -> Problem:
+def _problem_from(error: Any, file: str) -> Problem:
     loc = [str(part) for part in error["loc"]]
     function = None
     if len(loc) >= 2 and loc[0] == "functions":

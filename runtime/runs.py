@@ -137,21 +137,23 @@ class RunStore:
             await conn.execute(statement, params)
 
     async def get(self, run_id: str) -> Run | None:
+        table = Run.__table__  # type: ignore[attr-defined]
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(Run).where(Run.id == run_id))).mappings().first()
+            row = (await conn.execute(select(table).where(table.c.id == run_id))).mappings().first()
         return Run.model_validate(dict(row)) if row else None
 
     async def list(
         self, *, function: str | None = None, status: str | None = None, limit: int = 100, offset: int = 0,
         ids: list[str] | None = None,
     ) -> list[Run]:
-        query = select(Run).order_by(Run.enqueued_at.desc(), Run.id.desc())  # type: ignore[attr-defined]
+        table = Run.__table__  # type: ignore[attr-defined]
+        query = select(table).order_by(table.c.enqueued_at.desc(), table.c.id.desc())
         if function:
-            query = query.where(Run.function == function)
+            query = query.where(table.c.function == function)
         if status:
-            query = query.where(Run.status == status)
+            query = query.where(table.c.status == status)
         if ids is not None:
-            query = query.where(Run.id.in_(ids))  # type: ignore[attr-defined]
+            query = query.where(table.c.id.in_(ids))
         query = query.limit(limit).offset(offset)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
@@ -159,7 +161,8 @@ class RunStore:
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """Runs per function and status: {function: {status: n}}."""
-        query = select(Run.function, Run.status, func.count()).group_by(Run.function, Run.status)
+        table = Run.__table__  # type: ignore[attr-defined]
+        query = select(table.c.function, table.c.status, func.count()).group_by(table.c.function, table.c.status)
         out: dict[str, dict[str, int]] = {}
         async with self.engine.connect() as conn:
             for function, status, count in (await conn.execute(query)).all():

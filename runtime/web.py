@@ -94,7 +94,7 @@ class Endpoint:
             else:
                 default = ... if param.default is param.empty else param.default
                 fields[pname] = (hint if hint is not None else Any, default)
-        self.params_model = create_model(f"{name}_params", **fields) if fields else None  # type: ignore[call-overload]
+        self.params_model = create_model(f"{name}_params", **fields) if fields else None
 
     async def __call__(self, request: Request) -> Response:
         try:

@@ -275,7 +275,7 @@ class Worker:
         try:
             if fn.is_async:
                 with anyio.fail_after(timeout):
-                    return await fn.fn(**kwargs)
+                    return await fn.fn(**kwargs)  # type: ignore[misc]
             return await self.sync_pool.run(fn.ref, kwargs, timeout)
         except TimeoutError:
             raise TaskTimeout(f"timed out after {format_duration(timeout)}") from None
