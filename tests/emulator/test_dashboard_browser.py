@@ -7,8 +7,12 @@ import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Dialog
 
 from tests.conftest import Process, free_port, wait_for_port, write_app
 
@@ -98,7 +102,13 @@ def test_dashboard_in_a_browser(
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         problems: list[str] = []
         page.on("pageerror", lambda error: problems.append(str(error)))
-        page.on("dialog", lambda dialog: dialog.accept())
+        dialogs: list[str] = []
+
+        def accept(dialog: Dialog) -> None:
+            dialogs.append(dialog.message)
+            dialog.accept()
+
+        page.on("dialog", accept)
         expect.set_options(timeout=10_000)
         try:
             page.goto(url)
@@ -180,7 +190,22 @@ def test_dashboard_in_a_browser(
             expect(detail).not_to_contain_text("undefined")
             expect(page.get_by_test_id("stat-succeeded")).to_contain_text("1")
 
+            # Delete (after a confirm) removes a dead letter and its record
+            page.get_by_test_id("enqueue-arguments").fill(f'{{"path": "{tmp_path / "never"}"}}')
+            page.get_by_test_id("enqueue-submit").click()
+            doomed_id = page.get_by_test_id("enqueued-run-link").get_attribute("title")
+            doomed = page.locator(f'[data-testid="dead-letter-row"][data-run-id="{doomed_id}"]')
+            expect(doomed).to_contain_text("never", timeout=20_000)
+            doomed.get_by_test_id("delete-button").click()
+            expect(doomed).to_have_count(0)
+            expect(page.locator(f'[data-testid="run-row"][data-run-id="{doomed_id}"]')).to_have_count(0)
+            expect(page.get_by_test_id("dead-letter-notice")).to_contain_text("deleted")
+            expect(detail).to_be_hidden()
+            assert dialogs and "Delete run" in dialogs[0]
+
             # the replayed run is still there to look at
+            new_row.click()
+            expect(detail.get_by_test_id("detail-id")).to_have_text(new_id)
             detail.get_by_test_id("replay-of-link").click()
             expect(detail.get_by_test_id("detail-id")).to_have_text(run_id)
             expect(detail.get_by_test_id("run-status")).to_have_text("failed")
