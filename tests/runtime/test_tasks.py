@@ -325,3 +325,16 @@ def test_worker_health_probe(spawn, app, env):
     ready = httpx.get(f"http://127.0.0.1:{port}/health")
     assert ready.status_code == 200 and ready.json()["redis"] == "ok" and ready.json()["database"] == "ok"
     assert httpx.get(f"http://127.0.0.1:{port}/health/live").status_code == 200
+
+
+async def test_json_logs_carry_run_id_function_attempt_and_duration(spawn, app, env, rt):
+    worker = start_worker(spawn, app, env, ENV="production")
+    run_id = await rt.app.tasks["double"].enqueue(n=2)
+    await rt.wait(run_id, timeout=15)
+    worker.wait_for('"message": "done double')
+    lines = [json.loads(line) for line in worker.lines if line.startswith("{")]
+    assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    start = next(line for line in lines if line["message"].startswith("start double"))
+    done = next(line for line in lines if line["message"].startswith("done double"))
+    assert (start["run_id"], start["function"], start["attempt"], start["max_attempts"]) == (run_id, "double", 1, 4)
+    assert done["outcome"] == "succeeded" and done["duration_ms"] >= 0
