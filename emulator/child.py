@@ -37,8 +37,36 @@ from runtime.worker import Worker
 logger = logging.getLogger("emulator")
 
 
+RETIRE_GRACE = 0.5  # seconds a retiring generation still serves the connections it has already accepted
+
+
+class _Closing:
+    """ASGI wrapper: once its generation retires, every response closes its connection, so a keep-alive
+    client moves to the next generation instead of racing the close of its idle connection."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.retiring = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not self.retiring or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def closing(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing)
+
+
 class _Server(uvicorn.Server):
     """uvicorn on an inherited socket; signals are ours, not uvicorn's."""
+
+    def __init__(self, config: uvicorn.Config, gate: _Closing) -> None:
+        super().__init__(config)
+        self.gate = gate
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -47,6 +75,17 @@ class _Server(uvicorn.Server):
     def stop_accepting(self) -> None:
         for server in getattr(self, "servers", []):
             server.close()
+
+    def retire(self) -> None:
+        """Stop accepting at once (the next generation takes every new connection), but answer what was
+        already accepted, whose request uvicorn's shutdown would drop unread, before exiting."""
+        self.stop_accepting()
+        self.gate.retiring = True
+
+        def exit_now() -> None:
+            self.should_exit = True
+
+        asyncio.get_running_loop().call_later(RETIRE_GRACE, exit_now)
 
 
 def _die_with_parent() -> None:
@@ -65,8 +104,10 @@ def error_app(message: str) -> Starlette:
 
 
 def _uvicorn(app: Any) -> _Server:
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
-    return _Server(config)
+    gate = _Closing(app)
+    config = uvicorn.Config(gate, log_config=None, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=5)
+    return _Server(config, gate)
 
 
 def app_sources(root: Path) -> list[str]:
@@ -101,8 +142,7 @@ async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket]
 
     def stop() -> None:
         for server in servers:
-            server.stop_accepting()  # at once: the next generation takes every new connection
-            server.should_exit = True
+            server.retire()
         worker.stop()
         scheduler.stop()
 
@@ -133,8 +173,7 @@ async def _serve_error(message: str, sockets: list[socket.socket], pipe: int) ->
 
     def stop() -> None:
         for server in servers:
-            server.stop_accepting()
-            server.should_exit = True
+            server.retire()
 
     loop.add_signal_handler(signal.SIGTERM, stop)
     await asyncio.gather(*(server.serve(sockets=[s]) for server, s in zip(servers, sockets, strict=True)))
