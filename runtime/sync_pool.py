@@ -73,6 +73,16 @@ class SyncPool:
         self._slots = asyncio.Semaphore(size)
         self._threads = ThreadPoolExecutor(max_workers=2 * size + 1, thread_name_prefix="sync-pool")
 
+    def warm(self) -> None:
+        """Start one child process in the background, ahead of the first sync task."""
+        loop = asyncio.get_running_loop()
+
+        def started(future: asyncio.Future[_Child]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self._idle.append(future.result())
+
+        loop.run_in_executor(self._threads, _Child).add_done_callback(started)
+
     async def run(self, ref: str, kwargs: dict[str, Any], timeout: float) -> Any:
         loop = asyncio.get_running_loop()
         async with self._slots:

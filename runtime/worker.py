@@ -46,10 +46,11 @@ class Worker:
         self.capacity = self.concurrency * 4  # running + prefetched + waiting for their ack
         self.lease = runtime.settings.lease_seconds
         self.records = RunRecordMiddleware(runtime.store)
+        self.dead_letters = DeadLetterMiddleware(runtime)
         self.middlewares: list[TaskiqMiddleware] = [
             RetryMiddleware(runtime),
             self.records,
-            DeadLetterMiddleware(runtime),
+            self.dead_letters,
             TaskLogMiddleware({name: manifest.retries(name) + 1 for name in manifest.tasks()}),
         ]
         self.sync_pool = SyncPool(self.concurrency)
@@ -78,6 +79,8 @@ class Worker:
             "worker %s ready: %d tasks, concurrency %d", self.broker.consumer,
             len(self.runtime.app.tasks), self.concurrency,
         )
+        if any(not fn.is_async for fn in self.runtime.app.tasks.values()):
+            self.sync_pool.warm()  # the first sync task should not wait for a process to start
         async with anyio.create_task_group() as background:
             background.start_soon(self._lease_loop)
             background.start_soon(self._delayed_loop)
@@ -207,8 +210,9 @@ class Worker:
                 await asyncio.sleep(1.0)
 
     async def _commit(self) -> None:
-        """Save run records, then ack their messages: a record is never behind its message."""
+        """Save run records, then dead letters, then ack the messages: a record is never behind them."""
         await self.records.flush()
+        await self.dead_letters.flush()
         if self.to_ack:
             batch, self.to_ack = self.to_ack, []
             try:

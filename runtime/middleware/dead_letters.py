@@ -1,4 +1,8 @@
-"""Dead letters: a run that has spent its retries joins `{app}:dead` and the task's failure hooks run."""
+"""Dead letters: a run that has spent its retries joins `{app}:dead` and the task's failure hooks run.
+
+The list is written by `flush()`, which the worker calls after the run records are saved, so a dead
+letter is never shown before its run's `failed` record exists.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +25,12 @@ class DeadLetterMiddleware(TaskiqMiddleware):
     def __init__(self, runtime: Runtime) -> None:
         super().__init__()
         self.runtime = runtime
+        self.pending: dict[str, float] = {}
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         if message.labels.get("outcome") != "failed":
             return
-        await self.runtime.broker.redis.zadd(self.runtime.keys.dead, {message.task_id: time.time()})
+        self.pending[message.task_id] = time.time()
         fn = self.runtime.app.tasks.get(message.task_name)
         if fn is None:
             return
@@ -46,3 +51,12 @@ class DeadLetterMiddleware(TaskiqMiddleware):
                     "failure hook %s of %s raised", getattr(hook, "__name__", hook), message.task_name,
                     extra={"run_id": message.task_id, "function": message.task_name},
                 )
+
+    async def flush(self) -> None:
+        if self.pending:
+            batch, self.pending = self.pending, {}
+            try:
+                await self.runtime.broker.redis.zadd(self.runtime.keys.dead, batch)
+            except BaseException:
+                self.pending = batch | self.pending
+                raise
