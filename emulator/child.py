@@ -100,13 +100,14 @@ def error_app(message: str) -> Starlette:
             {"error": "the app failed to load; fix it and save to reload", "detail": message}, status_code=503
         )
 
-    return Starlette(routes=[Route("/{path:path}", broken, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])])
+    return Starlette(
+        routes=[Route("/{path:path}", broken, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
+    )
 
 
 def _uvicorn(app: Any) -> _Server:
     gate = _Closing(app)
-    config = uvicorn.Config(gate, log_config=None, access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(gate, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
     return _Server(config, gate)
 
 

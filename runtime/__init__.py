@@ -1,6 +1,6 @@
 """Plain Python functions as HTTP endpoints and Redis-backed tasks.
 
-    from runtime import http, task, SkipRetry
+from runtime import http, task, SkipRetry
 """
 
 from runtime.connections import Runtime, session

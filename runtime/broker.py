@@ -90,9 +90,7 @@ class StreamBroker(AsyncBroker):
 
     async def move_due(self, limit: int = 500) -> float | None:
         """Move due delayed messages onto the stream; returns when the next one is due (or None)."""
-        moved, next_due = await self._move_due(
-            keys=[self.keys.delayed, self.keys.stream], args=[time.time(), limit]
-        )
+        moved, next_due = await self._move_due(keys=[self.keys.delayed, self.keys.stream], args=[time.time(), limit])
         if int(moved) >= limit:
             return time.time()
         return float(next_due) if next_due else None
@@ -128,16 +126,25 @@ class StreamBroker(AsyncBroker):
         """Renew the lease on entries this worker still holds."""
         if entry_ids:
             await self.redis.xclaim(
-                self.keys.stream, self.keys.group, self.consumer, min_idle_time=0,
-                message_ids=list(entry_ids), justid=True,
+                self.keys.stream,
+                self.keys.group,
+                self.consumer,
+                min_idle_time=0,
+                message_ids=list(entry_ids),
+                justid=True,
             )
 
     async def release(self, entry_ids: Sequence[str]) -> None:
         """Give entries back at once (a stopping worker): any worker's next reclaim takes them."""
         if entry_ids:
             await self.redis.xclaim(
-                self.keys.stream, self.keys.group, self.consumer, min_idle_time=0,
-                message_ids=list(entry_ids), idle=self.lease_ms * 1000, justid=True,
+                self.keys.stream,
+                self.keys.group,
+                self.consumer,
+                min_idle_time=0,
+                message_ids=list(entry_ids),
+                idle=self.lease_ms * 1000,
+                justid=True,
             )
 
     async def ack(self, entry_ids: Sequence[str]) -> None:

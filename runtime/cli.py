@@ -39,7 +39,12 @@ async def _serve_asgi(runtime: Any, app: Any, host: str, port: int) -> None:
 
     await runtime.start()
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
         timeout_graceful_shutdown=int(runtime.settings.shutdown_timeout),
     )
     server = uvicorn.Server(config)
@@ -108,8 +113,16 @@ def parity_table(manifest: Any) -> str:
         if row["kind"] == "http":
             rows.append((row["name"], "http", f"{','.join(row['methods'])} {row['route']}", "", "", ""))
         else:
-            rows.append((row["name"], "task", row["schedule"] or "", str(row["retries"]), row["timeout"],
-                         str(row["concurrency"])))
+            rows.append(
+                (
+                    row["name"],
+                    "task",
+                    row["schedule"] or "",
+                    str(row["retries"]),
+                    row["timeout"],
+                    str(row["concurrency"]),
+                )
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
@@ -124,8 +137,15 @@ def _schema(args: argparse.Namespace) -> int:
 def _k8s(args: argparse.Namespace) -> int:
     from runtime.k8s import k8s_command
 
-    return k8s_command(args.manifest, args.image, args.out, keda=args.keda, ingress_host=args.ingress_host,
-                       namespace=args.namespace, external_redis=args.external_redis)
+    return k8s_command(
+        args.manifest,
+        args.image,
+        args.out,
+        keda=args.keda,
+        ingress_host=args.ingress_host,
+        namespace=args.namespace,
+        external_redis=args.external_redis,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _ASYNC: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, None]]] = {
-    "web": _web, "worker": _worker, "scheduler": _scheduler, "dashboard": _dashboard,
+    "web": _web,
+    "worker": _worker,
+    "scheduler": _scheduler,
+    "dashboard": _dashboard,
 }
 _SYNC: dict[str, Callable[[argparse.Namespace], int]] = {"check": _check, "schema": _schema, "k8s": _k8s}
 

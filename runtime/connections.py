@@ -97,8 +97,14 @@ class Runtime:
 
     # --- enqueue -----------------------------------------------------------------------------------
 
-    def message(self, function: str, run_id: str, kwargs: dict[str, Any], attempt: int = 1,
-                history: list[dict[str, Any]] | None = None) -> bytes:
+    def message(
+        self,
+        function: str,
+        run_id: str,
+        kwargs: dict[str, Any],
+        attempt: int = 1,
+        history: list[dict[str, Any]] | None = None,
+    ) -> bytes:
         message = TaskiqMessage(
             task_id=run_id,
             task_name=function,
@@ -109,7 +115,11 @@ class Runtime:
         return self.broker.formatter.dumps(message).message
 
     async def enqueue(
-        self, fn: TaskFunction[..., Any], arguments: list[dict[str, Any]], *, delay: float | None = None,
+        self,
+        fn: TaskFunction[..., Any],
+        arguments: list[dict[str, Any]],
+        *,
+        delay: float | None = None,
         replay_of: str | None = None,
     ) -> list[str]:
         """Validate, record and queue runs of a task; returns their ids."""
@@ -134,9 +144,7 @@ class Runtime:
             for kwargs in validated
         ]
         await self.store.insert_many(runs)
-        await self.broker.kick_many(
-            [self.message(name, run.id, run.arguments) for run in runs], delay=delay or 0
-        )
+        await self.broker.kick_many([self.message(name, run.id, run.arguments) for run in runs], delay=delay or 0)
         return [run.id for run in runs]
 
     async def replay(self, run_id: str) -> Run:

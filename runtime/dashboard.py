@@ -1,13 +1,13 @@
 """The dashboard: runs, queues, retries and dead letters in a browser, and the JSON API behind it.
 
-    GET  /api/runs?function=&status=&limit=&offset=   runs, newest first
-    GET  /api/runs/{id}                               one run, with each attempt's error
-    POST /api/runs/{id}/replay                        a failed run queued again; returns the new run
-    DELETE /api/runs/{id}                             forget a run (and its dead letter)
-    GET  /api/dead-letters                            runs that spent their retries
-    GET  /api/functions                               the manifest's functions, effective settings
-    POST /api/functions/{name}/runs                   enqueue a task (JSON body: its arguments)
-    GET  /api/stats                                   counts per function and status, queue depths
+GET  /api/runs?function=&status=&limit=&offset=   runs, newest first
+GET  /api/runs/{id}                               one run, with each attempt's error
+POST /api/runs/{id}/replay                        a failed run queued again; returns the new run
+DELETE /api/runs/{id}                             forget a run (and its dead letter)
+GET  /api/dead-letters                            runs that spent their retries
+GET  /api/functions                               the manifest's functions, effective settings
+POST /api/functions/{name}/runs                   enqueue a task (JSON body: its arguments)
+GET  /api/stats                                   counts per function and status, queue depths
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime.connections import Runtime
 from runtime.errors import ArgumentsError
-from runtime.web import FastJSONResponse, _http_error, error_response, health_routes
 from runtime.runs import STATUSES
+from runtime.web import FastJSONResponse, _http_error, error_response, health_routes
 
 PAGE = Path(__file__).parent / "static" / "dashboard.html"
 
@@ -58,6 +58,7 @@ class TokenAuth:
             await response(scope, receive, send)
             return
         if request.query_params.get("token"):
+
             async def send_with_cookie(message: Any) -> None:
                 if message["type"] == "http.response.start":
                     message.setdefault("headers", []).append(
@@ -100,8 +101,10 @@ def create_dashboard_app(runtime: Runtime, token: str | None = None) -> Starlett
         except ValueError:
             return error_response(400, "offset must be a whole number")
         runs = await store.list(
-            function=request.query_params.get("function") or None, status=status,
-            limit=_limit(request), offset=offset,
+            function=request.query_params.get("function") or None,
+            status=status,
+            limit=_limit(request),
+            offset=offset,
         )
         return FastJSONResponse([run.public() for run in runs])
 
@@ -167,13 +170,19 @@ def create_dashboard_app(runtime: Runtime, token: str | None = None) -> Starlett
         consumers = [
             {"name": _text(c["name"]), "pending": int(c["pending"])} for c in (pending or {}).get("consumers", [])
         ]
-        return FastJSONResponse({
-            "app": runtime.app.name,
-            "queue": {"waiting": max(0, int(length) - in_flight), "in_flight": in_flight,
-                      "delayed": int(delayed), "dead": int(dead)},
-            "runs": await store.counts(),
-            "consumers": consumers,
-        })
+        return FastJSONResponse(
+            {
+                "app": runtime.app.name,
+                "queue": {
+                    "waiting": max(0, int(length) - in_flight),
+                    "in_flight": in_flight,
+                    "delayed": int(delayed),
+                    "dead": int(dead),
+                },
+                "runs": await store.counts(),
+                "consumers": consumers,
+            }
+        )
 
     routes = [
         Route("/", page),

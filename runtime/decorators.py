@@ -75,9 +75,7 @@ def _arguments_model(fn: Callable[..., Any]) -> _Arguments:
             continue
         default = ... if param.default is param.empty else param.default
         fields[name] = (hints.get(name, Any), default)
-    model = create_model(
-        f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid", strict=False), **fields
-    )
+    model = create_model(f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid", strict=False), **fields)
     return _Arguments(model=model, names=list(fields))
 
 

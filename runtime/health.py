@@ -55,7 +55,8 @@ class HealthServer:
             reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}.get(status, "")
             writer.write(
                 f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-                f"content-length: {len(payload)}\r\nconnection: close\r\n\r\n".encode() + payload
+                f"content-length: {len(payload)}\r\nconnection: close\r\n\r\n".encode()
+                + payload
             )
             await writer.drain()
         except Exception:

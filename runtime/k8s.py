@@ -87,9 +87,7 @@ def _redis_address(external_redis: str | None, app: str, namespace: str | None) 
             raise ValueError(f"--external-redis {external_redis!r}: the database after '/' is a number")
         return f"{url.hostname}:{url.port or REDIS_PORT}", "", db
     if not _HOST_PORT.match(external_redis):
-        raise ValueError(
-            f"--external-redis {external_redis!r}: use host:port, e.g. redis.example.internal:6379"
-        )
+        raise ValueError(f"--external-redis {external_redis!r}: use host:port, e.g. redis.example.internal:6379")
     return external_redis, "", "0"
 
 
@@ -109,12 +107,8 @@ class _Renderer:
         if not image.strip():
             raise ValueError("--image is required: the image built from this repository's Dockerfile")
         if namespace is not None and not (_DNS1123_LABEL.match(namespace) and len(namespace) <= 63):
-            raise ValueError(
-                f"--namespace {namespace!r} is not a DNS label (lower case letters, digits, '-')"
-            )
-        if ingress_host is not None and not (
-            _DNS1123_SUBDOMAIN.match(ingress_host) and len(ingress_host) <= 253
-        ):
+            raise ValueError(f"--namespace {namespace!r} is not a DNS label (lower case letters, digits, '-')")
+        if ingress_host is not None and not (_DNS1123_SUBDOMAIN.match(ingress_host) and len(ingress_host) <= 253):
             raise ValueError(f"--ingress-host {ingress_host!r} is not a host name, e.g. app.example.com")
         self.manifest = manifest
         self.app = manifest.app
@@ -124,9 +118,7 @@ class _Renderer:
         self.ingress_host = ingress_host
         self.keda = keda
         self.external_redis = external_redis
-        self.redis_address, self.redis_url, self.redis_db = _redis_address(
-            external_redis, self.app, namespace
-        )
+        self.redis_address, self.redis_url, self.redis_db = _redis_address(external_redis, self.app, namespace)
         if keda and manifest.tasks() and not self.redis_address:
             raise ValueError(
                 "--keda with the in-cluster Redis needs --namespace: KEDA reaches Redis from its own "
@@ -185,9 +177,7 @@ class _Renderer:
         return [
             {
                 "name": _env_name(SECRET_KEYS[key]),
-                "valueFrom": {
-                    "secretKeyRef": {"name": secret_name(self.manifest), "key": key, "optional": optional}
-                },
+                "valueFrom": {"secretKeyRef": {"name": secret_name(self.manifest), "key": key, "optional": optional}},
             }
             for key in keys
         ]
@@ -454,9 +444,7 @@ class _Renderer:
                                 {
                                     "path": "/",
                                     "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {"name": self.name("web"), "port": {"name": "http"}}
-                                    },
+                                    "backend": {"service": {"name": self.name("web"), "port": {"name": "http"}}},
                                 }
                             ]
                         },
@@ -651,13 +639,9 @@ def parity_table(manifest: Manifest) -> str:
             rows.append((row["name"], "http", trigger, "-", "-", "-"))
         else:
             trigger = f"cron {row['schedule']} (UTC)" if row["schedule"] else "queue"
-            rows.append(
-                (row["name"], "task", trigger, str(row["retries"]), row["timeout"], str(row["concurrency"]))
-            )
+            rows.append((row["name"], "task", trigger, str(row["retries"]), row["timeout"], str(row["concurrency"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in rows
-    ]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines) + "\n"
 

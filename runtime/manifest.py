@@ -30,9 +30,7 @@ def parse_duration(value: Any) -> float:
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
-        raise ValueError(
-            f"{value!r} is not a duration: use seconds (30) or a string like '500ms', '30s', '5m', '1h'"
-        )
+        raise ValueError(f"{value!r} is not a duration: use seconds (30) or a string like '500ms', '30s', '5m', '1h'")
     if seconds <= 0:
         raise ValueError(f"{value!r}: a duration must be greater than zero")
     return seconds

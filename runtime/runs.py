@@ -143,7 +143,12 @@ class RunStore:
         return Run.model_validate(dict(row)) if row else None
 
     async def list(
-        self, *, function: str | None = None, status: str | None = None, limit: int = 100, offset: int = 0,
+        self,
+        *,
+        function: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
         ids: list[str] | None = None,
     ) -> list[Run]:
         table = Run.__table__  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from typing import Any
 from croniter import croniter
 
 from runtime.connections import Runtime
-from runtime.health import Heartbeat, HealthServer, dependencies
+from runtime.health import HealthServer, Heartbeat, dependencies
 from runtime.runs import utcnow
 
 logger = logging.getLogger("runtime.scheduler")
@@ -53,8 +53,11 @@ class Scheduler:
         if health_port:
             health = HealthServer(self._ready, self._live)
             await health.start(host, health_port)
-        logger.info("scheduler ready: %d cron function(s): %s", len(self.schedules),
-                    ", ".join(f"{n} '{s}'" for n, s in self.schedules.items()) or "none")
+        logger.info(
+            "scheduler ready: %d cron function(s): %s",
+            len(self.schedules),
+            ", ".join(f"{n} '{s}'" for n, s in self.schedules.items()) or "none",
+        )
         next_prune = 0.0
         try:
             while not self.stopping.is_set():
@@ -104,8 +107,9 @@ class Scheduler:
             if due.timestamp() > float(last):
                 await self.redis.set(key, due.timestamp())
                 [run_id] = await self.runtime.enqueue(self.runtime.app.tasks[name], [{}])
-                logger.info("cron %s due %s: run %s", name, due.isoformat(), run_id,
-                            extra={"function": name, "run_id": run_id})
+                logger.info(
+                    "cron %s due %s: run %s", name, due.isoformat(), run_id, extra={"function": name, "run_id": run_id}
+                )
                 fired.append(run_id)
         return fired
 

@@ -40,8 +40,7 @@ class Settings(BaseSettings):
         parsed = urlparse(value)
         if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
             raise ValueError(
-                f"REDIS_URL={value!r} is not a Redis URL; expected redis://host:port/db "
-                "(e.g. redis://localhost:6379/0)"
+                f"REDIS_URL={value!r} is not a Redis URL; expected redis://host:port/db (e.g. redis://localhost:6379/0)"
             )
         return value
 

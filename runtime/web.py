@@ -66,8 +66,7 @@ def to_response(value: Any) -> Response:
 
 def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
     return [
-        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False)
+        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
     ]
 
 
@@ -161,8 +160,17 @@ class AccessLog:
         finally:
             elapsed = (time.perf_counter() - started) * 1000
             access_logger.info(
-                "%s %s %d %.1f ms", scope["method"], scope["path"], status, elapsed,
-                extra={"method": scope["method"], "path": scope["path"], "status": status, "duration_ms": round(elapsed, 2)},
+                "%s %s %d %.1f ms",
+                scope["method"],
+                scope["path"],
+                status,
+                elapsed,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(elapsed, 2),
+                },
             )
 
 

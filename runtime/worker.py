@@ -24,7 +24,7 @@ from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from runtime.broker import Delivery
 from runtime.connections import Runtime
 from runtime.errors import TaskTimeout, UnknownFunction
-from runtime.health import Heartbeat, HealthServer, dependencies
+from runtime.health import HealthServer, Heartbeat, dependencies
 from runtime.manifest import format_duration
 from runtime.middleware import DeadLetterMiddleware, RetryMiddleware, RunRecordMiddleware, TaskLogMiddleware
 from runtime.sync_pool import SyncPool
@@ -76,8 +76,10 @@ class Worker:
         for middleware in self.middlewares:
             await _call(middleware.startup)
         logger.info(
-            "worker %s ready: %d tasks, concurrency %d", self.broker.consumer,
-            len(self.runtime.app.tasks), self.concurrency,
+            "worker %s ready: %d tasks, concurrency %d",
+            self.broker.consumer,
+            len(self.runtime.app.tasks),
+            self.concurrency,
         )
         if any(not fn.is_async for fn in self.runtime.app.tasks.values()):
             self.sync_pool.warm()  # the first sync task should not wait for a process to start
@@ -157,7 +159,8 @@ class Worker:
         if self.running:
             logger.info(
                 "stopping: waiting up to %s for %d running task(s)",
-                format_duration(self.runtime.settings.shutdown_timeout), len(self.running),
+                format_duration(self.runtime.settings.shutdown_timeout),
+                len(self.running),
             )
         deadline = time.monotonic() + self.runtime.settings.shutdown_timeout
         while self.running and time.monotonic() < deadline:
@@ -249,15 +252,21 @@ class Worker:
         except Exception as exc:
             error = exc
         duration = time.perf_counter() - started
-        labels["history"].append({
-            "attempt": labels["attempt"],
-            "started_at": labels["started_at"],
-            "duration_ms": round(duration * 1000, 2),
-            "error": None if error is None else _describe(error),
-        })
+        labels["history"].append(
+            {
+                "attempt": labels["attempt"],
+                "started_at": labels["started_at"],
+                "duration_ms": round(duration * 1000, 2),
+                "error": None if error is None else _describe(error),
+            }
+        )
         result: TaskiqResult[Any] = TaskiqResult(
-            is_err=error is not None, log=None, return_value=value, execution_time=duration,
-            error=error, labels=labels,
+            is_err=error is not None,
+            log=None,
+            return_value=value,
+            execution_time=duration,
+            error=error,
+            labels=labels,
         )
         if error is not None:
             for middleware in self.middlewares:
@@ -293,8 +302,14 @@ class Worker:
     async def _ready(self) -> tuple[int, dict[str, Any]]:
         deps = await dependencies(self.runtime)
         ok = self.heartbeat.fresh() and all(v == "ok" for v in deps.values()) and not self.stopping.is_set()
-        body = {"status": "ok" if ok else "unavailable", "consumer": self.broker.consumer,
-                "running": len(self.running), "held": len(self.held), "done": self.done_count, **deps}
+        body = {
+            "status": "ok" if ok else "unavailable",
+            "consumer": self.broker.consumer,
+            "running": len(self.running),
+            "held": len(self.held),
+            "done": self.done_count,
+            **deps,
+        }
         return (200 if ok else 503), body
 
 

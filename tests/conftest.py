@@ -51,9 +51,21 @@ class RedisServer:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes" if appendonly else "no", "--dir", str(directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if appendonly else "no",
+                "--dir",
+                str(directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -81,7 +93,9 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 def _postgres_url() -> str | None:
-    url = os.environ.get("TEST_POSTGRES_URL") or os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1/test"
+    url = (
+        os.environ.get("TEST_POSTGRES_URL") or os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1/test"
+    )
     if not url.startswith("postgres"):
         url = "postgresql://postgres@127.0.0.1/test"
     try:
@@ -140,8 +154,13 @@ class Process:
         full_env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
         full_env |= {"PYTHONUNBUFFERED": "1", "LOG_LEVEL": "info"} | env
         self.process = subprocess.Popen(
-            args, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
+            args,
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

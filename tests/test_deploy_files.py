@@ -87,9 +87,7 @@ def test_dockerfile_is_multi_stage_on_python_311_slim() -> None:
         assert base == "python:3.11-slim", image
     build_name = froms[0].split()[-1]
     copies = args_of(final_stage(), "COPY")
-    assert any(f"--from={build_name}" in c and "/opt/venv" in c for c in copies), (
-        "final stage copies the venv"
-    )
+    assert any(f"--from={build_name}" in c and "/opt/venv" in c for c in copies), "final stage copies the venv"
 
 
 def test_final_stage_runs_as_a_non_root_user() -> None:
@@ -137,9 +135,7 @@ def test_dockerignore_keeps_local_state_and_secrets_out() -> None:
     copied = " ".join(a for stage in dockerfile_stages() for a in args_of(stage, "COPY") if "--from" not in a)
     for pattern in ignored - {""}:
         if not pattern.startswith("#"):
-            assert pattern.rstrip("/") not in copied.split(), (
-                f"{pattern} is ignored but the Dockerfile copies it"
-            )
+            assert pattern.rstrip("/") not in copied.split(), f"{pattern} is ignored but the Dockerfile copies it"
 
 
 # -- docker-compose.yml --------------------------------------------------------------------------------
@@ -183,9 +179,7 @@ def test_postgres_is_checked_with_pg_isready(compose: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
-def test_app_services_run_a_runtime_subcommand(
-    compose: dict[str, Any], subcommands: set[str], name: str
-) -> None:
+def test_app_services_run_a_runtime_subcommand(compose: dict[str, Any], subcommands: set[str], name: str) -> None:
     service = compose["services"][name]
     assert service["build"] == "."  # one image for every process
     assert service["command"][0] == name and name in subcommands

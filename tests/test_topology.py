@@ -17,8 +17,13 @@ from tests.conftest import POSTGRES_URL, ROOT, free_port, reset_postgres, wait_f
 def test_two_workers_share_the_tasks_and_a_sigterm_loses_nothing(spawn, redis_url):
     assert POSTGRES_URL is not None
     reset_postgres(POSTGRES_URL)
-    env = {"REDIS_URL": redis_url, "DATABASE_URL": POSTGRES_URL, "BRIEFING_SOURCE_LATENCY": "1.0",
-           "WORKER_HEALTH_PORT": "0", "SHUTDOWN_TIMEOUT": "20"}
+    env = {
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": POSTGRES_URL,
+        "BRIEFING_SOURCE_LATENCY": "1.0",
+        "WORKER_HEALTH_PORT": "0",
+        "SHUTDOWN_TIMEOUT": "20",
+    }
     port = free_port()
     spawn(["runtime", "web", "--host", "127.0.0.1", "--port", str(port)], ROOT, env)
     workers = [spawn(["runtime", "worker"], ROOT, env) for _ in range(2)]

@@ -48,7 +48,9 @@ class DeadLetterMiddleware(TaskiqMiddleware):
                     await outcome
             except Exception:
                 logger.exception(
-                    "failure hook %s of %s raised", getattr(hook, "__name__", hook), message.task_name,
+                    "failure hook %s of %s raised",
+                    getattr(hook, "__name__", hook),
+                    message.task_name,
                     extra={"run_id": message.task_id, "function": message.task_name},
                 )
 

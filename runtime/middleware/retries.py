@@ -23,9 +23,9 @@ NOT_RETRIED: tuple[type[BaseException], ...] = (SkipRetry, ArgumentsError, Unkno
 
 
 def backoff(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
-    """Seconds to wait after failed attempt `attempt` (1-based): base·2^(n-1), jittered to 50–100 %."""
+    """Seconds to wait after failed attempt `attempt` (1-based): base·2^(n-1), jittered to 50-100 %."""
     ceiling = min(cap, base * 2 ** (attempt - 1))
-    return float(ceiling * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not cryptography
+    return float(ceiling * random.uniform(0.5, 1.0))
 
 
 class RetryMiddleware(TaskiqMiddleware):

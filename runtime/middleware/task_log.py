@@ -28,8 +28,12 @@ class TaskLogMiddleware(TaskiqMiddleware):
         if logger.isEnabledFor(logging.INFO):
             extra = self._extra(message)
             logger.info(
-                "start %s %s attempt %d/%d", message.task_name, message.task_id,
-                extra["attempt"], extra["max_attempts"], extra=extra,
+                "start %s %s attempt %d/%d",
+                message.task_name,
+                message.task_id,
+                extra["attempt"],
+                extra["max_attempts"],
+                extra=extra,
             )
         return message
 
@@ -43,7 +47,10 @@ class TaskLogMiddleware(TaskiqMiddleware):
         elif outcome == "retrying":
             delay = float(message.labels.get("retry_in", 0))
             logger.warning(
-                "retry %s failed: %s; next attempt in %.2f s", where, result.error, delay,
+                "retry %s failed: %s; next attempt in %.2f s",
+                where,
+                result.error,
+                delay,
                 extra=extra | {"retry_in": round(delay, 3), "error": str(result.error)},
             )
         else:

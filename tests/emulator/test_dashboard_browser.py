@@ -18,8 +18,13 @@ from tests.conftest import Process, free_port, wait_for_port, write_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 SCREENSHOT = Path("/tmp/dashboard.png")
 
@@ -47,7 +52,7 @@ async def nightly() -> None:
     return None
 '''
 
-MANIFEST = '''
+MANIFEST = """
 app: browser-test
 defaults: {retries: 3, timeout: 30s, concurrency: 2}
 functions:
@@ -60,12 +65,10 @@ functions:
   nightly:
     handler: MODULE:nightly
     task: {schedule: "30 5 * * *"}
-'''
+"""
 
 
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="no browser: /usr/bin/chromium is not installed"
-)
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="no browser: /usr/bin/chromium is not installed")
 
 
 def start(spawn: Callable[..., Process], tmp_path: Path, env: dict[str, str], worker: bool = True) -> str:
@@ -75,11 +78,13 @@ def start(spawn: Callable[..., Process], tmp_path: Path, env: dict[str, str], wo
     port = free_port()
     dashboard = spawn(
         ["runtime", "dashboard", "--manifest", str(manifest), "--host", "127.0.0.1", "--port", str(port)],
-        cwd=manifest.parent, env=env,
+        cwd=manifest.parent,
+        env=env,
     )
     if worker:
         spawn(["runtime", "worker", "--manifest", str(manifest)], cwd=manifest.parent, env=env).wait_for(
-            "ready", timeout=30)
+            "ready", timeout=30
+        )
     try:
         wait_for_port(port, timeout=30)
     except TimeoutError:
@@ -88,9 +93,7 @@ def start(spawn: Callable[..., Process], tmp_path: Path, env: dict[str, str], wo
 
 
 @needs_chromium
-def test_dashboard_in_a_browser(
-    tmp_path: Path, redis_url: str, sqlite_url: str, spawn: Callable[..., Process]
-) -> None:
+def test_dashboard_in_a_browser(tmp_path: Path, redis_url: str, sqlite_url: str, spawn: Callable[..., Process]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     env = {"REDIS_URL": redis_url, "DATABASE_URL": sqlite_url, "WORKER_HEALTH_PORT": "0"}

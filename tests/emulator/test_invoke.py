@@ -29,8 +29,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
 
 
 def invoke(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([command("emulator"), "invoke", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([command("emulator"), "invoke", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 RUN_LINE = re.compile(r"^run ([0-9a-f]+) (\w+)$", re.MULTILINE)
@@ -41,7 +40,7 @@ def test_task_with_wait_prints_the_result(emulator: Emulator) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     match = RUN_LINE.search(result.stdout)
     assert match, result.stdout
-    assert json.loads(result.stdout[match.end():]) == 5
+    assert json.loads(result.stdout[match.end() :]) == 5
     run = emulator.run(match.group(1))
     assert run["status"] == "succeeded" and run["result"] == 5
 

@@ -59,14 +59,13 @@ def test_same_size_saves_within_one_second(spawn: Callable[..., Process], tmp_pa
 
 
 BROKEN = {
-    "syntax error": ("def broken(:\n", "SyntaxError", 'line {line}'),
-    "import error": ("import module_that_does_not_exist\n", "ModuleNotFoundError", 'line {line}'),
+    "syntax error": ("def broken(:\n", "SyntaxError", "line {line}"),
+    "import error": ("import module_that_does_not_exist\n", "ModuleNotFoundError", "line {line}"),
 }
 
 
 @pytest.mark.parametrize("kind", list(BROKEN))
-def test_broken_save_serves_the_error_until_fixed(spawn: Callable[..., Process], tmp_path: Path,
-                                                   kind: str) -> None:
+def test_broken_save_serves_the_error_until_fixed(spawn: Callable[..., Process], tmp_path: Path, kind: str) -> None:
     app = make_app(tmp_path / "app")
     emulator = start_emulator(spawn, app)
     assert get_marker(emulator) == "v1"

@@ -138,8 +138,7 @@ class Emulator:
 
     def enqueue(self, name: str, arguments: dict[str, Any], delay: float | None = None) -> dict[str, Any]:
         params = {"delay": str(delay)} if delay is not None else None
-        response = httpx.post(f"{self.dashboard}/api/functions/{name}/runs", json=arguments, params=params,
-                              timeout=10)
+        response = httpx.post(f"{self.dashboard}/api/functions/{name}/runs", json=arguments, params=params, timeout=10)
         assert response.status_code == 202, response.text
         return dict(response.json())
 
@@ -148,8 +147,7 @@ class Emulator:
         assert response.status_code == 200, response.text
         return dict(response.json())
 
-    def wait_run(self, run_id: str, statuses: tuple[str, ...] = TERMINAL,
-                 timeout: float = 30.0) -> dict[str, Any]:
+    def wait_run(self, run_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         run: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -157,8 +155,7 @@ class Emulator:
             if run["status"] in statuses:
                 return run
             time.sleep(0.05)
-        raise AssertionError(f"run {run_id} not in {statuses} after {timeout} s: {run}\n"
-                             f"{self.process.output}")
+        raise AssertionError(f"run {run_id} not in {statuses} after {timeout} s: {run}\n{self.process.output}")
 
     def interrupt(self, timeout: float = 60.0) -> int:
         """Ctrl-C: SIGINT to the emulator's own process, then its exit code."""
@@ -166,14 +163,16 @@ class Emulator:
         return self.process.wait(timeout)
 
 
-def start_emulator(spawn: Callable[..., Process], app: Path, *extra: str, env: dict[str, str] | None = None,
-                   ready: bool = True) -> Emulator:
+def start_emulator(
+    spawn: Callable[..., Process], app: Path, *extra: str, env: dict[str, str] | None = None, ready: bool = True
+) -> Emulator:
     """`emulator up` in `app` on free ports, the embedded Redis and SQLite (REDIS_URL/DATABASE_URL unset)."""
     port, dashboard_port = free_port(), free_port()
     while dashboard_port == port:
         dashboard_port = free_port()
-    process = spawn(["emulator", "up", "--port", str(port), "--dashboard-port", str(dashboard_port), *extra],
-                    cwd=app, env=env or {})
+    process = spawn(
+        ["emulator", "up", "--port", str(port), "--dashboard-port", str(dashboard_port), *extra], cwd=app, env=env or {}
+    )
     emulator = Emulator(process, app, port, dashboard_port)
     if ready:
         process.wait_for("emulator ready", timeout=60)
@@ -196,7 +195,7 @@ def _proc_table() -> dict[int, tuple[int, str, str, str]]:
             cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             cwd = ""
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         table[int(entry)] = (int(fields[1]), fields[0], cmdline, cwd)
     return table
 
@@ -291,8 +290,11 @@ def test_ctrl_c_leaves_no_process_behind(spawn: Callable[..., Process], tmp_path
     while time.monotonic() < deadline:
         table = _proc_table()
         left = {pid: table[pid] for pid in children | {parent} if pid in table}
-        left |= {pid: row for pid, row in table.items()
-                 if f"--port {emulator.port} " in row[2] or f"127.0.0.1:{redis_port}" in row[2]}
+        left |= {
+            pid: row
+            for pid, row in table.items()
+            if f"--port {emulator.port} " in row[2] or f"127.0.0.1:{redis_port}" in row[2]
+        }
         left |= in_app(app)
         if not left:
             break
@@ -324,16 +326,14 @@ def test_port_in_use_is_a_clear_error(spawn: Callable[..., Process], tmp_path: P
         taken.listen()
         port = taken.getsockname()[1]
 
-        process = spawn(["emulator", "up", "--port", str(port), "--dashboard-port", str(free_port())],
-                        cwd=app, env={})
+        process = spawn(["emulator", "up", "--port", str(port), "--dashboard-port", str(free_port())], cwd=app, env={})
         assert process.wait(30) == 1
         assert "--port" in process.output
         assert str(port) in process.output
         assert "in use" in process.output
         assert "Traceback" not in process.output
 
-        process = spawn(["emulator", "up", "--port", str(free_port()), "--dashboard-port", str(port)],
-                        cwd=app, env={})
+        process = spawn(["emulator", "up", "--port", str(free_port()), "--dashboard-port", str(port)], cwd=app, env={})
         assert process.wait(30) == 1
         assert "--dashboard-port" in process.output
         assert "Traceback" not in process.output

@@ -18,7 +18,7 @@ from runtime.runs import STATUSES
 from runtime.settings import Settings
 from tests.conftest import Process, write_app
 
-MODULE = '''
+MODULE = """
 from runtime import http, task
 
 
@@ -40,9 +40,9 @@ async def nightly() -> str:
 @task
 async def boom(n: int = 0) -> None:
     raise RuntimeError(f"boom number {n} always fails")
-'''
+"""
 
-MANIFEST = '''
+MANIFEST = """
 app: dash-test
 defaults: {retries: 2, timeout: 30s, concurrency: 3}
 functions:
@@ -58,7 +58,7 @@ functions:
   nightly:
     handler: {module}:nightly
     task: {schedule: "0 3 * * *"}
-'''
+"""
 
 
 @dataclass
@@ -128,8 +128,16 @@ async def test_page_is_served(dash: Dashboard) -> None:
     response = await dash.client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    for testid in ("stats", "functions-table", "runs-table", "run-detail", "dead-letters", "status-filter",
-                   "function-filter", "enqueue-form"):
+    for testid in (
+        "stats",
+        "functions-table",
+        "runs-table",
+        "run-detail",
+        "dead-letters",
+        "status-filter",
+        "function-filter",
+        "enqueue-form",
+    ):
         assert f'data-testid="{testid}"' in response.text
     assert "http://" not in response.text and "https://" not in response.text  # nothing from a CDN
 
@@ -147,8 +155,21 @@ async def test_list_runs_newest_first_with_filters_and_limit(dash: Dashboard) ->
     assert [r["id"] for r in runs] == [boom_id, *reversed(ids)]
     first = runs[0]
     assert next(iter(first)) == "id"
-    assert {"function", "arguments", "status", "attempts", "max_attempts", "last_error", "enqueued_at",
-            "scheduled_for", "started_at", "finished_at", "result", "history", "replay_of"} <= set(first)
+    assert {
+        "function",
+        "arguments",
+        "status",
+        "attempts",
+        "max_attempts",
+        "last_error",
+        "enqueued_at",
+        "scheduled_for",
+        "started_at",
+        "finished_at",
+        "result",
+        "history",
+        "replay_of",
+    } <= set(first)
     assert first["function"] == "boom" and first["arguments"] == {"n": 1} and first["status"] == "queued"
     assert first["max_attempts"] == 1 and first["enqueued_at"].endswith("Z")
 
@@ -164,11 +185,14 @@ async def test_list_runs_newest_first_with_filters_and_limit(dash: Dashboard) ->
     assert [r["id"] for r in page2] == [ids[1], ids[0]]
 
 
-@pytest.mark.parametrize(("params", "words"), [
-    ({"status": "exploded"}, "unknown status"),
-    ({"limit": "many"}, "limit"),
-    ({"offset": "x"}, "offset"),
-])
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"status": "exploded"}, "unknown status"),
+        ({"limit": "many"}, "limit"),
+        ({"offset": "x"}, "offset"),
+    ],
+)
 async def test_list_runs_rejects_bad_parameters(dash: Dashboard, params: dict[str, str], words: str) -> None:
     response = await dash.client.get("/api/runs", params=params)
     assert response.status_code == 400
@@ -276,8 +300,9 @@ async def test_enqueue_with_a_delay_is_scheduled(dash: Dashboard) -> None:
 
 
 async def test_enqueue_errors(dash: Dashboard) -> None:
-    bad_json = await dash.client.post("/api/functions/add/runs", content=b"{not json",
-                                      headers={"content-type": "application/json"})
+    bad_json = await dash.client.post(
+        "/api/functions/add/runs", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert bad_json.status_code == 400 and "JSON" in bad_json.json()["error"]
 
     bad_args = await dash.client.post("/api/functions/add/runs", json={"a": "one"})
@@ -316,8 +341,12 @@ async def test_functions(dash: Dashboard) -> None:
 
 async def test_stats(dash: Dashboard, spawn: Callable[..., Process]) -> None:
     empty = (await dash.client.get("/api/stats")).json()
-    assert empty == {"app": "dash-test", "queue": {"waiting": 0, "in_flight": 0, "delayed": 0, "dead": 0},
-                     "runs": {}, "consumers": []}
+    assert empty == {
+        "app": "dash-test",
+        "queue": {"waiting": 0, "in_flight": 0, "delayed": 0, "dead": 0},
+        "runs": {},
+        "consumers": [],
+    }
 
     await dash.enqueue("add", a=1, b=2)
     await dash.enqueue("add", a=3, b=4)

@@ -36,8 +36,12 @@ def poll(url: str, until: str, timeout: float = 30.0) -> dict[str, Any]:
 def stack(spawn, redis_url, database_url):  # type: ignore[no-untyped-def]
     def start(**env: str) -> str:
         port = free_port()
-        common = {"REDIS_URL": redis_url, "DATABASE_URL": database_url, "BRIEFING_SOURCE_LATENCY": "0.3",
-                  "WORKER_HEALTH_PORT": "0"} | env
+        common = {
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": database_url,
+            "BRIEFING_SOURCE_LATENCY": "0.3",
+            "WORKER_HEALTH_PORT": "0",
+        } | env
         spawn(["runtime", "web", "--host", "127.0.0.1", "--port", str(port)], ROOT, common)
         spawn(["runtime", "worker"], ROOT, common).wait_for("ready")
         spawn(["runtime", "scheduler"], ROOT, common).wait_for("scheduler ready")
@@ -49,8 +53,9 @@ def stack(spawn, redis_url, database_url):  # type: ignore[no-untyped-def]
 
 def test_briefing_flow_reaches_completed(stack):
     base = stack()
-    status, created = curl("-X", "POST", f"{base}/briefings", "-H", "content-type: application/json",
-                           "-d", '{"topic": "coffee"}')
+    status, created = curl(
+        "-X", "POST", f"{base}/briefings", "-H", "content-type: application/json", "-d", '{"topic": "coffee"}'
+    )
     assert status == 202
     assert created == {"id": created["id"], "status": "queued", "topic": "coffee"}
     briefing = poll(f"{base}/briefings/{created['id']}", "completed")
@@ -95,8 +100,11 @@ def test_bad_bodies_get_400_and_422_as_json_never_500(stack):
 def test_health_reports_redis_and_database_and_503_when_redis_is_down(spawn, database_url, tmp_path: Path):
     own_redis = RedisServer(tmp_path / "redis")
     port = free_port()
-    spawn(["runtime", "web", "--host", "127.0.0.1", "--port", str(port)], ROOT,
-          {"REDIS_URL": own_redis.url, "DATABASE_URL": database_url})
+    spawn(
+        ["runtime", "web", "--host", "127.0.0.1", "--port", str(port)],
+        ROOT,
+        {"REDIS_URL": own_redis.url, "DATABASE_URL": database_url},
+    )
     wait_for_port(port)
     assert curl(f"http://127.0.0.1:{port}/health") == (200, {"status": "ok", "redis": "ok", "database": "ok"})
     own_redis.stop()

@@ -116,9 +116,7 @@ def test_the_repositorys_own_manifest_renders_valid_objects() -> None:
         pytest.skip("no manifest.yaml at the repository root")
     text = repo_manifest.read_text()
     manifest = load_manifest(repo_manifest)
-    for obj in render_kubernetes(
-        manifest, text, IMAGE, keda=True, ingress_host="app.example.com", namespace="apps"
-    ):
+    for obj in render_kubernetes(manifest, text, IMAGE, keda=True, ingress_host="app.example.com", namespace="apps"):
         if not obj["apiVersion"].startswith("keda.sh/"):
             kubernetes_validate.validate(obj, K8S_VERSIONS[-1], strict=True)
 
@@ -189,9 +187,7 @@ def test_web_is_ready_on_health_and_alive_on_health_live() -> None:
 
 @pytest.mark.parametrize("component", ["worker", "scheduler"])
 def test_worker_and_scheduler_probe_their_health_port(component: str) -> None:
-    container = one(render(), "Deployment", f"first-sip-{component}")["spec"]["template"]["spec"][
-        "containers"
-    ][0]
+    container = one(render(), "Deployment", f"first-sip-{component}")["spec"]["template"]["spec"]["containers"][0]
     (port,) = container["ports"]
     assert port["containerPort"] == Settings.model_fields["worker_health_port"].default == 8001
     assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": port["name"]}
@@ -202,9 +198,7 @@ def test_autoscaled_deployments_have_no_replica_count() -> None:
     plain = render()
     assert "replicas" not in one(plain, "Deployment", "first-sip-web")["spec"]  # the HPA owns it
     assert one(plain, "Deployment", "first-sip-worker")["spec"]["replicas"] >= 1
-    assert one(plain, "HorizontalPodAutoscaler", "first-sip-web")["spec"]["scaleTargetRef"]["name"] == (
-        "first-sip-web"
-    )
+    assert one(plain, "HorizontalPodAutoscaler", "first-sip-web")["spec"]["scaleTargetRef"]["name"] == ("first-sip-web")
     with_keda = render(keda=True, namespace="prod")
     assert "replicas" not in one(with_keda, "Deployment", "first-sip-worker")["spec"]  # KEDA owns it
     scaled = one(with_keda, "ScaledObject", "first-sip-worker")
@@ -228,9 +222,7 @@ def test_grace_periods_exceed_shutdown_timeouts(objects: list[dict[str, Any]]) -
             command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
             if command:
                 pre_stop = int(command[-1])
-        assert pod["terminationGracePeriodSeconds"] > SHUTDOWN_TIMEOUT + pre_stop, workload["metadata"][
-            "name"
-        ]
+        assert pod["terminationGracePeriodSeconds"] > SHUTDOWN_TIMEOUT + pre_stop, workload["metadata"]["name"]
 
 
 def test_every_container_has_requests_within_limits(objects: list[dict[str, Any]]) -> None:
@@ -325,9 +317,7 @@ def test_secrets_are_referenced_never_rendered(objects: list[dict[str, Any]]) ->
 
 
 def secret_keys(objects: list[dict[str, Any]], component: str) -> set[str]:
-    container = one(objects, "Deployment", f"first-sip-{component}")["spec"]["template"]["spec"][
-        "containers"
-    ][0]
+    container = one(objects, "Deployment", f"first-sip-{component}")["spec"]["template"]["spec"]["containers"][0]
     return {e["valueFrom"]["secretKeyRef"]["key"] for e in container.get("env", [])}
 
 
@@ -369,9 +359,7 @@ def test_keda_scales_on_the_task_stream_of_the_redis_it_uses() -> None:
     assert pending["metadata"]["pendingEntriesCount"] == str(int(concurrency) * 4)
     # Scale to zero only works because the always-on scheduler moves due delayed tasks onto the stream.
     assert scaled["spec"]["minReplicaCount"] == 0
-    assert (
-        one(render(keda=True, namespace="prod"), "Deployment", "first-sip-scheduler")["spec"]["replicas"] == 1
-    )
+    assert one(render(keda=True, namespace="prod"), "Deployment", "first-sip-scheduler")["spec"]["replicas"] == 1
 
     (external,) = by_kind(render(keda=True, external_redis="redis://cache.internal:6380/2"), "ScaledObject")
     assert external["spec"]["triggers"][0]["metadata"]["address"] == "cache.internal:6380"
@@ -393,9 +381,7 @@ def test_redis_keeps_every_task() -> None:
     (claim,) = statefulset["spec"]["volumeClaimTemplates"]
     mounts = statefulset["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     assert {"name": claim["metadata"]["name"], "mountPath": "/data"} in mounts
-    assert (
-        statefulset["spec"]["serviceName"] == one(objects, "Service", "first-sip-redis")["metadata"]["name"]
-    )
+    assert statefulset["spec"]["serviceName"] == one(objects, "Service", "first-sip-redis")["metadata"]["name"]
 
 
 def test_ingress_only_with_a_host() -> None:
@@ -442,10 +428,7 @@ def test_processes_run_the_rendered_manifest() -> None:
 
 
 def checksums(objects: list[dict[str, Any]]) -> set[str]:
-    return {
-        d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
-        for d in by_kind(objects, "Deployment")
-    }
+    return {d["spec"]["template"]["metadata"]["annotations"]["checksum/config"] for d in by_kind(objects, "Deployment")}
 
 
 def test_a_changed_manifest_rolls_the_pods() -> None:
@@ -481,9 +464,7 @@ def test_output_is_deterministic() -> None:
 
 
 def test_manifest_shape_decides_which_processes_run() -> None:
-    tasks_only = (
-        "app: crunch\nfunctions:\n  nightly:\n    handler: jobs:nightly\n    task: {schedule: '0 1 * * *'}\n"
-    )
+    tasks_only = "app: crunch\nfunctions:\n  nightly:\n    handler: jobs:nightly\n    task: {schedule: '0 1 * * *'}\n"
     names = {o["metadata"]["name"] for o in render(tasks_only)}
     assert {"crunch-worker", "crunch-scheduler", "crunch-dashboard", "crunch-redis"} <= names
     assert "crunch-web" not in names
@@ -551,9 +532,7 @@ def test_write_kustomize_names_files_after_their_objects(tmp_path: Path) -> None
     objects = render()
     paths = write_kustomize(objects, tmp_path)
     assert paths[-1].name == "kustomization.yaml"
-    assert [p.name for p in paths[:-1]] == [
-        f"{o['kind'].lower()}-{o['metadata']['name']}.yaml" for o in objects
-    ]
+    assert [p.name for p in paths[:-1]] == [f"{o['kind'].lower()}-{o['metadata']['name']}.yaml" for o in objects]
     assert len(set(paths)) == len(paths)
 
 
@@ -561,9 +540,7 @@ def test_write_kustomize_names_files_after_their_objects(tmp_path: Path) -> None
 def test_kubectl_kustomize_builds_the_folder(tmp_path: Path) -> None:
     objects = render(keda=True, ingress_host="briefings.example.com", namespace="prod")
     write_kustomize(objects, tmp_path)
-    result = subprocess.run(
-        ["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run(["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     built = list(yaml.safe_load_all(result.stdout))
     key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731

@@ -16,7 +16,9 @@ from runtime.manifest import format_duration, parse_duration, parse_manifest
 from tests.conftest import command, write_app
 
 
-@pytest.mark.parametrize(("text", "seconds"), [(30, 30.0), ("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [(30, 30.0), ("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
     assert parse_duration(format_duration(seconds)) == seconds
@@ -69,13 +71,15 @@ functions:
 
 
 def test_effective_settings_fall_back_to_defaults():
-    manifest = parse_manifest(yaml.safe_load("""
+    manifest = parse_manifest(
+        yaml.safe_load("""
 app: x
 defaults: {retries: 5, timeout: 10s}
 functions:
   a: {handler: m:a, task: {}}
   b: {handler: m:b, task: {retries: 0, timeout: 500ms}}
-"""))
+""")
+    )
     assert (manifest.retries("a"), manifest.timeout("a")) == (5, 10.0)
     assert (manifest.retries("b"), manifest.timeout("b")) == (0, 0.5)
     assert manifest.summary()[1]["timeout"] == "500ms"
@@ -83,7 +87,9 @@ functions:
 
 def broken_app(tmp_path: Path) -> tuple[Path, str]:
     good, bad, raw = (f"mod_{uuid.uuid4().hex[:8]}" for _ in range(3))
-    manifest = write_app(tmp_path, f"""
+    manifest = write_app(
+        tmp_path,
+        f"""
 app: broken
 functions:
   page: {{handler: "{good}:page", task: {{}}}}
@@ -91,8 +97,9 @@ functions:
   gone: {{handler: "{bad}:thing", task: {{}}}}
   missing: {{handler: "{good}:nothing", task: {{}}}}
   plain: {{handler: "{raw}:plain", task: {{}}}}
-""", {
-        f"{good}.py": """
+""",
+        {
+            f"{good}.py": """
             from runtime import http, task
 
             @http
@@ -104,9 +111,10 @@ functions:
             @task
             async def forgotten() -> None: ...
         """,
-        f"{bad}.py": "import does_not_exist_anywhere\n",
-        f"{raw}.py": "def plain(): ...\n",
-    })
+            f"{bad}.py": "import does_not_exist_anywhere\n",
+            f"{raw}.py": "def plain(): ...\n",
+        },
+    )
     return manifest, good
 
 
@@ -129,8 +137,13 @@ def test_handlers_are_checked_against_the_manifest(tmp_path):
 
 def test_runtime_check_lists_every_error_and_exits_1(tmp_path):
     manifest, _ = broken_app(tmp_path)
-    result = subprocess.run([command("runtime"), "check", "--manifest", str(manifest)],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    result = subprocess.run(
+        [command("runtime"), "check", "--manifest", str(manifest)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("error: 6 problems in the manifest:")
     for name in ("page", "job", "gone", "missing", "plain", "forgotten"):
@@ -149,7 +162,9 @@ def test_runtime_check_on_the_example_prints_the_effective_settings():
 def test_a_yaml_syntax_error_names_the_line(tmp_path):
     path = tmp_path / "manifest.yaml"
     path.write_text("app: x\nfunctions:\n  a: {handler: m:a\n")
-    result = subprocess.run([command("runtime"), "check", "--manifest", str(path)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [command("runtime"), "check", "--manifest", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1 and "not valid YAML at line" in result.stderr
 
 

@@ -22,7 +22,7 @@ async def test_records_filters_and_counts(database_url):
     assert [r.id for r in await store.list(status="failed")] == ["c"]
     assert len(await store.list(limit=2)) == 2
     assert await store.counts() == {"f": {"queued": 1, "failed": 1}, "g": {"queued": 1}}
-    assert list((await store.get("a")).public())[0] == "id"  # type: ignore[union-attr]
+    assert next(iter((await store.get("a")).public())) == "id"  # type: ignore[union-attr]
     assert await store.delete("b") and await store.get("b") is None
     await store.close()
 
@@ -45,10 +45,22 @@ async def test_prune_removes_old_succeeded_runs_only(database_url):
     store = RunStore(Settings(database_url=database_url).database_url)
     await store.init()
     old = utcnow() - timedelta(days=2)
-    await store.insert_many([run("old-ok", status="succeeded"), run("old-failed", status="failed"), run("new-ok", status="succeeded")])
+    await store.insert_many(
+        [run("old-ok", status="succeeded"), run("old-failed", status="failed"), run("new-ok", status="succeeded")]
+    )
     for run_id, finished in (("old-ok", old), ("old-failed", old), ("new-ok", utcnow())):
-        await store.update_many([{"id": run_id, "status": run_id.split("-")[1].replace("ok", "succeeded"),
-                                  "attempts": 1, "finished_at": finished, "history": [], "version": version(FINISHED)}])
+        await store.update_many(
+            [
+                {
+                    "id": run_id,
+                    "status": run_id.split("-")[1].replace("ok", "succeeded"),
+                    "attempts": 1,
+                    "finished_at": finished,
+                    "history": [],
+                    "version": version(FINISHED),
+                }
+            ]
+        )
     assert await store.prune(utcnow() - timedelta(days=1)) == 1
     assert {r.id for r in await store.list()} == {"old-failed", "new-ok"}
     await store.close()

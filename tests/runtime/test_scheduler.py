@@ -15,12 +15,22 @@ MODULE = f"cron_{uuid.uuid4().hex[:8]}"
 
 
 async def runtime_for(tmp_path, redis_url) -> Runtime:  # type: ignore[no-untyped-def]
-    manifest = write_app(tmp_path, f"""
+    manifest = write_app(
+        tmp_path,
+        f"""
 app: cron-test
 functions:
   nightly: {{handler: "{MODULE}:nightly", task: {{schedule: "0 6 * * *"}}}}
   plain: {{handler: "{MODULE}:plain", task: {{}}}}
-""", {f"{MODULE}.py": "from runtime import task\n@task\nasync def nightly() -> None: ...\n@task\nasync def plain() -> None: ...\n"})
+""",
+        {
+            f"{MODULE}.py": (
+                "from runtime import task\n"
+                "@task\nasync def nightly() -> None: ...\n"
+                "@task\nasync def plain() -> None: ...\n"
+            )
+        },
+    )
     runtime = Runtime.from_manifest(manifest, Settings(redis_url=redis_url, database_url=f"sqlite:///{tmp_path}/r.db"))
     await runtime.start()
     return runtime

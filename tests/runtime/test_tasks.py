@@ -4,6 +4,7 @@ letters, SkipRetry, argument validation, timeouts (async and sync), delays, at-l
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import time
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from runtime import ArgumentsError, Runtime
 from runtime.runs import Run, utcnow
@@ -137,7 +137,7 @@ async def test_failing_task_runs_four_times_with_growing_gaps_then_is_a_dead_let
     assert all(h["error"] == "RuntimeError: boom 7" for h in run.history)
     starts = [e["t"] for e in events(env, "always_fails")]
     assert len(starts) == 4
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps[0] >= 0.45 and gaps[1] >= 0.95 and gaps[2] >= 1.95, gaps  # 1 s, 2 s, 4 s, jittered to 50-100 %
     assert gaps[0] <= gaps[1] <= gaps[2], gaps
     dead = [i.decode() for i in await rt.broker.redis.zrange(rt.keys.dead, 0, -1)]
@@ -163,8 +163,9 @@ async def test_bad_arguments_are_refused_at_enqueue(rt):
 async def test_a_run_whose_arguments_do_not_validate_fails_at_once_without_retries(spawn, app, env, rt):
     # a message that skipped validation (an older producer, a hand-written message) reaches the worker
     run_id = uuid.uuid4().hex
-    await rt.store.insert_many([Run(id=run_id, function="double", arguments={"n": "x"}, status="queued",
-                                    max_attempts=4, enqueued_at=utcnow())])
+    await rt.store.insert_many(
+        [Run(id=run_id, function="double", arguments={"n": "x"}, status="queued", max_attempts=4, enqueued_at=utcnow())]
+    )
     await rt.broker.kick_many([rt.message("double", run_id, {"n": "x"})])
     start_worker(spawn, app, env)
     run = await rt.wait(run_id, timeout=15)
@@ -290,8 +291,11 @@ async def test_bulk_enqueue_returns_ids_in_order_and_records_every_run(rt):
 def test_a_dead_redis_is_one_clear_line_at_start(spawn, app, env):
     from tests.conftest import free_port
 
-    worker = spawn(["runtime", "worker", "--manifest", str(app)], app.parent,
-                   env | {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    worker = spawn(
+        ["runtime", "worker", "--manifest", str(app)],
+        app.parent,
+        env | {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+    )
     assert worker.wait(20) == 1
     assert worker.output.startswith("error: cannot reach Redis at REDIS_URL=redis://127.0.0.1:")
     assert "Traceback" not in worker.output
@@ -307,8 +311,11 @@ def test_a_malformed_redis_url_names_the_setting_and_the_expected_form(spawn, ap
 
 
 def test_an_unreachable_database_is_one_clear_line_at_start(spawn, app, env):
-    worker = spawn(["runtime", "worker", "--manifest", str(app)], app.parent,
-                   env | {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
+    worker = spawn(
+        ["runtime", "worker", "--manifest", str(app)],
+        app.parent,
+        env | {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+    )
     assert worker.wait(20) == 1
     assert worker.output.startswith("error: cannot use the database at DATABASE_URL=postgresql")
     assert "Traceback" not in worker.output
@@ -316,9 +323,9 @@ def test_an_unreachable_database_is_one_clear_line_at_start(spawn, app, env):
 
 
 def test_worker_health_probe(spawn, app, env):
-    from tests.conftest import free_port
-
     import httpx
+
+    from tests.conftest import free_port
 
     port = free_port()
     start_worker(spawn, app, env, WORKER_HEALTH_PORT=str(port))
