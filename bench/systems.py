@@ -41,6 +41,7 @@ class TaskSystem:
         extra = {"REDIS_URL": redis_url}
         if self.records:
             extra["DATABASE_URL"] = f"sqlite:///{tmpdir / 'runs.db'}"
+            extra["LOG_LEVEL"] = "warning"  # as every baseline runs: no per-task log lines
         return procs.child_env(extra)
 
     def producer(self, mode: str, n: int) -> list[str]:
@@ -147,7 +148,7 @@ OURS = TaskSystem(
     cwd=OURS_DIR,
     check=_check_ours,
     records=True,
-    notes="`runtime worker`, manifest concurrency 5, SQLite run records, default logging",
+    notes="`runtime worker`, manifest concurrency 5, SQLite run records, LOG_LEVEL=warning",
 )
 
 TASK_SYSTEMS: list[TaskSystem] = [
@@ -225,6 +226,7 @@ class WebSystem:
         extra = {"REDIS_URL": redis_url}
         if self.records:
             extra["DATABASE_URL"] = f"sqlite:///{tmpdir / 'web-runs.db'}"
+            extra["LOG_LEVEL"] = "warning"  # as uvicorn --no-access-log: no access lines
         return procs.child_env(extra)
 
 

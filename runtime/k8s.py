@@ -21,6 +21,7 @@ from runtime.errors import ManifestError
 from runtime.keys import Keys
 from runtime.manifest import Manifest, load_manifest
 from runtime.settings import Settings
+from runtime.worker import PREFETCH_FACTOR
 
 Object = dict[str, Any]
 
@@ -484,7 +485,7 @@ class _Renderer:
     def scaled_object(self) -> Object:
         keys = Keys(self.app)
         concurrency = self.manifest.defaults.concurrency  # one worker process runs this many at once
-        held = concurrency * 4  # what one worker holds at most: running + prefetched (Worker.capacity)
+        held = concurrency * PREFETCH_FACTOR  # what one worker holds at most: running + read ahead
         connection = {
             "address": self.redis_address,
             "databaseIndex": self.redis_db,

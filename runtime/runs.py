@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Text, bindparam, event, func, select, update
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Text, event, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import Field, SQLModel
 
+# the columns a worker's update writes; the rest are set at enqueue
+MUTABLE = ("status", "attempts", "last_error", "started_at", "finished_at", "result", "history", "version")
 STATUSES = ("scheduled", "queued", "running", "retrying", "succeeded", "failed")
 FINAL = ("succeeded", "failed")
 
@@ -114,27 +118,31 @@ class RunStore:
         async with self.engine.connect() as conn:
             await conn.execute(select(1))
 
-    async def insert_many(self, runs: list[Run]) -> None:
+    def _insert(self) -> Any:
+        table = Run.__table__  # type: ignore[attr-defined]
+        return (sqlite_insert if self.is_sqlite else postgresql_insert)(table)
+
+    async def insert_many(self, runs: list[Run] | list[dict[str, Any]]) -> None:
+        """Record new runs; a run the worker already recorded (it can be first) is left as it is."""
         if not runs:
             return
-        rows = [run.model_dump() for run in runs]
+        rows = [run.model_dump() if isinstance(run, Run) else run for run in runs]
         async with self.engine.begin() as conn:
-            await conn.execute(Run.__table__.insert(), rows)  # type: ignore[attr-defined]
+            await conn.execute(self._insert().on_conflict_do_nothing(index_elements=["id"]), rows)
 
     async def update_many(self, updates: list[dict[str, Any]]) -> None:
-        """Apply full-state updates (each with `id` and `version`), skipping any older than the row."""
+        """Write full states of runs (each with `id`, `version` and the row's required fields), creating
+        rows that are missing and never overwriting a row with a newer version."""
         if not updates:
             return
-        columns = ("status", "attempts", "last_error", "started_at", "finished_at", "result", "history", "version")
-        table = Run.__table__  # type: ignore[attr-defined]
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("b_id"), table.c.version < bindparam("b_version"))
-            .values({c: bindparam(f"b_{c}") for c in columns})
+        statement = self._insert()
+        statement = statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_={c: getattr(statement.excluded, c) for c in MUTABLE},
+            where=Run.__table__.c.version < statement.excluded.version,  # type: ignore[attr-defined]
         )
-        params = [{f"b_{c}": u.get(c) for c in columns} | {"b_id": u["id"]} for u in updates]
         async with self.engine.begin() as conn:
-            await conn.execute(statement, params)
+            await conn.execute(statement, updates)
 
     async def get(self, run_id: str) -> Run | None:
         table = Run.__table__  # type: ignore[attr-defined]

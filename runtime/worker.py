@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import anyio
+import orjson
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.broker import Delivery
@@ -31,10 +33,19 @@ from runtime.sync_pool import SyncPool
 
 logger = logging.getLogger("runtime.worker")
 
+PREFETCH_FACTOR = 2  # a worker reads ahead up to concurrency x this many tasks (KEDA's target uses it)
+MAX_UNACKED = 2000  # finished tasks whose records and acks are not written yet (the database is slow)
+
 
 async def _call(hook: Callable[..., Any], *args: Any) -> Any:
     value = hook(*args)
-    return await value if isinstance(value, Awaitable) else value
+    return await value if inspect.isawaitable(value) else value
+
+
+def _overriding(middlewares: list[TaskiqMiddleware], hook: str) -> list[Callable[..., Any]]:
+    """The middlewares' own `hook` methods, skipping the base class's no-ops (resolved once)."""
+    base = getattr(TaskiqMiddleware, hook)
+    return [getattr(m, hook) for m in middlewares if getattr(type(m), hook) is not base]
 
 
 class Worker:
@@ -43,21 +54,26 @@ class Worker:
         self.broker = runtime.broker
         manifest = runtime.app.manifest
         self.concurrency = concurrency or manifest.defaults.concurrency
-        self.capacity = self.concurrency * 4  # running + prefetched + waiting for their ack
+        self.prefetch = self.concurrency * PREFETCH_FACTOR  # running + read ahead
         self.lease = runtime.settings.lease_seconds
-        self.records = RunRecordMiddleware(runtime.store)
+        max_attempts = {name: manifest.retries(name) + 1 for name in manifest.tasks()}
+        self.records = RunRecordMiddleware(runtime.store, max_attempts)
         self.dead_letters = DeadLetterMiddleware(runtime)
         self.middlewares: list[TaskiqMiddleware] = [
             RetryMiddleware(runtime),
             self.records,
             self.dead_letters,
-            TaskLogMiddleware({name: manifest.retries(name) + 1 for name in manifest.tasks()}),
+            TaskLogMiddleware(max_attempts),
         ]
+        self.pre_execute = _overriding(self.middlewares, "pre_execute")
+        self.on_error = _overriding(self.middlewares, "on_error")
+        self.post_execute = _overriding(self.middlewares, "post_execute")
         self.sync_pool = SyncPool(self.concurrency)
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
         self.held: dict[str, Delivery] = {}  # entry id -> delivery, until acked or released
         self.running: dict[str, asyncio.Task[None]] = {}
         self.to_ack: list[str] = []
+        self.dirty = asyncio.Event()  # run records or acks to commit
         self.room = asyncio.Event()
         self.stopping = asyncio.Event()
         self.heartbeat = Heartbeat()
@@ -107,7 +123,8 @@ class Worker:
         next_reclaim = 0.0
         while not self.stopping.is_set():
             self.heartbeat.beat()
-            room = self.capacity - len(self.held)
+            waiting_ack = len(self.to_ack)
+            room = min(self.prefetch - (len(self.held) - waiting_ack), MAX_UNACKED - waiting_ack)
             if room <= 0:
                 self.room.clear()
                 with contextlib.suppress(TimeoutError):
@@ -204,8 +221,10 @@ class Worker:
             await asyncio.sleep(wait)
 
     async def _commit_loop(self) -> None:
+        """Commit as soon as there is something to; what comes meanwhile joins the next batch."""
         while True:
-            await asyncio.sleep(0.01)
+            await self.dirty.wait()
+            self.dirty.clear()
             try:
                 await self._commit()
             except Exception as exc:
@@ -225,13 +244,13 @@ class Worker:
                 raise
             for entry_id in batch:
                 self.held.pop(entry_id, None)
-            self.room.set()
+        self.room.set()
 
     # --- one task ----------------------------------------------------------------------------------
 
     async def _execute(self, delivery: Delivery) -> None:
         try:
-            message = self.broker.formatter.loads(delivery.data)
+            message = decode(delivery.data)
         except Exception:
             logger.exception("dropping entry %s: not a task message", delivery.entry_id)
             self.to_ack.append(delivery.entry_id)
@@ -240,8 +259,9 @@ class Worker:
         labels.setdefault("attempt", 1)
         labels["history"] = list(labels.get("history") or [])
         labels["started_at"] = time.time()
-        for middleware in self.middlewares:
-            message = await _call(middleware.pre_execute, message)
+        for hook in self.pre_execute:
+            message = await _call(hook, message)
+        self.dirty.set()  # the run shows `running` while it runs
         started = time.perf_counter()
         value: Any = None
         error: BaseException | None = None
@@ -260,21 +280,17 @@ class Worker:
                 "error": None if error is None else _describe(error),
             }
         )
-        result: TaskiqResult[Any] = TaskiqResult(
-            is_err=error is not None,
-            log=None,
-            return_value=value,
-            execution_time=duration,
-            error=error,
-            labels=labels,
+        result: TaskiqResult[Any] = TaskiqResult.model_construct(
+            is_err=error is not None, log=None, return_value=value, execution_time=duration, error=error, labels=labels
         )
         if error is not None:
-            for middleware in self.middlewares:
-                await _call(middleware.on_error, message, result, error)
-        for middleware in self.middlewares:
-            await _call(middleware.post_execute, message, result)
+            for hook in self.on_error:
+                await _call(hook, message, result, error)
+        for hook in self.post_execute:
+            await _call(hook, message, result)
         self.done_count += 1
         self.to_ack.append(delivery.entry_id)
+        self.dirty.set()
 
     async def _run(self, message: TaskiqMessage) -> Any:
         fn = self.runtime.app.tasks.get(message.task_name)
@@ -287,7 +303,7 @@ class Worker:
         timeout = self.runtime.app.manifest.timeout(message.task_name)
         try:
             if fn.is_async:
-                with anyio.fail_after(timeout):
+                async with asyncio.timeout(timeout):
                     return await fn.fn(**kwargs)  # type: ignore[misc]
             return await self.sync_pool.run(fn.ref, kwargs, timeout)
         except TimeoutError:
@@ -311,6 +327,19 @@ class Worker:
             **deps,
         }
         return (200 if ok else 503), body
+
+
+def decode(data: bytes) -> TaskiqMessage:
+    """A task message from its JSON (taskiq's format), without revalidating it field by field."""
+    raw = orjson.loads(data)
+    return TaskiqMessage.model_construct(
+        task_id=raw["task_id"],
+        task_name=raw["task_name"],
+        labels=raw.get("labels") or {},
+        labels_types=raw.get("labels_types"),
+        args=raw.get("args") or [],
+        kwargs=raw.get("kwargs") or {},
+    )
 
 
 def _describe(error: BaseException) -> str:

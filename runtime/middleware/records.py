@@ -3,6 +3,8 @@
 Writing a row per state change would cap a worker at the database's round-trip rate; instead updates
 are coalesced per run (the newest wins) and written together by `flush()`, which the worker calls
 before it acknowledges the messages, so a run's record is saved before its message leaves Redis.
+Each update is the run's full state with a version (time and phase), written as an upsert that never
+replaces a newer state: the enqueue's insert and the worker's updates may land in either order.
 """
 
 from __future__ import annotations
@@ -23,39 +25,46 @@ def version(phase: int) -> int:
 
 
 class RunRecordMiddleware(TaskiqMiddleware):
-    def __init__(self, store: RunStore) -> None:
+    def __init__(self, store: RunStore, max_attempts: dict[str, int]) -> None:
         super().__init__()
         self.store = store
-        self.pending: dict[str, dict[str, Any]] = {}
-
-    def _state(self, message: TaskiqMessage, status: str, phase: int, **fields: Any) -> None:
-        labels = message.labels
-        history = labels.get("history") or []
-        self.pending[message.task_id] = {
-            "id": message.task_id,
-            "status": status,
-            "attempts": int(labels.get("attempt", 1)),
-            "last_error": history[-1]["error"] if history else None,
-            "started_at": from_timestamp(labels.get("started_at")),
-            "finished_at": None,
-            "result": None,
-            "history": history,
-            "version": version(phase),
-        } | fields
+        self.max_attempts = max_attempts
+        self.pending: dict[str, tuple[TaskiqMessage, str, int, float | None, Any]] = {}
 
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
-        self._state(message, "running", RUNNING)
+        self.pending[message.task_id] = (message, "running", version(RUNNING), None, None)
         return message
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         outcome = message.labels.get("outcome", "failed")
-        finished = from_timestamp(time.time()) if outcome != "retrying" else None
+        finished = time.time() if outcome != "retrying" else None
         value = to_jsonable(result.return_value) if outcome == "succeeded" else None
-        self._state(message, outcome, FINISHED, finished_at=finished, result=value)
+        self.pending[message.task_id] = (message, outcome, version(FINISHED), finished, value)
 
     def released(self, message: TaskiqMessage) -> None:
         """A stopping worker gave the run back to the queue before it finished."""
-        self._state(message, "queued", QUEUED)
+        self.pending[message.task_id] = (message, "queued", version(QUEUED), None, None)
+
+    def _row(
+        self, message: TaskiqMessage, status: str, row_version: int, finished: float | None, value: Any
+    ) -> dict[str, Any]:
+        labels = message.labels
+        history = labels.get("history") or []
+        return {
+            "id": message.task_id,
+            "function": message.task_name,
+            "arguments": message.kwargs,
+            "max_attempts": self.max_attempts.get(message.task_name, 1),
+            "enqueued_at": from_timestamp(labels.get("enqueued_at") or time.time()),
+            "status": status,
+            "attempts": int(labels.get("attempt", 1)),
+            "last_error": history[-1]["error"] if history else None,
+            "started_at": from_timestamp(labels.get("started_at")),
+            "finished_at": from_timestamp(finished),
+            "result": value,
+            "history": history,
+            "version": row_version,
+        }
 
     async def flush(self) -> int:
         """Write every buffered update; on failure they stay buffered for the next flush."""
@@ -63,7 +72,7 @@ class RunRecordMiddleware(TaskiqMiddleware):
             return 0
         batch, self.pending = self.pending, {}
         try:
-            await self.store.update_many(list(batch.values()))
+            await self.store.update_many([self._row(*state) for state in batch.values()])
         except BaseException:
             self.pending = batch | self.pending
             raise

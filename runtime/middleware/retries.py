@@ -50,6 +50,11 @@ class RetryMiddleware(TaskiqMiddleware):
         labels["outcome"] = "retrying"
         labels["retry_in"] = delay
         next_message = self.runtime.message(
-            message.task_name, message.task_id, message.kwargs, attempt + 1, labels.get("history")
+            message.task_name,
+            message.task_id,
+            message.kwargs,
+            attempt + 1,
+            labels.get("history"),
+            labels.get("enqueued_at"),
         )
         await self.runtime.broker.kick_many([next_message], delay=delay)

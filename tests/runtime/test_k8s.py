@@ -28,6 +28,7 @@ from runtime.k8s import (
 from runtime.keys import Keys
 from runtime.manifest import load_manifest, parse_manifest
 from runtime.settings import Settings
+from runtime.worker import PREFETCH_FACTOR
 
 FIXTURES = Path(__file__).parent.parent / "k8s"
 MANIFEST = FIXTURES / "manifest.yaml"
@@ -355,8 +356,9 @@ def test_keda_scales_on_the_task_stream_of_the_redis_it_uses() -> None:
         assert trigger["metadata"]["address"] == "first-sip-redis.prod.svc:6379"
     assert lag["metadata"]["lagCount"] == concurrency
     assert lag["metadata"]["activationLagCount"] == "0"  # one waiting task wakes a worker
-    # A worker holds up to 4 x concurrency entries (running + prefetched): one busy worker is not a backlog.
-    assert pending["metadata"]["pendingEntriesCount"] == str(int(concurrency) * 4)
+    # A worker holds up to PREFETCH_FACTOR x concurrency entries (running + read ahead): one busy worker
+    # is not a backlog.
+    assert pending["metadata"]["pendingEntriesCount"] == str(int(concurrency) * PREFETCH_FACTOR)
     # Scale to zero only works because the always-on scheduler moves due delayed tasks onto the stream.
     assert scaled["spec"]["minReplicaCount"] == 0
     assert one(render(keda=True, namespace="prod"), "Deployment", "first-sip-scheduler")["spec"]["replicas"] == 1

@@ -27,13 +27,31 @@ async def test_records_filters_and_counts(database_url):
     await store.close()
 
 
+def state(run_id: str, status: str, phase: int, **more: object) -> dict[str, object]:
+    """A worker's full-state update of a run, as the records middleware writes it."""
+    return {
+        "id": run_id,
+        "function": "f",
+        "arguments": {"n": 1},
+        "max_attempts": 1,
+        "enqueued_at": utcnow(),
+        "status": status,
+        "attempts": 1,
+        "last_error": None,
+        "started_at": utcnow(),
+        "finished_at": None,
+        "result": None,
+        "history": [],
+        "version": version(phase),
+    } | more
+
+
 async def test_an_older_update_never_overwrites_a_newer_one(database_url):
     store = RunStore(Settings(database_url=database_url).database_url)
     await store.init()
     await store.insert_many([run("a")])
-    base = {"id": "a", "attempts": 1, "last_error": None, "started_at": utcnow(), "result": None, "history": []}
-    running = base | {"status": "running", "finished_at": None, "version": version(RUNNING)}
-    done = base | {"status": "succeeded", "finished_at": utcnow(), "result": {"ok": True}, "version": version(FINISHED)}
+    running = state("a", "running", RUNNING)
+    done = state("a", "succeeded", FINISHED, finished_at=utcnow(), result={"ok": True})
     await store.update_many([done])
     await store.update_many([running])  # arrives late
     saved = await store.get("a")
@@ -41,26 +59,27 @@ async def test_an_older_update_never_overwrites_a_newer_one(database_url):
     await store.close()
 
 
+async def test_a_late_enqueue_insert_never_overwrites_the_workers_state(database_url):
+    store = RunStore(Settings(database_url=database_url).database_url)
+    await store.init()
+    await store.update_many([state("a", "succeeded", FINISHED, finished_at=utcnow(), result=3)])  # worker first
+    await store.insert_many([run("a")])  # the enqueue's insert lands after it
+    saved = await store.get("a")
+    assert saved is not None and (saved.status, saved.result, saved.attempts) == ("succeeded", 3, 1)
+    await store.close()
+
+
 async def test_prune_removes_old_succeeded_runs_only(database_url):
     store = RunStore(Settings(database_url=database_url).database_url)
     await store.init()
     old = utcnow() - timedelta(days=2)
-    await store.insert_many(
-        [run("old-ok", status="succeeded"), run("old-failed", status="failed"), run("new-ok", status="succeeded")]
+    await store.update_many(
+        [
+            state("old-ok", "succeeded", FINISHED, finished_at=old),
+            state("old-failed", "failed", FINISHED, finished_at=old),
+            state("new-ok", "succeeded", FINISHED, finished_at=utcnow()),
+        ]
     )
-    for run_id, finished in (("old-ok", old), ("old-failed", old), ("new-ok", utcnow())):
-        await store.update_many(
-            [
-                {
-                    "id": run_id,
-                    "status": run_id.split("-")[1].replace("ok", "succeeded"),
-                    "attempts": 1,
-                    "finished_at": finished,
-                    "history": [],
-                    "version": version(FINISHED),
-                }
-            ]
-        )
     assert await store.prune(utcnow() - timedelta(days=1)) == 1
     assert {r.id for r in await store.list()} == {"old-failed", "new-ok"}
     await store.close()
