@@ -150,7 +150,7 @@ class StreamBroker(AsyncBroker):
     async def ack(self, entry_ids: Sequence[str]) -> None:
         """Acknowledge and delete finished entries, so the stream stays small."""
         if entry_ids:
-            async with self.redis.pipeline(transaction=True) as pipe:
+            async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.xack(self.keys.stream, self.keys.group, *entry_ids)
                 pipe.xdel(self.keys.stream, *entry_ids)
                 await pipe.execute()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Text, event, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -73,6 +75,10 @@ class Run(SQLModel, table=True):
         return {"id": data.pop("id"), **data}
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value, default=to_jsonable).decode()
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -90,7 +96,7 @@ class RunStore:
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"json_serializer": _json_dumps}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 10}
         else:
@@ -118,6 +124,16 @@ class RunStore:
         async with self.engine.connect() as conn:
             await conn.execute(select(1))
 
+    @functools.cached_property
+    def _upsert(self) -> Any:
+        """INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE newer: built once, compiled once."""
+        statement = self._insert()
+        return statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_={c: getattr(statement.excluded, c) for c in MUTABLE},
+            where=Run.__table__.c.version < statement.excluded.version,  # type: ignore[attr-defined]
+        )
+
     def _insert(self) -> Any:
         table = Run.__table__  # type: ignore[attr-defined]
         return (sqlite_insert if self.is_sqlite else postgresql_insert)(table)
@@ -135,14 +151,8 @@ class RunStore:
         rows that are missing and never overwriting a row with a newer version."""
         if not updates:
             return
-        statement = self._insert()
-        statement = statement.on_conflict_do_update(
-            index_elements=["id"],
-            set_={c: getattr(statement.excluded, c) for c in MUTABLE},
-            where=Run.__table__.c.version < statement.excluded.version,  # type: ignore[attr-defined]
-        )
         async with self.engine.begin() as conn:
-            await conn.execute(statement, updates)
+            await conn.execute(self._upsert, updates)
 
     async def get(self, run_id: str) -> Run | None:
         table = Run.__table__  # type: ignore[attr-defined]
