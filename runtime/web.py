@@ -205,5 +205,6 @@ def create_web_app(runtime: Runtime, *, debug: bool = False) -> Starlette:
         endpoint = Endpoint(name, fn, debug).__call__
         routes.append(Route(spec.path, endpoint, methods=spec.methods, name=name))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
-    app.add_middleware(AccessLog)
+    if access_logger.isEnabledFor(logging.INFO):  # no extra layer per request when nothing is logged
+        app.add_middleware(AccessLog)
     return app
