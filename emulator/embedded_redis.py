@@ -32,8 +32,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedRedis:
     """A private redis-server on a free loopback port; its AOF keeps queued tasks across restarts."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, persistent: bool = True) -> None:
         self.directory = directory
+        self.persistent = persistent
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -55,7 +56,7 @@ class EmbeddedRedis:
                 "--dir",
                 str(self.directory),
                 "--appendonly",
-                "yes",
+                "yes" if self.persistent else "no",
                 "--appendfsync",
                 "everysec",
                 "--save",

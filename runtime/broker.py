@@ -124,18 +124,14 @@ class StreamBroker(AsyncBroker):
 
     async def extend(self, entry_ids: Sequence[str]) -> None:
         """Renew the lease on entries this worker still holds."""
-        if entry_ids:
-            await self.redis.xclaim(
-                self.keys.stream,
-                self.keys.group,
-                self.consumer,
-                min_idle_time=0,
-                message_ids=list(entry_ids),
-                justid=True,
-            )
+        await self._claim(entry_ids, idle_ms=None)
 
     async def release(self, entry_ids: Sequence[str]) -> None:
         """Give entries back at once (a stopping worker): any worker's next reclaim takes them."""
+        await self._claim(entry_ids, idle_ms=self.lease_ms * 1000)
+
+    async def _claim(self, entry_ids: Sequence[str], idle_ms: int | None) -> None:
+        """XCLAIM to this consumer, setting the entries' idle time (0 when None: a fresh lease)."""
         if entry_ids:
             await self.redis.xclaim(
                 self.keys.stream,
@@ -143,7 +139,7 @@ class StreamBroker(AsyncBroker):
                 self.consumer,
                 min_idle_time=0,
                 message_ids=list(entry_ids),
-                idle=self.lease_ms * 1000,
+                idle=idle_ms,
                 justid=True,
             )
 

