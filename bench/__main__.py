@@ -42,9 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--tasks", type=int, default=20_000, help="no-op tasks per throughput run (20000)")
     p.add_argument("--repeat", type=int, default=3, help="repetitions of every measurement, alternating (3)")
-    p.add_argument(
-        "--latency-samples", type=int, default=200, help="idle-queue latency samples per run (200)"
-    )
+    p.add_argument("--latency-samples", type=int, default=200, help="idle-queue latency samples per run (200)")
     p.add_argument("--http-seconds", type=float, default=10, help="wrk duration per run (10)")
     p.add_argument("--edits", type=int, default=20, help="hot-reload edits per run (20)")
     p.add_argument("--only", default=",".join(PHASES), help=f"phases to run, of {','.join(PHASES)}")
@@ -119,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             }
 
         if "tasks" in phases:
-            print(
-                f"\n== tasks: {args.tasks} no-op tasks + {args.latency_samples} latency samples", flush=True
-            )
+            print(f"\n== tasks: {args.tasks} no-op tasks + {args.latency_samples} latency samples", flush=True)
             results["tasks"] = section(task_systems, BASELINE_TASKS, lambda s: s.label)
             results["bulk"] = {"runs": [], **({"skipped": OURS.unavailable()} if OURS.unavailable() else {})}
             for rep in range(args.repeat):
@@ -141,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"[{rep + 1}/{args.repeat}] ours bulk",
                         lambda: bulk_enqueue(OURS, redis, args.tasks, tmpdir),
                     )
-                    bulk["single_per_s"] = results["tasks"]["systems"]["ours"]["runs"][-1].get(
-                        "enqueue_per_s"
-                    )
+                    bulk["single_per_s"] = results["tasks"]["systems"]["ours"]["runs"][-1].get("enqueue_per_s")
                     results["bulk"]["runs"].append(bulk)
 
         if "startup" in phases:

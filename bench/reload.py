@@ -134,9 +134,7 @@ def _edit_of(body: str) -> int | None:
         return None
 
 
-def reload_run(
-    system: ReloadSystem, redis: RedisServer, edits: int, tmpdir: Path, tag: str
-) -> dict[str, Any]:
+def reload_run(system: ReloadSystem, redis: RedisServer, edits: int, tmpdir: Path, tag: str) -> dict[str, Any]:
     appdir = Path(tempfile.mkdtemp(prefix=f"reload-{system.key}-", dir=tmpdir))
     module = appdir / system.module_file
     module.write_text(system.template.format(edit=0))
@@ -172,9 +170,7 @@ def reload_run(
                         try:
                             ev = events.get(timeout=max(0.01, deadline - time.monotonic()))
                         except queue.Empty:
-                            raise TimeoutError(
-                                f"edit {i}: new body not served within {EDIT_TIMEOUT_S:.0f}s"
-                            ) from None
+                            raise TimeoutError(f"edit {i}: new body not served within {EDIT_TIMEOUT_S:.0f}s") from None
                         if "error" in ev:
                             failed = True
                         elif "body" in ev and _edit_of(ev["body"]) == i:

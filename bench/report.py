@@ -136,10 +136,7 @@ def tables(results: Results) -> str:
                 )
             )
     if "http" in results:
-        out.append(
-            f"\n### HTTP: JSON hello, wrk -t{c['wrk_threads']} -c{c['wrk_connections']}"
-            f" -d{c['http_seconds']}s"
-        )
+        out.append(f"\n### HTTP: JSON hello, wrk -t{c['wrk_threads']} -c{c['wrk_connections']} -d{c['http_seconds']}s")
         out.append(
             _table(
                 ["server", "req/s", "p50", "p99", "errors", "peak RSS", "req/s × Starlette"],
@@ -207,29 +204,19 @@ def goals(results: Results) -> list[tuple[str, str, str]]:
         r = paired_ratio(_vals(runs, "tasks_per_s"), _vals(base("tasks"), "tasks_per_s")) if runs else None
         rows.append(("throughput ≥ 1.4× bare taskiq", _ratio(r), verdict(r, r is not None and r >= 1.4)))
         p99 = median(_vals(runs, "latency_p99_ms")) if runs else None
-        rows.append(
-            ("idle enqueue→start p99 ≤ 5 ms", _fmt(p99, 2, " ms"), verdict(p99, p99 is not None and p99 <= 5))
-        )
+        rows.append(("idle enqueue→start p99 ≤ 5 ms", _fmt(p99, 2, " ms"), verdict(p99, p99 is not None and p99 <= 5)))
     if "bulk" in results:
         b = results["bulk"]
-        r = (
-            None
-            if b.get("skipped")
-            else paired_ratio(_vals(b["runs"], "bulk_per_s"), _vals(b["runs"], "single_per_s"))
-        )
+        r = None if b.get("skipped") else paired_ratio(_vals(b["runs"], "bulk_per_s"), _vals(b["runs"], "single_per_s"))
         rows.append(("bulk enqueue ≥ 10× single enqueue", _ratio(r), verdict(r, r is not None and r >= 10)))
     if "http" in results:
         runs = ours("http")
         r = paired_ratio(_vals(runs, "rps"), _vals(base("http"), "rps")) if runs else None
-        rows.append(
-            ("HTTP req/s ≥ 1.0× bare Starlette on uvicorn", _ratio(r), verdict(r, r is not None and r >= 1.0))
-        )
+        rows.append(("HTTP req/s ≥ 1.0× bare Starlette on uvicorn", _ratio(r), verdict(r, r is not None and r >= 1.0)))
     if "reload" in results:
         runs = ours("reload")
         r = paired_ratio(_vals(runs, "p50_ms"), _vals(base("reload"), "p50_ms")) if runs else None
-        rows.append(
-            ("hot reload p50 ≤ 0.4× uvicorn --reload", _ratio(r), verdict(r, r is not None and r <= 0.4))
-        )
+        rows.append(("hot reload p50 ≤ 0.4× uvicorn --reload", _ratio(r), verdict(r, r is not None and r <= 0.4)))
         f = sum(x.get("failed_requests") or 0 for x in runs) if runs else None
         rows.append(("failed requests during reloads = 0", _fmt(f), verdict(f, f == 0)))
     if "emulator" in results:
@@ -239,9 +226,7 @@ def goals(results: Results) -> list[tuple[str, str, str]]:
     if "startup" in results:
         runs = ours("startup")
         r = (
-            paired_ratio(
-                _vals(runs, "spawn_to_first_task_s"), _vals(base("startup"), "spawn_to_first_task_s")
-            )
+            paired_ratio(_vals(runs, "spawn_to_first_task_s"), _vals(base("startup"), "spawn_to_first_task_s"))
             if runs
             else None
         )
@@ -361,9 +346,7 @@ def chart(results: Results, path: Path) -> None:
             ax.text(0.5, 0.5, "not run", ha="center", va="center")
             ax.set_axis_off()
             continue
-        bars = ax.bar(
-            labels, [v or 0 for v in values], color=["#d62728" if k == "ours" else "#7f7f7f" for k in labels]
-        )
+        bars = ax.bar(labels, [v or 0 for v in values], color=["#d62728" if k == "ours" else "#7f7f7f" for k in labels])
         for bar, v in zip(bars, values, strict=True):
             ax.annotate(
                 "n/a" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}"),
@@ -373,9 +356,7 @@ def chart(results: Results, path: Path) -> None:
                 fontsize=8,
             )
         ax.tick_params(axis="x", labelsize=8)
-    fig.suptitle(
-        f"{results['conditions']['tasks']:,} tasks × {results['conditions']['repeat']} runs, medians"
-    )
+    fig.suptitle(f"{results['conditions']['tasks']:,} tasks × {results['conditions']['repeat']} runs, medians")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -175,8 +175,7 @@ TASK_SYSTEMS: list[TaskSystem] = [
         label="Celery (Redis broker)",
         module="bench.apps.celery_app",
         worker=_celery,
-        notes="`celery worker -P threads -c 5` (start-up: `-P solo`), results ignored, "
-        "no gossip/mingle/heartbeat",
+        notes="`celery worker -P threads -c 5` (start-up: `-P solo`), results ignored, no gossip/mingle/heartbeat",
     ),
     TaskSystem(
         key="arq",

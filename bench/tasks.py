@@ -25,9 +25,7 @@ from bench.systems import TaskSystem
 
 def _producer(system: TaskSystem, mode: str, n: int, redis: RedisServer, tmpdir: Path) -> dict[str, Any]:
     timeout = 60 + n / 100
-    out = procs.run(
-        system.producer(mode, n), env=system.env(redis.url, tmpdir), cwd=system.cwd, timeout=timeout
-    )
+    out = procs.run(system.producer(mode, n), env=system.env(redis.url, tmpdir), cwd=system.cwd, timeout=timeout)
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError(f"producer printed no result: {out[-1000:]}")
