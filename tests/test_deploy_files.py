@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,20 @@ def test_background_processes_are_checked_on_their_health_port(compose: dict[str
     port = Settings.model_fields["worker_health_port"].default
     assert f"127.0.0.1:{port}/health" in " ".join(compose["services"][name]["healthcheck"]["test"])
     assert "ports" not in compose["services"][name]
+
+
+def _compose_cli() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return None
+
+
+@pytest.mark.skipif(_compose_cli() is None, reason="no docker compose CLI (Debian: apt-get install docker-compose)")
+def test_docker_compose_accepts_the_file():
+    cli = _compose_cli()
+    assert cli is not None
+    compose = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+    result = subprocess.run([*cli, "-f", str(compose), "config", "-q"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
