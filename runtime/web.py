@@ -86,7 +86,7 @@ class Endpoint:
         fields: dict[str, Any] = {}
         for pname, param in inspect.signature(fn.fn).parameters.items():
             hint = hints.get(pname)
-            if hint is Request or (hint is None and pname == "request"):
+            if hint is Request or (pname == "request" and hint in (None, Any)):
                 self.request_param = pname
             elif inspect.isclass(hint) and issubclass(hint, BaseModel):
                 self.body_param = (pname, hint)

@@ -1,0 +1,123 @@
+"""The web app's parameter binding and results, in process (Starlette's TestClient, a real Redis)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runtime import Runtime
+from runtime.settings import Settings
+from runtime.web import create_web_app
+from tests.conftest import write_app
+
+MODULE = f"web_{uuid.uuid4().hex[:8]}"
+SOURCE = """
+from typing import Any
+from pydantic import BaseModel
+from starlette.responses import PlainTextResponse
+from runtime import http
+
+class Item(BaseModel):
+    name: str
+    qty: int = 1
+
+@http
+async def untyped(request):
+    return {"path": request.url.path}
+
+@http
+async def any_typed(request: Any):
+    return {"method": request.method}
+
+@http
+async def typed(item_id: int, verbose: bool = False):
+    return {"item_id": item_id, "verbose": verbose}
+
+@http
+async def create(item: Item):
+    return item, 201
+
+@http
+def sync_handler(request):
+    return [1, 2, 3]
+
+@http
+async def raw(request):
+    return PlainTextResponse("plain")
+
+@http
+async def empty(request):
+    return None
+
+@http
+async def broken(request):
+    raise RuntimeError("kaboom")
+
+@http
+async def reads_json(request):
+    return await request.json()
+"""
+MANIFEST = f"""
+app: web-test
+functions:
+  untyped: {{handler: "{MODULE}:untyped", http: {{path: /untyped}}}}
+  any_typed: {{handler: "{MODULE}:any_typed", http: {{path: /any}}}}
+  typed: {{handler: "{MODULE}:typed", http: {{path: "/items/{{item_id}}"}}}}
+  create: {{handler: "{MODULE}:create", http: {{path: /items, methods: [POST]}}}}
+  sync_handler: {{handler: "{MODULE}:sync_handler", http: {{path: /sync}}}}
+  raw: {{handler: "{MODULE}:raw", http: {{path: /raw}}}}
+  empty: {{handler: "{MODULE}:empty", http: {{path: /empty, methods: [DELETE]}}}}
+  broken: {{handler: "{MODULE}:broken", http: {{path: /broken}}}}
+  reads_json: {{handler: "{MODULE}:reads_json", http: {{path: /json, methods: [POST]}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def app_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_app(tmp_path_factory.mktemp("web"), MANIFEST, {f"{MODULE}.py": SOURCE})
+
+
+@pytest.fixture
+async def client(app_path: Path, redis_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    runtime = Runtime.from_manifest(app_path, Settings(redis_url=redis_url, database_url=f"sqlite:///{tmp_path}/r.db"))
+    await runtime.start()
+    transport = httpx.ASGITransport(app=create_web_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+    await runtime.stop()
+
+
+async def test_request_is_passed_by_name_or_annotation(client):
+    assert (await client.get("/untyped")).json() == {"path": "/untyped"}
+    assert (await client.get("/any")).json() == {"method": "GET"}
+
+
+async def test_path_and_query_parameters_are_validated_by_type_hints(client):
+    assert (await client.get("/items/7?verbose=true")).json() == {"item_id": 7, "verbose": True}
+    response = await client.get("/items/seven")
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["item_id"]
+
+
+async def test_a_body_model_is_parsed_and_models_are_returned_as_json(client):
+    response = await client.post("/items", json={"name": "cup"})
+    assert (response.status_code, response.json()) == (201, {"name": "cup", "qty": 1})
+    assert (await client.post("/items", content=b"{nope")).status_code == 400
+    bad = await client.post("/items", json={"qty": "many"})
+    assert bad.status_code == 422 and {tuple(d["loc"]) for d in bad.json()["detail"]} == {("name",), ("qty",)}
+
+
+async def test_results_become_responses(client):
+    assert (await client.get("/sync")).json() == [1, 2, 3]
+    assert (await client.get("/raw")).text == "plain"
+    assert (await client.delete("/empty")).status_code == 204
+
+
+async def test_a_handler_that_raises_is_a_json_500_and_bad_json_read_by_the_handler_is_400(client):
+    response = await client.get("/broken")
+    assert (response.status_code, response.json()) == (500, {"error": "internal error"})
+    response = await client.post("/json", content=b"{not json")
+    assert response.status_code == 400 and response.json()["error"].startswith("request body is not valid JSON")
