@@ -25,7 +25,7 @@ from typing import Any
 from bench import procs, web
 from bench.redis_server import RedisServer
 from bench.stats import percentile
-from bench.systems import VENV_BIN, _check_emulator
+from bench.systems import _check_emulator, emulator_argv, uvicorn_argv
 
 STARLETTE_MODULE = """\
 from starlette.applications import Starlette
@@ -79,18 +79,7 @@ RELOAD_SYSTEMS = [
         module_file="reload_functions.py",
         template=OURS_MODULE,
         prepare=lambda d: (d / "manifest.yaml").write_text(OURS_MANIFEST),
-        argv=lambda d, port: [
-            str(VENV_BIN / "emulator"),
-            "up",
-            "--manifest",
-            str(d / "manifest.yaml"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dashboard-port",
-            str(procs.free_port()),
-        ],
+        argv=lambda d, port: emulator_argv(d / "manifest.yaml", port),
         check=_check_emulator,
         redis=True,
     ),
@@ -100,18 +89,7 @@ RELOAD_SYSTEMS = [
         module_file="reload_app.py",
         template=STARLETTE_MODULE,
         prepare=lambda d: None,
-        argv=lambda d, port: [
-            str(VENV_BIN / "uvicorn"),
-            "reload_app:app",
-            "--reload",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
+        argv=lambda d, port: uvicorn_argv("reload_app:app", port, reload=True),
         check=lambda: None,
     ),
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs, web
-from bench.systems import OURS_DIR, VENV_BIN
+from bench.systems import OURS_DIR, emulator_argv
 
 
 def emulator_startup(tmpdir: Path, tag: str, timeout: float = 60) -> dict[str, Any]:
@@ -23,18 +23,7 @@ def emulator_startup(tmpdir: Path, tag: str, timeout: float = 60) -> dict[str, A
     for name in ("manifest.yaml", "bench_functions.py"):
         shutil.copy(OURS_DIR / name, appdir / name)
     port = procs.free_port()
-    cmd = [
-        str(VENV_BIN / "emulator"),
-        "up",
-        "--manifest",
-        str(appdir / "manifest.yaml"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dashboard-port",
-        str(procs.free_port()),
-    ]
+    cmd = emulator_argv(appdir / "manifest.yaml", port)
     lines: queue.Queue[tuple[float, str]] = queue.Queue()
     output: list[str] = []
     spawned = time.time()

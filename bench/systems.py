@@ -57,6 +57,39 @@ def unavailable(check: Callable[[], str | None]) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
+def uvicorn_argv(app: str, port: int, *, reload: bool = False) -> list[str]:
+    """uvicorn as the baselines run it: no access log, warning-level logs."""
+    flags = ["--reload"] if reload else []
+    return [
+        str(VENV_BIN / "uvicorn"),
+        app,
+        *flags,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
+def emulator_argv(manifest: Path, port: int) -> list[str]:
+    """`emulator up` on loopback, its dashboard on a free port."""
+    return [
+        str(VENV_BIN / "emulator"),
+        "up",
+        "--manifest",
+        str(manifest),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dashboard-port",
+        str(procs.free_port()),
+    ]
+
+
 def _arq_python() -> str:
     return str(ARQ_VENV / "bin" / "python")
 
@@ -250,17 +283,7 @@ WEB_SYSTEMS: list[WebSystem] = [
     WebSystem(
         key="starlette",
         label="bare Starlette on uvicorn",
-        argv=lambda port: [
-            str(VENV_BIN / "uvicorn"),
-            "bench.apps.starlette_app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
+        argv=lambda port: uvicorn_argv("bench.apps.starlette_app:app", port),
     ),
 ]
 
