@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchfiles import Change, watch
+# watchfiles' watcher object: unlike its `watch()` generator, it is watching once constructed
+from watchfiles._rust_notify import RustNotify
 
 from emulator.child import run_child
 from emulator.embedded_redis import EmbeddedRedis
@@ -165,6 +166,8 @@ class Emulator:
             signal.signal(sig, lambda *_: self.stop_event.set())
         try:
             self.current = self._spawn(settings, sockets)
+            # watch before announcing `ready` (and while the child starts), so no save is missed
+            watcher = RustNotify([str(self.root)], False, False, 300, True, True) if self.reload else None
             status, message = self.current.outcome()
             self.sources = set(json.loads(message)) if status == "ready" else None
             web = f"http://{self.host}:{sockets[0].getsockname()[1]}"
@@ -185,8 +188,9 @@ class Emulator:
                 f"emulator ready in {elapsed:.2f} s"
                 + (" — watching for changes (Ctrl-C to stop)" if self.reload else "")
             )
-            if self.reload:
-                self._watch(settings, sockets)
+            if watcher is not None:
+                with watcher:
+                    self._watch(watcher, settings, sockets)
             else:
                 while not self.stop_event.wait(0.5):
                     self._reap()
@@ -230,26 +234,15 @@ class Emulator:
         os.close(write_end)
         return Generation(pid=pid, pipe=read_end, started=time.perf_counter())
 
-    def _watch(self, settings: Settings, sockets: list[socket.socket]) -> None:
-        def relevant(change: Change, path: str) -> bool:
-            return is_source(path, self.root, self.manifest, self.sources)
-
-        for changes in watch(
-            self.root,
-            watch_filter=relevant,
-            step=10,
-            debounce=400,
-            stop_event=self.stop_event,
-            rust_timeout=500,
-            yield_on_timeout=True,
-            raise_interrupt=False,
-        ):
+    def _watch(self, watcher: RustNotify, settings: Settings, sockets: list[socket.socket]) -> None:
+        while not self.stop_event.is_set():
+            raw = watcher.watch(400, 10, 500, self.stop_event)  # debounce, step, timeout (ms)
             self._reap()
-            if self.stop_event.is_set():
-                break
-            if not changes:
+            if isinstance(raw, str):  # "timeout", or "stop" / "signal" (the stop event is set)
                 continue
-            self._reload(settings, sockets, sorted({p for _, p in changes}))
+            paths = sorted({path for _, path in raw if is_source(path, self.root, self.manifest, self.sources)})
+            if paths:
+                self._reload(settings, sockets, paths)
 
     def _reload(self, settings: Settings, sockets: list[socket.socket], paths: list[str]) -> None:
         started = time.perf_counter()
