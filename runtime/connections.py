@@ -126,10 +126,22 @@ class Runtime:
         delay: float | None = None,
         replay_of: str | None = None,
     ) -> list[str]:
-        """Validate, record and queue runs of a task; returns their ids.
+        """Validate, record and queue runs of a task; returns their ids."""
+        return [row["id"] for row in await self.submit(fn, arguments, delay=delay, replay_of=replay_of)]
+
+    async def submit(
+        self,
+        fn: TaskFunction[..., Any],
+        arguments: list[dict[str, Any]],
+        *,
+        delay: float | None = None,
+        replay_of: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Validate, record and queue runs of a task; returns their records as enqueued.
 
         A run's record and its message are written side by side (the worker's updates are upserts that
-        a late insert never overwrites), so enqueue costs one round trip, not two in a row.
+        a late insert never overwrites), so enqueue costs one round trip, not two in a row. The record
+        returned is the run as enqueued: by the time the caller reads it, a worker may have moved it on.
         """
         name = fn.name
         if name is None or self.app.tasks.get(name) is not fn:
@@ -159,7 +171,7 @@ class Runtime:
             self.message(name, run_id, kwargs, enqueued_at=now) for run_id, kwargs in zip(ids, validated, strict=True)
         ]
         await asyncio.gather(self.store.insert_many(rows), self.broker.kick_many(messages, delay=delay or 0))
-        return ids
+        return rows
 
     async def replay(self, run_id: str) -> Run:
         """Queue a failed run again as a new run; it leaves the dead-letter list."""
@@ -171,11 +183,9 @@ class Runtime:
         fn = self.app.tasks.get(run.function)
         if fn is None:
             raise LookupError(f"function {run.function!r} is no longer in the manifest")
-        [new_id] = await self.enqueue(fn, [run.arguments], replay_of=run.id)
+        [new_run] = await self.submit(fn, [run.arguments], replay_of=run.id)
         await self.broker.redis.zrem(self.keys.dead, run.id)
-        new_run = await self.store.get(new_id)
-        assert new_run is not None
-        return new_run
+        return Run.model_validate(new_run)
 
     async def wait(self, run_id: str, timeout: float = 60.0, poll: float = 0.05) -> Run:
         """The run once it has finished (succeeded or failed); TimeoutError after `timeout` seconds."""

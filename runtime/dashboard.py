@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime.connections import Runtime
 from runtime.errors import ArgumentsError
-from runtime.runs import STATUSES
+from runtime.runs import STATUSES, Run
 from runtime.web import FastJSONResponse, _http_error, error_response, health_routes
 
 PAGE = Path(__file__).parent / "static" / "dashboard.html"
@@ -152,12 +152,10 @@ def create_dashboard_app(runtime: Runtime, token: str | None = None) -> Starlett
             return error_response(422, "the body must be a JSON object of the task's arguments")
         try:
             delay = float(request.query_params["delay"]) if "delay" in request.query_params else None
-            [run_id] = await runtime.enqueue(fn, [arguments], delay=delay)
+            [run] = await runtime.submit(fn, [arguments], delay=delay)
         except (ArgumentsError, ValueError) as exc:
             return error_response(422, str(exc))
-        run = await store.get(run_id)
-        assert run is not None
-        return FastJSONResponse(run.public(), status_code=202)
+        return FastJSONResponse(Run.model_validate(run).public(), status_code=202)
 
     async def stats(request: Request) -> Response:
         async with redis.pipeline(transaction=False) as pipe:
