@@ -42,9 +42,10 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 10.0, port: int | None = None) -> None:
+        """Start on `port`, or on a free one."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         log = open(self.directory / "redis.log", "ab")
         self.process = subprocess.Popen(
             [

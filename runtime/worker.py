@@ -138,10 +138,11 @@ class Worker:
                     for delivery in deliveries:
                         logger.warning("reclaimed entry %s from a worker that stopped answering", delivery.entry_id)
                 if not deliveries:
-                    block = 0 if self.queue.qsize() else int(min(1.0, self.lease / 4) * 1000)
-                    deliveries = await self.broker.read(room, block_ms=block or 1)
+                    # wait for new tasks only when there is nothing to run (BLOCK 0 would wait forever)
+                    block_ms = 1 if self.queue.qsize() else int(min(1.0, self.lease / 4) * 1000)
+                    deliveries = await self.broker.read(room, block_ms=block_ms)
                 self.redis_ok = True
-            except (OSError, ConnectionError, Exception) as exc:  # Redis away: keep trying, say so once
+            except Exception as exc:  # Redis away: keep trying, and say so once
                 if self.redis_ok:
                     logger.error("cannot read tasks from Redis: %s; retrying", exc)
                 self.redis_ok = False

@@ -345,3 +345,35 @@ async def test_json_logs_carry_run_id_function_attempt_and_duration(spawn, app, 
     done = next(line for line in lines if line["message"].startswith("done double"))
     assert (start["run_id"], start["function"], start["attempt"], start["max_attempts"]) == (run_id, "double", 1, 4)
     assert done["outcome"] == "succeeded" and done["duration_ms"] >= 0
+
+
+async def test_a_worker_rides_out_a_redis_outage(spawn, app, env, tmp_path):
+    import httpx
+
+    from emulator.embedded_redis import EmbeddedRedis
+    from tests.conftest import free_port
+
+    server = EmbeddedRedis(tmp_path / "redis", persistent=True)
+    server.start()
+    port = free_port()
+    worker = start_worker(spawn, app, env | {"REDIS_URL": server.url, "WORKER_HEALTH_PORT": str(port)})
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as probe:
+        assert (await probe.get("/health")).status_code == 200
+
+        server.stop()  # Redis goes away under a running worker
+        worker.wait_for("cannot read tasks from Redis")
+        down = await probe.get("/health")
+        assert down.status_code == 503 and down.json()["redis"].startswith("down:")
+        assert (await probe.get("/health/live")).status_code == 200  # alive: no restart wanted
+
+        server.start(port=server.port)  # back, with its data (AOF)
+        runtime = Runtime.from_manifest(app, Settings(redis_url=server.url, database_url=env["DATABASE_URL"]))
+        await runtime.start()
+        try:
+            run = await runtime.wait(await runtime.app.tasks["double"].enqueue(n=8), timeout=20)
+            assert (run.status, run.result) == ("succeeded", 16)
+            assert worker.process.poll() is None
+            assert (await probe.get("/health")).status_code == 200
+        finally:
+            await runtime.stop()
+            server.stop()
