@@ -21,6 +21,8 @@ from sqlmodel import Field, SQLModel
 
 # the columns a worker's update writes; the rest are set at enqueue
 MUTABLE = ("status", "attempts", "last_error", "started_at", "finished_at", "result", "history", "version")
+# the columns only the enqueue knows (a worker's update that lands first leaves them empty)
+ENQUEUE_ONLY = ("scheduled_for", "replay_of")
 STATUSES = ("scheduled", "queued", "running", "retrying", "succeeded", "failed")
 FINAL = ("succeeded", "failed")
 
@@ -139,12 +141,20 @@ class RunStore:
         return (sqlite_insert if self.is_sqlite else postgresql_insert)(table)
 
     async def insert_many(self, runs: list[Run] | list[dict[str, Any]]) -> None:
-        """Record new runs; a run the worker already recorded (it can be first) is left as it is."""
+        """Record new runs. A run the worker already recorded (it can be first) keeps the worker's state
+        and gains what only the enqueue knows."""
         if not runs:
             return
         rows = [run.model_dump() if isinstance(run, Run) else run for run in runs]
         async with self.engine.begin() as conn:
-            await conn.execute(self._insert().on_conflict_do_nothing(index_elements=["id"]), rows)
+            await conn.execute(self._insert_new, rows)
+
+    @functools.cached_property
+    def _insert_new(self) -> Any:
+        statement = self._insert()
+        return statement.on_conflict_do_update(
+            index_elements=["id"], set_={c: getattr(statement.excluded, c) for c in ENQUEUE_ONLY}
+        )
 
     async def update_many(self, updates: list[dict[str, Any]]) -> None:
         """Write full states of runs (each with `id`, `version` and the row's required fields), creating

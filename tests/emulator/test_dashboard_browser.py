@@ -195,8 +195,13 @@ def test_dashboard_in_a_browser(tmp_path: Path, redis_url: str, sqlite_url: str,
 
             # Delete (after a confirm) removes a dead letter and its record
             page.get_by_test_id("enqueue-arguments").fill(f'{{"path": "{tmp_path / "never"}"}}')
+            link = page.get_by_test_id("enqueued-run-link")
+            previous_id = link.get_attribute("title") if link.count() else None  # an older link may be shown
             page.get_by_test_id("enqueue-submit").click()
-            doomed_id = page.get_by_test_id("enqueued-run-link").get_attribute("title")
+            expect(link).to_be_visible()
+            if previous_id:
+                expect(link).not_to_have_attribute("title", previous_id)
+            doomed_id = link.get_attribute("title")
             doomed = page.locator(f'[data-testid="dead-letter-row"][data-run-id="{doomed_id}"]')
             expect(doomed).to_contain_text("never", timeout=20_000)
             doomed.get_by_test_id("delete-button").click()

@@ -63,9 +63,12 @@ async def test_a_late_enqueue_insert_never_overwrites_the_workers_state(database
     store = RunStore(Settings(database_url=database_url).database_url)
     await store.init()
     await store.update_many([state("a", "succeeded", FINISHED, finished_at=utcnow(), result=3)])  # worker first
-    await store.insert_many([run("a")])  # the enqueue's insert lands after it
+    late = run("a")
+    late.replay_of = "original"
+    await store.insert_many([late])  # the enqueue's insert lands after it
     saved = await store.get("a")
     assert saved is not None and (saved.status, saved.result, saved.attempts) == ("succeeded", 3, 1)
+    assert saved.replay_of == "original"  # what only the enqueue knows is kept
     await store.close()
 
 
