@@ -75,7 +75,6 @@ class Generation:
 
     pid: int
     pipe: int
-    started: float
 
     def outcome(self, timeout: float = 60.0) -> tuple[str, str]:
         """('ready', json list of the app's files) or ('error', message), as the child reports it."""
@@ -232,7 +231,7 @@ class Emulator:
             os.close(read_end)
             run_child(self.manifest, settings, sockets, write_end)
         os.close(write_end)
-        return Generation(pid=pid, pipe=read_end, started=time.perf_counter())
+        return Generation(pid=pid, pipe=read_end)
 
     def _watch(self, watcher: RustNotify, settings: Settings, sockets: list[socket.socket]) -> None:
         while not self.stop_event.is_set():

@@ -1,7 +1,7 @@
 """The taskiq broker on Redis streams, with what taskiq-redis's `RedisStreamBroker` lacks.
 
 - The consumer group starts at id 0, so tasks queued before the first worker are delivered.
-- An ack is XACK + XDEL in one transaction, so the stream holds only unfinished tasks.
+- An ack is XACK + XDEL in one round trip, so the stream holds only unfinished tasks.
 - A worker keeps a lease on what it runs (XCLAIM refreshes the idle time), and every worker reclaims
   entries whose lease has lapsed (XAUTOCLAIM) on a timer, idle queue or not: a dead worker's tasks run
   again within `lease_seconds`, and a healthy long task is never handed to a second worker.

@@ -166,10 +166,9 @@ class Runtime:
             "replay_of": replay_of,
             "version": 0,
         }
-        rows = [common | {"id": run_id, "arguments": kwargs} for run_id, kwargs in zip(ids, validated, strict=True)]
-        messages = [
-            self.message(name, run_id, kwargs, enqueued_at=now) for run_id, kwargs in zip(ids, validated, strict=True)
-        ]
+        pairs = list(zip(ids, validated, strict=True))
+        rows = [common | {"id": run_id, "arguments": kwargs} for run_id, kwargs in pairs]
+        messages = [self.message(name, run_id, kwargs, enqueued_at=now) for run_id, kwargs in pairs]
         await asyncio.gather(self.store.insert_many(rows), self.broker.kick_many(messages, delay=delay or 0))
         return rows
 
