@@ -15,12 +15,12 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY runtime/ runtime/
 COPY emulator/ emulator/
-# A regular (non-editable) install: pip builds the project's wheel and installs it with its
-# dependencies, all of which ship binary wheels for CPython 3.11, so no compiler is needed.
-RUN pip install .
+# A regular (non-editable) install with no extras, pinned by constraints.txt: exactly what CI installs
+# into a fresh venv and runs (tests/install). Every dependency ships a binary wheel for CPython 3.11.
+RUN pip install -c constraints.txt .
 
 # ---- final: the virtualenv and the app, run as a non-root user ------------------------------------------
 FROM ${PYTHON_IMAGE} AS final
