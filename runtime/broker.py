@@ -1,10 +1,14 @@
 """The taskiq broker on Redis streams, with what taskiq-redis's `RedisStreamBroker` lacks.
 
 - The consumer group starts at id 0, so tasks queued before the first worker are delivered.
-- An ack is XACK + XDEL in one round trip, so the stream holds only unfinished tasks.
-- A worker keeps a lease on what it runs (XCLAIM refreshes the idle time), and every worker reclaims
-  entries whose lease has lapsed (XAUTOCLAIM) on a timer, idle queue or not: a dead worker's tasks run
-  again within `lease_seconds`, and a healthy long task is never handed to a second worker.
+- An ack is XACK + XDEL (one script), so the stream holds only unfinished tasks.
+- Leases are fenced: a worker renews only entries it still owns (a script checks the owner before XCLAIM),
+  acks only entries it still owns, and learns which ones it lost. Every worker reclaims entries whose lease
+  lapsed (XAUTOCLAIM) on a timer, idle queue or not; but after a gap in which no worker reached Redis (Redis
+  paused, or every worker away) nobody reclaims until the owners had a full lease period to renew, since idle
+  times keep growing on Redis's clock while it is paused.
+- A worker marks an entry as started (`{app}:started`) before its task runs; a reclaimed entry that carries
+  a mark was running when its worker died, which the worker counts as a failed attempt (poison messages).
 - Delayed messages (`delay=` and retry backoffs) wait in a sorted set scored by due time; a Lua script
   moves due ones onto the stream atomically, to the millisecond.
 """
@@ -17,7 +21,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 from taskiq import AckableMessage, AsyncBroker, BrokerMessage
 
@@ -33,13 +37,126 @@ local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {#due, first[2] or false}
 """
 
+# Shared by the scripts below: is entry ARGV-id pending for this consumer?
+_OWNS = """
+local function owns(stream, group, consumer, id)
+  local p = redis.call('XPENDING', stream, group, id, id, 1)
+  return p[1] ~= nil and p[1][2] == consumer
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Every renewal and reclaim ticks the clock; a gap means no worker reached Redis for a while (Redis was
+-- paused, or every worker was away): idle times say nothing then, so owners get a lease period to renew.
+local function tick(clock, fence, lease)
+  local now = now_ms()
+  local last = tonumber(redis.call('GET', clock) or '0')
+  redis.call('SET', clock, now)
+  if now - last > lease / 2 then
+    redis.call('SET', fence, now + lease, 'PX', lease * 2)
+  end
+  return now
+end
+"""
+
+# KEYS: stream, clock, fence. ARGV: group, consumer, lease_ms, ids... -> the ids this consumer no longer owns.
+RENEW = (
+    _OWNS
+    + """
+tick(KEYS[2], KEYS[3], tonumber(ARGV[3]))
+local lost = {}
+for i = 4, #ARGV do
+  if owns(KEYS[1], ARGV[1], ARGV[2], ARGV[i]) then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"""
+)
+
+# KEYS: stream, clock, fence, started. ARGV: group, consumer, lease_ms, count
+# -> {{id, fields or false, started mark or false}, ...}
+_RECLAIM = (
+    _OWNS
+    + """
+local lease = tonumber(ARGV[3])
+local now = tick(KEYS[2], KEYS[3], lease)
+if now < tonumber(redis.call('GET', KEYS[3]) or '0') then return {} end
+local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], lease, '0-0', 'COUNT', tonumber(ARGV[4]))
+local out = {}
+for _, entry in ipairs(claimed[2]) do
+  local id = entry[1]
+  table.insert(out, {id, entry[2] or false, redis.call('HGET', KEYS[4], id) or false})
+end
+return out
+"""
+)
+
+# KEYS: stream, started. ARGV: group, consumer, ids... -> the ids not acked (no longer this consumer's)
+_ACK = (
+    _OWNS
+    + """
+local lost = {}
+for i = 3, #ARGV do
+  if owns(KEYS[1], ARGV[1], ARGV[2], ARGV[i]) then
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"""
+)
+
+# KEYS: stream, started. ARGV: group, consumer, idle_ms, ids...: hand entries back (not a crash)
+_RELEASE = (
+    _OWNS
+    + """
+for i = 4, #ARGV do
+  if owns(KEYS[1], ARGV[1], ARGV[2], ARGV[i]) then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', tonumber(ARGV[3]), 'JUSTID')
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  end
+end
+return 0
+"""
+)
+
 
 @dataclass(frozen=True)
 class Delivery:
-    """One stream entry handed to this worker."""
+    """One stream entry handed to this worker. `data` is None for an entry without a `data` field;
+    `started` is the mark of an earlier holder that started it and vanished; `deleted` is an entry
+    deleted from the stream while it was pending (nothing to run, only to acknowledge)."""
 
     entry_id: str
-    data: bytes
+    data: bytes | None
+    started: bytes | None = None
+    deleted: bool = False
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: Any) -> dict[bytes, bytes]:
+    """Stream fields from a reply: a dict (redis-py) or a flat list (a Lua reply)."""
+    if isinstance(raw, dict):
+        return raw
+    items = list(raw or [])
+    return {items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)}
+
+
+def _delivery(entry_id: Any, raw_fields: Any, started: Any = None) -> Delivery:
+    if not raw_fields:
+        return Delivery(_text(entry_id), None, deleted=True)
+    data = _fields(raw_fields).get(b"data")
+    return Delivery(_text(entry_id), data, started or None)
 
 
 class StreamBroker(AsyncBroker):
@@ -48,10 +165,17 @@ class StreamBroker(AsyncBroker):
     def __init__(self, redis_url: str, keys: Keys, *, lease_seconds: float = 10.0) -> None:
         super().__init__()
         self.keys = keys
+        self.redis_url = redis_url
         self.lease_ms = int(lease_seconds * 1000)
-        self.redis: Redis = Redis.from_url(redis_url, max_connections=50, socket_connect_timeout=5)
+        # a burst waits for a free connection (up to 10 s) instead of failing with MaxConnectionsError
+        pool = BlockingConnectionPool.from_url(redis_url, max_connections=50, timeout=10, socket_connect_timeout=5)
+        self.redis: Redis = Redis.from_pool(pool)
         self.consumer = f"{uuid.uuid4().hex[:12]}"
         self._move_due = self.redis.register_script(_MOVE_DUE)
+        self._renew = self.redis.register_script(RENEW)
+        self._reclaim = self.redis.register_script(_RECLAIM)
+        self._ack = self.redis.register_script(_ACK)
+        self._release = self.redis.register_script(_RELEASE)
 
     async def startup(self) -> None:
         await super().startup()
@@ -97,14 +221,6 @@ class StreamBroker(AsyncBroker):
 
     # --- receiving ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def _deliveries(entries: Any) -> list[Delivery]:
-        out = []
-        for entry_id, fields in entries or []:
-            if fields and b"data" in fields:  # an entry deleted while pending comes back empty
-                out.append(Delivery(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields[b"data"]))
-        return out
-
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
         """New entries for this consumer (waits up to block_ms)."""
         fetched = await self.redis.xreadgroup(
@@ -113,48 +229,52 @@ class StreamBroker(AsyncBroker):
         if not fetched:
             return []
         streams: Any = fetched
-        return self._deliveries(streams[0][1])
+        return [_delivery(entry_id, fields) for entry_id, fields in streams[0][1] or []]
 
     async def reclaim(self, count: int) -> list[Delivery]:
-        """Entries whose lease lapsed (their worker died), now this consumer's."""
-        reply = await self.redis.xautoclaim(
-            self.keys.stream, self.keys.group, self.consumer, min_idle_time=self.lease_ms, count=count
+        """Entries whose lease lapsed (their worker died), now this consumer's, with their start marks."""
+        reply = await self._reclaim(
+            keys=[self.keys.stream, self.keys.lease_clock, self.keys.reclaim_fence, self.keys.started],
+            args=[self.keys.group, self.consumer, self.lease_ms, count],
         )
-        return self._deliveries(reply[1])
+        return [_delivery(entry_id, fields, started) for entry_id, fields, started in reply]
 
-    async def extend(self, entry_ids: Sequence[str]) -> None:
-        """Renew the lease on entries this worker still holds."""
-        await self._claim(entry_ids, idle_ms=None)
+    async def renew(self, entry_ids: Sequence[str]) -> list[str]:
+        """Renew the lease on entries this worker holds; returns those it no longer owns."""
+        lost = await self._renew(
+            keys=[self.keys.stream, self.keys.lease_clock, self.keys.reclaim_fence],
+            args=[self.keys.group, self.consumer, self.lease_ms, *entry_ids],
+        )
+        return [_text(entry_id) for entry_id in lost]
+
+    async def mark_started(self, marks: dict[str, bytes]) -> None:
+        """Record that these entries' tasks are starting (so a crash while running them is counted)."""
+        if marks:
+            await self.redis.hset(self.keys.started, mapping=marks)  # type: ignore[arg-type]
 
     async def release(self, entry_ids: Sequence[str]) -> None:
         """Give entries back at once (a stopping worker): any worker's next reclaim takes them."""
-        await self._claim(entry_ids, idle_ms=self.lease_ms * 1000)
-
-    async def _claim(self, entry_ids: Sequence[str], idle_ms: int | None) -> None:
-        """XCLAIM to this consumer, setting the entries' idle time (0 when None: a fresh lease)."""
         if entry_ids:
-            await self.redis.xclaim(
-                self.keys.stream,
-                self.keys.group,
-                self.consumer,
-                min_idle_time=0,
-                message_ids=list(entry_ids),
-                idle=idle_ms,
-                justid=True,
+            await self._release(
+                keys=[self.keys.stream, self.keys.started],
+                args=[self.keys.group, self.consumer, self.lease_ms * 1000, *entry_ids],
             )
 
-    async def ack(self, entry_ids: Sequence[str]) -> None:
-        """Acknowledge and delete finished entries, so the stream stays small."""
-        if entry_ids:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xack(self.keys.stream, self.keys.group, *entry_ids)
-                pipe.xdel(self.keys.stream, *entry_ids)
-                await pipe.execute()
+    async def ack(self, entry_ids: Sequence[str]) -> list[str]:
+        """Acknowledge and delete finished entries this worker still owns; returns those it lost."""
+        if not entry_ids:
+            return []
+        lost = await self._ack(
+            keys=[self.keys.stream, self.keys.started], args=[self.keys.group, self.consumer, *entry_ids]
+        )
+        return [_text(entry_id) for entry_id in lost]
 
     async def listen(self) -> AsyncGenerator[bytes | AckableMessage, None]:
         """taskiq's receiver interface (our Worker reads in batches with leases instead)."""
         while True:
             for delivery in await self.read(count=10, block_ms=1000):
+                if delivery.data is None:
+                    continue
 
                 async def ack(entry_id: str = delivery.entry_id) -> None:
                     await self.ack([entry_id])

@@ -55,3 +55,7 @@ class TaskTimeout(Exception):
 
 class UnknownFunction(LookupError):
     """A message names a function that this app's manifest does not declare."""
+
+
+class WorkerDied(Exception):
+    """The worker running an attempt died (killed, crashed) before it finished: a failed attempt."""

@@ -19,6 +19,21 @@ class Keys:
         return "workers"
 
     @property
+    def started(self) -> str:
+        """Hash of stream entry id -> start mark (attempt, time, worker) while its task runs."""
+        return f"{self.app}:started"
+
+    @property
+    def lease_clock(self) -> str:
+        """Redis time (ms) of the last lease renewal or reclaim by any worker: a gap means Redis paused."""
+        return f"{self.app}:lease-clock"
+
+    @property
+    def reclaim_fence(self) -> str:
+        """Redis time (ms) before which no worker reclaims (owners get a lease period after a gap)."""
+        return f"{self.app}:reclaim-fence"
+
+    @property
     def delayed(self) -> str:
         """Sorted set of messages waiting for their time (delays and retry backoffs), scored by due time."""
         return f"{self.app}:delayed"

@@ -1,10 +1,13 @@
 """The worker: reads tasks from the stream, runs up to `concurrency` at once, and acks them when done.
 
-    fetch ──> queue ──> N runners: pre_execute → run (timeout) → on_error → post_execute ──> commit
-                                                                        (records flushed, then acked)
+    fetch ──> queue ──> N runners: mark started → pre_execute → run (timeout) → on_error → post_execute
+                                                      ──> commit (fence, records flushed, then acked)
 
-Every entry this worker holds (queued, running or waiting for its ack) is under a lease it renews, so
-no other worker takes it; entries whose lease lapsed (a dead worker's) are reclaimed here on a timer.
+Every entry this worker holds is under a lease that a thread renews (runtime/leases.py), so a blocked event
+loop does not lose it; an entry another worker took anyway (this worker was paused) is stopped here and
+neither recorded nor acked. Entries whose lease lapsed (a dead worker's) are reclaimed on a timer; one that
+was running when its worker died counts as a failed attempt, so a task that kills its worker ends `failed`
+after its retries instead of looping. An entry that is not a task message is dead-lettered with the reason.
 On SIGTERM it stops fetching, gives back what it has not started, lets running tasks finish within the
 shutdown timeout, and gives back the rest, so nothing is lost.
 """
@@ -16,6 +19,7 @@ import contextlib
 import inspect
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -25,9 +29,11 @@ from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.broker import Delivery
 from runtime.connections import Runtime
-from runtime.errors import TaskTimeout, UnknownFunction
+from runtime.errors import TaskTimeout, UnknownFunction, WorkerDied
 from runtime.health import HealthServer, Heartbeat, dependencies
+from runtime.leases import LeaseKeeper
 from runtime.manifest import format_duration
+from runtime.messages import InvalidMessage, decode, describe
 from runtime.middleware import DeadLetterMiddleware, RetryMiddleware, RunRecordMiddleware, TaskLogMiddleware
 from runtime.sync_pool import SyncPool
 
@@ -35,6 +41,10 @@ logger = logging.getLogger("runtime.worker")
 
 PREFETCH_FACTOR = 2  # a worker reads ahead up to concurrency x this many tasks (KEDA's target uses it)
 MAX_UNACKED = 2000  # finished tasks whose records and acks are not written yet (the database is slow)
+HAND_BACK_AFTER = 2.0  # seconds read-ahead may wait behind busy runners before an idle worker gets it
+ACK_STALL = 30.0  # seconds finished tasks may wait for their ack before /health says so
+STALL_LIMIT = 60.0  # seconds the event loop may block before this worker stops renewing its leases
+WORKER_DIED = "worker died while running this task"
 
 
 async def _call(hook: Callable[..., Any], *args: Any) -> Any:
@@ -56,22 +66,24 @@ class Worker:
         self.concurrency = concurrency or manifest.defaults.concurrency
         self.prefetch = self.concurrency * PREFETCH_FACTOR  # running + read ahead
         self.lease = runtime.settings.lease_seconds
-        max_attempts = {name: manifest.retries(name) + 1 for name in manifest.tasks()}
-        self.records = RunRecordMiddleware(runtime.store, max_attempts)
+        self.max_attempts = {name: manifest.retries(name) + 1 for name in manifest.tasks()}
+        self.records = RunRecordMiddleware(runtime.store, self.max_attempts)
         self.dead_letters = DeadLetterMiddleware(runtime)
         self.middlewares: list[TaskiqMiddleware] = [
             RetryMiddleware(runtime),
             self.records,
             self.dead_letters,
-            TaskLogMiddleware(max_attempts),
+            TaskLogMiddleware(self.max_attempts),
         ]
         self.pre_execute = _overriding(self.middlewares, "pre_execute")
         self.on_error = _overriding(self.middlewares, "on_error")
         self.post_execute = _overriding(self.middlewares, "post_execute")
         self.sync_pool = SyncPool(self.concurrency)
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
-        self.held: dict[str, Delivery] = {}  # entry id -> delivery, until acked or released
-        self.running: dict[str, asyncio.Task[None]] = {}
+        self.held: dict[str, Delivery] = {}  # entry id -> delivery, until acked, released or lost
+        self.fetched_at: dict[str, float] = {}  # entry id -> when it was read (while it waits to start)
+        self.running: dict[str, asyncio.Task[None]] = {}  # entry id -> its execution
+        self.run_of: dict[str, str] = {}  # entry id -> run id, once decoded
         self.to_ack: list[str] = []
         self.dirty = asyncio.Event()  # run records or acks to commit
         self.room = asyncio.Event()
@@ -79,6 +91,17 @@ class Worker:
         self.heartbeat = Heartbeat()
         self.redis_ok = True
         self.done_count = 0
+        self.committed = time.monotonic()  # last time run records and acks were written
+        self.leases = LeaseKeeper(
+            self.broker.redis_url,
+            self.broker.keys,
+            self.broker.consumer,
+            self.lease,
+            held=lambda: list(self.held),
+            on_lost=self._lost,
+            loop_age=lambda: time.monotonic() - self.heartbeat.last,
+            stall_limit=max(STALL_LIMIT, 6 * self.lease),
+        )
 
     # --- the loops ---------------------------------------------------------------------------------
 
@@ -99,8 +122,9 @@ class Worker:
         )
         if any(not fn.is_async for fn in self.runtime.app.tasks.values()):
             self.sync_pool.warm()  # the first sync task should not wait for a process to start
+        self.leases.start()
         async with anyio.create_task_group() as background:
-            background.start_soon(self._lease_loop)
+            background.start_soon(self._beat_loop)
             background.start_soon(self._delayed_loop)
             background.start_soon(self._commit_loop)
             runners = [asyncio.create_task(self._runner()) for _ in range(self.concurrency)]
@@ -108,6 +132,7 @@ class Worker:
             await self._drain(runners)
             background.cancel_scope.cancel()
         await self._commit()
+        self.leases.stop()
         for middleware in self.middlewares:
             await _call(middleware.shutdown)
         self.sync_pool.close()
@@ -123,6 +148,7 @@ class Worker:
         next_reclaim = 0.0
         while not self.stopping.is_set():
             self.heartbeat.beat()
+            await self._hand_back_waiting()
             waiting_ack = len(self.to_ack)
             room = min(self.prefetch - (len(self.held) - waiting_ack), MAX_UNACKED - waiting_ack)
             if room <= 0:
@@ -132,9 +158,11 @@ class Worker:
                 continue
             try:
                 deliveries = []
-                if time.monotonic() >= next_reclaim:
+                # reclaim only for idle runners: read-ahead handed back by a busy worker is for idle ones
+                free = self.concurrency - len(self.running) - self.queue.qsize()
+                if time.monotonic() >= next_reclaim and free > 0:
                     next_reclaim = time.monotonic() + self.lease / 4
-                    deliveries = await self.broker.reclaim(room)
+                    deliveries = await self.broker.reclaim(min(room, free))
                     for delivery in deliveries:
                         logger.warning("reclaimed entry %s from a worker that stopped answering", delivery.entry_id)
                 if not deliveries:
@@ -148,32 +176,78 @@ class Worker:
                 self.redis_ok = False
                 await asyncio.sleep(1.0)
                 continue
+            now = time.monotonic()
             for delivery in deliveries:
                 if delivery.entry_id not in self.held:
                     self.held[delivery.entry_id] = delivery
+                    self.fetched_at[delivery.entry_id] = now
                     self.queue.put_nowait(delivery)
 
+    async def _hand_back_waiting(self) -> None:
+        """Read-ahead that waited too long behind busy runners goes back, so an idle worker can run it."""
+        if self.queue.empty() or len(self.running) < self.concurrency:
+            return
+        cutoff = time.monotonic() - HAND_BACK_AFTER
+        waiting = [self.queue.get_nowait() for _ in range(self.queue.qsize())]
+        stale = [d.entry_id for d in waiting if self.fetched_at.get(d.entry_id, 0.0) < cutoff]
+        for delivery in waiting:
+            if delivery.entry_id not in stale:
+                self.queue.put_nowait(delivery)
+        if stale:
+            logger.debug("handing back %d task(s) that waited behind busy runners", len(stale))
+            await self._release(stale, started=False)
+
     async def _runner(self) -> None:
+        current = asyncio.current_task()
+        assert current is not None
         while True:
             delivery = await self.queue.get()
-            task = asyncio.current_task()
-            assert task is not None
-            self.running[delivery.entry_id] = task
+            entry_id = delivery.entry_id
+            self.fetched_at.pop(entry_id, None)
+            if entry_id not in self.held:
+                continue  # lost or handed back while it waited
+            execution = asyncio.create_task(self._execute(delivery))
+            self.running[entry_id] = execution
             try:
-                await self._execute(delivery)
+                await execution
+            except asyncio.CancelledError:
+                if current.cancelling():
+                    raise  # the worker is stopping (the execution was cancelled with us)
+                # its lease was lost to another worker: stopped here, nothing recorded or acked
             except Exception:
                 # the run could not be completed here (e.g. Redis went away mid-way): give it back
-                logger.exception("could not complete entry %s; handing it back", delivery.entry_id)
-                await self._release([delivery.entry_id])
+                logger.exception("could not complete entry %s; handing it back", entry_id)
+                await self._release([entry_id])
             finally:
-                self.running.pop(delivery.entry_id, None)
+                self.running.pop(entry_id, None)
+
+    def _lost(self, entry_ids: list[str]) -> None:
+        """Another worker holds these entries now: stop them here, and record and ack nothing of them."""
+        for entry_id in entry_ids:
+            if self.held.pop(entry_id, None) is None:
+                continue
+            run_id = self.run_of.pop(entry_id, None)
+            logger.warning(
+                "lost the lease on entry %s (run %s): another worker holds it now; stopping it here",
+                entry_id,
+                run_id,
+                extra={"run_id": run_id},
+            )
+            if run_id is not None:
+                self.records.discard(run_id)
+            if entry_id in self.to_ack:
+                self.to_ack.remove(entry_id)
+            execution = self.running.get(entry_id)
+            if execution is not None:
+                execution.cancel()
+        self.room.set()
 
     async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
         """Stop: give back queued entries, wait for running ones, give back those still running."""
         queued = []
         while not self.queue.empty():
             queued.append(self.queue.get_nowait())
-        await self._release([d.entry_id for d in queued])
+        await self._release([d.entry_id for d in queued], started=False)
         if self.running:
             logger.info(
                 "stopping: waiting up to %s for %d running task(s)",
@@ -191,24 +265,26 @@ class Worker:
             logger.warning("stopping: %d task(s) did not finish in time; handed back", len(unfinished))
             await self._release(unfinished)
 
-    async def _release(self, entry_ids: list[str]) -> None:
+    async def _release(self, entry_ids: list[str], started: bool = True) -> None:
+        """Hand entries back to the queue (not a failed attempt); started runs show `queued` again."""
         if not entry_ids:
             return
         for entry_id in entry_ids:
             delivery = self.held.pop(entry_id, None)
-            if delivery is not None:
+            self.fetched_at.pop(entry_id, None)
+            self.run_of.pop(entry_id, None)
+            if delivery is not None and delivery.data is not None and started:
                 with contextlib.suppress(Exception):
-                    self.records.released(self.broker.formatter.loads(delivery.data))
+                    self.records.released(decode(delivery.data))
         with contextlib.suppress(Exception):
             await self.broker.release(entry_ids)
+        self.room.set()
 
-    async def _lease_loop(self) -> None:
+    async def _beat_loop(self) -> None:
+        """The loop's sign of life, for the lease keeper and /health/live, even while fetching waits."""
         while True:
-            await asyncio.sleep(self.lease / 5)
-            try:
-                await self.broker.extend(list(self.held))
-            except Exception as exc:
-                logger.error("cannot renew task leases in Redis: %s", exc)
+            self.heartbeat.beat()
+            await asyncio.sleep(1.0)
 
     async def _delayed_loop(self) -> None:
         """Move due delayed tasks (delays, retry backoffs) onto the stream, to the millisecond."""
@@ -233,33 +309,51 @@ class Worker:
                 await asyncio.sleep(1.0)
 
     async def _commit(self) -> None:
-        """Save run records, then dead letters, then ack the messages: a record is never behind them."""
-        await self.records.flush()
-        await self.dead_letters.flush()
-        if self.to_ack:
-            batch, self.to_ack = self.to_ack, []
-            try:
-                await self.broker.ack(batch)
-            except BaseException:
-                self.to_ack = batch + self.to_ack
-                raise
-            for entry_id in batch:
-                self.held.pop(entry_id, None)
+        """Save run records, then dead letters, then ack: only the entries whose records this very batch
+        saved (a task finishing during the flush waits for the next batch), and only those still ours."""
+        batch, self.to_ack = self.to_ack, []
+        try:
+            if self.held:
+                # the fence: entries another worker took are dropped before their records are written
+                self._lost(await self.broker.renew(list(self.held)))
+                batch = [entry_id for entry_id in batch if entry_id in self.held]
+            await self.records.flush()
+            await self.dead_letters.flush()
+            lost = await self.broker.ack(batch)
+        except BaseException:
+            self.to_ack = batch + self.to_ack
+            raise
+        self._lost(lost)
+        for entry_id in batch:
+            self.held.pop(entry_id, None)
+            self.run_of.pop(entry_id, None)
+        self.committed = time.monotonic()
         self.room.set()
 
     # --- one task ----------------------------------------------------------------------------------
 
     async def _execute(self, delivery: Delivery) -> None:
+        if delivery.deleted:  # deleted from the stream while pending: nothing to run
+            self._finished(delivery.entry_id)
+            return
         try:
             message = decode(delivery.data)
-        except Exception:
-            logger.exception("dropping entry %s: not a task message", delivery.entry_id)
-            self.to_ack.append(delivery.entry_id)
+        except InvalidMessage as exc:
+            self._reject(delivery, exc)
             return
+        self.run_of[delivery.entry_id] = message.task_id
         labels = message.labels
-        labels.setdefault("attempt", 1)
         labels["history"] = list(labels.get("history") or [])
+        if delivery.started is not None:
+            # its last holder died while running it: that attempt failed, like any other failure
+            crashed = _start_mark(delivery.started)
+            labels["attempt"] = crashed.get("attempt", labels["attempt"])
+            labels["started_at"] = crashed.get("started_at", time.time())
+            await self._finish(delivery, message, None, WorkerDied(WORKER_DIED), None)
+            return
         labels["started_at"] = time.time()
+        mark = {"attempt": labels["attempt"], "started_at": labels["started_at"], "worker": self.broker.consumer}
+        await self.broker.mark_started({delivery.entry_id: orjson.dumps(mark)})
         for hook in self.pre_execute:
             message = await _call(hook, message)
         self.dirty.set()  # the run shows `running` while it runs
@@ -272,17 +366,32 @@ class Worker:
             raise
         except Exception as exc:
             error = exc
-        duration = time.perf_counter() - started
+        await self._finish(delivery, message, value, error, time.perf_counter() - started)
+
+    async def _finish(
+        self,
+        delivery: Delivery,
+        message: TaskiqMessage,
+        value: Any,
+        error: BaseException | None,
+        duration: float | None,
+    ) -> None:
+        labels = message.labels
         labels["history"].append(
             {
                 "attempt": labels["attempt"],
                 "started_at": labels["started_at"],
-                "duration_ms": round(duration * 1000, 2),
-                "error": None if error is None else _describe(error),
+                "duration_ms": None if duration is None else round(duration * 1000, 2),
+                "error": None if error is None else describe(error),
             }
         )
         result: TaskiqResult[Any] = TaskiqResult.model_construct(
-            is_err=error is not None, log=None, return_value=value, execution_time=duration, error=error, labels=labels
+            is_err=error is not None,
+            log=None,
+            return_value=value,
+            execution_time=duration or 0.0,
+            error=error,
+            labels=labels,
         )
         if error is not None:
             for hook in self.on_error:
@@ -290,8 +399,19 @@ class Worker:
         for hook in self.post_execute:
             await _call(hook, message, result)
         self.done_count += 1
-        self.to_ack.append(delivery.entry_id)
+        self._finished(delivery.entry_id)
+
+    def _finished(self, entry_id: str) -> None:
+        self.to_ack.append(entry_id)
         self.dirty.set()
+
+    def _reject(self, delivery: Delivery, error: InvalidMessage) -> None:
+        """An entry no worker can run: dead-lettered with the reason (and its raw text), then acked."""
+        run_id = error.run_id or uuid.uuid4().hex
+        logger.error("dead-lettering entry %s: %s", delivery.entry_id, error, extra={"run_id": run_id})
+        self.records.invalid(run_id, error.function, error.raw, f"invalid task message: {error}")
+        self.dead_letters.pending[run_id] = time.time()
+        self._finished(delivery.entry_id)
 
     async def _run(self, message: TaskiqMessage) -> Any:
         fn = self.runtime.app.tasks.get(message.task_name)
@@ -318,9 +438,11 @@ class Worker:
 
     async def _ready(self) -> tuple[int, dict[str, Any]]:
         deps = await dependencies(self.runtime)
+        stalled = bool(self.to_ack) and time.monotonic() - self.committed > ACK_STALL
         ok = self.heartbeat.fresh() and all(v == "ok" for v in deps.values()) and not self.stopping.is_set()
+        ok = ok and not stalled
         body = {
-            "status": "ok" if ok else "unavailable",
+            "status": "ok" if ok else ("acks stalled" if stalled else "unavailable"),
             "consumer": self.broker.consumer,
             "running": len(self.running),
             "held": len(self.held),
@@ -330,21 +452,9 @@ class Worker:
         return (200 if ok else 503), body
 
 
-def decode(data: bytes) -> TaskiqMessage:
-    """A task message from its JSON (taskiq's format), without revalidating it field by field."""
-    raw = orjson.loads(data)
-    return TaskiqMessage.model_construct(
-        task_id=raw["task_id"],
-        task_name=raw["task_name"],
-        labels=raw.get("labels") or {},
-        labels_types=raw.get("labels_types"),
-        args=raw.get("args") or [],
-        kwargs=raw.get("kwargs") or {},
-    )
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    if isinstance(error, TaskTimeout | UnknownFunction) or type(error).__name__ == "TaskError":
-        return text
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+def _start_mark(data: bytes) -> dict[str, Any]:
+    try:
+        mark = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return {}
+    return mark if isinstance(mark, dict) else {}

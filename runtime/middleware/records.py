@@ -9,12 +9,21 @@ replaces a newer state: the enqueue's insert and the worker's updates may land i
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.runs import RunStore, from_timestamp, to_jsonable
+
+logger = logging.getLogger("runtime.worker")
+
+# errors that say the database is away (keep the batch and retry), not that a row is bad
+UNAVAILABLE = (OperationalError, InterfaceError, OSError, ConnectionError, TimeoutError)
+JSON_COLUMNS = ("arguments", "result", "history")
 
 # the last digit of a version orders the phases of one attempt
 QUEUED, RUNNING, FINISHED = 0, 1, 2
@@ -40,6 +49,17 @@ class RunRecordMiddleware(TaskiqMiddleware):
         finished = time.time() if outcome != "retrying" else None
         value = to_jsonable(result.return_value) if outcome == "succeeded" else None
         self.pending[message.task_id] = (message, outcome, version(FINISHED), finished, value)
+
+    def discard(self, run_id: str) -> None:
+        """Forget a buffered update (the run's entry went to another worker, whose record wins)."""
+        self.pending.pop(run_id, None)
+
+    def invalid(self, run_id: str, function: str, raw: str, error: str) -> None:
+        """A message no worker can run: its run is `failed` with the reason, the raw message kept."""
+        labels = {"attempt": 0, "history": [], "enqueued_at": time.time()}
+        message = TaskiqMessage(task_id=run_id, task_name=function, labels=labels, args=[], kwargs={"_raw": raw})
+        message.labels["history"] = [{"attempt": 0, "started_at": time.time(), "duration_ms": None, "error": error}]
+        self.pending[run_id] = (message, "failed", version(FINISHED), time.time(), None)
 
     def released(self, message: TaskiqMessage) -> None:
         """A stopping worker gave the run back to the queue before it finished."""
@@ -72,8 +92,35 @@ class RunRecordMiddleware(TaskiqMiddleware):
             return 0
         batch, self.pending = self.pending, {}
         try:
-            await self.store.update_many([self._row(*state) for state in batch.values()])
+            rows = [self._row(*state) for state in batch.values()]
+            try:
+                await self.store.update_many(rows)
+            except UNAVAILABLE:
+                raise
+            except Exception:
+                await self._one_by_one(rows)  # one bad row must not block the others, nor the acks
         except BaseException:
             self.pending = batch | self.pending
             raise
         return len(batch)
+
+    async def _one_by_one(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            try:
+                await self.store.update_many([row])
+            except UNAVAILABLE:
+                raise
+            except Exception as exc:
+                logger.error("run %s: its record cannot be saved as it is (%s); saving what can be", row["id"], exc)
+                await self.store.update_many([_storable(row, exc)])
+
+
+def _storable(row: dict[str, Any], error: Exception) -> dict[str, Any]:
+    """A row whose JSON columns the database refused, with those columns as plain text instead."""
+    safe = dict(row)
+    for column in JSON_COLUMNS:
+        text = json.dumps(row.get(column), default=repr, ensure_ascii=True)[:65536].replace("\\u0000", "")
+        safe[column] = {"_unstorable": text} if column == "arguments" else ([] if column == "history" else text)
+    note = f"the record could not be stored as it was ({type(error).__name__}); its data is kept as text"
+    safe["last_error"] = f"{row.get('last_error')}; {note}" if row.get("last_error") else note
+    return safe

@@ -1,0 +1,96 @@
+"""Task messages as they travel through Redis: taskiq's JSON format, read back with its shape checked.
+
+A stream entry is written by our enqueue, but anything can XADD to the stream; an entry that is not a task
+message must be dead-lettered with the reason, never jam a worker, so `decode` checks every field it uses.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+from taskiq import TaskiqMessage
+
+from runtime.errors import TaskTimeout, UnknownFunction, WorkerDied
+
+MAX_ERROR_LENGTH = 4000  # characters of an error kept in run records and logs
+MAX_RAW = 1 << 20  # bytes of an invalid entry kept in its dead letter
+MAX_ATTEMPT = 10_000
+MAX_TIMESTAMP = 1e11  # seconds: year 5138
+
+
+class InvalidMessage(ValueError):
+    """A stream entry that is not a task message; what could be read of it is kept for the record."""
+
+    def __init__(self, reason: str, raw: str, run_id: str | None = None, function: str = "(invalid)") -> None:
+        super().__init__(reason)
+        self.raw = raw
+        self.run_id = run_id
+        self.function = function
+
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_FUNCTION = re.compile(r"^[a-z0-9_]{1,200}$")
+
+
+def decode(data: bytes | None) -> TaskiqMessage:
+    """A task message from its JSON (taskiq's format), its shape checked; InvalidMessage says what is wrong."""
+    if data is None:
+        raise InvalidMessage("the stream entry has no 'data' field", "")
+    raw_text = data[:MAX_RAW].decode("utf-8", errors="replace")
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(f"not JSON ({exc})", raw_text) from None
+    if not isinstance(raw, dict):
+        raise InvalidMessage(f"not a JSON object but {type(raw).__name__}", raw_text)
+    task_id, task_name = raw.get("task_id"), raw.get("task_name")
+    run_id = task_id if isinstance(task_id, str) and _RUN_ID.match(task_id) else None
+    function = task_name if isinstance(task_name, str) and _FUNCTION.match(task_name) else "(invalid)"
+
+    def invalid(reason: str) -> InvalidMessage:
+        return InvalidMessage(reason, raw_text, run_id, function)
+
+    if run_id is None:
+        raise invalid(f"task_id must be a run id (1-64 letters, digits, '-' or '_'), not {task_id!r:.80}")
+    if function == "(invalid)":
+        raise invalid(f"task_name must be a function name, not {task_name!r:.80}")
+    labels = raw.get("labels")
+    labels = {} if labels is None else labels
+    if not isinstance(labels, dict):
+        raise invalid(f"labels must be an object, not {type(labels).__name__}")
+    attempt = labels.get("attempt", 1)
+    if type(attempt) is not int or not 1 <= attempt <= MAX_ATTEMPT:
+        raise invalid(f"labels.attempt must be a whole number from 1 to {MAX_ATTEMPT}, not {attempt!r:.80}")
+    labels["attempt"] = attempt
+    enqueued_at = labels.get("enqueued_at")
+    if enqueued_at is not None and (
+        type(enqueued_at) not in (int, float) or not 0 < enqueued_at < MAX_TIMESTAMP or enqueued_at != enqueued_at
+    ):
+        raise invalid(f"labels.enqueued_at must be a Unix time in seconds, not {enqueued_at!r:.80}")
+    history = labels.get("history")
+    if history is not None and not (isinstance(history, list) and all(isinstance(h, dict) for h in history)):
+        raise invalid("labels.history must be a list of objects")
+    kwargs, args = raw.get("kwargs") or {}, raw.get("args") or []
+    if not isinstance(kwargs, dict):
+        raise invalid(f"kwargs must be an object, not {type(kwargs).__name__}")
+    if not isinstance(args, list):
+        raise invalid(f"args must be a list, not {type(args).__name__}")
+    return TaskiqMessage.model_construct(
+        task_id=run_id,
+        task_name=function,
+        labels=labels,
+        labels_types=raw.get("labels_types"),
+        args=args,
+        kwargs=kwargs,
+    )
+
+
+def describe(error: BaseException) -> str:
+    """An attempt's error as stored and shown: type and message, capped in length."""
+    text = str(error)
+    if not isinstance(error, TaskTimeout | UnknownFunction | WorkerDied) and type(error).__name__ != "TaskError":
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    if len(text) > MAX_ERROR_LENGTH:
+        text = text[:MAX_ERROR_LENGTH] + f"... ({len(text) - MAX_ERROR_LENGTH} more characters)"
+    return text

@@ -1,0 +1,288 @@
+"""Delivery you can trust, proven by breaking things: each test counts executions from the task's own
+side-effect log (not our records) while it kills, pauses or slows the parts.
+
+- a message is acked only after the record of that same attempt is saved (a slow store);
+- a task that kills its worker ends `failed` after its retries, dead-lettered, instead of looping;
+- leases are fenced: a paused Redis or a blocked event loop never hands a healthy task to a second worker;
+- a stream entry that is not a task message is dead-lettered with the reason and jams nothing;
+- read-ahead that waits behind a busy worker goes to an idle one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator.embedded_redis import EmbeddedRedis
+from runtime import Runtime
+from runtime.runs import FINAL, RunStore
+from runtime.settings import Settings
+from runtime.worker import Worker
+from tests.conftest import write_app
+
+MODULE = f"delivery_{uuid.uuid4().hex[:8]}"
+
+SOURCE = """
+import asyncio, json, os, time
+from runtime import task
+
+def mark(**event):
+    event |= {"pid": os.getpid(), "t": time.time()}
+    with open(os.environ["TEST_LOG"], "a") as log:
+        log.write(json.dumps(event) + "\\n")
+
+@task
+async def noop(n: int) -> int:
+    return n
+
+@task
+async def poison(n: int) -> None:
+    mark(fn="poison", n=n, phase="start")
+    os.kill(os.getpid(), 9)
+
+@task
+async def long(n: int, seconds: float) -> None:
+    mark(fn="long", n=n, phase="start")
+    await asyncio.sleep(seconds)
+    mark(fn="long", n=n, phase="end")
+
+@task
+async def blocker(seconds: float) -> None:
+    mark(fn="blocker", phase="start")
+    time.sleep(seconds)  # blocks the worker's event loop
+    mark(fn="blocker", phase="end")
+"""
+
+MANIFEST = f"""
+app: delivery-test
+defaults: {{retries: 3, timeout: 5m, concurrency: 4}}
+functions:
+  noop: {{handler: "{MODULE}:noop", task: {{}}}}
+  poison: {{handler: "{MODULE}:poison", task: {{retries: 2}}}}
+  long: {{handler: "{MODULE}:long", task: {{}}}}
+  blocker: {{handler: "{MODULE}:blocker", task: {{}}}}
+"""
+
+LEASE = 2.0
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_app(tmp_path_factory.mktemp("app"), MANIFEST, {f"{MODULE}.py": SOURCE})
+
+
+@pytest.fixture
+def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/runs.db",
+        "TEST_LOG": str(tmp_path / "events.jsonl"),
+        "WORKER_HEALTH_PORT": "0",
+        "LEASE_SECONDS": str(LEASE),
+        "SHUTDOWN_TIMEOUT": "10",
+    }
+
+
+@pytest.fixture
+async def rt(app: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Runtime]:
+    monkeypatch.setenv("TEST_LOG", env["TEST_LOG"])
+    settings = Settings(redis_url=env["REDIS_URL"], database_url=env["DATABASE_URL"], lease_seconds=LEASE)
+    runtime = Runtime.from_manifest(app, settings)
+    await runtime.start()
+    yield runtime
+    await runtime.stop()
+
+
+def events(env: dict[str, str], fn: str) -> list[dict[str, Any]]:
+    path = Path(env["TEST_LOG"])
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [r for r in rows if r["fn"] == fn]
+
+
+def starts_per_task(env: dict[str, str], fn: str) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for event in events(env, fn):
+        if event["phase"] == "start":
+            counts[event["n"]] = counts.get(event["n"], 0) + 1
+    return counts
+
+
+def start_worker(spawn: Any, app: Path, env: dict[str, str], *args: str, **more: str) -> Any:
+    worker = spawn(["runtime", "worker", "--manifest", str(app), *args], app.parent, env | more)
+    worker.wait_for("ready")
+    return worker
+
+
+async def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_message_is_acked_only_after_the_record_of_that_attempt_is_saved(rt: Runtime) -> None:
+    # the store takes 0.3 s a batch: tasks finish while a batch is being written, and must wait for the next
+    store, broker = rt.store, rt.broker
+    write = store.update_many
+
+    async def slow_write(updates: list[dict[str, Any]]) -> None:
+        await asyncio.sleep(0.3)
+        await write(updates)
+
+    store.update_many = slow_write  # type: ignore[method-assign]
+    checker = RunStore(rt.settings.database_url)
+    worker = Worker(rt)
+    violations: list[tuple[str, str]] = []
+    acked: list[str] = []
+    ack = broker.ack
+
+    async def checked_ack(entry_ids: list[str]) -> list[str]:
+        for entry_id in entry_ids:
+            [(_, fields)] = await broker.redis.xrange(rt.keys.stream, entry_id, entry_id)
+            run_id = json.loads(fields[b"data"])["task_id"]
+            run = await checker.get(run_id)
+            if run is None or run.status not in FINAL:
+                violations.append((run_id, run.status if run else "missing"))
+            acked.append(run_id)
+        return await ack(entry_ids)
+
+    broker.ack = checked_ack  # type: ignore[method-assign]
+    ids = await rt.app.tasks["noop"].enqueue_many([{"n": i} for i in range(300)])
+    running = asyncio.create_task(worker.run())
+    try:
+        await wait_until(lambda: len(acked) >= 300, 60, "300 acks")
+    finally:
+        worker.stop()
+        await running
+        await checker.close()
+    assert sorted(acked) == sorted(ids)
+    assert violations == []
+
+
+async def test_a_task_that_kills_its_worker_fails_after_its_retries(spawn, app, env, rt) -> None:
+    fine = await rt.app.tasks["noop"].enqueue_many([{"n": i} for i in range(20)])
+    poison_id = await rt.app.tasks["poison"].enqueue(n=1)
+    workers = [start_worker(spawn, app, env)]
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        run = await rt.store.get(poison_id)
+        if run is not None and run.status in FINAL:
+            break
+        if workers[-1].process.poll() is not None:  # what Kubernetes does: start it again
+            workers.append(start_worker(spawn, app, env))
+        await asyncio.sleep(0.1)
+    assert run is not None and run.status == "failed", run
+    assert run.attempts == 3
+    assert "worker died while running this task" in (run.last_error or "")
+    assert [h["attempt"] for h in run.history] == [1, 2, 3]
+    assert len(events(env, "poison")) == 3  # it ran three times: retries 2, as declared
+    assert await rt.broker.redis.zscore(rt.keys.dead, poison_id) is not None
+    for run_id in fine:
+        assert (await rt.wait(run_id, timeout=30)).status == "succeeded"
+    await asyncio.sleep(3 * LEASE)  # nothing comes back for it
+    assert len(events(env, "poison")) == 3
+
+
+async def test_a_paused_redis_never_hands_a_healthy_task_to_a_second_worker(spawn, app, env, tmp_path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", persistent=False)
+    server.start()
+    env = env | {"REDIS_URL": server.url}
+    settings = Settings(redis_url=server.url, database_url=env["DATABASE_URL"], lease_seconds=LEASE)
+    runtime = Runtime.from_manifest(app, settings)
+    await runtime.start()
+    try:
+        start_worker(spawn, app, env)
+        start_worker(spawn, app, env)
+        ids = await runtime.app.tasks["long"].enqueue_many([{"n": i, "seconds": 10} for i in range(4)])
+        await wait_until(lambda: len(starts_per_task(env, "long")) == 4, 15, "4 starts")
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)  # 3 leases long: every idle time looks expired after it
+        await asyncio.sleep(3 * LEASE)
+        os.kill(server.process.pid, signal.SIGCONT)
+        for run_id in ids:
+            assert (await runtime.wait(run_id, timeout=40)).status == "succeeded"
+        assert starts_per_task(env, "long") == {0: 1, 1: 1, 2: 1, 3: 1}
+    finally:
+        await runtime.stop()
+        server.stop()
+
+
+async def test_a_blocked_event_loop_keeps_its_leases(spawn, app, env, rt) -> None:
+    first = start_worker(spawn, app, env)
+    long_id = await rt.app.tasks["long"].enqueue(n=1, seconds=6)
+    await wait_until(lambda: starts_per_task(env, "long") == {1: 1}, 10, "the long task to start")
+    blocker_id = await rt.app.tasks["blocker"].enqueue(seconds=2.5 * LEASE)
+    await wait_until(lambda: len(events(env, "blocker")) == 1, 10, "the blocker to start")
+    other = start_worker(spawn, app, env)  # idle, reclaiming whatever looks abandoned
+    assert (await rt.wait(long_id, timeout=30)).status == "succeeded"
+    assert (await rt.wait(blocker_id, timeout=30)).status == "succeeded"
+    await asyncio.sleep(LEASE)
+    assert starts_per_task(env, "long") == {1: 1}
+    assert [e["phase"] for e in events(env, "blocker")] == ["start", "end"]
+    assert "reclaimed" not in other.output and "reclaimed" not in first.output
+
+
+BAD_ENTRIES: list[dict[bytes, bytes]] = [
+    {b"data": b'{"task_id": null, "task_name": "noop", "labels": {}, "kwargs": {"n": 1}}'},
+    {b"data": b'{"task_id": "a1", "task_name": "noop", "labels": {"attempt": "abc"}, "kwargs": {"n": 1}}'},
+    {b"data": b'{"task_id": "a2", "task_name": "noop", "labels": {"attempt": 1000000000000000000000000000000}}'},
+    {b"data": b'{"task_id": "a3", "task_name": "noop", "labels": {"enqueued_at": "abc"}, "kwargs": {"n": 1}}'},
+    {b"data": b'{"task_id": "a4", "task_name": "noop", "labels": {"enqueued_at": 1e20}, "kwargs": {"n": 1}}'},
+    {b"data": b'{"task_id": "a5", "task_name": "noop", "labels": [1, 2], "kwargs": {"n": 1}}'},
+    {b"data": b'{"task_id": "a6", "task_name": "noop", "labels": "abc", "kwargs": {"n": 1}}'},
+    {b"data": b'{"task_id": {"a": 1}, "task_name": "noop", "labels": {}, "kwargs": {"n": 1}}'},
+    {b"data": b'{"task_id": "a8", "task_name": "noop", "labels": {}, "kwargs": [1]}'},
+    {b"data": b"not json at all \xff"},
+    {b"data": b"[1, 2, 3]"},
+    {b"other": b"an entry without a data field"},
+]
+
+
+async def test_entries_that_are_not_task_messages_are_dead_lettered_and_jam_nothing(spawn, app, env, rt) -> None:
+    redis = rt.broker.redis
+    for fields in BAD_ENTRIES:
+        await redis.xadd(rt.keys.stream, fields)  # type: ignore[arg-type]
+    good = await rt.app.tasks["noop"].enqueue_many([{"n": i} for i in range(10)])
+    worker = start_worker(spawn, app, env)
+    for run_id in good:
+        assert (await rt.wait(run_id, timeout=20)).status == "succeeded"
+    await wait_until(lambda: worker.output.count("dead-lettering entry") == len(BAD_ENTRIES), 10, "dead letters")
+    await asyncio.sleep(0.5)
+    assert await redis.xlen(rt.keys.stream) == 0  # all acked and deleted
+    pending = await redis.xpending(rt.keys.stream, rt.keys.group)
+    assert pending["pending"] == 0
+    dead = [m.decode() for m in await redis.zrange(rt.keys.dead, 0, -1)]
+    assert len(dead) == len(BAD_ENTRIES)
+    runs = [await rt.store.get(run_id) for run_id in dead]
+    assert all(r is not None and r.status == "failed" for r in runs)
+    reasons = sorted((r.last_error or "") for r in runs if r is not None)
+    assert all(reason.startswith("invalid task message: ") for reason in reasons)
+    assert any("labels.attempt" in reason for reason in reasons)
+    assert any("no 'data' field" in reason for reason in reasons)
+    kept = next(r for r in runs if r is not None and r.id == "a5")
+    assert '"labels": [1, 2]' in kept.arguments["_raw"]  # the raw message is kept, nothing is lost
+    assert "reclaimed" not in worker.output
+
+
+async def test_read_ahead_waiting_behind_a_busy_worker_goes_to_an_idle_one(spawn, app, env, rt) -> None:
+    busy = start_worker(spawn, app, env, "--concurrency", "1")  # reads ahead one more than it runs
+    await rt.app.tasks["long"].enqueue(n=1, seconds=12)
+    await wait_until(lambda: starts_per_task(env, "long") == {1: 1}, 10, "the first long task to start")
+    waiting = await rt.app.tasks["long"].enqueue(n=2, seconds=0.1)
+    await asyncio.sleep(0.5)  # the busy worker has read it ahead
+    queued_at = time.time()
+    idle = start_worker(spawn, app, env)
+    assert (await rt.wait(waiting, timeout=30)).status == "succeeded"
+    [start] = [e for e in events(env, "long") if e["n"] == 2 and e["phase"] == "start"]
+    assert start["pid"] != busy.process.pid and start["pid"] == idle.process.pid
+    assert start["t"] - queued_at < 6, "it waited for the busy worker instead"
