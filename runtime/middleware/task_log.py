@@ -39,6 +39,8 @@ class TaskLogMiddleware(TaskiqMiddleware):
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         outcome = message.labels.get("outcome")
+        history = message.labels.get("history") or [{}]
+        error = history[-1].get("error")  # as recorded: capped in length
         extra = self._extra(message, duration_ms=round(result.execution_time * 1000, 1), outcome=outcome)
         where = f"{message.task_name} {message.task_id} attempt {extra['attempt']}/{extra['max_attempts']}"
         if outcome == "succeeded":
@@ -49,9 +51,9 @@ class TaskLogMiddleware(TaskiqMiddleware):
             logger.warning(
                 "retry %s failed: %s; next attempt in %.2f s",
                 where,
-                result.error,
+                error,
                 delay,
-                extra=extra | {"retry_in": round(delay, 3), "error": str(result.error)},
+                extra=extra | {"retry_in": round(delay, 3), "error": error},
             )
         else:
-            logger.error("failed %s: %s", where, result.error, extra=extra | {"error": str(result.error)})
+            logger.error("failed %s: %s", where, error, extra=extra | {"error": error})

@@ -33,7 +33,7 @@ MODULE = f"delivery_{uuid.uuid4().hex[:8]}"
 
 SOURCE = """
 import asyncio, json, os, time
-from runtime import task
+from runtime import SkipRetry, task
 
 def mark(**event):
     event |= {"pid": os.getpid(), "t": time.time()}
@@ -56,6 +56,10 @@ async def long(n: int, seconds: float) -> None:
     mark(fn="long", n=n, phase="end")
 
 @task
+async def shout(size: int) -> None:
+    raise SkipRetry("x" * size)
+
+@task
 async def blocker(seconds: float) -> None:
     mark(fn="blocker", phase="start")
     time.sleep(seconds)  # blocks the worker's event loop
@@ -70,6 +74,7 @@ functions:
   poison: {{handler: "{MODULE}:poison", task: {{retries: 2}}}}
   long: {{handler: "{MODULE}:long", task: {{}}}}
   blocker: {{handler: "{MODULE}:blocker", task: {{}}}}
+  shout: {{handler: "{MODULE}:shout", task: {{}}}}
 """
 
 LEASE = 2.0
@@ -286,3 +291,13 @@ async def test_read_ahead_waiting_behind_a_busy_worker_goes_to_an_idle_one(spawn
     [start] = [e for e in events(env, "long") if e["n"] == 2 and e["phase"] == "start"]
     assert start["pid"] != busy.process.pid and start["pid"] == idle.process.pid
     assert start["t"] - queued_at < 6, "it waited for the busy worker instead"
+
+
+async def test_huge_error_texts_are_capped_in_records_and_logs(spawn, app, env, rt) -> None:
+    worker = start_worker(spawn, app, env)
+    run = await rt.wait(await rt.app.tasks["shout"].enqueue(size=5_000_000), timeout=20)
+    assert run.status == "failed"
+    assert run.last_error is not None and run.last_error.startswith("SkipRetry: xxx")
+    assert len(run.last_error) < 5000 and "more characters" in run.last_error
+    await asyncio.sleep(0.3)
+    assert max(len(line) for line in worker.lines) < 10_000
