@@ -7,6 +7,8 @@ message must be dead-lettered with the reason, never jam a worker, so `decode` c
 from __future__ import annotations
 
 import re
+import traceback
+from pathlib import Path
 
 import orjson
 from taskiq import TaskiqMessage
@@ -14,6 +16,8 @@ from taskiq import TaskiqMessage
 from runtime.errors import TaskTimeout, UnknownFunction, WorkerDied
 
 MAX_ERROR_LENGTH = 4000  # characters of an error kept in run records and logs
+MAX_TRACEBACK_LENGTH = 16_000  # characters of a traceback kept in run records and logs
+_OURS = (str(Path(__file__).parent), "/asyncio/", "/anyio/", "/taskiq/", "/multiprocessing/")
 MAX_RAW = 1 << 20  # bytes of an invalid entry kept in its dead letter
 MAX_ATTEMPT = 10_000
 MAX_TIMESTAMP = 1e11  # seconds: year 5138
@@ -94,3 +98,28 @@ def describe(error: BaseException) -> str:
     if len(text) > MAX_ERROR_LENGTH:
         text = text[:MAX_ERROR_LENGTH] + f"... ({len(text) - MAX_ERROR_LENGTH} more characters)"
     return text
+
+
+def error_type(error: BaseException) -> str:
+    """The error's type name (a sync task's own, carried back from its process)."""
+    return str(getattr(error, "type_name", None) or type(error).__name__)
+
+
+def describe_traceback(error: BaseException) -> str | None:
+    """Where the error came from: the user's frames plus the raise site, capped in length.
+
+    The worker's own frames (the runtime, asyncio, taskiq) say nothing about the task and are left out.
+    """
+    if isinstance(error, TaskTimeout | UnknownFunction | WorkerDied):
+        return None
+    trace = getattr(error, "trace", None)  # a sync task's traceback, formatted in its process
+    if not isinstance(trace, str):
+        frames = traceback.extract_tb(error.__traceback__)
+        kept = [f for f in frames if not any(part in f.filename for part in _OURS)]
+        if frames and (not kept or kept[-1] is not frames[-1]):
+            kept.append(frames[-1])  # the raise site, wherever it is
+        lines = ["Traceback (most recent call last):\n", *traceback.format_list(kept)]
+        trace = "".join(lines + traceback.format_exception_only(type(error), error))
+    if len(trace) > MAX_TRACEBACK_LENGTH:
+        trace = "... (earlier lines cut)\n" + trace[-MAX_TRACEBACK_LENGTH:]
+    return trace.rstrip()

@@ -33,7 +33,7 @@ from runtime.errors import TaskTimeout, UnknownFunction, WorkerDied
 from runtime.health import HealthServer, Heartbeat, dependencies
 from runtime.leases import LeaseKeeper
 from runtime.manifest import format_duration
-from runtime.messages import InvalidMessage, decode, describe
+from runtime.messages import InvalidMessage, decode, describe, describe_traceback, error_type
 from runtime.middleware import DeadLetterMiddleware, RetryMiddleware, RunRecordMiddleware, TaskLogMiddleware
 from runtime.sync_pool import SyncPool
 
@@ -383,6 +383,8 @@ class Worker:
                 "started_at": labels["started_at"],
                 "duration_ms": None if duration is None else round(duration * 1000, 2),
                 "error": None if error is None else describe(error),
+                "error_type": None if error is None else error_type(error),
+                "traceback": None if error is None else describe_traceback(error),
             }
         )
         result: TaskiqResult[Any] = TaskiqResult.model_construct(

@@ -41,6 +41,7 @@ class TaskLogMiddleware(TaskiqMiddleware):
         outcome = message.labels.get("outcome")
         history = message.labels.get("history") or [{}]
         error = history[-1].get("error")  # as recorded: capped in length
+        trace = history[-1].get("traceback")
         extra = self._extra(message, duration_ms=round(result.execution_time * 1000, 1), outcome=outcome)
         where = f"{message.task_name} {message.task_id} attempt {extra['attempt']}/{extra['max_attempts']}"
         if outcome == "succeeded":
@@ -53,7 +54,13 @@ class TaskLogMiddleware(TaskiqMiddleware):
                 where,
                 error,
                 delay,
-                extra=extra | {"retry_in": round(delay, 3), "error": error},
+                extra=extra | {"retry_in": round(delay, 3), "error": error, "traceback": trace},
             )
         else:
-            logger.error("failed %s: %s", where, error, extra=extra | {"error": error})
+            logger.error(
+                "failed %s: %s%s",
+                where,
+                error,
+                f"\n{trace}" if trace else "",
+                extra=extra | {"error": error, "traceback": trace},
+            )
