@@ -92,15 +92,15 @@ async def test_redis_sigstop_never_runs_a_healthy_task_twice(chaos_app, own_redi
     fleet = fleets(chaos_app, worker_env(own_redis.url, database_url, effects_log, LOG_LEVEL="info"))
     ledger, effects = Ledger(), SideEffects(effects_log)
     async with client(chaos_app, own_redis.url, database_url) as runtime:
-        for worker in fleet.start(2):
+        for worker in fleet.start(3):
             worker.wait_for("ready")
-        await ledger.enqueue(runtime, "long", [{"seconds": long_seconds}] * 4)
+        await ledger.enqueue(runtime, "long", [{"seconds": long_seconds}] * 8)
 
         def all_started() -> bool:
             effects.read()
-            return len(effects.starts) == 4
+            return len(effects.starts) == 8
 
-        await wait_until(all_started, 20, "4 long tasks started")
+        await wait_until(all_started, 20, "8 long tasks started")
         assert own_redis.process is not None
         own_redis.process.send_signal(signal.SIGSTOP)
         await asyncio.sleep(pause)
