@@ -49,7 +49,17 @@ IDS = [
     "null",
     "",
 ]
-PATHS = ["/briefings", "/briefings/", "/health", "/health/live", "/", "/metrics", "/openapi.json", "/docs", "//briefings"]
+PATHS = [
+    "/briefings",
+    "/briefings/",
+    "/health",
+    "/health/live",
+    "/",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "//briefings",
+]
 CONTENT_TYPES = [
     "application/json",
     "application/json; charset=utf-8",
@@ -103,7 +113,9 @@ def _query(rng: random.Random) -> str:
     if pick < 0.7:
         pairs = [f"{_text(rng, 3)}={_text(rng, 5)}" for _ in range(rng.randint(1, 5))]
         return "?" + "&".join(p.replace(" ", "+").replace("#", "%23") for p in pairs)
-    return "?" + rng.choice(["%", "a=%ZZ", "briefing_id=" + "9" * 30, "a=" + "x" * 10_000, "a&a&a=1&=", "\u00e9=\u00e9"])
+    return "?" + rng.choice(
+        ["%", "a=%ZZ", "briefing_id=" + "9" * 30, "a=" + "x" * 10_000, "a&a&a=1&=", "\u00e9=\u00e9"]
+    )
 
 
 def _json_body(rng: random.Random) -> bytes:
