@@ -68,6 +68,10 @@ class TimedHttpProtocol(HttpToolsProtocol):
         super().on_response_complete()
         self._arm()
 
+    def handle_websocket_upgrade(self) -> None:
+        self._disarm()  # the connection is the WebSocket protocol's from here on
+        super().handle_websocket_upgrade()
+
     def send_400_response(self, msg: str) -> None:
         self._disarm()
         self.transport.write(json_error(400, f"malformed HTTP request: {msg}"))

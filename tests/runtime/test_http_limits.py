@@ -5,6 +5,7 @@ headers or their body. REQUEST_TIMEOUT and MAX_BODY_SIZE are set small so each c
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -228,3 +229,47 @@ def test_a_fast_client_is_unaffected_by_the_deadlines(web: Web) -> None:
             sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
             assert read_response(sock).json() == {"status": "ok"}
             time.sleep(REQUEST_TIMEOUT * 0.6)
+
+
+def assert_limits(port: int) -> None:
+    head = f"POST /anything HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {MAX_BODY_SIZE + 1}\r\n\r\n"
+    assert_json_error(exchange(port, head.encode()), 413)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        elapsed, _ = seconds_until_closed(sock, limit=REQUEST_TIMEOUT + 5)
+    assert elapsed < REQUEST_TIMEOUT + 2
+
+
+def test_the_dashboard_has_the_same_limits(redis_server: RedisServer, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "REDIS_URL": redis_server.url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/runs.db",
+        "REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
+        "MAX_BODY_SIZE": str(MAX_BODY_SIZE),
+    }
+    process = Process([command("runtime"), "dashboard", "--host", "127.0.0.1", "--port", str(port)], ROOT, env)
+    try:
+        wait_for_port(port, timeout=30)
+        assert_limits(port)
+    finally:
+        process.stop()
+
+
+def test_the_emulator_has_the_same_limits_on_both_ports(redis_server: RedisServer, tmp_path: Path) -> None:
+    shutil.copy(ROOT / "manifest.yaml", tmp_path)
+    shutil.copytree(ROOT / "functions", tmp_path / "functions", ignore=shutil.ignore_patterns("__pycache__"))
+    port, dashboard_port = free_port(), free_port()
+    env = {
+        "REDIS_URL": redis_server.url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/runs.db",
+        "REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
+        "MAX_BODY_SIZE": str(MAX_BODY_SIZE),
+    }
+    args = ["up", "--no-reload", "--port", str(port), "--dashboard-port", str(dashboard_port)]
+    process = Process([command("emulator"), *args], tmp_path, env)
+    try:
+        process.wait_for("ready", timeout=60)
+        assert_limits(port)
+        assert_limits(dashboard_port)
+    finally:
+        process.stop()
