@@ -105,7 +105,7 @@ def failure_response(exc: Exception, where: str, debug: bool = False) -> Respons
 
 
 def _bounded(hint: Any) -> Any:
-    """An `int` parameter is a 64-bit one: the databases ids go to hold no more (SQLite raises)."""
+    """An `int` parameter must fit in 64 bits, as the ids a database holds do (SQLite raises beyond)."""
     return Int64 if hint is int else hint
 
 
