@@ -30,6 +30,7 @@ from runtime.connections import Runtime
 from runtime.dashboard import create_dashboard_app
 from runtime.errors import ConfigError, ManifestError
 from runtime.scheduler import Scheduler
+from runtime.server import server_config
 from runtime.settings import Settings
 from runtime.web import create_web_app
 from runtime.worker import Worker
@@ -105,10 +106,9 @@ def error_app(message: str) -> Starlette:
     )
 
 
-def _uvicorn(app: Any) -> _Server:
+def _uvicorn(app: Any, settings: Settings) -> _Server:
     gate = _Closing(app)
-    config = uvicorn.Config(gate, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
-    return _Server(config, gate)
+    return _Server(server_config(gate, settings, timeout_graceful_shutdown=5), gate)
 
 
 def app_sources(root: Path) -> list[str]:
@@ -134,9 +134,12 @@ async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket]
         runtime = Runtime.from_manifest(manifest, settings)
         await runtime.start()
     except (ManifestError, ConfigError) as exc:
-        return await _serve_error(str(exc), sockets, pipe)
+        return await _serve_error(str(exc), settings, sockets, pipe)
 
-    servers = [_uvicorn(create_web_app(runtime, debug=True)), _uvicorn(create_dashboard_app(runtime))]
+    servers = [
+        _uvicorn(create_web_app(runtime, debug=True), settings),
+        _uvicorn(create_dashboard_app(runtime), settings),
+    ]
     worker = Worker(runtime)
     scheduler = Scheduler(runtime)
     loop = asyncio.get_running_loop()
@@ -167,9 +170,9 @@ async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket]
     return 0
 
 
-async def _serve_error(message: str, sockets: list[socket.socket], pipe: int) -> int:
+async def _serve_error(message: str, settings: Settings, sockets: list[socket.socket], pipe: int) -> int:
     _report(pipe, "error " + json.dumps(message))
-    servers = [_uvicorn(error_app(message)) for _ in sockets]
+    servers = [_uvicorn(error_app(message), settings) for _ in sockets]
     loop = asyncio.get_running_loop()
 
     def stop() -> None:

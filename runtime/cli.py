@@ -37,15 +37,11 @@ def _on_stop(callback: Callable[[], None]) -> None:
 async def _serve_asgi(runtime: Any, app: Any, host: str, port: int) -> None:
     import uvicorn
 
+    from runtime.server import server_config
+
     await runtime.start()
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=int(runtime.settings.shutdown_timeout),
+    config = server_config(
+        app, runtime.settings, host=host, port=port, timeout_graceful_shutdown=int(runtime.settings.shutdown_timeout)
     )
     server = uvicorn.Server(config)
     try:

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     result_ttl: float = Field(86400.0, gt=0, description="seconds a task's result is kept in Redis")
     lease_seconds: float = Field(10.0, gt=0, description="a dead worker's tasks run again after this long")
     briefing_source_url: str | None = None
+    max_body_size: int = Field(10 * 2**20, gt=0, description="bytes; a larger request body gets 413")
+    request_timeout: float = Field(
+        30.0, gt=0, description="seconds a client has to send a request's headers, and again its body (else 408)"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

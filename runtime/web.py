@@ -3,7 +3,10 @@
 A handler receives what its parameters ask for: a `Request`, path and query parameters by name
 (validated against their type hints), and a pydantic model parsed from the JSON body. It returns a
 Response, or a dict, list or pydantic model (sent as JSON), optionally as `(body, status)`.
-A body that is not JSON gets 400 and one that fails its model 422, never 500.
+A body that is not JSON gets 400 and one that fails its model 422, never 500; an integer parameter must
+fit in 64 bits (a path's `{id:int}` beyond that matches nothing: 404). A handler that raises gets a JSON
+500, logged once with its traceback, or 503 with Retry-After when what it raised says Redis or the
+database is unavailable.
 """
 
 from __future__ import annotations
@@ -12,16 +15,18 @@ import inspect
 import json
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ValidationError, create_model
+import redis.exceptions
+import sqlalchemy.exc
+from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.connections import Runtime
@@ -64,6 +69,46 @@ def to_response(value: Any) -> Response:
     return FastJSONResponse(value, status_code=status)
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+
+# what a handler raises when Redis or the database is down or saturated: 503, not the handler's fault
+REDIS_UNAVAILABLE = (
+    redis.exceptions.ConnectionError,  # includes MaxConnectionsError (pool exhausted) and BusyLoadingError
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # mid-failover
+    redis.exceptions.OutOfMemoryError,
+)
+DATABASE_UNAVAILABLE = (
+    sqlalchemy.exc.OperationalError,  # refused, dropped, locked
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # the pool had no connection to give in time
+    ConnectionError,  # asyncpg's refusals arrive unwrapped
+)
+
+
+def failure_response(exc: Exception, where: str, debug: bool = False) -> Response:
+    """The answer to an exception that escaped a handler: 503 with Retry-After when Redis or the database
+    is unavailable (logged as one line), else 500 (logged with its traceback)."""
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    dependency = "Redis" if isinstance(exc, REDIS_UNAVAILABLE) else None
+    if dependency is None and isinstance(exc, DATABASE_UNAVAILABLE):
+        dependency = "the database"
+    if dependency is not None:
+        logger.warning("%s: %s is unavailable: %s", where, dependency, reason)
+        message = f"{dependency} is unavailable; retry shortly"
+        response = error_response(503, f"{message} ({reason})" if debug else message)
+        response.headers["Retry-After"] = "1"
+        return response
+    logger.error("%s", where, exc_info=exc)
+    return error_response(500, reason if debug else "internal error")
+
+
+def _bounded(hint: Any) -> Any:
+    """An `int` parameter must fit in 64 bits, as the ids a database holds do (SQLite raises beyond)."""
+    return Int64 if hint is int else hint
+
+
 def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
     return [
         {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
@@ -92,7 +137,7 @@ class Endpoint:
                 self.body_param = (pname, hint)
             else:
                 default = ... if param.default is param.empty else param.default
-                fields[pname] = (hint if hint is not None else Any, default)
+                fields[pname] = (_bounded(hint) if hint is not None else Any, default)
         self.params_model = create_model(f"{name}_params", **fields) if fields else None
 
     async def __call__(self, request: Request) -> Response:
@@ -104,6 +149,7 @@ class Endpoint:
             return error_response(422, f"invalid request for '{self.name}'", detail=_validation_detail(exc))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return error_response(400, f"request body is not valid JSON: {exc}")
+        where = f"function '{self.name}' failed on {request.method} {request.url.path}"
         try:
             if self.fn.is_async:
                 value = await self.fn.fn(**kwargs)
@@ -118,9 +164,13 @@ class Endpoint:
         except ArgumentsError as exc:
             return error_response(422, str(exc))
         except Exception as exc:
-            logger.error("function '%s' failed on %s %s", self.name, request.method, request.url.path, exc_info=exc)
-            return error_response(500, f"{type(exc).__name__}: {exc}" if self.debug else "internal error")
-        return to_response(value)
+            return failure_response(exc, where, self.debug)
+        try:
+            return to_response(value)
+        except Exception as exc:  # rendering happens here, e.g. a value orjson cannot encode
+            return failure_response(
+                exc, f"function '{self.name}' returned a value that cannot be sent as JSON", self.debug
+            )
 
     async def _arguments(self, request: Request) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -174,6 +224,49 @@ class AccessLog:
             )
 
 
+class Failures:
+    """The last line: an exception that escapes a route (a Response failing as it is sent, a bug of ours)
+    becomes the same JSON 500 or 503 a handler's would, logged once, instead of Starlette's plain text."""
+
+    def __init__(self, app: ASGIApp, debug: bool = False) -> None:
+        self.app = app
+        self.debug = debug
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            response = failure_response(exc, f"{scope['method']} {scope['path']} failed", self.debug)
+            if not started:  # else the answer is cut short: uvicorn closes the connection
+                await response(scope, receive, send)
+
+
+class FunctionRoute(Route):
+    """A function's route. A `{name:int}` beyond 64 bits matches nothing (404), like `{name:int}` given
+    letters, instead of reaching the handler (or Python's 4300-digit limit on int(), in Starlette: a 500)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        try:
+            match, child_scope = super().matches(scope)
+        except ValueError:  # int() of more digits than Python converts
+            return Match.NONE, {}
+        if match is not Match.NONE:
+            for value in child_scope["path_params"].values():
+                if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+                    return Match.NONE, {}
+        return match, child_scope
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404 and exc.detail == "Not Found":
@@ -203,8 +296,9 @@ def create_web_app(runtime: Runtime, *, debug: bool = False) -> Starlette:
         assert spec is not None
         # a bound method, so Starlette calls it with a Request (an instance would be a raw ASGI app)
         endpoint = Endpoint(name, fn, debug).__call__
-        routes.append(Route(spec.path, endpoint, methods=spec.methods, name=name))
+        routes.append(FunctionRoute(spec.path, endpoint, methods=spec.methods, name=name))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.add_middleware(Failures, debug=debug)
     if access_logger.isEnabledFor(logging.INFO):  # no extra layer per request when nothing is logged
         app.add_middleware(AccessLog)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from runtime import Runtime
 from runtime.settings import Settings
 from runtime.web import create_web_app
-from tests.conftest import write_app
+from tests.conftest import free_port, write_app
 
 MODULE = f"web_{uuid.uuid4().hex[:8]}"
 SOURCE = """
@@ -60,6 +61,35 @@ async def broken(request):
 @http
 async def reads_json(request):
     return await request.json()
+
+@http
+async def unserializable(request):
+    return {"when": object()}
+
+@http
+def sync_unserializable(request):
+    return [object()]
+
+@http
+async def by_id(item_id: int):
+    return {"item_id": item_id}
+
+@http
+async def redis_down(port: int):
+    import redis.asyncio
+    async with redis.asyncio.Redis(port=port, socket_connect_timeout=1) as client:
+        await client.ping()
+
+@http
+async def database_down(path: str):
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("select 1"))
+    finally:
+        await engine.dispose()
 """
 MANIFEST = f"""
 app: web-test
@@ -73,6 +103,11 @@ functions:
   empty: {{handler: "{MODULE}:empty", http: {{path: /empty, methods: [DELETE]}}}}
   broken: {{handler: "{MODULE}:broken", http: {{path: /broken}}}}
   reads_json: {{handler: "{MODULE}:reads_json", http: {{path: /json, methods: [POST]}}}}
+  unserializable: {{handler: "{MODULE}:unserializable", http: {{path: /unserializable}}}}
+  sync_unserializable: {{handler: "{MODULE}:sync_unserializable", http: {{path: /sync-unserializable}}}}
+  by_id: {{handler: "{MODULE}:by_id", http: {{path: "/by-id/{{item_id:int}}"}}}}
+  redis_down: {{handler: "{MODULE}:redis_down", http: {{path: /redis-down}}}}
+  database_down: {{handler: "{MODULE}:database_down", http: {{path: /database-down}}}}
 """
 
 
@@ -121,3 +156,34 @@ async def test_a_handler_that_raises_is_a_json_500_and_bad_json_read_by_the_hand
     assert (response.status_code, response.json()) == (500, {"error": "internal error"})
     response = await client.post("/json", content=b"{not json")
     assert response.status_code == 400 and response.json()["error"].startswith("request body is not valid JSON")
+
+
+@pytest.mark.parametrize("path", ["/unserializable", "/sync-unserializable"])
+async def test_a_result_that_cannot_be_sent_is_a_json_500_logged_once_with_its_traceback(client, caplog, path):
+    with caplog.at_level(logging.ERROR):
+        response = await client.get(path)
+    assert (response.status_code, response.json()) == (500, {"error": "internal error"})
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert "cannot be sent as JSON" in errors[0].getMessage() and "object" in str(errors[0].exc_info[1])
+
+
+async def test_a_path_parameter_out_of_the_64_bit_range_is_404_or_422_never_500(client):
+    for path in ("/by-id/9223372036854775808", "/by-id/" + "9" * 5000):
+        response = await client.get(path)
+        assert response.status_code == 404 and "no function serves GET" in response.json()["error"], path
+    assert (await client.get("/by-id/9223372036854775807")).json() == {"item_id": 9223372036854775807}
+    for value in ("9223372036854775808", "-9223372036854775809", "9" * 5000):
+        response = await client.get(f"/items/{value}")
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["item_id"], value
+    response = await client.get("/items/1?verbose=true&item_id=99999999999999999999")
+    assert response.status_code in (200, 422)
+
+
+async def test_redis_or_the_database_being_down_is_a_503_with_retry_after(client, tmp_path: Path):
+    response = await client.get(f"/redis-down?port={free_port()}")
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert response.json()["error"].startswith("Redis is unavailable")
+    response = await client.get("/database-down", params={"path": str(tmp_path / "no" / "such" / "dir.db")})
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert response.json()["error"].startswith("the database is unavailable")
