@@ -45,7 +45,6 @@ async def test_a_burst_of_concurrent_posts_gets_no_5xx(
 
 # The broker's pool (max_connections=50) raises MaxConnectionsError past 50 commands at once, which /health
 # reports as "redis: down"; redis-py's BlockingConnectionPool makes a command wait for a connection instead.
-@pytest.mark.xfail(strict=True, reason="needs the broker on a BlockingConnectionPool (runtime/broker.py)")
 async def test_a_burst_of_health_checks_sees_redis_busy_not_down(redis_server: RedisServer, tmp_path: Path) -> None:
     process, port = start_web(redis_server, tmp_path, REQUEST_TIMEOUT="30")
     try:
