@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 import orjson
+from redis.exceptions import RedisError
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.broker import Delivery
@@ -214,8 +215,11 @@ class Worker:
                 if current.cancelling():
                     raise  # the worker is stopping (the execution was cancelled with us)
                 # its lease was lost to another worker: stopped here, nothing recorded or acked
+            except (RedisError, OSError) as exc:
+                # the run could not be completed here (Redis went away mid-way): give it back
+                logger.warning("could not complete entry %s (%s); handing it back", entry_id, exc)
+                await self._release([entry_id])
             except Exception:
-                # the run could not be completed here (e.g. Redis went away mid-way): give it back
                 logger.exception("could not complete entry %s; handing it back", entry_id)
                 await self._release([entry_id])
             finally:
