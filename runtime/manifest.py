@@ -469,8 +469,9 @@ def read_manifest(path: str | Path, file: str | None = None) -> tuple[Any, list[
         raise ManifestError([Problem(file, None, None, message)]) from None
     if "\x00" in text:
         raise ManifestError([Problem(file, None, None, "it contains NUL characters; save it as UTF-8 text")])
-    loader = _ManifestLoader(text)
+    loader = None
     try:
+        loader = _ManifestLoader(text)  # its reader refuses control characters already here
         node = loader.get_single_node()
         if node is None:
             return None, []
@@ -479,10 +480,15 @@ def read_manifest(path: str | Path, file: str | None = None) -> tuple[Any, list[
         return loader.construct_document(node), duplicates
     except ManifestError:
         raise
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        message = f"not valid YAML at line {line}: the character U+{exc.character:04X} is not allowed; remove it"
+        raise ManifestError([Problem(file, None, None, message)]) from None
     except Exception as exc:
         raise ManifestError([_yaml_problem(file, exc)]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_manifest(path: str | Path) -> Manifest:
