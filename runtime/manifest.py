@@ -43,18 +43,23 @@ _PARAM_BODY = re.compile(r"^[A-Za-z_]\w*(:[A-Za-z_]\w*)?$")
 
 def parse_duration(value: Any) -> float:
     """Seconds from an int/float (seconds) or a string like "500ms", "30s", "5m", "1h"."""
+    shown = _short(repr(value), quote=False)
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '30s', '5m', '1h'")
-    if isinstance(value, int | float):
+    if isinstance(value, int) and abs(value) > MAX_DURATION:
+        seconds = math.inf if value > 0 else -math.inf  # float() of a huge int overflows
+    elif isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
-        raise ValueError(f"{value!r} is not a duration: use seconds (30) or a string like '500ms', '30s', '5m', '1h'")
-    if math.isnan(seconds) or seconds < 0.001:
-        raise ValueError(f"{value!r}: a duration must be at least 1ms")
+        raise ValueError(f"{shown} is not a duration: use seconds (30) or a string like '500ms', '30s', '5m', '1h'")
+    if math.isnan(seconds):
+        raise ValueError("nan is not a duration: use seconds (30) or a string like '500ms', '30s', '5m', '1h'")
+    if seconds < 0.001:
+        raise ValueError(f"{shown}: a duration must be at least 1ms")
     if seconds > MAX_DURATION:
-        raise ValueError(f"{value!r}: a duration must be at most 24h")
+        raise ValueError(f"{shown}: a duration must be at most 24h")
     return seconds
 
 
@@ -261,8 +266,9 @@ def _kind_of(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _short(value: str, limit: int = 40) -> str:
-    return repr(value if len(value) <= limit else value[:limit] + "...")
+def _short(value: str, limit: int = 40, quote: bool = True) -> str:
+    value = value if len(value) <= limit else value[:limit] + "..."
+    return repr(value) if quote else value
 
 
 _EXPECTED = {
