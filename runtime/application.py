@@ -11,7 +11,7 @@ from types import ModuleType
 
 from runtime.decorators import HttpFunction, TaskFunction, _Function
 from runtime.errors import ManifestError, Problem
-from runtime.manifest import Manifest, load_manifest
+from runtime.manifest import Manifest, declared_handlers, read_manifest, validate_manifest
 
 
 @dataclass
@@ -28,57 +28,87 @@ class Application:
         return self.manifest.app
 
 
-def _import(module_name: str) -> ModuleType:
-    return importlib.import_module(module_name)
+def _import(module_name: str, file: str, function: str) -> ModuleType | Problem:
+    """Import a handler's module, or say why it cannot be: user code may raise anything, even SystemExit."""
+    try:
+        return importlib.import_module(module_name)
+    except KeyboardInterrupt:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            return Problem(
+                file,
+                function,
+                "handler",
+                f"cannot import '{module_name}': no module named '{exc.name}'; the module path is relative to "
+                "the folder of the manifest",
+            )
+        message = "".join(traceback.format_exception(exc, limit=-4)).rstrip()
+    except SystemExit as exc:
+        return Problem(
+            file,
+            function,
+            "handler",
+            f"importing '{module_name}' called sys.exit({exc.code!r}); a module must not exit when imported",
+        )
+    except BaseException as exc:
+        message = "".join(traceback.format_exception(exc, limit=-4)).rstrip()
+    return Problem(file, function, "handler", f"cannot import '{module_name}':\n{message}")
 
 
 def load_application(manifest_path: str | Path = "manifest.yaml") -> Application:
-    """Load the manifest and import every handler; raise ManifestError listing every problem."""
+    """Load the manifest and import every handler; raise ManifestError listing every problem.
+
+    Handlers are imported even when other fields are invalid, so one `runtime check` lists every problem.
+    """
     path = Path(manifest_path).resolve()
-    manifest = load_manifest(path)
     file = str(manifest_path)
+    data, problems = read_manifest(path, file)
+    manifest, schema_problems = validate_manifest(data, file)
+    problems += schema_problems
     for folder in (str(path.parent), str(Path.cwd())):
         if folder not in sys.path:
             sys.path.insert(0, folder)
 
-    problems: list[Problem] = []
     http_functions: dict[str, HttpFunction[..., object]] = {}
     tasks: dict[str, TaskFunction[..., object]] = {}
     modules: dict[str, ModuleType] = {}
-    broken: dict[str, str] = {}  # module -> the import's traceback, reported once
-    for name, spec in manifest.functions.items():
-        module_name, attribute = spec.handler.split(":")
+    broken: set[str] = set()  # modules whose import failed: reported once
+    handlers = declared_handlers(data)
+    for name, (handler, kind) in handlers.items():
+        module_name, attribute = handler.split(":")
         if module_name in broken:
             problems.append(Problem(file, name, "handler", f"cannot import '{module_name}' (see above)"))
             continue
         if module_name not in modules:
-            try:
-                modules[module_name] = _import(module_name)
-            except Exception as exc:
-                broken[module_name] = "".join(traceback.format_exception(exc, limit=-4)).rstrip()
-                problems.append(
-                    Problem(file, name, "handler", f"cannot import '{module_name}':\n{broken[module_name]}")
-                )
+            imported = _import(module_name, file, name)
+            if isinstance(imported, Problem):
+                broken.add(module_name)
+                problems.append(imported)
                 continue
-        target = getattr(modules[module_name], attribute, None)
+            modules[module_name] = imported
+        try:
+            target = getattr(modules[module_name], attribute, None)
+        except Exception as exc:  # a module-level __getattr__ may raise anything
+            problems.append(Problem(file, name, "handler", f"cannot read '{handler}': {exc!r}"))
+            continue
         if target is None:
             problems.append(Problem(file, name, "handler", f"'{module_name}' has no attribute '{attribute}'"))
         elif not isinstance(target, _Function):
-            problems.append(
-                Problem(file, name, "handler", f"'{spec.handler}' is not decorated; add @{spec.kind} to it")
-            )
-        elif target.kind != spec.kind:
+            decorator = f"@{kind}" if kind else "@http or @task"
+            problems.append(Problem(file, name, "handler", f"'{handler}' is not decorated; add {decorator} to it"))
+        elif kind is not None and target.kind != kind:
             problems.append(
                 Problem(
                     file,
                     name,
-                    spec.kind,
-                    f"'{spec.handler}' is an @{target.kind} function but is declared as '{spec.kind}:'; "
-                    f"declare it with '{target.kind}:' or decorate it with @{spec.kind}",
+                    kind,
+                    f"'{handler}' is an @{target.kind} function but is declared as '{kind}:'; "
+                    f"declare it with '{target.kind}:' or decorate it with @{kind}",
                 )
             )
         elif target.name is not None and target.name != name:
-            problems.append(Problem(file, name, "handler", f"'{spec.handler}' is already declared as '{target.name}'"))
+            problems.append(Problem(file, name, "handler", f"'{handler}' is already declared as '{target.name}'"))
         else:
             target.name = name
             if isinstance(target, HttpFunction):
@@ -86,7 +116,7 @@ def load_application(manifest_path: str | Path = "manifest.yaml") -> Application
             else:
                 tasks[name] = target  # type: ignore[assignment]
 
-    declared = {spec.handler for spec in manifest.functions.values()}
+    declared = {handler for handler, _ in handlers.values()}
     for module_name, module in modules.items():
         for attribute, value in vars(module).items():
             if (
@@ -103,6 +133,6 @@ def load_application(manifest_path: str | Path = "manifest.yaml") -> Application
                         f"does not declare it; add it under 'functions:' or remove the decorator",
                     )
                 )
-    if problems:
+    if problems or manifest is None:
         raise ManifestError(problems)
     return Application(manifest=manifest, path=path, http=http_functions, tasks=tasks)

@@ -21,10 +21,17 @@ class Problem:
     def __str__(self) -> str:
         where = self.file
         if self.function:
-            where += f": function '{self.function}'"
+            where += f": function '{_printable(self.function)}'"
         if self.field:
-            where += f", field '{self.field}'"
+            where += f", field '{_printable(self.field)}'"
         return f"{where}: {self.message}"
+
+
+def _printable(name: str, limit: int = 60) -> str:
+    """A name from the manifest as one short line: hostile keys may hold newlines or megabytes."""
+    if len(name) > limit:
+        name = name[:limit] + "..."
+    return name if name.isprintable() else repr(name)[1:-1]
 
 
 class ManifestError(Exception):

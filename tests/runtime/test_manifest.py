@@ -24,7 +24,9 @@ def test_durations(text, seconds):
     assert parse_duration(format_duration(seconds)) == seconds
 
 
-@pytest.mark.parametrize("bad", ["5x", "", "-1s", 0, True, "m5"])
+@pytest.mark.parametrize(
+    "bad", ["5x", "", "-1s", 0, True, "m5", float("inf"), float("nan"), 1e-9, "25h", pytest.param(10**400, id="huge")]
+)
 def test_bad_durations_are_refused(bad):
     with pytest.raises(ValueError):
         parse_duration(bad)
@@ -68,6 +70,50 @@ functions:
   b: {handler: m:b, http: {path: "/items/{item}", methods: [get]}}
 """)
     assert found == ["m.yaml: function 'b', field 'http.path': GET /items/{item} is also served by 'a'"]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/a/{x}/{x}", "path parameter 'x' appears twice"),
+        ("/a/{x", "'/a/{x' has an unmatched '{' or '}'"),
+        ("/a/x}", "'/a/x}' has an unmatched '{' or '}'"),
+        ("/a/{x-y}", "{x-y} is not a path parameter: write {name} or {name:int}"),
+        ("/a/{x:foo}", "{x:foo}: unknown path convertor 'foo'; use one of str, path, int, float, uuid"),
+        ("/docs", "/docs is reserved for the API docs page; choose another path"),
+    ],
+)
+def test_paths_starlette_cannot_serve_are_refused(path, message):
+    found = problems(f"app: x\nfunctions:\n  a: {{handler: m:a, http: {{path: '{path}'}}}}\n")
+    assert found == [f"m.yaml: function 'a', field 'http.path': {message}"]
+
+
+def test_paths_starlette_serves_are_accepted():
+    manifest = parse_manifest(
+        yaml.safe_load("""
+app: x
+functions:
+  a: {handler: m:a, http: {path: "/a/{id:int}/{rest:path}"}}
+  b: {handler: m:b, http: {path: "/b/{u:uuid}/{f:float}/{s:str}/{plain}"}}
+  c: {handler: m:c, http: {path: "/health/deep", methods: [GET, get, POST]}}
+""")
+    )
+    assert manifest.functions["c"].http is not None and manifest.functions["c"].http.methods == ["GET", "POST"]
+
+
+@pytest.mark.parametrize("schedule", ["0 6 * * *", "@daily", "0 0 29 2 *", "0 6 31 2 mon", "*/5 * * * *"])
+def test_crons_that_fire_are_accepted(schedule):
+    parse_manifest({"app": "x", "functions": {"a": {"handler": "m:a", "task": {"schedule": schedule}}}})
+
+
+def test_a_head_route_behind_a_get_route_is_a_duplicate():
+    found = problems("""
+app: x
+functions:
+  a: {handler: m:a, http: {path: /x}}
+  b: {handler: m:b, http: {path: /x, methods: [HEAD]}}
+""")
+    assert found == ["m.yaml: function 'b', field 'http.path': HEAD /x is also served by 'a'"]
 
 
 def test_effective_settings_fall_back_to_defaults():
