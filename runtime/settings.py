@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.errors import ConfigError
+from runtime.redaction import redact
 
 
 class Settings(BaseSettings):
@@ -25,6 +26,7 @@ class Settings(BaseSettings):
     dashboard_token: str | None = None
     shutdown_timeout: float = Field(30.0, gt=0, description="seconds a stopping worker lets running tasks finish")
     worker_health_port: int = Field(8001, ge=0, le=65535, description="worker's /health for probes; 0 turns it off")
+    health_host: str = Field("0.0.0.0", description="address the worker's and scheduler's /health listen on")
     result_ttl: float = Field(86400.0, gt=0, description="seconds a task's result is kept in Redis")
     lease_seconds: float = Field(10.0, gt=0, description="a dead worker's tasks run again after this long")
     briefing_source_url: str | None = None
@@ -40,7 +42,7 @@ class Settings(BaseSettings):
         parsed = urlparse(value)
         if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
             raise ValueError(
-                f"REDIS_URL={value!r} is not a Redis URL; expected redis://host:port/db (e.g. redis://localhost:6379/0)"
+                f"REDIS_URL={redact(value)!r} is not a Redis URL; expected redis://host:port/db (e.g. redis://localhost:6379/0)"
             )
         return value
 
@@ -48,18 +50,28 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, value: str) -> str:
         scheme = urlparse(value).scheme
+        if scheme in ("sqlite", "sqlite+aiosqlite") and _in_memory(value):
+            raise ValueError(
+                f"DATABASE_URL={value!r} is an in-memory database, private to one process: the web, worker, "
+                "scheduler and dashboard would each see their own runs; use a file, e.g. sqlite:///runs.db"
+            )
         if scheme in ("sqlite", "sqlite+aiosqlite"):
             return value.replace("sqlite://", "sqlite+aiosqlite://", 1) if scheme == "sqlite" else value
         if scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
             return "postgresql+asyncpg://" + value.split("://", 1)[1]
         raise ValueError(
-            f"DATABASE_URL={value!r} is not a supported database URL; expected sqlite:///path/runs.db "
+            f"DATABASE_URL={redact(value)!r} is not a supported database URL; expected sqlite:///path/runs.db "
             "or postgresql://user:password@host:5432/db"
         )
 
     @property
     def effective_log_format(self) -> str:
         return self.log_format or ("json" if self.env == "production" else "text")
+
+
+def _in_memory(sqlite_url: str) -> bool:
+    database = sqlite_url.split("://", 1)[1].removeprefix("/").split("?", 1)
+    return database[0] in ("", ":memory:") or "mode=memory" in sqlite_url
 
 
 @lru_cache(maxsize=1)
