@@ -79,6 +79,11 @@ class RequestGuard:
             origin = headers.get("origin")
             if origin is not None and origin.lower() not in self.origins:
                 return f"requests from other sites are refused (Origin {origin!r})"
+            # a browser's no-cors GET from another page carries no Origin, but says where it comes from;
+            # following a link to the dashboard (a navigation) stays allowed
+            fetched_from = headers.get("sec-fetch-site", "same-origin")
+            if fetched_from in ("cross-site", "same-site") and headers.get("sec-fetch-mode") != "navigate":
+                return f"requests from other pages are refused (Sec-Fetch-Site {fetched_from!r})"
         if scope["method"] in WRITES:
             has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
             media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
