@@ -1,7 +1,7 @@
 """Redaction: secrets (passwords in URLs, the dashboard token) hidden from every text we log or store.
 
 `redact(text)` replaces the password of any URL-looking `scheme://user:password@host` with `***`, and
-any configured secret (DASHBOARD_TOKEN, the passwords in REDIS_URL and DATABASE_URL) that appears as is.
+any configured secret (DASHBOARD_TOKEN, REDIS_PASSWORD, the passwords in REDIS_URL and DATABASE_URL) that appears as is.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ MASK = "***"
 # scheme://user:password@ : the password runs to the last '@' before the host (unencoded '@'s included)
 _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@'\"<>]*):(?P<password>[^\s/'\"<>]*)@")
 # environment variables whose value is a secret, or a URL whose password is one
-_SECRET_VARIABLES = ("DASHBOARD_TOKEN",)
+_SECRET_VARIABLES = ("DASHBOARD_TOKEN", "REDIS_PASSWORD")
 _URL_VARIABLES = ("REDIS_URL", "DATABASE_URL", "BRIEFING_SOURCE_URL")
 _MIN_SECRET = 4  # shorter values would mask ordinary words; a URL's password is masked by the pattern anyway
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Literal
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.errors import ConfigError
@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] | None = Field(None, description="json by default when ENV=production")
     env: Literal["development", "production"] = "development"
     dashboard_token: str | None = None
+    redis_password: str | None = Field(None, description="Redis's password when REDIS_URL carries none (a Secret)")
     shutdown_timeout: float = Field(30.0, gt=0, description="seconds a stopping worker lets running tasks finish")
     worker_health_port: int = Field(8001, ge=0, le=65535, description="worker's /health for probes; 0 turns it off")
     health_host: str = Field("0.0.0.0", description="address the worker's and scheduler's /health listen on")
@@ -63,6 +64,15 @@ class Settings(BaseSettings):
             f"DATABASE_URL={redact(value)!r} is not a supported database URL; expected sqlite:///path/runs.db "
             "or postgresql://user:password@host:5432/db"
         )
+
+    @model_validator(mode="after")
+    def _redis_password(self) -> Settings:
+        # REDIS_PASSWORD (e.g. from a Kubernetes Secret) joins a REDIS_URL that has no password of its own
+        scheme, _, rest = self.redis_url.partition("://")
+        if self.redis_password and scheme in ("redis", "rediss") and urlparse(self.redis_url).password is None:
+            user, _, address = rest.rpartition("@")
+            self.redis_url = f"{scheme}://{user}:{quote(self.redis_password, safe='')}@{address}"
+        return self
 
     @property
     def effective_log_format(self) -> str:
