@@ -344,7 +344,7 @@ def decode(data: bytes) -> TaskiqMessage:
 
 
 def _describe(error: BaseException) -> str:
-    text = str(error)
+    text: str = __import__("runtime.redaction").redaction.redact(str(error))  # TEMPORARY: lead imports redact
     if isinstance(error, TaskTimeout | UnknownFunction) or type(error).__name__ == "TaskError":
         return text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
