@@ -170,7 +170,13 @@ def create_dashboard_app(
     async def page(request: Request) -> Response:
         if not PAGE.exists():
             return _error(404, "the dashboard page is not installed; the JSON API is under /api/")
-        return FileResponse(PAGE, headers={"cache-control": "no-cache"})
+        # no other site may frame it (clickjacking its Replay and Delete buttons)
+        headers = {
+            "cache-control": "no-cache",
+            "x-frame-options": "DENY",
+            "content-security-policy": "frame-ancestors 'none'",
+        }
+        return FileResponse(PAGE, headers=headers)
 
     async def list_runs(request: Request) -> Response:
         status = request.query_params.get("status") or None

@@ -433,3 +433,9 @@ async def test_writes_with_a_body_must_be_json(locked: Dashboard) -> None:
         "/api/functions/add/runs", content=b'{"a": 1, "b": 2}', headers=auth | {"content-type": "application/json"}
     )
     assert response.status_code == 202
+
+
+async def test_the_page_cannot_be_framed_by_another_site(dash: Dashboard) -> None:
+    page = await dash.client.get("/")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["content-security-policy"] == "frame-ancestors 'none'"

@@ -25,7 +25,7 @@ import pytest
 from emulator.embedded_redis import redis_server_binary
 from runtime.errors import ConfigError
 from runtime.logs import configure_logging
-from runtime.redaction import redact, register_secret
+from runtime.redaction import redact, register_secret, reload_secrets
 from runtime.runs import RunStore
 from runtime.settings import Settings, get_settings
 from tests.conftest import ROOT, Process, free_port, wait_for_port
@@ -62,10 +62,13 @@ def test_redact_hides_configured_secrets_anywhere(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("DASHBOARD_TOKEN", "dashboard-token-0123456789")
     monkeypatch.setenv("REDIS_URL", "redis://:redis-pass-42@r:6379/0")
     monkeypatch.setenv("DATABASE_URL", "postgresql://app:db%2Fpass@db/x")
+    reload_secrets()
     text = "token dashboard-token-0123456789, AUTH redis-pass-42 failed; db/pass and db%2Fpass"
     assert redact(text) == "token ***, AUTH *** failed; *** and ***"
     register_secret("registered-secret-value")
     assert redact("it is registered-secret-value") == "it is ***"
+    monkeypatch.undo()
+    reload_secrets()
 
 
 # -- logs ----------------------------------------------------------------------------------------------
