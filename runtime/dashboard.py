@@ -56,7 +56,7 @@ def _error(status: int, message: str) -> Response:
 def local_addresses(host: str, port: int) -> list[str]:
     """The `host:port` values a browser sends in `Host` for a server on `host` (and on loopback) at `port`."""
     names = {"127.0.0.1", "localhost", "[::1]"}
-    if host not in ("", "0.0.0.0", "::"):
+    if host:  # as printed by `emulator up`, 0.0.0.0 included (other pages are still refused by Origin)
         names.add(f"[{host}]" if ":" in host else host)
     return sorted(f"{name}:{port}" for name in names)
 

@@ -375,3 +375,13 @@ def test_emulator_data_is_private(spawn: Callable[..., Process], tmp_path: Path)
     for path in files:
         assert mode(path) == 0o600, f"{path} is {oct(mode(path))}"
     assert emulator.interrupt() == 0
+
+
+def test_the_emulator_dashboards_own_addresses() -> None:
+    from runtime.dashboard import local_addresses
+
+    loopback = {"127.0.0.1:8081", "localhost:8081", "[::1]:8081"}
+    assert set(local_addresses("127.0.0.1", 8081)) == loopback
+    assert set(local_addresses("0.0.0.0", 8081)) == loopback | {"0.0.0.0:8081"}  # what `emulator up` prints
+    assert set(local_addresses("::", 8081)) == loopback | {"[::]:8081"}
+    assert set(local_addresses("192.168.1.5", 8081)) == loopback | {"192.168.1.5:8081"}
