@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runtime.connections import Runtime
-from runtime.dashboard import create_dashboard_app
+from runtime.dashboard import create_dashboard_app, local_addresses
 from runtime.errors import ConfigError, ManifestError
 from runtime.scheduler import Scheduler
 from runtime.server import server_config
@@ -136,10 +136,9 @@ async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket]
     except (ManifestError, ConfigError) as exc:
         return await _serve_error(str(exc), settings, sockets, pipe)
 
-    servers = [
-        _uvicorn(create_web_app(runtime, debug=True), settings),
-        _uvicorn(create_dashboard_app(runtime), settings),
-    ]
+    # no token here: the dashboard answers only to its own address (no DNS rebinding, no cross-site requests)
+    dashboard = create_dashboard_app(runtime, allowed_hosts=local_addresses(*dashboard_socket.getsockname()[:2]))
+    servers = [_uvicorn(create_web_app(runtime, debug=True), settings), _uvicorn(dashboard, settings)]
     worker = Worker(runtime)
     scheduler = Scheduler(runtime)
     loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ def _die_with_parent() -> None:
     import signal
 
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.umask(0o077)  # its AOF holds every queued task's arguments: the owner's only
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -44,9 +45,10 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0, port: int | None = None) -> None:
         """Start on `port`, or on a free one."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
         self.port = port or free_port()
-        log = open(self.directory / "redis.log", "ab")
+        log = open(self.directory / "redis.log", "ab", opener=lambda path, flags: os.open(path, flags, 0o600))
         self.process = subprocess.Popen(
             [
                 redis_server_binary(),

@@ -32,6 +32,7 @@ from emulator.embedded_redis import EmbeddedRedis
 from runtime.errors import ConfigError, ManifestError
 from runtime.logs import configure_logging
 from runtime.manifest import load_manifest
+from runtime.redaction import redact
 from runtime.settings import Settings
 
 IGNORED_DIRS = {
@@ -48,6 +49,12 @@ IGNORED_DIRS = {
     "build",
     "dist",
 }
+
+
+def _private_file(path: Path) -> None:
+    """Create `path` readable by its owner only (SQLite gives its -wal and -shm files the same mode)."""
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    path.chmod(0o600)
 
 
 class PortInUse(Exception):
@@ -151,8 +158,11 @@ class Emulator:
         except PortInUse as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        self.data.mkdir(exist_ok=True)
+        # private: queued tasks, run records and state.json (with REDIS_URL) are only the user's to read
+        self.data.mkdir(mode=0o700, exist_ok=True)
+        self.data.chmod(0o700)
         (self.data / ".gitignore").write_text("*\n")
+        _private_file(self.data / "runs.db")
         try:
             settings = self._settings()
         except ConfigError as exc:
@@ -178,8 +188,9 @@ class Emulator:
                     assert spec.http is not None
                     self.say(f"             {','.join(spec.http.methods):<6} {web}{spec.http.path}")
             self.say(f"  dashboard  {dashboard}")
-            self.say(f"  redis      {settings.redis_url}{' (embedded; data in .emulator/redis)' if self.redis else ''}")
-            self.say(f"  database   {settings.database_url}")
+            embedded = " (embedded; data in .emulator/redis)" if self.redis else ""
+            self.say(f"  redis      {redact(settings.redis_url)}{embedded}")
+            self.say(f"  database   {redact(settings.database_url)}")
             if status == "error":
                 self.say(f"error: the app failed to load; fix it and save:\n{message}")
             elapsed = time.time() - self.started
@@ -220,7 +231,9 @@ class Emulator:
             "database_url": settings.database_url,
             "manifest": str(self.manifest),
         }
-        (self.data / "state.json").write_text(json.dumps(state, indent=2))
+        path = self.data / "state.json"
+        _private_file(path)
+        path.write_text(json.dumps(state, indent=2))
 
     def _spawn(self, settings: Settings, sockets: list[socket.socket]) -> Generation:
         read_end, write_end = os.pipe()

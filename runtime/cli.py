@@ -64,7 +64,9 @@ async def _dashboard(args: argparse.Namespace) -> None:
     token = runtime.settings.dashboard_token
     if runtime.settings.env == "production" and not token:
         raise ConfigError("DASHBOARD_TOKEN is required in production: set it to a long random string")
-    await _serve_asgi(runtime, create_dashboard_app(runtime, token), args.host, args.port)
+    # outside production (no token needed) it listens on loopback only, unless --host says otherwise
+    host = args.host or ("0.0.0.0" if runtime.settings.env == "production" else "127.0.0.1")
+    await _serve_asgi(runtime, create_dashboard_app(runtime, token), host, args.port)
 
 
 async def _worker(args: argparse.Namespace) -> None:
@@ -75,7 +77,7 @@ async def _worker(args: argparse.Namespace) -> None:
     worker = Worker(runtime, args.concurrency)
     _on_stop(worker.stop)
     try:
-        await worker.run(health_port=runtime.settings.worker_health_port or None)
+        await worker.run(health_port=runtime.settings.worker_health_port or None, host=runtime.settings.health_host)
     finally:
         await runtime.stop()
 
@@ -88,7 +90,7 @@ async def _scheduler(args: argparse.Namespace) -> None:
     scheduler = Scheduler(runtime)
     _on_stop(scheduler.stop)
     try:
-        await scheduler.run(health_port=runtime.settings.worker_health_port or None)
+        await scheduler.run(health_port=runtime.settings.worker_health_port or None, host=runtime.settings.health_host)
     finally:
         await runtime.stop()
 
@@ -160,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=None, help="default: the manifest's defaults.concurrency")
     command("scheduler", "enqueue cron functions on time (run exactly one)")
     dashboard = command("dashboard", "serve the dashboard and its JSON API")
-    dashboard.add_argument("--host", default="0.0.0.0")
+    dashboard.add_argument("--host", default=None, help="default: 0.0.0.0 with ENV=production, else 127.0.0.1")
     dashboard.add_argument("--port", type=int, default=8081)
     command("check", "validate the manifest and its handlers; exit 1 listing every error")
     command("schema", "print the manifest's JSON schema (for editors)")

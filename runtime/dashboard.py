@@ -8,6 +8,11 @@ GET  /api/dead-letters                            runs that spent their retries
 GET  /api/functions                               the manifest's functions, effective settings
 POST /api/functions/{name}/runs                   enqueue a task (JSON body: its arguments)
 GET  /api/stats                                   counts per function and status, queue depths
+
+Writes (POST/PUT/PATCH/DELETE) that carry a body must send it as `application/json`, so a page on
+another site cannot forge one with a "simple" cross-origin request; the emulator's dashboard, which has
+no token, also refuses any request whose `Host` or `Origin` is not one of its own addresses (DNS
+rebinding, cross-site requests). Every JSON answer is redacted (runtime/redaction.py).
 """
 
 from __future__ import annotations
@@ -25,11 +30,72 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime.connections import Runtime
-from runtime.errors import ArgumentsError
+from runtime.errors import ArgumentsError, ConfigError
+from runtime.redaction import redact
 from runtime.runs import STATUSES, Run
-from runtime.web import FastJSONResponse, _http_error, error_response, health_routes
+from runtime.web import FastJSONResponse, _http_error, health_routes
 
 PAGE = Path(__file__).parent / "static" / "dashboard.html"
+MIN_TOKEN_LENGTH = 16
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class RedactedJSONResponse(FastJSONResponse):
+    """JSON with every password in a URL and every configured secret masked."""
+
+    def render(self, content: Any) -> bytes:
+        body = super().render(content)
+        redacted = redact(body.decode())
+        return redacted.encode()
+
+
+def _error(status: int, message: str) -> Response:
+    return RedactedJSONResponse({"error": message}, status_code=status)
+
+
+def local_addresses(host: str, port: int) -> list[str]:
+    """The `host:port` values a browser sends in `Host` for a server on `host` (and on loopback) at `port`."""
+    names = {"127.0.0.1", "localhost", "[::1]"}
+    if host:  # as printed by `emulator up`, 0.0.0.0 included (other pages are still refused by Origin)
+        names.add(f"[{host}]" if ":" in host else host)
+    return sorted(f"{name}:{port}" for name in names)
+
+
+class RequestGuard:
+    """Refuses (403) writes whose body is not JSON, and, with `allowed_hosts`, requests whose `Host` or
+    `Origin` is not one of those `host:port` addresses."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str] | None = None) -> None:
+        self.app = app
+        self.hosts = {host.lower() for host in allowed_hosts} if allowed_hosts is not None else None
+        self.origins = {f"http://{host}" for host in self.hosts or ()}
+
+    def refusal(self, scope: Scope) -> str | None:
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        if self.hosts is not None:
+            host = headers.get("host", "").lower()
+            if host not in self.hosts:
+                return f"this dashboard answers only on {', '.join(sorted(self.hosts))}, not Host {host!r}"
+            origin = headers.get("origin")
+            if origin is not None and origin.lower() not in self.origins:
+                return f"requests from other sites are refused (Origin {origin!r})"
+            # a browser's no-cors GET from another page carries no Origin, but says where it comes from;
+            # following a link to the dashboard (a navigation) stays allowed
+            fetched_from = headers.get("sec-fetch-site", "same-origin")
+            if fetched_from in ("cross-site", "same-site") and headers.get("sec-fetch-mode") != "navigate":
+                return f"requests from other pages are refused (Sec-Fetch-Site {fetched_from!r})"
+        if scope["method"] in WRITES:
+            has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
+            media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if has_body and media_type != "application/json":
+                return "send the request body as JSON, with 'Content-Type: application/json'"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (reason := self.refusal(scope)) is not None:
+            await _error(403, reason)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class TokenAuth:
@@ -39,22 +105,27 @@ class TokenAuth:
         self.app = app
         self.token = token
 
+    @staticmethod
+    def given(request: Request) -> str:
+        """The token the request carries: `Authorization: Bearer <token>` (any case), else the query or cookie."""
+        authorization = request.headers.get("authorization")
+        if authorization is not None:
+            scheme, _, value = authorization.strip().partition(" ")
+            return value.strip() if scheme.lower() == "bearer" else ""
+        return request.query_params.get("token", "") or request.cookies.get("dashboard_token", "")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in ("/health", "/health/live"):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        given = (
-            request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            or request.query_params.get("token", "")
-            or request.cookies.get("dashboard_token", "")
-        )
+        given = self.given(request)
         if not hmac.compare_digest(given.encode(), self.token.encode()):
             if scope["path"] == "/":
                 # the page holds no data; it asks for the token when the API answers 401
                 await self.app(scope, receive, send)
                 return
-            response = error_response(401, "this dashboard needs DASHBOARD_TOKEN: send 'Authorization: Bearer <token>'")
+            response = _error(401, "this dashboard needs DASHBOARD_TOKEN: send 'Authorization: Bearer <token>'")
             await response(scope, receive, send)
             return
         if request.query_params.get("token"):
@@ -82,80 +153,95 @@ def _limit(request: Request, default: int = 100) -> int:
         raise HTTPException(400, "limit must be a whole number from 1 to 1000") from None
 
 
-def create_dashboard_app(runtime: Runtime, token: str | None = None) -> Starlette:
+def create_dashboard_app(
+    runtime: Runtime, token: str | None = None, *, allowed_hosts: list[str] | None = None
+) -> Starlette:
+    """The dashboard app. `token` (DASHBOARD_TOKEN, at least 16 characters) locks it; `allowed_hosts`
+    (`host:port` values, see `local_addresses`) makes it refuse any other `Host` or `Origin`."""
+    if token and len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(
+            f"DASHBOARD_TOKEN is too short ({len(token)} characters): use at least {MIN_TOKEN_LENGTH}, "
+            "e.g. the output of `openssl rand -hex 32`"
+        )
     store = runtime.store
     redis = runtime.broker.redis
     keys = runtime.keys
 
     async def page(request: Request) -> Response:
         if not PAGE.exists():
-            return error_response(404, "the dashboard page is not installed; the JSON API is under /api/")
-        return FileResponse(PAGE, headers={"cache-control": "no-cache"})
+            return _error(404, "the dashboard page is not installed; the JSON API is under /api/")
+        # no other site may frame it (clickjacking its Replay and Delete buttons)
+        headers = {
+            "cache-control": "no-cache",
+            "x-frame-options": "DENY",
+            "content-security-policy": "frame-ancestors 'none'",
+        }
+        return FileResponse(PAGE, headers=headers)
 
     async def list_runs(request: Request) -> Response:
         status = request.query_params.get("status") or None
         if status and status not in STATUSES:
-            return error_response(400, f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+            return _error(400, f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
         try:
             offset = max(0, int(request.query_params.get("offset", 0)))
         except ValueError:
-            return error_response(400, "offset must be a whole number")
+            return _error(400, "offset must be a whole number")
         runs = await store.list(
             function=request.query_params.get("function") or None,
             status=status,
             limit=_limit(request),
             offset=offset,
         )
-        return FastJSONResponse([run.public() for run in runs])
+        return RedactedJSONResponse([run.public() for run in runs])
 
     async def get_run(request: Request) -> Response:
         run = await store.get(request.path_params["run_id"])
         if run is None:
-            return error_response(404, f"no run with id {request.path_params['run_id']!r}")
-        return FastJSONResponse(run.public())
+            return _error(404, f"no run with id {request.path_params['run_id']!r}")
+        return RedactedJSONResponse(run.public())
 
     async def replay(request: Request) -> Response:
         try:
             run = await runtime.replay(request.path_params["run_id"])
         except LookupError as exc:
-            return error_response(404, str(exc))
+            return _error(404, str(exc))
         except (ValueError, ArgumentsError) as exc:
-            return error_response(409, str(exc))
-        return FastJSONResponse(run.public(), status_code=201)
+            return _error(409, str(exc))
+        return RedactedJSONResponse(run.public(), status_code=201)
 
     async def delete_run(request: Request) -> Response:
         run_id = request.path_params["run_id"]
         await redis.zrem(keys.dead, run_id)
         if not await store.delete(run_id):
-            return error_response(404, f"no run with id {run_id!r}")
+            return _error(404, f"no run with id {run_id!r}")
         return Response(status_code=204)
 
     async def dead_letters(request: Request) -> Response:
         ids = [_text(i) for i in await redis.zrevrange(keys.dead, 0, _limit(request) - 1)]
         runs = {run.id: run for run in await store.list(ids=ids, limit=len(ids) or 1)} if ids else {}
-        return FastJSONResponse([runs[i].public() for i in ids if i in runs])
+        return RedactedJSONResponse([runs[i].public() for i in ids if i in runs])
 
     async def functions(request: Request) -> Response:
-        return FastJSONResponse(runtime.app.manifest.summary())
+        return RedactedJSONResponse(runtime.app.manifest.summary())
 
     async def enqueue(request: Request) -> Response:
         name = request.path_params["name"]
         fn = runtime.app.tasks.get(name)
         if fn is None:
-            return error_response(404, f"no task named {name!r}; see GET /api/functions")
+            return _error(404, f"no task named {name!r}; see GET /api/functions")
         body = await request.body()
         try:
             arguments = json.loads(body) if body.strip() else {}
         except ValueError as exc:
-            return error_response(400, f"request body is not valid JSON: {exc}")
+            return _error(400, f"request body is not valid JSON: {exc}")
         if not isinstance(arguments, dict):
-            return error_response(422, "the body must be a JSON object of the task's arguments")
+            return _error(422, "the body must be a JSON object of the task's arguments")
         try:
             delay = float(request.query_params["delay"]) if "delay" in request.query_params else None
             [run] = await runtime.submit(fn, [arguments], delay=delay)
         except (ArgumentsError, ValueError) as exc:
-            return error_response(422, str(exc))
-        return FastJSONResponse(Run.model_validate(run).public(), status_code=202)
+            return _error(422, str(exc))
+        return RedactedJSONResponse(Run.model_validate(run).public(), status_code=202)
 
     async def stats(request: Request) -> Response:
         async with redis.pipeline(transaction=False) as pipe:
@@ -168,7 +254,7 @@ def create_dashboard_app(runtime: Runtime, token: str | None = None) -> Starlett
         consumers = [
             {"name": _text(c["name"]), "pending": int(c["pending"])} for c in (pending or {}).get("consumers", [])
         ]
-        return FastJSONResponse(
+        return RedactedJSONResponse(
             {
                 "app": runtime.app.name,
                 "queue": {
@@ -197,4 +283,5 @@ def create_dashboard_app(runtime: Runtime, token: str | None = None) -> Starlett
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     if token:
         app.add_middleware(TokenAuth, token=token)
+    app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)  # outermost: refuses before the token check
     return app

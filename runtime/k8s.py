@@ -65,7 +65,14 @@ def secret_name(manifest: Manifest) -> str:
 
 
 # Secret key -> the setting it feeds.
-SECRET_KEYS = {"redis-url": "redis_url", "database-url": "database_url", "dashboard-token": "dashboard_token"}
+SECRET_KEYS = {
+    "redis-url": "redis_url",
+    "redis-password": "redis_password",
+    "database-url": "database_url",
+    "dashboard-token": "dashboard_token",
+}
+# Who may reach the in-cluster Redis besides the app's own pods: KEDA's operator, to read the stream's lag.
+KEDA_OPERATOR_LABELS = {"app.kubernetes.io/name": "keda-operator"}
 
 
 def _redis_address(external_redis: str | None, app: str, namespace: str | None) -> tuple[str, str, str]:
@@ -163,7 +170,7 @@ class _Renderer:
             _env_name("shutdown_timeout"): _seconds(self.shutdown_timeout),
             _env_name("worker_health_port"): str(self.health_port),
         }
-        if self.redis_url:  # in-cluster Redis has no password: its URL is not a secret
+        if self.redis_url:  # in-cluster Redis: its password comes apart, from the Secret (REDIS_PASSWORD)
             data[_env_name("redis_url")] = self.redis_url
         return data
 
@@ -173,6 +180,10 @@ class _Renderer:
             {"manifest": self.manifest_text, "settings": self.settings_data()}, sort_keys=True
         ).encode()
         return hashlib.sha256(payload).hexdigest()
+
+    def redis_secrets(self) -> list[str]:
+        """The Secret keys a process needs to reach Redis: the whole URL, or the in-cluster one's password."""
+        return ["redis-password"] if self.redis_url else ["redis-url"]
 
     def secret_env(self, *keys: str, optional: bool = False) -> list[Object]:
         return [
@@ -318,7 +329,9 @@ class _Renderer:
     def redis(self) -> list[Object]:
         if self.external_redis is not None:
             return []
-        probe = {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 10, "timeoutSeconds": 3}
+        # the password reaches redis-cli through REDISCLI_AUTH, never its command line
+        ping = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli ping | grep -q PONG'
+        probe = {"exec": {"command": ["sh", "-c", ping]}, "periodSeconds": 10, "timeoutSeconds": 3}
         container: Object = {
             "name": "redis",
             "image": "redis:7",
@@ -334,8 +347,11 @@ class _Renderer:
                 "noeviction",
                 "--dir",
                 "/data",
+                "--requirepass",
+                "$(REDIS_PASSWORD)",  # expanded by the kubelet from the env below
             ],
             "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
+            "env": self.secret_env("redis-password"),
             "readinessProbe": probe | {"failureThreshold": 2},
             "livenessProbe": probe | {"failureThreshold": 6, "initialDelaySeconds": 10},
             "resources": {
@@ -385,7 +401,24 @@ class _Renderer:
                 ],
             },
         }
-        return [self.service("redis", REDIS_PORT, "redis"), statefulset]
+        return [self.service("redis", REDIS_PORT, "redis"), statefulset, self.redis_network_policy()]
+
+    def redis_network_policy(self) -> Object:
+        """Only the app's own pods (and KEDA's operator, with --keda) may connect to its Redis."""
+        app_pods = {"app.kubernetes.io/name": self.app, "app.kubernetes.io/instance": self.app}
+        sources: list[Object] = [{"podSelector": {"matchLabels": app_pods}}]
+        if self.keda:
+            sources.append({"namespaceSelector": {}, "podSelector": {"matchLabels": KEDA_OPERATOR_LABELS}})
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": self.metadata(self.name("redis"), "redis"),
+            "spec": {
+                "podSelector": {"matchLabels": self.selector("redis")},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": REDIS_PORT}]}],
+            },
+        }
 
     def web(self) -> list[Object]:
         if not self.manifest.routes():
@@ -398,7 +431,7 @@ class _Renderer:
             [{"name": "http", "containerPort": WEB_PORT, "protocol": "TCP"}],
             self.health_probes("http", "/health", "/health/live"),
             {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
-            ["redis-url", "database-url"] if not self.redis_url else ["database-url"],
+            [*self.redis_secrets(), "database-url"],
             pre_stop=True,
         )
         deployment = self.deployment(
@@ -464,7 +497,7 @@ class _Renderer:
             [{"name": "health", "containerPort": self.health_port, "protocol": "TCP"}],
             self.health_probes("health", "/health", "/health/live"),
             {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
-            ["redis-url", "database-url"] if not self.redis_url else ["database-url"],
+            [*self.redis_secrets(), "database-url"],
         )
 
     def worker(self) -> list[Object]:
@@ -492,6 +525,8 @@ class _Renderer:
             "stream": keys.stream,
             "consumerGroup": keys.group,
         }
+        if self.redis_url:  # the in-cluster Redis: KEDA reads its password from the worker's environment
+            connection["passwordFromEnv"] = _env_name("redis_password")
         return {
             "apiVersion": "keda.sh/v1alpha1",
             "kind": "ScaledObject",
@@ -547,7 +582,7 @@ class _Renderer:
             [{"name": "http", "containerPort": DASHBOARD_PORT, "protocol": "TCP"}],
             probes,
             {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-            (["redis-url"] if not self.redis_url else []) + ["database-url", "dashboard-token"],
+            [*self.redis_secrets(), "database-url", "dashboard-token"],
         )
         grace = int(self.shutdown_timeout) + GRACE_MARGIN_SECONDS
         return [
@@ -579,8 +614,9 @@ def render_kubernetes(
     """Every object the app needs, in apply order. Raises ValueError for a bad option.
 
     `manifest_text` goes into a ConfigMap as it is. Credentials are only referenced: the pods read
-    `redis-url` (with `external_redis`), `database-url` and `dashboard-token` from a Secret named
-    `{app}-secrets` that the cluster's operator creates. `external_redis` (host:port, reachable from
+    `redis-password` (or `redis-url` with `external_redis`), `database-url` and `dashboard-token` from a
+    Secret named `{app}-secrets` that the cluster's operator creates. The in-cluster Redis requires that
+    password and a NetworkPolicy admits only the app's pods to it. `external_redis` (host:port, reachable from
     the KEDA operator too) replaces the in-cluster Redis StatefulSet; `keda` replaces the worker's fixed
     replica count by a KEDA ScaledObject, and with the in-cluster Redis needs `namespace`.
     """
@@ -649,9 +685,10 @@ def parity_table(manifest: Manifest) -> str:
 
 def secret_hint(manifest: Manifest, external_redis: str | None, namespace: str | None = None) -> str:
     """How to create the Secret the rendered pods read (its values are never rendered)."""
-    keys = ["database-url", "dashboard-token"] + (["redis-url"] if external_redis is not None else [])
+    keys = ["database-url", "dashboard-token"] + (["redis-url"] if external_redis is not None else ["redis-password"])
     examples = {
         "redis-url": "redis://:PASSWORD@HOST:6379/0",
+        "redis-password": "$(openssl rand -hex 32)",
         "database-url": "postgresql://USER:PASSWORD@HOST:5432/DB",
         "dashboard-token": "$(openssl rand -hex 32)",
     }

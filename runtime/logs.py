@@ -8,23 +8,39 @@ import sys
 import time
 from typing import Any
 
+from runtime.redaction import redact, register_secret
 from runtime.settings import Settings
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _COLOURS = {"DEBUG": "\033[2m", "INFO": "\033[36m", "WARNING": "\033[33m", "ERROR": "\033[31m", "CRITICAL": "\033[41m"}
 
 
+def _redacted(value: Any) -> Any:
+    """A JSON field's value with every text in it redacted (structure kept)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return redact(str(value))
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; every text in it redacted (runtime/redaction.py)."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
-        entry |= {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        entry |= {k: _redacted(v) for k, v in vars(record).items() if k not in _STANDARD}
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
@@ -34,7 +50,7 @@ class TextFormatter(logging.Formatter):
         self.colour = colour
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = redact(super().format(record))  # the message and its traceback
         if self.colour:
             colour = _COLOURS.get(record.levelname, "")
             line = f"{colour}{line}\033[0m"
@@ -44,6 +60,9 @@ class TextFormatter(logging.Formatter):
 def configure_logging(settings: Settings, stream: Any = None) -> None:
     """Set up the root logger from LOG_LEVEL and LOG_FORMAT."""
     stream = stream or sys.stderr
+    # settings may come from a .env file or the emulator, not only the environment redact() reads
+    for secret in (settings.dashboard_token, settings.redis_url, settings.database_url, settings.briefing_source_url):
+        register_secret(secret)
     handler = logging.StreamHandler(stream)
     if settings.effective_log_format == "json":
         handler.setFormatter(JsonFormatter())

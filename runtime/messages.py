@@ -14,6 +14,7 @@ import orjson
 from taskiq import TaskiqMessage
 
 from runtime.errors import TaskTimeout, UnknownFunction, WorkerDied
+from runtime.redaction import redact
 
 MAX_ERROR_LENGTH = 4000  # characters of an error kept in run records and logs
 MAX_TRACEBACK_LENGTH = 16_000  # characters of a traceback kept in run records and logs
@@ -91,8 +92,8 @@ def decode(data: bytes | None) -> TaskiqMessage:
 
 
 def describe(error: BaseException) -> str:
-    """An attempt's error as stored and shown: type and message, capped in length."""
-    text = str(error)
+    """An attempt's error as stored and shown: type and message, secrets redacted, capped in length."""
+    text = redact(str(error))
     if not isinstance(error, TaskTimeout | UnknownFunction | WorkerDied) and type(error).__name__ != "TaskError":
         text = f"{type(error).__name__}: {text}" if text else type(error).__name__
     if len(text) > MAX_ERROR_LENGTH:
@@ -120,6 +121,7 @@ def describe_traceback(error: BaseException) -> str | None:
             kept.append(frames[-1])  # the raise site, wherever it is
         lines = ["Traceback (most recent call last):\n", *traceback.format_list(kept)]
         trace = "".join(lines + traceback.format_exception_only(type(error), error))
+    trace = redact(trace)
     if len(trace) > MAX_TRACEBACK_LENGTH:
         trace = "... (earlier lines cut)\n" + trace[-MAX_TRACEBACK_LENGTH:]
     return trace.rstrip()

@@ -19,6 +19,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, Program
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import Field, SQLModel
 
+from runtime.errors import ConfigError
+
 # the columns a worker's update writes; the rest are set at enqueue
 MUTABLE = ("status", "attempts", "last_error", "started_at", "finished_at", "result", "history", "version")
 # the columns only the enqueue knows (a worker's update that lands first leaves them empty)
@@ -97,7 +99,9 @@ class RunStore:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).absolute().parent
+            if not folder.is_dir():  # create nothing on a typo: say so
+                raise ConfigError(f"DATABASE_URL points into {folder}, which does not exist; create the folder first")
         kwargs: dict[str, Any] = {"json_serializer": _json_dumps}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 10}

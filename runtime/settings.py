@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Literal
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.errors import ConfigError
+from runtime.redaction import redact
 
 
 class Settings(BaseSettings):
@@ -23,8 +24,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] | None = Field(None, description="json by default when ENV=production")
     env: Literal["development", "production"] = "development"
     dashboard_token: str | None = None
+    redis_password: str | None = Field(None, description="Redis's password when REDIS_URL carries none (a Secret)")
     shutdown_timeout: float = Field(30.0, gt=0, description="seconds a stopping worker lets running tasks finish")
     worker_health_port: int = Field(8001, ge=0, le=65535, description="worker's /health for probes; 0 turns it off")
+    health_host: str = Field("0.0.0.0", description="address the worker's and scheduler's /health listen on")
     result_ttl: float = Field(86400.0, gt=0, description="seconds a task's result is kept in Redis")
     lease_seconds: float = Field(10.0, gt=0, description="a dead worker's tasks run again after this long")
     briefing_source_url: str | None = None
@@ -44,7 +47,7 @@ class Settings(BaseSettings):
         parsed = urlparse(value)
         if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
             raise ValueError(
-                f"REDIS_URL={value!r} is not a Redis URL; expected redis://host:port/db (e.g. redis://localhost:6379/0)"
+                f"REDIS_URL={redact(value)!r} is not a Redis URL; expected redis://host:port/db (e.g. redis://localhost:6379/0)"
             )
         return value
 
@@ -52,18 +55,37 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, value: str) -> str:
         scheme = urlparse(value).scheme
+        if scheme in ("sqlite", "sqlite+aiosqlite") and _in_memory(value):
+            raise ValueError(
+                f"DATABASE_URL={value!r} is an in-memory database, private to one process: the web, worker, "
+                "scheduler and dashboard would each see their own runs; use a file, e.g. sqlite:///runs.db"
+            )
         if scheme in ("sqlite", "sqlite+aiosqlite"):
             return value.replace("sqlite://", "sqlite+aiosqlite://", 1) if scheme == "sqlite" else value
         if scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
             return "postgresql+asyncpg://" + value.split("://", 1)[1]
         raise ValueError(
-            f"DATABASE_URL={value!r} is not a supported database URL; expected sqlite:///path/runs.db "
+            f"DATABASE_URL={redact(value)!r} is not a supported database URL; expected sqlite:///path/runs.db "
             "or postgresql://user:password@host:5432/db"
         )
+
+    @model_validator(mode="after")
+    def _redis_password(self) -> Settings:
+        # REDIS_PASSWORD (e.g. from a Kubernetes Secret) joins a REDIS_URL that has no password of its own
+        scheme, _, rest = self.redis_url.partition("://")
+        if self.redis_password and scheme in ("redis", "rediss") and urlparse(self.redis_url).password is None:
+            user, _, address = rest.rpartition("@")
+            self.redis_url = f"{scheme}://{user}:{quote(self.redis_password, safe='')}@{address}"
+        return self
 
     @property
     def effective_log_format(self) -> str:
         return self.log_format or ("json" if self.env == "production" else "text")
+
+
+def _in_memory(sqlite_url: str) -> bool:
+    database = sqlite_url.split("://", 1)[1].removeprefix("/").split("?", 1)
+    return database[0] in ("", ":memory:") or "mode=memory" in sqlite_url
 
 
 @lru_cache(maxsize=1)

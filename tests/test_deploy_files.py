@@ -7,6 +7,7 @@ CLI and settings.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -217,9 +218,13 @@ def test_stop_grace_period_exceeds_shutdown_timeout(compose: dict[str, Any], nam
     assert seconds(service["stop_grace_period"]) > shutdown
 
 
-def test_dashboard_token_comes_from_the_environment(compose: dict[str, Any]) -> None:
+def test_dashboard_token_comes_from_the_environment_with_no_default(compose: dict[str, Any]) -> None:
+    """The dashboard listens on every interface: compose must refuse to start it with a known token."""
     token = compose["services"]["dashboard"]["environment"]["DASHBOARD_TOKEN"]
-    assert re.fullmatch(r"\$\{DASHBOARD_TOKEN:-[^}]+\}", token), "from the environment, with a dev default"
+    match = re.fullmatch(r"\$\{DASHBOARD_TOKEN:\?(?P<message>[^}]+)\}", token)
+    assert match, f"DASHBOARD_TOKEN must be required, with no default: {token}"
+    assert "DASHBOARD_TOKEN" in match["message"] and "16" in match["message"]
+    assert "$" not in match["message"]  # compose would read it as another variable
 
 
 @pytest.mark.parametrize(("name", "port"), [("web", 8000), ("dashboard", 8081)])
@@ -252,5 +257,16 @@ def test_docker_compose_accepts_the_file():
     cli = _compose_cli()
     assert cli is not None
     compose = Path(__file__).resolve().parents[1] / "docker-compose.yml"
-    result = subprocess.run([*cli, "-f", str(compose), "config", "-q"], capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "DASHBOARD_TOKEN"}
+    token = {"DASHBOARD_TOKEN": "a-random-string-of-32-characters"}
+    result = subprocess.run(
+        [*cli, "-f", str(compose), "config", "-q"], capture_output=True, text=True, timeout=60, env=env | token
+    )
     assert result.returncode == 0, result.stderr
+
+    # without a token, compose refuses to start, saying what to set
+    result = subprocess.run(
+        [*cli, "-f", str(compose), "config", "-q"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode != 0
+    assert "set DASHBOARD_TOKEN" in result.stderr, result.stderr

@@ -234,7 +234,7 @@ def test_dashboard_asks_for_its_token(
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    env = {"REDIS_URL": redis_url, "DATABASE_URL": sqlite_url, "DASHBOARD_TOKEN": "let-me-in"}
+    env = {"REDIS_URL": redis_url, "DATABASE_URL": sqlite_url, "DASHBOARD_TOKEN": "let-me-in-please-0123"}
     url = start(spawn, tmp_path, env, worker=False)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
@@ -248,7 +248,7 @@ def test_dashboard_asks_for_its_token(
             page.get_by_test_id("token-submit").click()
             expect(prompt).to_be_visible()
             expect(page.get_by_test_id("token-error")).to_contain_text("not accepted")
-            page.get_by_test_id("token-input").fill("let-me-in")
+            page.get_by_test_id("token-input").fill("let-me-in-please-0123")
             page.get_by_test_id("token-submit").click()
             expect(prompt).to_be_hidden()
             expect(page.get_by_test_id("function-row")).to_have_count(3)

@@ -14,6 +14,7 @@ import pytest
 
 from runtime import Runtime
 from runtime.dashboard import create_dashboard_app
+from runtime.errors import ConfigError
 from runtime.runs import STATUSES
 from runtime.settings import Settings
 from tests.conftest import Process, write_app
@@ -108,7 +109,7 @@ async def dash(tmp_path: Path, redis_url: str, sqlite_url: str) -> AsyncIterator
 
 @pytest.fixture
 async def locked(tmp_path: Path, redis_url: str, sqlite_url: str) -> AsyncIterator[Dashboard]:
-    async for dashboard in open_dashboard(tmp_path, redis_url, sqlite_url, "s3cret-token"):
+    async for dashboard in open_dashboard(tmp_path, redis_url, sqlite_url, "s3cret-dashboard-token"):
         yield dashboard
 
 
@@ -375,7 +376,7 @@ async def test_token_is_required(locked: Dashboard) -> None:
     wrong = await locked.client.get("/api/runs", headers={"authorization": "Bearer nope"})
     assert wrong.status_code == 401
 
-    ok = await locked.client.get("/api/runs", headers={"authorization": "Bearer s3cret-token"})
+    ok = await locked.client.get("/api/runs", headers={"authorization": "Bearer s3cret-dashboard-token"})
     assert ok.status_code == 200 and ok.json() == []
     assert "set-cookie" not in ok.headers
 
@@ -386,13 +387,55 @@ async def test_token_is_required(locked: Dashboard) -> None:
 
 
 async def test_token_query_parameter_sets_a_cookie(locked: Dashboard) -> None:
-    response = await locked.client.get("/", params={"token": "s3cret-token"})
+    response = await locked.client.get("/", params={"token": "s3cret-dashboard-token"})
     assert response.status_code == 200
     cookie = response.headers["set-cookie"]
-    assert cookie.startswith("dashboard_token=s3cret-token") and "HttpOnly" in cookie
+    assert cookie.startswith("dashboard_token=s3cret-dashboard-token") and "HttpOnly" in cookie
     # the client keeps the cookie: the API now answers without a header or a query parameter
     assert (await locked.client.get("/api/stats")).status_code == 200
 
     locked.client.cookies.clear()
     assert (await locked.client.get("/api/stats")).status_code == 401
     assert (await locked.client.get("/api/stats", params={"token": "wrong"})).status_code == 401
+
+
+TOKEN = "s3cret-dashboard-token"
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "BeArEr"])
+async def test_bearer_scheme_is_case_insensitive(locked: Dashboard, scheme: str) -> None:
+    response = await locked.client.get("/api/runs", headers={"authorization": f"{scheme} {TOKEN}"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("header", [TOKEN, f"Basic {TOKEN}", f"Token {TOKEN}", f"Bearer{TOKEN}"])
+async def test_a_token_without_the_bearer_scheme_is_refused(locked: Dashboard, header: str) -> None:
+    response = await locked.client.get("/api/runs", headers={"authorization": header})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("token", ["short", "fifteen-chars-x"])
+async def test_a_short_token_is_refused(tmp_path: Path, redis_url: str, sqlite_url: str, token: str) -> None:
+    with pytest.raises(ConfigError, match=r"DASHBOARD_TOKEN is too short .*at least 16"):
+        async for _ in open_dashboard(tmp_path, redis_url, sqlite_url, token):
+            pass
+
+
+async def test_writes_with_a_body_must_be_json(locked: Dashboard) -> None:
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None):
+        headers = auth | ({"content-type": content_type} if content_type else {})
+        response = await locked.client.post("/api/functions/add/runs", content=b'{"a": 1, "b": 2}', headers=headers)
+        assert response.status_code == 403, content_type
+        assert "application/json" in response.json()["error"]
+    assert await locked.runtime.store.list() == []
+    response = await locked.client.post(
+        "/api/functions/add/runs", content=b'{"a": 1, "b": 2}', headers=auth | {"content-type": "application/json"}
+    )
+    assert response.status_code == 202
+
+
+async def test_the_page_cannot_be_framed_by_another_site(dash: Dashboard) -> None:
+    page = await dash.client.get("/")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["content-security-policy"] == "frame-ancestors 'none'"

@@ -23,6 +23,7 @@ from runtime.k8s import (
     k8s_command,
     parity_table,
     render_kubernetes,
+    secret_hint,
     write_kustomize,
 )
 from runtime.keys import Keys
@@ -314,7 +315,7 @@ def test_secrets_are_referenced_never_rendered(objects: list[dict[str, Any]]) ->
             assert "value" not in env, f"{env['name']} has a literal value"
             ref = env["valueFrom"]["secretKeyRef"]
             assert ref["name"] == "first-sip-secrets"
-            assert ref["key"] in {"redis-url", "database-url", "dashboard-token"}
+            assert ref["key"] in {"redis-url", "redis-password", "database-url", "dashboard-token"}
 
 
 def secret_keys(objects: list[dict[str, Any]], component: str) -> set[str]:
@@ -325,9 +326,9 @@ def secret_keys(objects: list[dict[str, Any]], component: str) -> set[str]:
 def test_in_cluster_redis_url_is_a_setting_and_external_one_a_secret() -> None:
     inside = render()
     settings = one(inside, "ConfigMap", "first-sip-settings")["data"]
-    assert settings["REDIS_URL"] == "redis://first-sip-redis:6379/0"
-    assert secret_keys(inside, "worker") == {"database-url"}
-    assert secret_keys(inside, "dashboard") == {"database-url", "dashboard-token"}
+    assert settings["REDIS_URL"] == "redis://first-sip-redis:6379/0"  # its password comes from the Secret
+    assert secret_keys(inside, "worker") == {"redis-password", "database-url"}
+    assert secret_keys(inside, "dashboard") == {"redis-password", "database-url", "dashboard-token"}
 
     outside = render(external_redis="redis.prod.internal:6380")
     assert "REDIS_URL" not in one(outside, "ConfigMap", "first-sip-settings")["data"]
@@ -547,3 +548,68 @@ def test_kubectl_kustomize_builds_the_folder(tmp_path: Path) -> None:
     built = list(yaml.safe_load_all(result.stdout))
     key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
     assert sorted(built, key=key) == sorted(objects, key=key)
+
+
+# -- the in-cluster Redis: a password and a NetworkPolicy ----------------------------------------------
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {env["name"]: env for env in container.get("env", [])}
+
+
+def test_in_cluster_redis_requires_the_password_from_the_secret() -> None:
+    objects = render()
+    redis = one(objects, "StatefulSet", "first-sip-redis")["spec"]["template"]["spec"]["containers"][0]
+    password = env_of(redis)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password == {"name": "first-sip-secrets", "key": "redis-password", "optional": False}
+    args = redis["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"  # the kubelet expands it
+    for probe in ("readinessProbe", "livenessProbe"):
+        command = redis[probe]["exec"]["command"]
+        script = command[-1]
+        assert command[:2] == ["sh", "-c"] and "REDISCLI_AUTH=" in script and "-a" not in script.split()
+        assert "PONG" in script  # a NOAUTH answer is not healthy
+    # every app process gets the same password, which Settings joins to REDIS_URL
+    for component in ("web", "worker", "scheduler", "dashboard"):
+        container = one(objects, "Deployment", f"first-sip-{component}")["spec"]["template"]["spec"]["containers"][0]
+        assert env_of(container)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "redis-password"
+    assert Settings(redis_url="redis://first-sip-redis:6379/0", redis_password="s3cr/t").redis_url == (
+        "redis://:s3cr%2Ft@first-sip-redis:6379/0"
+    )
+    assert "redis-password" in secret_hint(load_manifest(MANIFEST), None)
+    assert "redis-password" not in secret_hint(load_manifest(MANIFEST), "redis.prod.internal:6380")
+
+
+def test_only_the_apps_pods_reach_its_redis() -> None:
+    objects = render()
+    policy = one(objects, "NetworkPolicy", "first-sip-redis")
+    redis = one(objects, "StatefulSet", "first-sip-redis")
+    assert policy["spec"]["podSelector"]["matchLabels"] == redis["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
+    (source,) = rule["from"]
+    for workload in workloads(objects):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert source["podSelector"]["matchLabels"].items() <= labels.items(), workload["metadata"]["name"]
+    other_app = render(MANIFEST.read_text().replace("app: first-sip", "app: other-app"))
+    for workload in workloads(other_app):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert not source["podSelector"]["matchLabels"].items() <= labels.items()
+    # with an external Redis there is nothing of ours to protect
+    assert not by_kind(render(external_redis="redis.prod.internal:6380"), "NetworkPolicy")
+
+
+def test_keda_reads_the_in_cluster_redis_password_from_the_workers_environment() -> None:
+    objects = render(keda=True, namespace="prod")
+    (scaled,) = by_kind(objects, "ScaledObject")
+    worker = one(objects, "Deployment", "first-sip-worker")["spec"]["template"]["spec"]["containers"][0]
+    for trigger in scaled["spec"]["triggers"]:
+        assert trigger["metadata"]["passwordFromEnv"] in env_of(worker)
+    # and KEDA's operator, in its own namespace, may reach Redis
+    (rule,) = one(objects, "NetworkPolicy", "first-sip-redis")["spec"]["ingress"]
+    assert {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "keda-operator"}}} in (
+        rule["from"]
+    )
+    (external,) = by_kind(render(keda=True, external_redis="redis.prod.internal:6380"), "ScaledObject")
+    assert "passwordFromEnv" not in external["spec"]["triggers"][0]["metadata"]  # its URL is in the Secret
