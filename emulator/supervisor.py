@@ -9,6 +9,7 @@ has (running tasks included), so no request fails and no task is lost across a r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import importlib.util
@@ -29,10 +30,13 @@ from watchfiles._rust_notify import RustNotify
 
 from emulator.child import run_child
 from emulator.embedded_redis import EmbeddedRedis
+from runtime.connections import redact
 from runtime.errors import ConfigError, ManifestError
 from runtime.logs import configure_logging
 from runtime.manifest import load_manifest
+from runtime.migrations import upgrade
 from runtime.redaction import redact
+from runtime.runs import DATABASE_ERRORS
 from runtime.settings import Settings
 
 IGNORED_DIRS = {
@@ -165,6 +169,7 @@ class Emulator:
         _private_file(self.data / "runs.db")
         try:
             settings = self._settings()
+            self._upgrade_run_store(settings)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             self._stop_redis()
@@ -221,6 +226,17 @@ class Emulator:
             return Settings(**env)  # type: ignore[arg-type]
         except Exception as exc:
             raise ConfigError(str(exc).replace("\n", " ")) from None
+
+    def _upgrade_run_store(self, settings: Settings) -> None:
+        """Bring the run store's schema up to date before any process opens it (`runtime db upgrade`)."""
+        try:
+            before, after = asyncio.run(upgrade(settings.database_url))
+        except DATABASE_ERRORS as exc:
+            raise ConfigError(
+                f"cannot use the database at DATABASE_URL={redact(settings.database_url)}: {str(exc).splitlines()[0]}"
+            ) from None
+        if before is not None and before != after:
+            self.say(f"  database   upgraded the run store from {before} to {after}")
 
     def _write_state(self, web: str, dashboard: str, settings: Settings) -> None:
         state = {

@@ -104,6 +104,31 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db(args: argparse.Namespace) -> int:
+    from runtime.connections import redact
+    from runtime.migrations import upgrade
+    from runtime.runs import DATABASE_ERRORS, SCHEMA_HEAD, SCHEMA_REVISIONS
+    from runtime.settings import get_settings
+
+    url = get_settings().database_url
+    try:
+        before, after = asyncio.run(upgrade(url))
+    except DATABASE_ERRORS as exc:
+        raise ConfigError(
+            f"cannot upgrade the database at DATABASE_URL={redact(url)}: {str(exc).splitlines()[0]}"
+        ) from None
+    where = f"the run store at {redact(url)}"
+    if before is None:
+        print(f"{where}: created at {after}")
+    elif after not in SCHEMA_REVISIONS:
+        print(f"{where}: at {after}, newer than this runtime's {SCHEMA_HEAD}; left as it is")
+    elif before == after:
+        print(f"{where}: already at {after}")
+    else:
+        print(f"{where}: upgraded from {before} to {after}")
+    return 0
+
+
 def parity_table(manifest: Any) -> str:
     """Each function's effective settings: what the emulator, the dashboard and the cluster run."""
     rows = [("function", "kind", "route / schedule", "retries", "timeout", "concurrency")]
@@ -173,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     k8s.add_argument("--ingress-host", default=None, help="also render an Ingress for this host")
     k8s.add_argument("--keda", action="store_true", help="autoscale workers with a KEDA ScaledObject")
     k8s.add_argument("--external-redis", default=None, help="host:port of a Redis to use instead of rendering one")
+    db = commands.add_parser("db", help="manage the run store's schema", description="manage the run store's schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    db_upgrade = db_commands.add_parser(
+        "upgrade",
+        help="bring the run store's schema (DATABASE_URL) up to date",
+        description="bring the run store's schema (DATABASE_URL) up to date",
+    )
+    db_upgrade.add_argument("--manifest", default="manifest.yaml", help="accepted like elsewhere; not needed here")
     return parser
 
 
@@ -182,7 +215,12 @@ _ASYNC: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, None]]] = {
     "scheduler": _scheduler,
     "dashboard": _dashboard,
 }
-_SYNC: dict[str, Callable[[argparse.Namespace], int]] = {"check": _check, "schema": _schema, "k8s": _k8s}
+_SYNC: dict[str, Callable[[argparse.Namespace], int]] = {
+    "check": _check,
+    "schema": _schema,
+    "k8s": _k8s,
+    "db": _db,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

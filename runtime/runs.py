@@ -11,7 +11,26 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Text, event, func, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -22,9 +41,19 @@ from sqlmodel import Field, SQLModel
 from runtime.errors import ConfigError
 
 # the columns a worker's update writes; the rest are set at enqueue
-MUTABLE = ("status", "attempts", "last_error", "started_at", "finished_at", "result", "history", "version")
-# the columns only the enqueue knows (a worker's update that lands first leaves them empty)
-ENQUEUE_ONLY = ("scheduled_for", "replay_of")
+MUTABLE = (
+    "status",
+    "attempts",
+    "last_error",
+    "error_type",
+    "started_at",
+    "finished_at",
+    "result",
+    "history",
+    "version",
+)
+# the columns only the enqueue knows (a worker's update that lands first leaves them at their defaults)
+ENQUEUE_ONLY = ("scheduled_for", "replay_of", "queue", "trace_id", "deadline", "idempotency_key")
 STATUSES = ("scheduled", "queued", "running", "retrying", "succeeded", "failed")
 FINAL = ("succeeded", "failed")
 
@@ -52,11 +81,16 @@ class Run(SQLModel, table=True):
     """A task run: one row from enqueue to its final status, across all its attempts."""
 
     __tablename__ = "runs"
+    # the dashboard's and the inspector's lists: newest first, filtered by status or by function
+    __table_args__ = (
+        Index("ix_runs_status_enqueued_at_id", "status", "enqueued_at", "id"),
+        Index("ix_runs_function_enqueued_at_id", "function", "enqueued_at", "id"),
+    )
 
     id: str = Field(primary_key=True, max_length=32)
-    function: str = Field(index=True, max_length=200)
+    function: str = Field(max_length=200)
     arguments: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: str = Field(index=True, max_length=16)
+    status: str = Field(max_length=16)
     attempts: int = 0
     max_attempts: int = 1
     last_error: str | None = Field(default=None, sa_column=Column(Text))
@@ -69,6 +103,14 @@ class Run(SQLModel, table=True):
     replay_of: str | None = Field(default=None, max_length=32)
     # attempt * 10 + phase: an update never overwrites a newer one that was written first
     version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    # schema revision 0002: each has a default, so a writer that does not know a column leaves it valid
+    queue: str = Field(
+        default="default", sa_column=Column(String(64), nullable=False, default="default", server_default="default")
+    )
+    error_type: str | None = Field(default=None, max_length=200)
+    trace_id: str | None = Field(default=None, max_length=32)
+    deadline: datetime | None = Field(default=None, sa_column=Column(DateTime))
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(200), index=True))
 
     def public(self) -> dict[str, Any]:
         """The run as the API shows it: `id` first, times in ISO 8601 UTC."""
@@ -112,9 +154,19 @@ class RunStore:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
     async def init(self) -> None:
-        """Create the table if it does not exist (safe when several processes start at once)."""
+        """Check the run store's schema before anything uses it: an empty database is created at the head
+        revision (safe when several processes start at once), an older schema is a ConfigError saying to
+        run `runtime db upgrade`. The app's own SQLModel tables are created if missing, as always."""
         for attempt in range(5):
             try:
+                async with self.engine.connect() as conn:
+                    revision = await conn.run_sync(stored_revision)
+                if revision is None:
+                    async with self.engine.begin() as conn:
+                        revision = await conn.run_sync(create_at_head)
+                    if revision is None:
+                        return
+                check_revision(revision)
                 async with self.engine.begin() as conn:
                     await conn.run_sync(SQLModel.metadata.create_all)
                 return
@@ -220,6 +272,72 @@ class RunStore:
                 table.delete().where(table.c.status == "succeeded", table.c.finished_at < finished_before)
             )
         return int(result.rowcount or 0)
+
+
+# --- the schema's revision ------------------------------------------------------------------------------
+# Alembic migrations (runtime/migrations/versions/) change the schema; a process only reads the revision
+# a database is at, with plain SQLAlchemy, so starting up never imports Alembic.
+
+SCHEMA_REVISIONS = ("0001", "0002")  # oldest first; a test checks them against runtime/migrations/versions
+SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
+SCHEMA_BASELINE = SCHEMA_REVISIONS[0]  # what 0.1.0 created, before there was an alembic_version table
+_SCHEMA_LOCK = 0x72756E73  # pg_advisory_xact_lock key ("runs"): one process at a time creates or upgrades
+
+# Alembic's own bookkeeping table, as Alembic creates it
+ALEMBIC_VERSION = Table(
+    "alembic_version",
+    MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
+
+
+def stored_revision(conn: Connection) -> str | None:
+    """The revision the run store is at: None in an empty database (no `runs` table), the baseline for
+    a 0.1.0 database (a `runs` table and no alembic_version), else what alembic_version records."""
+    tables = set(inspect(conn).get_table_names())
+    if "runs" not in tables:
+        return None
+    if ALEMBIC_VERSION.name not in tables:
+        return SCHEMA_BASELINE
+    versions = conn.execute(select(ALEMBIC_VERSION.c.version_num)).scalars().all()
+    return versions[0] if len(versions) == 1 else SCHEMA_BASELINE
+
+
+def check_revision(revision: str) -> None:
+    """An older schema is a ConfigError (this code would fail on it); the head, or a revision this code does
+    not know (a newer runtime upgraded it; migrations only add), is fine."""
+    if revision != SCHEMA_HEAD and revision in SCHEMA_REVISIONS:
+        raise ConfigError(
+            f"the run store's schema is at {revision}, this runtime needs {SCHEMA_HEAD}: run `runtime db upgrade`"
+        )
+
+
+def lock_schema(conn: Connection) -> None:
+    """Hold the schema until this transaction ends, so concurrent creators and upgraders take turns.
+    Must come first in the transaction (SQLite's BEGIN IMMEDIATE opens it and takes the write lock)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+
+
+def stamp(conn: Connection, revision: str) -> None:
+    """Record the revision the schema is at, as Alembic does."""
+    ALEMBIC_VERSION.create(conn, checkfirst=True)
+    conn.execute(delete(ALEMBIC_VERSION))
+    conn.execute(insert(ALEMBIC_VERSION).values(version_num=revision))
+
+
+def create_at_head(conn: Connection) -> str | None:
+    """In an empty database, create the run store at the head revision (and the app's tables); returns the
+    revision found once the lock was held (None: it was empty and is now at the head)."""
+    lock_schema(conn)
+    revision = stored_revision(conn)  # another process may have created it while this one waited
+    if revision is None:
+        SQLModel.metadata.create_all(conn)
+        stamp(conn, SCHEMA_HEAD)
+    return revision
 
 
 DATABASE_ERRORS = (DBAPIError, OSError, ConnectionError)

@@ -1,0 +1,1 @@
+"""Alembic revisions of the run store, oldest first; Alembic loads them by path."""
