@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     result_ttl: float = Field(86400.0, gt=0, description="seconds a task's result is kept in Redis")
     lease_seconds: float = Field(10.0, gt=0, description="a dead worker's tasks run again after this long")
     briefing_source_url: str | None = None
+    openapi: bool = Field(True, description="serve GET /openapi.json and GET /docs on the web process")
 
     @field_validator("log_level", mode="before")
     @classmethod
