@@ -30,7 +30,11 @@ PATH_PARAM = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)(?::([a-zA-Z_][a-zA-Z0-9_]*)
 CONVERTOR_SCHEMAS: dict[str, dict[str, Any]] = {
     "int": {"type": "integer", "format": "int64", "minimum": 0, "maximum": INT64_MAX},
     "float": {"type": "number", "minimum": 0},
-    "uuid": {"type": "string", "format": "uuid", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"},
+    "uuid": {
+        "type": "string",
+        "format": "uuid",
+        "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+    },
     "path": {"type": "string"},
 }
 
@@ -68,7 +72,10 @@ class Signature(Protocol):
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}},
+    }
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -80,14 +87,14 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
     options = [s for s in schema.get("anyOf", []) if s != {"type": "null"}]
     if not options or len(options) == len(schema.get("anyOf", [])):
         return schema
-    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+    rest = {k: v for k, v in schema.items() if k != "anyOf" and not (k == "default" and v is None)}
     return {**options[0], **rest} if len(options) == 1 else {**rest, "anyOf": options}
 
 
 def _return_shape(fn: HttpFunction[..., Any]) -> tuple[str, Any]:
     """The status key and body type a handler's return annotation promises ("" when it promises nothing)."""
     try:
-        hint = inspect.get_annotations(fn.fn, eval_str=True).get("return", Any)
+        hint: Any = inspect.get_annotations(fn.fn, eval_str=True).get("return", Any)
     except Exception:  # an unresolvable annotation documents nothing rather than failing the web process
         return "2XX", Any
     status = "200"
@@ -170,7 +177,12 @@ class _Document:
         for pname, schema in fields.items():
             if pname not in in_path:
                 parameters.append(
-                    {"name": pname, "in": "query", "required": pname in required, "schema": _without_null(_clean(schema))}
+                    {
+                        "name": pname,
+                        "in": "query",
+                        "required": pname in required,
+                        "schema": _without_null(_clean(schema)),
+                    }
                 )
         return PATH_PARAM.sub(r"{\1}", template), parameters
 
