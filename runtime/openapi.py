@@ -92,7 +92,7 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _return_shape(fn: HttpFunction[..., Any]) -> tuple[str, Any]:
-    """The status key and body type a handler's return annotation promises ("" when it promises nothing)."""
+    """The status key and body type a handler's return annotation promises (`Any`: it promises nothing)."""
     try:
         hint: Any = inspect.get_annotations(fn.fn, eval_str=True).get("return", Any)
     except Exception:  # an unresolvable annotation documents nothing rather than failing the web process
