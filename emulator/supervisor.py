@@ -30,7 +30,6 @@ from watchfiles._rust_notify import RustNotify
 
 from emulator.child import run_child
 from emulator.embedded_redis import EmbeddedRedis
-from runtime.connections import redact
 from runtime.errors import ConfigError, ManifestError
 from runtime.logs import configure_logging
 from runtime.manifest import load_manifest

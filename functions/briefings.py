@@ -15,6 +15,7 @@ import httpx
 from pydantic import BaseModel, Field
 from sqlmodel import Field as Column
 from sqlmodel import SQLModel
+from starlette.exceptions import HTTPException
 
 from runtime import Failure, get_settings, http, session, task
 
@@ -41,8 +42,10 @@ class BriefingRequest(BaseModel):
     topic: str = Field("general", min_length=1, max_length=200)
 
 
-def _public(briefing: Briefing) -> dict[str, object]:
-    return briefing.model_dump(mode="json")
+class BriefingAccepted(BaseModel):
+    id: int
+    status: str
+    topic: str
 
 
 async def _set(briefing_id: int, **fields: object) -> Briefing | None:
@@ -59,7 +62,11 @@ async def _set(briefing_id: int, **fields: object) -> Briefing | None:
 
 
 @http
-async def create_briefing(body: BriefingRequest) -> tuple[dict[str, object], int]:
+async def create_briefing(body: BriefingRequest) -> tuple[BriefingAccepted, int]:
+    """Create a briefing and queue its generation.
+
+    Answers 202 at once; `GET /briefings/{id}` shows it `queued`, `processing`, then `completed` or `failed`.
+    """
     async with session() as db:
         briefing = Briefing(topic=body.topic)
         db.add(briefing)
@@ -67,16 +74,17 @@ async def create_briefing(body: BriefingRequest) -> tuple[dict[str, object], int
         await db.refresh(briefing)
     assert briefing.id is not None
     await generate_briefing.enqueue(briefing_id=briefing.id)
-    return {"id": briefing.id, "status": briefing.status, "topic": briefing.topic}, 202
+    return BriefingAccepted(id=briefing.id, status=briefing.status, topic=briefing.topic), 202
 
 
 @http
-async def get_briefing(briefing_id: int) -> tuple[dict[str, object], int]:
+async def get_briefing(briefing_id: int) -> Briefing:
+    """Show a briefing: its status, and its content once completed (or the error once failed)."""
     async with session() as db:
         briefing = await db.get(Briefing, briefing_id)
     if briefing is None:
-        return {"error": f"no briefing with id {briefing_id}"}, 404
-    return _public(briefing), 200
+        raise HTTPException(404, f"no briefing with id {briefing_id}")
+    return briefing
 
 
 async def _fetch(topic: str) -> str:

@@ -33,6 +33,7 @@ from runtime.connections import Runtime
 from runtime.decorators import HttpFunction
 from runtime.errors import ArgumentsError
 from runtime.health import dependencies
+from runtime.openapi import openapi_routes
 
 logger = logging.getLogger("runtime.http")
 access_logger = logging.getLogger("runtime.access")
@@ -289,8 +290,11 @@ def health_routes(runtime: Runtime) -> list[Route]:
 
 
 def create_web_app(runtime: Runtime, *, debug: bool = False) -> Starlette:
-    """The web process's app: every `http:` function at its route, plus /health and /health/live."""
+    """The web process's app: every `http:` function at its route, plus /health, /health/live and (unless
+    OPENAPI=false) /openapi.json and /docs."""
     routes = health_routes(runtime)
+    if runtime.settings.openapi:  # described from Endpoints built the way the functions' own are
+        routes += openapi_routes(runtime.app, {name: Endpoint(name, fn) for name, fn in runtime.app.http.items()})
     for name, fn in runtime.app.http.items():
         spec = runtime.app.manifest.functions[name].http
         assert spec is not None
