@@ -105,8 +105,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _db(args: argparse.Namespace) -> int:
-    from runtime.connections import redact
     from runtime.migrations import upgrade
+    from runtime.redaction import redact
     from runtime.runs import DATABASE_ERRORS, SCHEMA_HEAD, SCHEMA_REVISIONS
     from runtime.settings import get_settings
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -16,12 +18,39 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from runtime.application import Application, load_application
 from runtime.broker import StreamBroker
 from runtime.decorators import TaskFunction
-from runtime.errors import ConfigError, RuntimeNotStarted
+from runtime.errors import ArgumentsError, ConfigError, EnqueueError, RuntimeNotStarted
 from runtime.keys import Keys
+from runtime.redaction import redact
 from runtime.runs import DATABASE_ERRORS, FINAL, Run, RunStore, from_timestamp
 from runtime.settings import Settings, get_settings
 
 _current: Runtime | None = None
+logger = logging.getLogger("runtime.enqueue")
+MAX_DELAY = 366 * 86400.0  # a year: anything longer is a mistake in seconds vs milliseconds
+
+
+def check_delay(delay: Any) -> float | None:
+    """`delay` as seconds, or a ValueError that names it."""
+    if delay is None:
+        return None
+    if isinstance(delay, bool) or not isinstance(delay, int | float):
+        raise ValueError(f"delay must be a number of seconds, not {type(delay).__name__} {delay!r:.40}")
+    if not 0 <= delay <= MAX_DELAY:  # also refuses nan and inf
+        raise ValueError(f"delay must be from 0 to {MAX_DELAY:.0f} seconds (a year), not {delay!r}")
+    return float(delay)
+
+
+def encode_arguments(function: str, limit: int, encode: Any) -> bytes:
+    """A run's message, or an ArgumentsError naming what cannot be sent (too big, out of range)."""
+    try:
+        message: bytes = encode()
+    except orjson.JSONEncodeError as exc:
+        raise ArgumentsError(f"bad arguments for '{function}': {exc} (integers must fit in 64 bits)") from None
+    if len(message) > limit:
+        raise ArgumentsError(
+            f"arguments for '{function}' are {len(message):,} bytes encoded; MAX_ARGUMENTS_SIZE is {limit:,}"
+        )
+    return message
 
 
 def current_runtime() -> Runtime | None:
@@ -33,16 +62,6 @@ def session() -> AsyncSession:
     if _current is None:
         raise RuntimeNotStarted("no runtime is running in this process, so there is no database session")
     return AsyncSession(_current.store.engine, expire_on_commit=False)
-
-
-def redact(url: str) -> str:
-    """A URL with its password hidden, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
-    return url
 
 
 class Runtime:
@@ -146,9 +165,9 @@ class Runtime:
         name = fn.name
         if name is None or self.app.tasks.get(name) is not fn:
             raise ValueError(f"{fn!r} is not a task of the app '{self.app.name}' (is it in the manifest?)")
-        if delay is not None and delay < 0:
-            raise ValueError(f"delay must be zero or more seconds, not {delay}")
+        delay = check_delay(delay)
         validated = [fn.validate(kwargs, for_json=True) for kwargs in arguments]
+        limit = self.settings.max_arguments_size
         now = time.time()
         ids = [uuid.uuid4().hex for _ in validated]
         common: dict[str, Any] = {
@@ -168,8 +187,22 @@ class Runtime:
         }
         pairs = list(zip(ids, validated, strict=True))
         rows = [common | {"id": run_id, "arguments": kwargs} for run_id, kwargs in pairs]
-        messages = [self.message(name, run_id, kwargs, enqueued_at=now) for run_id, kwargs in pairs]
-        await asyncio.gather(self.store.insert_many(rows), self.broker.kick_many(messages, delay=delay or 0))
+        messages = [
+            encode_arguments(name, limit, lambda kw=kwargs, i=run_id: self.message(name, i, kw, enqueued_at=now))
+            for run_id, kwargs in pairs
+        ]
+        inserted, kicked = await asyncio.gather(
+            self.store.insert_many(rows), self.broker.kick_many(messages, delay=delay or 0), return_exceptions=True
+        )
+        if isinstance(kicked, BaseException):
+            # the caller's answer is the truth: nothing was queued, so no record may say `queued`
+            if not isinstance(inserted, BaseException):
+                with contextlib.suppress(Exception):
+                    await self.store.delete_many(ids)
+            raise EnqueueError(f"nothing was queued: cannot reach Redis ({redact(str(kicked))})") from kicked
+        if isinstance(inserted, BaseException):
+            # the message is queued and will run; the worker's first update creates the record
+            logger.warning("enqueue of %s: queued, but its record could not be written yet (%s)", name, inserted)
         return rows
 
     async def replay(self, run_id: str) -> Run:

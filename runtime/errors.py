@@ -66,3 +66,7 @@ class UnknownFunction(LookupError):
 
 class WorkerDied(Exception):
     """The worker running an attempt died (killed, crashed) before it finished: a failed attempt."""
+
+
+class EnqueueError(RuntimeError):
+    """A run could not be queued; the message says whether anything may still run."""

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     request_timeout: float = Field(
         30.0, gt=0, description="seconds a client has to send a request's headers, and again its body (else 408)"
     )
+    max_arguments_size: int = Field(
+        1 << 20, gt=0, description="bytes: a task's arguments larger than this (as JSON) are refused at enqueue"
+    )
     openapi: bool = Field(True, description="serve GET /openapi.json and GET /docs on the web process")
 
     @field_validator("log_level", mode="before")

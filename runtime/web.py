@@ -34,6 +34,7 @@ from runtime.decorators import HttpFunction
 from runtime.errors import ArgumentsError
 from runtime.health import dependencies
 from runtime.openapi import openapi_routes
+from runtime.redaction import redact
 
 logger = logging.getLogger("runtime.http")
 access_logger = logging.getLogger("runtime.access")
@@ -91,7 +92,7 @@ DATABASE_UNAVAILABLE = (
 def failure_response(exc: Exception, where: str, debug: bool = False) -> Response:
     """The answer to an exception that escaped a handler: 503 with Retry-After when Redis or the database
     is unavailable (logged as one line), else 500 (logged with its traceback)."""
-    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    reason = redact(f"{type(exc).__name__}: {exc}".splitlines()[0])[:300]
     dependency = "Redis" if isinstance(exc, REDIS_UNAVAILABLE) else None
     if dependency is None and isinstance(exc, DATABASE_UNAVAILABLE):
         dependency = "the database"
