@@ -98,7 +98,7 @@ class Worker:
             self.concurrency,
         )
         if any(not fn.is_async for fn in self.runtime.app.tasks.values()):
-            self.sync_pool.warm()  # the first sync task should not wait for a process to start
+            self.sync_pool.warm([fn.ref for fn in self.runtime.app.tasks.values() if not fn.is_async])
         async with anyio.create_task_group() as background:
             background.start_soon(self._lease_loop)
             background.start_soon(self._delayed_loop)
