@@ -105,7 +105,10 @@ def serve(parent: int, fd: int) -> None:
 
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker, which lets running tasks finish
-    path, modules = pickle.loads(_receive(fd))
+    try:
+        path, modules = pickle.loads(_receive(fd))
+    except EOFError:  # the pool closed before this child was set up
+        return
     sys.path[:] = path
     began = time.perf_counter()
     for module in modules:
@@ -146,6 +149,7 @@ class _Child:
                 stdin=subprocess.DEVNULL,
             )
         self.socket = ours
+        self.writer: asyncio.StreamWriter | None = None
         self.spawned = time.perf_counter()
         self.ready = asyncio.ensure_future(self._start(list(sys.path), modules, start_timeout))
 
@@ -170,6 +174,7 @@ class _Child:
 
     async def send(self, message: tuple[Any, ...]) -> None:
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        assert self.writer is not None
         try:
             self.writer.write(_HEADER.pack(len(data)) + data)
             await self.writer.drain()
@@ -202,7 +207,12 @@ class _Child:
         self.ready.cancel()
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
-        self.socket.close()
+        # through its transport, which unregisters the socket from the event loop before a new one reuses
+        # its number; if the transport is still being made, once the cancelled start has unwound
+        if self.writer is not None:
+            self.writer.close()
+        else:
+            self.ready.add_done_callback(lambda _: self.socket.close())
 
     async def reap(self) -> None:
         """Wait until the process has exited (after `kill`, a few milliseconds)."""
@@ -271,7 +281,6 @@ class SyncPool:
 
     async def run(self, ref: str, kwargs: dict[str, Any], timeout: float) -> Any:
         """Run `ref(**kwargs)` in a child; TimeoutError if it runs longer than `timeout` seconds once started."""
-        self._learn([ref])
         async with self._slots:
             child = self._take()
             try:
