@@ -122,7 +122,8 @@ class Worker:
             self.concurrency,
         )
         if any(not fn.is_async for fn in self.runtime.app.tasks.values()):
-            self.sync_pool.warm()  # the first sync task should not wait for a process to start
+            # the first sync task should not wait for a process to start, nor to import its handler
+            self.sync_pool.warm([fn.ref for fn in self.runtime.app.tasks.values() if not fn.is_async])
         self.leases.start()
         async with anyio.create_task_group() as background:
             background.start_soon(self._beat_loop)
