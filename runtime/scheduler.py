@@ -22,6 +22,20 @@ from runtime.runs import utcnow
 
 logger = logging.getLogger("runtime.scheduler")
 
+# KEYS: the cron's last-fire key. ARGV: due time. 1 = this scheduler fires it (atomic: never two),
+# 0 = already fired; -1 = first start (remembered, fired from the next due time on, as cron does).
+_CLAIM_FIRE = """
+local last = redis.call('GET', KEYS[1])
+if not last then redis.call('SET', KEYS[1], ARGV[1]); return -1 end
+if tonumber(ARGV[1]) > tonumber(last) then redis.call('SET', KEYS[1], ARGV[1]); return 1 end
+return 0
+"""
+# KEYS: the last-fire key. ARGV: the due time that failed, the previous one: undo a claim whose enqueue failed
+_UNDO_FIRE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) end
+return 0
+"""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -39,6 +53,8 @@ class Scheduler:
         self.heartbeat = Heartbeat()
         self.leader = False
         self._renew = self.redis.register_script(_RENEW)
+        self._claim_fire = self.redis.register_script(_CLAIM_FIRE)
+        self._undo_fire = self.redis.register_script(_UNDO_FIRE)
         self.schedules = {
             name: spec.task.schedule
             for name, spec in runtime.app.manifest.tasks().items()
@@ -93,25 +109,44 @@ class Scheduler:
                 logger.info("scheduler %s holds the lock", self.identity)
 
     async def tick(self, now: datetime) -> list[str]:
-        """Enqueue every cron function whose latest due time has not been enqueued yet."""
+        """Enqueue every cron function whose latest due time has not been enqueued yet.
+
+        A fire is claimed atomically in Redis before its enqueue (two schedulers never both fire it) and
+        given back if the enqueue fails (the next tick retries it); one failing schedule never stops another.
+        """
         fired = []
         for name, expression in self.schedules.items():
-            # get_prev is strictly before its start: from now + 1 s, a time due exactly now counts
-            due = croniter(expression, now + timedelta(seconds=1)).get_prev(datetime)
-            key = self.keys.cron_last(name)
-            last = await self.redis.get(key)
-            if last is None:
-                # first start: remember this minute, fire from the next one (as cron does)
-                await self.redis.set(key, due.timestamp())
-                continue
-            if due.timestamp() > float(last):
-                await self.redis.set(key, due.timestamp())
-                [run_id] = await self.runtime.enqueue(self.runtime.app.tasks[name], [{}])
-                logger.info(
-                    "cron %s due %s: run %s", name, due.isoformat(), run_id, extra={"function": name, "run_id": run_id}
+            try:
+                run_id = await self._fire(name, expression, now)
+            except Exception as exc:
+                logger.error(
+                    "cron %s: cannot fire it now (%s); retrying next tick", name, exc, extra={"function": name}
                 )
+                continue
+            if run_id is not None:
                 fired.append(run_id)
         return fired
+
+    async def _fire(self, name: str, expression: str, now: datetime) -> str | None:
+        # get_prev is strictly before its start: from now + 1 µs, a time due exactly now counts, none later
+        due = croniter(expression, now + timedelta(microseconds=1)).get_prev(datetime).timestamp()
+        key = self.keys.cron_last(name)
+        previous = await self.redis.get(key)
+        if int(await self._claim_fire(keys=[key], args=[repr(due)])) != 1:
+            return None
+        try:
+            [run_id] = await self.runtime.enqueue(self.runtime.app.tasks[name], [{}])
+        except BaseException:
+            await self._undo_fire(keys=[key], args=[repr(due), previous or repr(due - 1)])
+            raise
+        logger.info(
+            "cron %s due %s: run %s",
+            name,
+            datetime.fromtimestamp(due, UTC).isoformat(),
+            run_id,
+            extra={"function": name, "run_id": run_id},
+        )
+        return run_id
 
     async def _prune(self) -> None:
         cutoff = utcnow() - timedelta(seconds=self.runtime.settings.result_ttl)
