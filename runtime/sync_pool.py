@@ -158,10 +158,13 @@ class _Child:
         return self.process.pid
 
     async def _start(self, path: list[str], modules: list[str], timeout: float) -> float:
-        async with asyncio.timeout(timeout):
-            self.reader, self.writer = await asyncio.open_unix_connection(sock=self.socket)
-            await self.send((path, modules))
-            kind, preload = await self.receive()
+        try:
+            async with asyncio.timeout(timeout):
+                self.reader, self.writer = await asyncio.open_unix_connection(sock=self.socket)
+                await self.send((path, modules))
+                kind, preload = await self.receive()
+        except TimeoutError:
+            raise SyncProcessError(f"sync process {self.pid} did not start within {timeout:g}s") from None
         assert kind == "ready", kind
         logger.debug(
             "sync process %d ready in %.0f ms (%.0f ms preloading %s)",
@@ -249,6 +252,8 @@ class SyncPool:
         while not self._closed and len(self.children) < self.size:
             child = self._spawn()
             await asyncio.wait([child.ready])  # however it ends: started, failed, or killed
+            if not child.is_ready:
+                return  # no start-up loop: the next task starts a child of its own
 
     def _learn(self, refs: list[str]) -> None:
         for ref in refs:

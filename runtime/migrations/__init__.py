@@ -37,8 +37,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 async def upgrade(url: str) -> tuple[str | None, str]:
     """Bring the run store at `url` to the head revision; returns (from, to), from None for an empty
-        database (created at the head, as a process would). Alembic is imported only when there is something to
-    migrate. Safe to run again, and from several places at once."""
+    database (created at the head, as a process would). Alembic is imported only when there is something
+    to migrate. Safe to run again, and from several places at once."""
     store = RunStore(url)
     try:
         async with store.engine.connect() as conn:
