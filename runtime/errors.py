@@ -55,3 +55,16 @@ class TaskTimeout(Exception):
 
 class UnknownFunction(LookupError):
     """A message names a function that this app's manifest does not declare."""
+
+
+class EnqueueFailed(RuntimeError):
+    """Nothing was queued (the message never reached Redis and no record is left): safe to try again."""
+
+
+class EnqueueUncertain(RuntimeError):
+    """Redis's answer was lost: the runs may or may not be queued. Holds their ids; a run whose record
+    was saved is settled by the reconciler (queued again if its message is missing), so it will run."""
+
+    def __init__(self, message: str, run_ids: list[str]) -> None:
+        super().__init__(message)
+        self.run_ids = run_ids

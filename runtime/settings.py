@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     result_ttl: float = Field(86400.0, gt=0, description="seconds a task's result is kept in Redis")
     lease_seconds: float = Field(10.0, gt=0, description="a dead worker's tasks run again after this long")
     briefing_source_url: str | None = None
+    max_arguments_size: int = Field(1_048_576, gt=0, description="bytes a run's arguments may take as JSON")
+    startup_timeout: float = Field(60.0, ge=0, description="seconds a process waits for Redis and the database")
+    reconcile_seconds: float = Field(10.0, gt=0, description="seconds between passes that settle lost runs")
 
     @field_validator("log_level", mode="before")
     @classmethod
