@@ -93,9 +93,10 @@ INT64 = (-(2**63), 2**63 - 1)
 MAX_DEPTH = 100  # JSON nesting a message may carry (orjson stops at 254; deep data is a bug upstream)
 
 
-def json_problem(value: Any, path: str = "") -> str | None:
+def json_problem(value: Any, path: str = "", *, python: bool = False) -> str | None:
     """Why a JSON-mode value cannot travel in a message and a JSON column unchanged (None when it can),
-    prefixed by where it is: `items.3: integer out of range (must fit in 64 bits)`."""
+    prefixed by where it is: `items.3: integer out of range (must fit in 64 bits)`. With `python`, the
+    value is the validated Python one (before pydantic turns NaN into null): only numbers are checked."""
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
     while stack:
         item, path, depth = stack.pop()
@@ -115,10 +116,15 @@ def json_problem(value: Any, path: str = "") -> str | None:
                 item.encode()
             except UnicodeEncodeError:
                 return f"{where}text is not valid Unicode (lone surrogate)"
+        elif isinstance(item, list | tuple | set | frozenset) and python:
+            stack.extend((v, f"{path}.{i}" if path else str(i), depth + 1) for i, v in enumerate(item))
         elif isinstance(item, list | tuple):
             stack.extend((v, f"{path}.{i}" if path else str(i), depth + 1) for i, v in enumerate(item))
         elif isinstance(item, dict):
             for key, v in item.items():
+                if python:
+                    stack.append((v, f"{path}.{key}" if path else str(key), depth + 1))
+                    continue
                 if not isinstance(key, str):
                     return f"{where}key {key!r} is not text"
                 try:
@@ -126,7 +132,7 @@ def json_problem(value: Any, path: str = "") -> str | None:
                 except UnicodeEncodeError:
                     return f"{where}key is not valid Unicode (lone surrogate)"
                 stack.append((v, f"{path}.{key}" if path else key, depth + 1))
-        else:
+        elif not python:
             return f"{where}{type(item).__name__} cannot be sent as JSON"
     return None
 
@@ -166,7 +172,9 @@ class TaskFunction(_Function[P, R]):
                 raise ArgumentsError(
                     f"bad arguments for '{name}': {field_name}: cannot be sent as JSON: {reason}"
                 ) from None
-            problem = json_problem(value, field_name)
+            problem = json_problem(getattr(parsed, field_name), field_name, python=True) or json_problem(
+                value, field_name
+            )
             if problem is not None:
                 raise ArgumentsError(f"bad arguments for '{name}': {problem}")
             out[field_name] = value

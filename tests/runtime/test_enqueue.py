@@ -1,0 +1,116 @@
+"""Enqueue: bad arguments and delays are errors naming the argument; the answer is the truth when Redis
+or the database fails half-way."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from runtime.connections import Runtime
+from runtime.errors import ArgumentsError, EnqueueFailed, EnqueueUncertain
+from runtime.settings import Settings
+from tests.conftest import write_app
+
+MODULE = f"enq_{uuid.uuid4().hex[:8]}"
+
+
+def make_app(tmp_path):  # type: ignore[no-untyped-def]
+    return write_app(
+        tmp_path,
+        f"""
+app: enqueue-test
+functions:
+  generate: {{handler: "{MODULE}:generate", task: {{}}}}
+  anything: {{handler: "{MODULE}:anything", task: {{}}}}
+""",
+        {
+            f"{MODULE}.py": (
+                "from typing import Any\n"
+                "from runtime import task\n"
+                "@task\nasync def generate(briefing_id: int) -> None: ...\n"
+                "@task\nasync def anything(value: Any = None, number: float = 0.0) -> None: ...\n"
+            )
+        },
+    )
+
+
+@pytest.fixture
+async def rt(tmp_path, redis_url):  # type: ignore[no-untyped-def]
+    settings = Settings(redis_url=redis_url, database_url=f"sqlite:///{tmp_path}/r.db", max_arguments_size=10_000)
+    async with Runtime.from_manifest(make_app(tmp_path), settings) as runtime:
+        yield runtime
+
+
+@pytest.mark.parametrize(
+    ("function", "kwargs", "message"),
+    [
+        ("generate", {"briefing_id": 10**100}, "briefing_id: integer out of range (must fit in 64 bits)"),
+        ("anything", {"value": [1, {"x": 2**64}]}, "value.1.x: integer out of range (must fit in 64 bits)"),
+        ("anything", {"number": float("inf")}, "number: inf is not a finite number"),
+        ("anything", {"value": float("nan")}, "value: nan is not a finite number"),
+        ("anything", {"value": object()}, "value: cannot be sent as JSON"),
+        ("anything", {"value": b"\xff"}, "value: cannot be sent as JSON"),
+        ("anything", {"value": "\ud800"}, "value: text is not valid Unicode"),
+        ("anything", {"value": "x" * 20_000}, "value: too large (20002 bytes as JSON; all arguments may take "),
+    ],
+)
+async def test_bad_arguments_name_the_argument(rt, function, kwargs, message):  # type: ignore[no-untyped-def]
+    with pytest.raises(ArgumentsError) as caught:
+        await rt.app.tasks[function].enqueue(**kwargs)
+    assert f"bad arguments for '{function}': {message}" in str(caught.value)
+    assert await rt.store.list() == [] and await rt.broker.redis.xlen(rt.keys.stream) == 0
+
+
+@pytest.mark.parametrize(
+    ("delay", "message"),
+    [
+        ("10", "delay: must be a number of seconds, not str '10'"),
+        (True, "delay: must be a number of seconds, not bool 'True'"),
+        (float("inf"), "delay: must be from 0 to 31622400 seconds (a year), not inf"),
+        (float("nan"), "delay: must be from 0 to 31622400 seconds (a year), not nan"),
+        (1e12, "delay: must be from 0 to 31622400 seconds (a year), not 1000000000000.0"),
+        (10**400, "delay: must be from 0 to 31622400 seconds (a year), not 100000000000..."),
+        (-1, "delay: must be from 0 to 31622400 seconds (a year), not -1"),
+    ],
+)
+async def test_bad_delays_name_delay(rt, delay, message):  # type: ignore[no-untyped-def]
+    with pytest.raises(ArgumentsError) as caught:
+        await rt.app.tasks["generate"].enqueue(briefing_id=1, delay=delay)
+    assert str(caught.value) == message
+
+
+async def test_a_refused_message_leaves_no_record(rt):  # type: ignore[no-untyped-def]
+    # the stream key holds a string: Redis answers XADD with an error, so nothing is queued
+    await rt.broker.redis.delete(rt.keys.stream)
+    await rt.broker.redis.set(rt.keys.stream, "not a stream")
+    with pytest.raises(EnqueueFailed, match="nothing was queued for 'generate': Redis refused: ResponseError"):
+        await rt.app.tasks["generate"].enqueue(briefing_id=1)
+    assert await rt.store.list() == []
+
+
+async def test_an_unanswered_enqueue_gives_the_ids_and_the_record_stays(tmp_path, redis_url):  # type: ignore[no-untyped-def]
+    from tests.conftest import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    settings = Settings(redis_url=server.url, database_url=f"sqlite:///{tmp_path}/r.db")
+    runtime = Runtime.from_manifest(make_app(tmp_path), settings)
+    await runtime.start()
+    server.stop()  # Redis goes away: the client cannot know whether the message landed
+    with pytest.raises(EnqueueUncertain, match="may still run") as caught:
+        await runtime.app.tasks["generate"].enqueue(briefing_id=1)
+    [run_id] = caught.value.run_ids
+    assert run_id in str(caught.value)
+    run = await runtime.store.get(run_id)
+    assert run is not None and run.status == "queued"  # the reconciler settles it (tests/runtime/test_reconciler.py)
+    await runtime.store.close()
+
+
+async def test_a_failed_record_insert_still_returns_the_queued_id(rt):  # type: ignore[no-untyped-def]
+    async with rt.store.engine.begin() as conn:
+        from sqlalchemy import text
+
+        await conn.execute(text("DROP TABLE runs"))
+    run_id = await rt.app.tasks["generate"].enqueue(briefing_id=1)  # the message is in Redis: it will run
+    [(_, [(_, fields)])] = await rt.broker.redis.xread({rt.keys.stream: "0"})
+    assert run_id.encode() in fields[b"data"]
