@@ -69,11 +69,32 @@ async def _dashboard(args: argparse.Namespace) -> None:
     await _serve_asgi(runtime, create_dashboard_app(runtime, token), host, args.port)
 
 
+async def _start_with_health(runtime: Any) -> None:
+    """`runtime.start()`, answering /health with 503 on the health port while it waits."""
+    from runtime.health import HealthServer
+
+    async def starting() -> tuple[int, dict[str, Any]]:
+        return 503, {"status": "starting", **runtime.waiting}
+
+    async def alive() -> tuple[int, dict[str, Any]]:  # waiting is not stuck: no restart by the liveness probe
+        return 200, {"status": "starting"}
+
+    port = runtime.settings.worker_health_port
+    health = HealthServer(starting, alive) if port else None
+    if health is not None:
+        await health.start("0.0.0.0", port)
+    try:
+        await runtime.start()
+    finally:
+        if health is not None:
+            await health.stop()
+
+
 async def _worker(args: argparse.Namespace) -> None:
     from runtime.worker import Worker
 
     runtime = _runtime(args)
-    await runtime.start()
+    await _start_with_health(runtime)
     worker = Worker(runtime, args.concurrency)
     _on_stop(worker.stop)
     try:
@@ -86,7 +107,7 @@ async def _scheduler(args: argparse.Namespace) -> None:
     from runtime.scheduler import Scheduler
 
     runtime = _runtime(args)
-    await runtime.start()
+    await _start_with_health(runtime)
     scheduler = Scheduler(runtime)
     _on_stop(scheduler.stop)
     try:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import math
 import time
 import uuid
 from pathlib import Path
@@ -12,45 +12,36 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
+from sqlalchemy import delete
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from runtime.application import Application, load_application
 from runtime.broker import StreamBroker
 from runtime.decorators import TaskFunction
-from runtime.errors import ArgumentsError, ConfigError, EnqueueError, RuntimeNotStarted
+from runtime.errors import ArgumentsError, ConfigError, EnqueueFailed, EnqueueUncertain, RuntimeNotStarted
 from runtime.keys import Keys
 from runtime.redaction import redact
 from runtime.runs import DATABASE_ERRORS, FINAL, Run, RunStore, from_timestamp
 from runtime.settings import Settings, get_settings
 
-_current: Runtime | None = None
 logger = logging.getLogger("runtime.enqueue")
-MAX_DELAY = 366 * 86400.0  # a year: anything longer is a mistake in seconds vs milliseconds
 
+MAX_DELAY = 366 * 86400  # seconds: a year (and a day); later runs belong in a schedule or a database
 
-def check_delay(delay: Any) -> float | None:
-    """`delay` as seconds, or a ValueError that names it."""
-    if delay is None:
-        return None
-    if isinstance(delay, bool) or not isinstance(delay, int | float):
-        raise ValueError(f"delay must be a number of seconds, not {type(delay).__name__} {delay!r:.40}")
-    if not 0 <= delay <= MAX_DELAY:  # also refuses nan and inf
-        raise ValueError(f"delay must be from 0 to {MAX_DELAY:.0f} seconds (a year), not {delay!r}")
-    return float(delay)
+# XADD (or ZADD for a delayed run) the messages, at most once per guard key: a retried scheduler fire,
+# or a second scheduler, finds the guard and queues nothing. KEYS: stream, delayed[, guard];
+# ARGV: due time (0 = now), guard ttl ms, messages...
+_GUARDED_KICK = """
+if #KEYS > 2 and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then return 0 end
+local due = tonumber(ARGV[1])
+for i = 3, #ARGV do
+  if due > 0 then redis.call('ZADD', KEYS[2], due, ARGV[i]) else redis.call('XADD', KEYS[1], '*', 'data', ARGV[i]) end
+end
+return #ARGV - 2
+"""
 
-
-def encode_arguments(function: str, limit: int, encode: Any) -> bytes:
-    """A run's message, or an ArgumentsError naming what cannot be sent (too big, out of range)."""
-    try:
-        message: bytes = encode()
-    except orjson.JSONEncodeError as exc:
-        raise ArgumentsError(f"bad arguments for '{function}': {exc} (integers must fit in 64 bits)") from None
-    if len(message) > limit:
-        raise ArgumentsError(
-            f"arguments for '{function}' are {len(message):,} bytes encoded; MAX_ARGUMENTS_SIZE is {limit:,}"
-        )
-    return message
+_current: Runtime | None = None
 
 
 def current_runtime() -> Runtime | None:
@@ -64,6 +55,18 @@ def session() -> AsyncSession:
     return AsyncSession(_current.store.engine, expire_on_commit=False)
 
 
+def check_delay(delay: object) -> float:
+    """`delay` as seconds, or an ArgumentsError naming it."""
+    if delay is None:
+        return 0.0
+    if isinstance(delay, bool) or not isinstance(delay, int | float):
+        raise ArgumentsError(f"delay: must be a number of seconds, not {type(delay).__name__} {str(delay)[:40]!r}")
+    if (isinstance(delay, float) and not math.isfinite(delay)) or not 0 <= delay <= MAX_DELAY:
+        shown = str(delay) if isinstance(delay, float) or abs(delay) < 10**20 else f"{str(delay)[:12]}..."
+        raise ArgumentsError(f"delay: must be from 0 to {MAX_DELAY} seconds (a year), not {shown}")
+    return float(delay)
+
+
 class Runtime:
     """What every process of an app shares: its functions, its broker and its run store."""
 
@@ -73,30 +76,65 @@ class Runtime:
         self.keys = Keys(app.name)
         self.broker = StreamBroker(self.settings.redis_url, self.keys, lease_seconds=self.settings.lease_seconds)
         self.store = RunStore(self.settings.database_url)
+        self._guarded_kick = self.broker.redis.register_script(_GUARDED_KICK)
+        self.waiting: dict[str, str] = {}  # dependency -> why start() still waits for it
 
     @classmethod
     def from_manifest(cls, path: str | Path = "manifest.yaml", settings: Settings | None = None) -> Runtime:
         return cls(load_application(path), settings)
 
     async def start(self) -> None:
-        """Connect to Redis and the database; a ConfigError names the setting when one is unreachable."""
+        """Connect to Redis and the database, waiting for each up to STARTUP_TIMEOUT seconds (a line says
+        what it waits for); then a ConfigError names the setting of the one that is unreachable."""
         global _current
-        try:
-            await self.broker.startup()
-        except (RedisError, OSError) as exc:
-            raise ConfigError(
-                f"cannot reach Redis at REDIS_URL={redact(self.settings.redis_url)}: {exc}. "
-                "Start Redis or set REDIS_URL=redis://host:port/db"
-            ) from None
-        try:
-            await self.store.init()
-        except DATABASE_ERRORS as exc:
-            raise ConfigError(
-                f"cannot use the database at DATABASE_URL={redact(self.settings.database_url)}: "
-                f"{str(exc).splitlines()[0]}. Start it or set DATABASE_URL "
-                "(sqlite:///path/runs.db or postgresql://user:password@host:5432/db)"
-            ) from None
+        deadline = time.monotonic() + self.settings.startup_timeout
+        redis_url = f"Redis at REDIS_URL={redact(self.settings.redis_url)}"
+        await self._wait_for("redis", redis_url, self._connect_redis, (RedisError, OSError), deadline)
+        database_url = f"the database at DATABASE_URL={redact(self.settings.database_url)}"
+        await self._wait_for("database", database_url, self.store.init, DATABASE_ERRORS, deadline)
         _current = self
+
+    async def _connect_redis(self) -> None:
+        await self.broker.redis.ping()
+        await self.broker.startup()
+
+    async def _wait_for(
+        self,
+        name: str,
+        what: str,
+        connect: Any,
+        errors: tuple[type[BaseException], ...],
+        deadline: float,
+    ) -> None:
+        """Try `connect` with backoff until it works or the deadline passes; `self.waiting` says why not."""
+        delay, said = 0.1, ""
+        while True:
+            try:
+                await connect()
+            except errors as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                self.waiting[name] = f"waiting: {reason}"[:200]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    del self.waiting[name]
+                    fix = (
+                        "Start Redis or set REDIS_URL=redis://host:port/db"
+                        if name == "redis"
+                        else "Start it or set DATABASE_URL (sqlite:///path/runs.db or "
+                        "postgresql://user:password@host:5432/db)"
+                    )
+                    verb = "reach" if name == "redis" else "use"
+                    raise ConfigError(f"cannot {verb} {what}: {reason}. {fix}") from None
+                if reason != said:  # one line per dependency (and per new reason), not one per try
+                    logger.warning("waiting for %s: %s; retrying for up to %.0f s", what, reason, left)
+                    said = reason
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 2.0)
+                continue
+            self.waiting.pop(name, None)
+            if said:
+                logger.info("%s is reachable", what[0].upper() + what[1:])
+            return
 
     async def stop(self) -> None:
         global _current
@@ -155,29 +193,40 @@ class Runtime:
         *,
         delay: float | None = None,
         replay_of: str | None = None,
+        run_ids: list[str] | None = None,
+        guard: str | None = None,
+        guard_seconds: float = 172800.0,
     ) -> list[dict[str, Any]]:
         """Validate, record and queue runs of a task; returns their records as enqueued.
 
         A run's record and its message are written side by side (the worker's updates are upserts that
-        a late insert never overwrites), so enqueue costs one round trip, not two in a row. The record
-        returned is the run as enqueued: by the time the caller reads it, a worker may have moved it on.
+        a late insert never overwrites), so enqueue costs one round trip, not two in a row. The answer
+        is the truth about the messages:
+        - returned: the messages are in Redis, so the runs will run (a record that could not be written
+          now is written by the worker when the run starts);
+        - `EnqueueFailed`: Redis refused the messages and the records were removed: nothing will run;
+        - `EnqueueUncertain` (with the ids): Redis's answer was lost; a saved record whose message is
+          missing is queued again by the reconciler, so such a run will run.
+        `run_ids` fixes the ids (a scheduler fire); `guard` is a Redis key that makes the queueing happen
+        at most once across retries and processes (an existing guard: already queued, nothing added).
+        The record returned is the run as enqueued: by the time the caller reads it, a worker may have
+        moved it on.
         """
         name = fn.name
         if name is None or self.app.tasks.get(name) is not fn:
             raise ValueError(f"{fn!r} is not a task of the app '{self.app.name}' (is it in the manifest?)")
-        delay = check_delay(delay)
+        seconds = check_delay(delay)
         validated = [fn.validate(kwargs, for_json=True) for kwargs in arguments]
-        limit = self.settings.max_arguments_size
         now = time.time()
-        ids = [uuid.uuid4().hex for _ in validated]
+        ids = run_ids if run_ids is not None else [uuid.uuid4().hex for _ in validated]
         common: dict[str, Any] = {
             "function": name,
-            "status": "scheduled" if delay else "queued",
+            "status": "scheduled" if seconds else "queued",
             "attempts": 0,
             "max_attempts": self.app.manifest.retries(name) + 1,
             "last_error": None,
             "enqueued_at": from_timestamp(now),
-            "scheduled_for": from_timestamp(now + delay) if delay else None,
+            "scheduled_for": from_timestamp(now + seconds) if seconds else None,
             "started_at": None,
             "finished_at": None,
             "result": None,
@@ -187,23 +236,65 @@ class Runtime:
         }
         pairs = list(zip(ids, validated, strict=True))
         rows = [common | {"id": run_id, "arguments": kwargs} for run_id, kwargs in pairs]
-        messages = [
-            encode_arguments(name, limit, lambda kw=kwargs, i=run_id: self.message(name, i, kw, enqueued_at=now))
-            for run_id, kwargs in pairs
-        ]
-        inserted, kicked = await asyncio.gather(
-            self.store.insert_many(rows), self.broker.kick_many(messages, delay=delay or 0), return_exceptions=True
+        messages = [self.message(name, run_id, kwargs, enqueued_at=now) for run_id, kwargs in pairs]
+        self._check_size(name, messages, validated)
+        if guard is not None:
+            keys = [self.keys.stream, self.keys.delayed, guard]
+            args: list[Any] = [now + seconds if seconds else 0, int(guard_seconds * 1000), *messages]
+            kick = self._guarded_kick(keys=keys, args=args)
+        else:
+            kick = self.broker.kick_many(messages, delay=seconds)
+        outcomes: tuple[Any, Any] = await asyncio.gather(self.store.insert_many(rows), kick, return_exceptions=True)
+        inserted, kicked = outcomes
+        for outcome in (inserted, kicked):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome  # cancelled: the caller is gone
+        if not isinstance(kicked, BaseException):
+            if guard is not None and not kicked:
+                return []  # its guard was there: another scheduler (or an earlier try) queued it already
+            if isinstance(inserted, BaseException):
+                logger.warning(
+                    "queued run(s) %s of %s, but their records could not be saved (%s); the worker records "
+                    "them when they start",
+                    ", ".join(ids),
+                    name,
+                    _describe(inserted),
+                    extra={"function": name},
+                )
+            return rows
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        if isinstance(kicked, ResponseError):  # Redis answered: the script or pipeline did not run
+            removed = isinstance(inserted, BaseException) or await self._forget(ids)
+            if removed:
+                raise EnqueueFailed(f"nothing was queued for '{name}': Redis refused: {_describe(kicked)}")
+        raise EnqueueUncertain(
+            f"enqueue of '{name}' is uncertain: Redis did not confirm it ({_describe(kicked)}); run {shown} "
+            "may still run (it will, once Redis is back, if its record was saved)",
+            list(ids),
         )
-        if isinstance(kicked, BaseException):
-            # the caller's answer is the truth: nothing was queued, so no record may say `queued`
-            if not isinstance(inserted, BaseException):
-                with contextlib.suppress(Exception):
-                    await self.store.delete_many(ids)
-            raise EnqueueError(f"nothing was queued: cannot reach Redis ({redact(str(kicked))})") from kicked
-        if isinstance(inserted, BaseException):
-            # the message is queued and will run; the worker's first update creates the record
-            logger.warning("enqueue of %s: queued, but its record could not be written yet (%s)", name, inserted)
-        return rows
+
+    def _check_size(self, name: str, messages: list[bytes], arguments: list[dict[str, Any]]) -> None:
+        limit = self.settings.max_arguments_size
+        for message, kwargs in zip(messages, arguments, strict=True):
+            if len(message) > limit:
+                sizes = {key: len(orjson.dumps(value)) for key, value in kwargs.items()}
+                largest = max(sizes, key=lambda key: sizes[key]) if sizes else "arguments"
+                raise ArgumentsError(
+                    f"bad arguments for '{name}': {largest}: too large ({sizes.get(largest, len(message))} bytes "
+                    f"as JSON; all arguments may take MAX_ARGUMENTS_SIZE={limit} bytes); pass a reference "
+                    "(an id, a path) instead of the data"
+                )
+
+    async def _forget(self, ids: list[str]) -> bool:
+        """Delete records no worker has touched (their messages never reached Redis); False if it failed."""
+        table = Run.__table__  # type: ignore[attr-defined]
+        try:
+            async with self.store.engine.begin() as conn:
+                await conn.execute(delete(table).where(table.c.id.in_(ids), table.c.version == 0))
+        except Exception as exc:
+            logger.warning("could not remove the records of unqueued run(s) %s: %s", ", ".join(ids), exc)
+            return False
+        return True
 
     async def replay(self, run_id: str) -> Run:
         """Queue a failed run again as a new run; it leaves the dead-letter list."""
@@ -229,3 +320,8 @@ class Runtime:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
             await asyncio.sleep(poll)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -88,6 +89,54 @@ def describe_validation_error(function: str, exc: ValidationError) -> str:
     return f"bad arguments for '{function}': " + "; ".join(parts)
 
 
+INT64 = (-(2**63), 2**63 - 1)
+MAX_DEPTH = 100  # JSON nesting a message may carry (orjson stops at 254; deep data is a bug upstream)
+
+
+def json_problem(value: Any, path: str = "", *, python: bool = False) -> str | None:
+    """Why a JSON-mode value cannot travel in a message and a JSON column unchanged (None when it can),
+    prefixed by where it is: `items.3: integer out of range (must fit in 64 bits)`. With `python`, the
+    value is the validated Python one (before pydantic turns NaN into null): only numbers are checked."""
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        where = f"{path}: " if path else ""
+        if depth > MAX_DEPTH:
+            return f"{where}nested more than {MAX_DEPTH} levels deep"
+        if isinstance(item, bool) or item is None:
+            continue
+        if isinstance(item, int):
+            if not INT64[0] <= item <= INT64[1]:
+                return f"{where}integer out of range (must fit in 64 bits)"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{where}{item} is not a finite number (JSON has no NaN or Infinity)"
+        elif isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return f"{where}text is not valid Unicode (lone surrogate)"
+        elif isinstance(item, list | tuple | set | frozenset) and python:
+            stack.extend((v, f"{path}.{i}" if path else str(i), depth + 1) for i, v in enumerate(item))
+        elif isinstance(item, list | tuple):
+            stack.extend((v, f"{path}.{i}" if path else str(i), depth + 1) for i, v in enumerate(item))
+        elif isinstance(item, dict):
+            for key, v in item.items():
+                if python:
+                    stack.append((v, f"{path}.{key}" if path else str(key), depth + 1))
+                    continue
+                if not isinstance(key, str):
+                    return f"{where}key {key!r} is not text"
+                try:
+                    key.encode()
+                except UnicodeEncodeError:
+                    return f"{where}key is not valid Unicode (lone surrogate)"
+                stack.append((v, f"{path}.{key}" if path else key, depth + 1))
+        elif not python:
+            return f"{where}{type(item).__name__} cannot be sent as JSON"
+    return None
+
+
 class TaskFunction(_Function[P, R]):
     """A task: run by a worker with retries and a timeout; `await fn.enqueue(**kwargs)` queues a run."""
 
@@ -108,8 +157,28 @@ class TaskFunction(_Function[P, R]):
         except ValidationError as exc:
             raise ArgumentsError(describe_validation_error(self.name or self.fn.__name__, exc)) from None
         if for_json:
-            return parsed.model_dump(mode="json")
+            return self._jsonable(parsed)
         return {name: getattr(parsed, name) for name in self._arguments.names}
+
+    def _jsonable(self, parsed: BaseModel) -> dict[str, Any]:
+        """The arguments as JSON data, or an ArgumentsError naming the argument that cannot be one."""
+        name = self.name or self.fn.__name__
+        out: dict[str, Any] = {}
+        for field_name in self._arguments.names:
+            try:
+                value = parsed.model_dump(mode="json", include={field_name})[field_name]
+            except Exception as exc:  # pydantic cannot serialize it (unknown type, bytes that are not UTF-8)
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ArgumentsError(
+                    f"bad arguments for '{name}': {field_name}: cannot be sent as JSON: {reason}"
+                ) from None
+            problem = json_problem(getattr(parsed, field_name), field_name, python=True) or json_problem(
+                value, field_name
+            )
+            if problem is not None:
+                raise ArgumentsError(f"bad arguments for '{name}': {problem}")
+            out[field_name] = value
+        return out
 
     def on_failure(self, hook: FailureHook) -> FailureHook:
         """Register a hook run once a run of this task has failed for good (decorator)."""

@@ -68,5 +68,14 @@ class WorkerDied(Exception):
     """The worker running an attempt died (killed, crashed) before it finished: a failed attempt."""
 
 
-class EnqueueError(RuntimeError):
-    """A run could not be queued; the message says whether anything may still run."""
+class EnqueueFailed(RuntimeError):
+    """Nothing was queued (the message never reached Redis and no record is left): safe to try again."""
+
+
+class EnqueueUncertain(RuntimeError):
+    """Redis's answer was lost: the runs may or may not be queued. Holds their ids; a run whose record
+    was saved is settled by the reconciler (queued again if its message is missing), so it will run."""
+
+    def __init__(self, message: str, run_ids: list[str]) -> None:
+        super().__init__(message)
+        self.run_ids = run_ids

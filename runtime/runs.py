@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -264,11 +263,6 @@ class RunStore:
         async with self.engine.begin() as conn:
             result = await conn.execute(table.delete().where(table.c.id == run_id))
         return bool(result.rowcount)
-
-    async def delete_many(self, run_ids: Sequence[str]) -> None:
-        table = Run.__table__  # type: ignore[attr-defined]
-        async with self.engine.begin() as conn:
-            await conn.execute(table.delete().where(table.c.id.in_(run_ids)))
 
     async def prune(self, finished_before: datetime) -> int:
         """Delete succeeded runs that finished before the given time (failed ones stay as dead letters)."""

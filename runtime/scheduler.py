@@ -2,7 +2,12 @@
 
 A Redis lock makes a second scheduler wait instead of firing twice; the last fire time per function
 is kept in Redis, so a restart neither repeats nor (within the lock's lifetime) misses a minute.
-It also moves due delayed tasks and prunes old succeeded runs (RESULT_TTL).
+A fire's run id is derived from the function and the due time, and it is queued under a per-fire Redis
+guard in the same script as its message: a fire whose enqueue failed is tried again on the next tick,
+and even two schedulers at once queue it exactly once. Each schedule is handled on its own, so one
+that fails never holds up the others.
+It also moves due delayed tasks, prunes old succeeded runs (RESULT_TTL) and settles runs whose message
+Redis lost (runtime/reconciler.py).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,23 +24,10 @@ from croniter import croniter
 
 from runtime.connections import Runtime
 from runtime.health import HealthServer, Heartbeat, dependencies
+from runtime.reconciler import Reconciler
 from runtime.runs import utcnow
 
 logger = logging.getLogger("runtime.scheduler")
-
-# KEYS: the cron's last-fire key. ARGV: due time. 1 = this scheduler fires it (atomic: never two),
-# 0 = already fired; -1 = first start (remembered, fired from the next due time on, as cron does).
-_CLAIM_FIRE = """
-local last = redis.call('GET', KEYS[1])
-if not last then redis.call('SET', KEYS[1], ARGV[1]); return -1 end
-if tonumber(ARGV[1]) > tonumber(last) then redis.call('SET', KEYS[1], ARGV[1]); return 1 end
-return 0
-"""
-# KEYS: the last-fire key. ARGV: the due time that failed, the previous one: undo a claim whose enqueue failed
-_UNDO_FIRE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) end
-return 0
-"""
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -53,8 +46,8 @@ class Scheduler:
         self.heartbeat = Heartbeat()
         self.leader = False
         self._renew = self.redis.register_script(_RENEW)
-        self._claim_fire = self.redis.register_script(_CLAIM_FIRE)
-        self._undo_fire = self.redis.register_script(_UNDO_FIRE)
+        self.reconciler = Reconciler(runtime)
+        self.failing: dict[str, str] = {}  # schedule -> its last error (logged once until it changes)
         self.schedules = {
             name: spec.task.schedule
             for name, spec in runtime.app.manifest.tasks().items()
@@ -74,22 +67,26 @@ class Scheduler:
             len(self.schedules),
             ", ".join(f"{n} '{s}'" for n, s in self.schedules.items()) or "none",
         )
-        next_prune = 0.0
+        next_prune = next_reconcile = 0.0
         try:
             while not self.stopping.is_set():
                 self.heartbeat.beat()
                 try:
                     await self._hold_lock()
-                    if self.leader:
-                        await self.tick(datetime.now(UTC))
-                        await self.runtime.broker.move_due()
-                        if time.monotonic() > next_prune:
-                            next_prune = time.monotonic() + 600
-                            await self._prune()
                 except Exception as exc:
-                    logger.error("scheduler tick failed: %s", exc)
+                    logger.error("scheduler cannot reach Redis: %s", exc)
+                if self.leader:
+                    await self._guarded("cron", self.tick(datetime.now(UTC)))
+                    await self._guarded("moving delayed tasks", self.runtime.broker.move_due())
+                    if time.monotonic() > next_prune:
+                        next_prune = time.monotonic() + 600
+                        await self._guarded("pruning", self._prune())
+                    if time.monotonic() > next_reconcile:
+                        next_reconcile = time.monotonic() + self.runtime.settings.reconcile_seconds
+                        await self._guarded("reconciling", self.reconciler.reconcile())
+                wait = self.until_next_due(datetime.now(UTC)) if self.leader else 2.0
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), 0.5 if self.leader else 2.0)
+                    await asyncio.wait_for(self.stopping.wait(), wait)
         finally:
             if self.leader:
                 with contextlib.suppress(Exception):
@@ -97,6 +94,27 @@ class Scheduler:
                         await self.redis.delete(self.keys.scheduler_lock)
             if health:
                 await health.stop()
+
+    async def _guarded(self, what: str, step: Any) -> None:
+        try:
+            await step
+        except Exception as exc:
+            logger.error("scheduler: %s failed: %s", what, exc)
+
+    def until_next_due(self, now: datetime, cap: float = 0.5) -> float:
+        """Seconds to sleep: up to `cap`, or until just after the next due second (fires on time)."""
+        wait = cap
+        for expression in self.schedules.values():
+            try:
+                upcoming = croniter(expression, now).get_next(datetime)
+            except Exception:
+                continue
+            wait = min(wait, (upcoming - now).total_seconds() + 0.005)
+        return max(wait, 0.005)
+
+    def fire_id(self, name: str, due: datetime) -> str:
+        """The run id of one fire: the same on every retry and in every scheduler."""
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"cron:{self.runtime.app.name}:{name}:{due.isoformat()}").hex
 
     async def _hold_lock(self) -> None:
         if self.leader:
@@ -109,43 +127,42 @@ class Scheduler:
                 logger.info("scheduler %s holds the lock", self.identity)
 
     async def tick(self, now: datetime) -> list[str]:
-        """Enqueue every cron function whose latest due time has not been enqueued yet.
-
-        A fire is claimed atomically in Redis before its enqueue (two schedulers never both fire it) and
-        given back if the enqueue fails (the next tick retries it); one failing schedule never stops another.
-        """
+        """Enqueue every cron function whose latest due time has not been enqueued yet."""
         fired = []
-        for name, expression in self.schedules.items():
+        for name in self.schedules:
             try:
-                run_id = await self._fire(name, expression, now)
+                run_id = await self._fire(name, now)
             except Exception as exc:
-                logger.error(
-                    "cron %s: cannot fire it now (%s); retrying next tick", name, exc, extra={"function": name}
-                )
+                if self.failing.get(name) != str(exc):
+                    logger.error("cron %s failed (tried again next tick): %s", name, exc, extra={"function": name})
+                self.failing[name] = str(exc)
                 continue
+            self.failing.pop(name, None)
             if run_id is not None:
                 fired.append(run_id)
         return fired
 
-    async def _fire(self, name: str, expression: str, now: datetime) -> str | None:
-        # get_prev is strictly before its start: from now + 1 µs, a time due exactly now counts, none later
-        due = croniter(expression, now + timedelta(microseconds=1)).get_prev(datetime).timestamp()
+    async def _fire(self, name: str, now: datetime) -> str | None:
+        # the latest due time at or before now: cron times are whole seconds, so from now's whole
+        # second + 1 s, get_prev (strictly before its start) can return that second but never a later one
+        base = now.replace(microsecond=0) + timedelta(seconds=1)
+        due = croniter(self.schedules[name], base).get_prev(datetime)
         key = self.keys.cron_last(name)
-        previous = await self.redis.get(key)
-        if int(await self._claim_fire(keys=[key], args=[repr(due)])) != 1:
+        last = await self.redis.get(key)
+        if last is None:
+            # first start: remember this minute, fire from the next one (as cron does)
+            await self.redis.set(key, due.timestamp())
             return None
-        try:
-            [run_id] = await self.runtime.enqueue(self.runtime.app.tasks[name], [{}])
-        except BaseException:
-            await self._undo_fire(keys=[key], args=[repr(due), previous or repr(due - 1)])
-            raise
-        logger.info(
-            "cron %s due %s: run %s",
-            name,
-            datetime.fromtimestamp(due, UTC).isoformat(),
-            run_id,
-            extra={"function": name, "run_id": run_id},
-        )
+        if due.timestamp() <= float(last):
+            return None
+        run_id = self.fire_id(name, due)
+        fn = self.runtime.app.tasks[name]
+        # the guard outlives any retry of this fire; the last-fire time is stored only once it is queued
+        queued = await self.runtime.submit(fn, [{}], run_ids=[run_id], guard=f"{key}:{int(due.timestamp())}")
+        await self.redis.set(key, due.timestamp())
+        if not queued:
+            return None  # another scheduler fired it
+        logger.info("cron %s due %s: run %s", name, due.isoformat(), run_id, extra={"function": name, "run_id": run_id})
         return run_id
 
     async def _prune(self) -> None:

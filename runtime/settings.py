@@ -35,10 +35,10 @@ class Settings(BaseSettings):
     request_timeout: float = Field(
         30.0, gt=0, description="seconds a client has to send a request's headers, and again its body (else 408)"
     )
-    max_arguments_size: int = Field(
-        1 << 20, gt=0, description="bytes: a task's arguments larger than this (as JSON) are refused at enqueue"
-    )
     openapi: bool = Field(True, description="serve GET /openapi.json and GET /docs on the web process")
+    max_arguments_size: int = Field(1_048_576, gt=0, description="bytes a run's arguments may take as JSON")
+    startup_timeout: float = Field(60.0, ge=0, description="seconds a process waits for Redis and the database")
+    reconcile_seconds: float = Field(10.0, gt=0, description="seconds between passes that settle lost runs")
 
     @field_validator("log_level", mode="before")
     @classmethod

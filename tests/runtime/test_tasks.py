@@ -294,7 +294,7 @@ def test_a_dead_redis_is_one_clear_line_at_start(spawn, app, env):
     worker = spawn(
         ["runtime", "worker", "--manifest", str(app)],
         app.parent,
-        env | {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+        env | {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "STARTUP_TIMEOUT": "0"},
     )
     assert worker.wait(20) == 1
     assert worker.output.startswith("error: cannot reach Redis at REDIS_URL=redis://127.0.0.1:")
@@ -314,7 +314,7 @@ def test_an_unreachable_database_is_one_clear_line_at_start(spawn, app, env):
     worker = spawn(
         ["runtime", "worker", "--manifest", str(app)],
         app.parent,
-        env | {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+        env | {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "STARTUP_TIMEOUT": "0"},
     )
     assert worker.wait(20) == 1
     assert worker.output.startswith("error: cannot use the database at DATABASE_URL=postgresql")
