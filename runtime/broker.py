@@ -130,14 +130,35 @@ return 0
 
 @dataclass(frozen=True)
 class Delivery:
-    """One stream entry handed to this worker. `data` is None for an entry without a `data` field;
-    `started` is the mark of an earlier holder that started it and vanished; `deleted` is an entry
-    deleted from the stream while it was pending (nothing to run, only to acknowledge)."""
+    """One stream entry handed to this worker, from one queue. `data` is None for an entry without a
+    `data` field; `started` is the mark of an earlier holder that started it and vanished; `deleted` is an
+    entry deleted from the stream while it was pending (nothing to run, only to acknowledge)."""
 
+    queue: str
     entry_id: str
     data: bytes | None
     started: bytes | None = None
     deleted: bool = False
+
+    @property
+    def key(self) -> str:
+        """Unique among all queues (entry ids are unique only within one stream)."""
+        return f"{self.queue}/{self.entry_id}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(queue, entry id) of a `Delivery.key`."""
+    queue, _, entry_id = key.rpartition("/")
+    return queue, entry_id
+
+
+def by_queue(keys: Sequence[str]) -> dict[str, list[str]]:
+    """Delivery keys grouped as {queue: [entry ids]}."""
+    grouped: dict[str, list[str]] = {}
+    for key in keys:
+        queue, entry_id = split_key(key)
+        grouped.setdefault(queue, []).append(entry_id)
+    return grouped
 
 
 def _text(value: Any) -> str:
@@ -152,19 +173,22 @@ def _fields(raw: Any) -> dict[bytes, bytes]:
     return {items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)}
 
 
-def _delivery(entry_id: Any, raw_fields: Any, started: Any = None) -> Delivery:
+def _delivery(queue: str, entry_id: Any, raw_fields: Any, started: Any = None) -> Delivery:
     if not raw_fields:
-        return Delivery(_text(entry_id), None, deleted=True)
+        return Delivery(queue, _text(entry_id), None, deleted=True)
     data = _fields(raw_fields).get(b"data")
-    return Delivery(_text(entry_id), data, started or None)
+    return Delivery(queue, _text(entry_id), data, started or None)
 
 
 class StreamBroker(AsyncBroker):
-    """Kicks messages onto `{app}:tasks` (or the delayed set) and hands them to workers with leases."""
+    """Kicks messages onto a queue's stream (or its delayed set) and hands them to workers with leases."""
 
-    def __init__(self, redis_url: str, keys: Keys, *, lease_seconds: float = 10.0) -> None:
+    def __init__(
+        self, redis_url: str, keys: Keys, queues: Sequence[str] = ("default",), *, lease_seconds: float = 10.0
+    ) -> None:
         super().__init__()
         self.keys = keys
+        self.queues = list(queues)
         self.redis_url = redis_url
         self.lease_ms = int(lease_seconds * 1000)
         # a burst waits for a free connection (up to 10 s) instead of failing with MaxConnectionsError
@@ -179,104 +203,125 @@ class StreamBroker(AsyncBroker):
 
     async def startup(self) -> None:
         await super().startup()
-        await self.ensure_group()
+        await self.ensure_groups()
 
     async def shutdown(self) -> None:
         await super().shutdown()
         await self.redis.aclose()
 
-    async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.keys.stream, self.keys.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+    async def ensure_groups(self) -> None:
+        """Each queue's consumer group, created at id 0 so nothing queued before the first worker is lost."""
+        for queue in self.queues:
+            try:
+                await self.redis.xgroup_create(self.keys.queue(queue).stream, self.keys.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     # --- sending -----------------------------------------------------------------------------------
 
     async def kick(self, message: BrokerMessage) -> None:
         """Send one message; a `delay` label (seconds) parks it in the delayed set."""
         delay = float(message.labels.get("delay") or 0)
-        await self.kick_many([message.message], delay=delay)
+        await self.kick_many([message.message], queue=str(message.labels.get("queue") or "default"), delay=delay)
 
-    async def kick_many(self, messages: Sequence[bytes], *, delay: float = 0) -> None:
-        """Send many messages in one round trip."""
+    async def kick_many(self, messages: Sequence[bytes], *, queue: str = "default", delay: float = 0) -> None:
+        """Send many messages to one queue in one round trip."""
         if not messages:
             return
+        keys = self.keys.queue(queue)
         async with self.redis.pipeline(transaction=False) as pipe:
             if delay > 0:
                 due = time.time() + delay
-                pipe.zadd(self.keys.delayed, {message: due for message in messages})
+                pipe.zadd(keys.delayed, {message: due for message in messages})
             else:
                 for message in messages:
-                    pipe.xadd(self.keys.stream, {b"data": message})
+                    pipe.xadd(keys.stream, {b"data": message})
             await pipe.execute()
 
     async def move_due(self, limit: int = 500) -> float | None:
-        """Move due delayed messages onto the stream; returns when the next one is due (or None)."""
-        moved, next_due = await self._move_due(keys=[self.keys.delayed, self.keys.stream], args=[time.time(), limit])
-        if int(moved) >= limit:
-            return time.time()
-        return float(next_due) if next_due else None
+        """Move due delayed messages onto their streams; returns when the next one is due (or None)."""
+        soonest: float | None = None
+        for queue in self.queues:
+            keys = self.keys.queue(queue)
+            moved, next_due = await self._move_due(keys=[keys.delayed, keys.stream], args=[time.time(), limit])
+            due = time.time() if int(moved) >= limit else (float(next_due) if next_due else None)
+            if due is not None and (soonest is None or due < soonest):
+                soonest = due
+        return soonest
+
+    async def paused(self) -> set[str]:
+        """The queues that are paused now."""
+        if not self.queues:
+            return set()
+        flags = await self.redis.mget([self.keys.queue(q).paused for q in self.queues])
+        return {queue for queue, flag in zip(self.queues, flags, strict=True) if flag}
 
     # --- receiving ---------------------------------------------------------------------------------
 
-    async def read(self, count: int, block_ms: int) -> list[Delivery]:
-        """New entries for this consumer (waits up to block_ms)."""
-        fetched = await self.redis.xreadgroup(
-            self.keys.group, self.consumer, {self.keys.stream: ">"}, count=count, block=block_ms
-        )
-        if not fetched:
-            return []
-        streams: Any = fetched
-        return [_delivery(entry_id, fields) for entry_id, fields in streams[0][1] or []]
+    async def read(self, queues: Sequence[str], count: int, block_ms: int | None) -> list[Delivery]:
+        """New entries for this consumer from these queues (waits up to block_ms; None: not at all)."""
+        streams: dict[Any, Any] = {self.keys.queue(q).stream: ">" for q in queues}
+        fetched = await self.redis.xreadgroup(self.keys.group, self.consumer, streams, count=count, block=block_ms)
+        queue_of = {self.keys.queue(q).stream: q for q in queues}
+        out: list[Delivery] = []
+        reply: Any = fetched or []
+        for stream, entries in reply:
+            queue = queue_of[_text(stream)]
+            out.extend(_delivery(queue, entry_id, fields) for entry_id, fields in entries or [])
+        return out
 
-    async def reclaim(self, count: int) -> list[Delivery]:
+    async def reclaim(self, queue: str, count: int) -> list[Delivery]:
         """Entries whose lease lapsed (their worker died), now this consumer's, with their start marks."""
+        keys = self.keys.queue(queue)
         reply = await self._reclaim(
-            keys=[self.keys.stream, self.keys.lease_clock, self.keys.reclaim_fence, self.keys.started],
+            keys=[keys.stream, keys.lease_clock, keys.reclaim_fence, keys.started],
             args=[self.keys.group, self.consumer, self.lease_ms, count],
         )
-        return [_delivery(entry_id, fields, started) for entry_id, fields, started in reply]
+        return [_delivery(queue, entry_id, fields, started) for entry_id, fields, started in reply]
 
-    async def renew(self, entry_ids: Sequence[str]) -> list[str]:
-        """Renew the lease on entries this worker holds; returns those it no longer owns."""
-        lost = await self._renew(
-            keys=[self.keys.stream, self.keys.lease_clock, self.keys.reclaim_fence],
-            args=[self.keys.group, self.consumer, self.lease_ms, *entry_ids],
-        )
-        return [_text(entry_id) for entry_id in lost]
+    async def renew(self, delivery_keys: Sequence[str]) -> list[str]:
+        """Renew the lease on entries this worker holds (delivery keys); returns those it no longer owns."""
+        lost: list[str] = []
+        for queue, entry_ids in by_queue(delivery_keys).items():
+            keys = self.keys.queue(queue)
+            reply = await self._renew(
+                keys=[keys.stream, keys.lease_clock, keys.reclaim_fence],
+                args=[self.keys.group, self.consumer, self.lease_ms, *entry_ids],
+            )
+            lost.extend(f"{queue}/{_text(entry_id)}" for entry_id in reply)
+        return lost
 
-    async def mark_started(self, marks: dict[str, bytes]) -> None:
-        """Record that these entries' tasks are starting (so a crash while running them is counted)."""
-        if marks:
-            await self.redis.hset(self.keys.started, mapping=marks)  # type: ignore[arg-type]
+    async def mark_started(self, delivery: Delivery, mark: bytes) -> None:
+        """Record that this entry's task is starting (so a crash while running it is counted)."""
+        await self.redis.hset(self.keys.queue(delivery.queue).started, delivery.entry_id, mark)
 
-    async def release(self, entry_ids: Sequence[str]) -> None:
+    async def release(self, delivery_keys: Sequence[str]) -> None:
         """Give entries back at once (a stopping worker): any worker's next reclaim takes them."""
-        if entry_ids:
+        for queue, entry_ids in by_queue(delivery_keys).items():
+            keys = self.keys.queue(queue)
             await self._release(
-                keys=[self.keys.stream, self.keys.started],
+                keys=[keys.stream, keys.started],
                 args=[self.keys.group, self.consumer, self.lease_ms * 1000, *entry_ids],
             )
 
-    async def ack(self, entry_ids: Sequence[str]) -> list[str]:
+    async def ack(self, delivery_keys: Sequence[str]) -> list[str]:
         """Acknowledge and delete finished entries this worker still owns; returns those it lost."""
-        if not entry_ids:
-            return []
-        lost = await self._ack(
-            keys=[self.keys.stream, self.keys.started], args=[self.keys.group, self.consumer, *entry_ids]
-        )
-        return [_text(entry_id) for entry_id in lost]
+        lost: list[str] = []
+        for queue, entry_ids in by_queue(delivery_keys).items():
+            keys = self.keys.queue(queue)
+            reply = await self._ack(keys=[keys.stream, keys.started], args=[self.keys.group, self.consumer, *entry_ids])
+            lost.extend(f"{queue}/{_text(entry_id)}" for entry_id in reply)
+        return lost
 
     async def listen(self) -> AsyncGenerator[bytes | AckableMessage, None]:
         """taskiq's receiver interface (our Worker reads in batches with leases instead)."""
         while True:
-            for delivery in await self.read(count=10, block_ms=1000):
+            for delivery in await self.read(self.queues, count=10, block_ms=1000):
                 if delivery.data is None:
                     continue
 
-                async def ack(entry_id: str = delivery.entry_id) -> None:
-                    await self.ack([entry_id])
+                async def ack(key: str = delivery.key) -> None:
+                    await self.ack([key])
 
                 yield AckableMessage(data=delivery.data, ack=ack)

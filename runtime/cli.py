@@ -94,8 +94,9 @@ async def _worker(args: argparse.Namespace) -> None:
     from runtime.worker import Worker
 
     runtime = _runtime(args)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    worker = Worker(runtime, args.concurrency, queues)  # an undeclared queue is an error before connecting
     await _start_with_health(runtime)
-    worker = Worker(runtime, args.concurrency)
     _on_stop(worker.stop)
     try:
         await worker.run(health_port=runtime.settings.worker_health_port or None, host=runtime.settings.health_host)
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--port", type=int, default=8000)
     worker = command("worker", "run tasks from the queue")
     worker.add_argument("--concurrency", type=int, default=None, help="default: the manifest's defaults.concurrency")
+    worker.add_argument("--queues", default=None, help="serve only these queues, e.g. critical,default (default: all)")
     command("scheduler", "enqueue cron functions on time (run exactly one)")
     dashboard = command("dashboard", "serve the dashboard and its JSON API")
     dashboard.add_argument("--host", default=None, help="default: 0.0.0.0 with ENV=production, else 127.0.0.1")

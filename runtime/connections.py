@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -18,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from runtime.application import Application, load_application
 from runtime.broker import StreamBroker
+from runtime.current import clear_running, running, set_running
 from runtime.decorators import TaskFunction
 from runtime.errors import ArgumentsError, ConfigError, EnqueueFailed, EnqueueUncertain, RuntimeNotStarted
 from runtime.keys import Keys
@@ -41,18 +44,52 @@ end
 return #ARGV - 2
 """
 
-_current: Runtime | None = None
+# A unique enqueue: KEYS: stream, delayed, unique key; ARGV: due time (0 = now), ttl ms, run id, message.
+# Returns the id of the run that holds the key already (nothing queued), or false (queued now).
+_UNIQUE_KICK = """
+local holder = redis.call('GET', KEYS[3])
+if holder then return holder end
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])
+local due = tonumber(ARGV[1])
+if due > 0 then redis.call('ZADD', KEYS[2], due, ARGV[4]) else redis.call('XADD', KEYS[1], '*', 'data', ARGV[4]) end
+return false
+"""
+KEY_HOLD = 7 * 86400.0  # an idempotency key without a `unique` window is held this long at most
 
 
 def current_runtime() -> Runtime | None:
-    return _current
+    runtime: Runtime | None = running()
+    return runtime
 
 
 def session() -> AsyncSession:
     """A database session on the app's database (the one holding run records): `async with session() as s:`."""
+    _current = current_runtime()
     if _current is None:
         raise RuntimeNotStarted("no runtime is running in this process, so there is no database session")
     return AsyncSession(_current.store.engine, expire_on_commit=False)
+
+
+def check_at(at: object) -> float:
+    """`at` (a datetime; naive means UTC) as seconds from now (0 when it is past)."""
+    if not isinstance(at, datetime):
+        raise ArgumentsError(f"at: must be a datetime (naive means UTC), not {type(at).__name__} {str(at)[:40]!r}")
+    when = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return check_delay(max(0.0, when.timestamp() - time.time()))
+
+
+def check_deadline(deadline: object, now: float) -> float | None:
+    """`deadline` (seconds from now, or a datetime; naive means UTC) as a Unix time."""
+    if deadline is None:
+        return None
+    if isinstance(deadline, datetime):
+        when = deadline if deadline.tzinfo is not None else deadline.replace(tzinfo=UTC)
+        return when.timestamp()
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not 0 < deadline <= MAX_DELAY:
+        raise ArgumentsError(f"deadline: must be seconds from now or a datetime, not {deadline!r:.40}")
+    if isinstance(deadline, float) and not math.isfinite(deadline):
+        raise ArgumentsError(f"deadline: must be a finite number of seconds, not {deadline}")
+    return now + float(deadline)
 
 
 def check_delay(delay: object) -> float:
@@ -74,9 +111,15 @@ class Runtime:
         self.app = app
         self.settings = settings or get_settings()
         self.keys = Keys(app.name)
-        self.broker = StreamBroker(self.settings.redis_url, self.keys, lease_seconds=self.settings.lease_seconds)
+        self.broker = StreamBroker(
+            self.settings.redis_url,
+            self.keys,
+            app.manifest.queue_names(),
+            lease_seconds=self.settings.lease_seconds,
+        )
         self.store = RunStore(self.settings.database_url)
         self._guarded_kick = self.broker.redis.register_script(_GUARDED_KICK)
+        self._unique_kick = self.broker.redis.register_script(_UNIQUE_KICK)
         self.waiting: dict[str, str] = {}  # dependency -> why start() still waits for it
 
     @classmethod
@@ -86,13 +129,12 @@ class Runtime:
     async def start(self) -> None:
         """Connect to Redis and the database, waiting for each up to STARTUP_TIMEOUT seconds (a line says
         what it waits for); then a ConfigError names the setting of the one that is unreachable."""
-        global _current
         deadline = time.monotonic() + self.settings.startup_timeout
         redis_url = f"Redis at REDIS_URL={redact(self.settings.redis_url)}"
         await self._wait_for("redis", redis_url, self._connect_redis, (RedisError, OSError), deadline)
         database_url = f"the database at DATABASE_URL={redact(self.settings.database_url)}"
         await self._wait_for("database", database_url, self.store.init, DATABASE_ERRORS, deadline)
-        _current = self
+        set_running(self)
 
     async def _connect_redis(self) -> None:
         await self.broker.redis.ping()
@@ -137,9 +179,7 @@ class Runtime:
             return
 
     async def stop(self) -> None:
-        global _current
-        if _current is self:
-            _current = None
+        clear_running(self)
         await self.broker.shutdown()
         await self.store.close()
 
@@ -162,9 +202,19 @@ class Runtime:
         attempt: int = 1,
         history: list[dict[str, Any]] | None = None,
         enqueued_at: float | None = None,
+        *,
+        queue: str = "default",
+        deadline: float | None = None,
     ) -> bytes:
         """A task message in taskiq's JSON format (what `TaskiqMessage` serializes to)."""
-        labels = {"attempt": attempt, "history": history or [], "enqueued_at": enqueued_at or time.time()}
+        labels: dict[str, Any] = {
+            "attempt": attempt,
+            "history": history or [],
+            "enqueued_at": enqueued_at or time.time(),
+            "queue": queue,
+        }
+        if deadline is not None:
+            labels["deadline"] = deadline
         message: dict[str, Any] = {
             "task_id": run_id,
             "task_name": function,
@@ -179,12 +229,13 @@ class Runtime:
         self,
         fn: TaskFunction[..., Any],
         arguments: list[dict[str, Any]],
-        *,
-        delay: float | None = None,
-        replay_of: str | None = None,
+        **options: Any,
     ) -> list[str]:
-        """Validate, record and queue runs of a task; returns their ids."""
-        return [row["id"] for row in await self.submit(fn, arguments, delay=delay, replay_of=replay_of)]
+        """Validate, record and queue runs of a task; returns their ids. Options as `submit`'s."""
+        return [row["id"] for row in await self.submit(fn, arguments, **options)]
+
+    def queue_of(self, fn: TaskFunction[..., Any]) -> str:
+        return self.app.manifest.queue(fn.name) if fn.name else self.app.manifest.defaults.queue
 
     async def submit(
         self,
@@ -192,6 +243,10 @@ class Runtime:
         arguments: list[dict[str, Any]],
         *,
         delay: float | None = None,
+        at: datetime | None = None,
+        queue: str | None = None,
+        deadline: float | datetime | None = None,
+        key: str | None = None,
         replay_of: str | None = None,
         run_ids: list[str] | None = None,
         guard: str | None = None,
@@ -207,6 +262,9 @@ class Runtime:
         - `EnqueueFailed`: Redis refused the messages and the records were removed: nothing will run;
         - `EnqueueUncertain` (with the ids): Redis's answer was lost; a saved record whose message is
           missing is queued again by the reconciler, so such a run will run.
+        `delay` (seconds) or `at` (a datetime) postpones the runs; `queue` picks another declared queue;
+        `deadline` (seconds or a datetime) fails a run not finished by then, without retry; `key`, or the
+        function's `unique` window, makes a duplicate enqueue return the first run's id and queue nothing.
         `run_ids` fixes the ids (a scheduler fire); `guard` is a Redis key that makes the queueing happen
         at most once across retries and processes (an existing guard: already queued, nothing added).
         The record returned is the run as enqueued: by the time the caller reads it, a worker may have
@@ -215,11 +273,23 @@ class Runtime:
         name = fn.name
         if name is None or self.app.tasks.get(name) is not fn:
             raise ValueError(f"{fn!r} is not a task of the app '{self.app.name}' (is it in the manifest?)")
-        seconds = check_delay(delay)
+        if at is not None and delay is not None:
+            raise ArgumentsError("at: give either `delay` or `at`, not both")
+        seconds = check_at(at) if at is not None else check_delay(delay)
+        queue = self.queue_of(fn) if queue is None else queue
+        if queue not in self.app.manifest.queue_names():
+            declared = ", ".join(self.app.manifest.queue_names())
+            raise ArgumentsError(f"queue: {queue!r:.60} is not declared in the manifest (its queues: {declared})")
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
+            raise ArgumentsError("key: must be a string of 1 to 200 characters")
         validated = [fn.validate(kwargs, for_json=True) for kwargs in arguments]
         now = time.time()
+        ends = check_deadline(deadline, now)
         ids = run_ids if run_ids is not None else [uuid.uuid4().hex for _ in validated]
         common: dict[str, Any] = {
+            "queue": queue,
+            "deadline": from_timestamp(ends),
+            "idempotency_key": key,
             "function": name,
             "status": "scheduled" if seconds else "queued",
             "attempts": 0,
@@ -236,14 +306,20 @@ class Runtime:
         }
         pairs = list(zip(ids, validated, strict=True))
         rows = [common | {"id": run_id, "arguments": kwargs} for run_id, kwargs in pairs]
-        messages = [self.message(name, run_id, kwargs, enqueued_at=now) for run_id, kwargs in pairs]
+        messages = [
+            self.message(name, run_id, kwargs, enqueued_at=now, queue=queue, deadline=ends) for run_id, kwargs in pairs
+        ]
         self._check_size(name, messages, validated)
+        window = self.app.manifest.unique(name)
+        if key is not None or window is not None:
+            return await self._submit_unique(name, queue, rows, messages, seconds, key, window or KEY_HOLD)
+        qk = self.keys.queue(queue)
         if guard is not None:
-            keys = [self.keys.stream, self.keys.delayed, guard]
+            keys = [qk.stream, qk.delayed, guard]
             args: list[Any] = [now + seconds if seconds else 0, int(guard_seconds * 1000), *messages]
             kick = self._guarded_kick(keys=keys, args=args)
         else:
-            kick = self.broker.kick_many(messages, delay=seconds)
+            kick = self.broker.kick_many(messages, queue=queue, delay=seconds)
         outcomes: tuple[Any, Any] = await asyncio.gather(self.store.insert_many(rows), kick, return_exceptions=True)
         inserted, kicked = outcomes
         for outcome in (inserted, kicked):
@@ -272,6 +348,40 @@ class Runtime:
             "may still run (it will, once Redis is back, if its record was saved)",
             list(ids),
         )
+
+    async def _submit_unique(
+        self,
+        name: str,
+        queue: str,
+        rows: list[dict[str, Any]],
+        messages: list[bytes],
+        seconds: float,
+        key: str | None,
+        hold: float,
+    ) -> list[dict[str, Any]]:
+        """Each run queued unless its key (given, or its function and canonical arguments) is held: then
+        the holder's id comes back and nothing is queued. Atomic in Redis, so concurrent callers in any
+        process get one run. The key goes when the run finishes, or after `hold`."""
+        qk = self.keys.queue(queue)
+        due = time.time() + seconds if seconds else 0
+        out = []
+        for row, message in zip(rows, messages, strict=True):
+            canonical = orjson.dumps(row["arguments"], option=orjson.OPT_SORT_KEYS)
+            token = key if key is not None else hashlib.sha256(canonical).hexdigest()
+            unique_key = qk.unique(name, token)
+            message = _with_label(message, "unique", unique_key)
+            holder = await self._unique_kick(
+                keys=[qk.stream, qk.delayed, unique_key], args=[due, int(hold * 1000), row["id"], message]
+            )
+            if holder:
+                out.append(row | {"id": holder.decode() if isinstance(holder, bytes) else str(holder)})
+                continue
+            try:
+                await self.store.insert_many([row])
+            except Exception as exc:  # queued: the worker's first update writes the record
+                logger.warning("queued run %s of %s, but its record could not be saved (%s)", row["id"], name, exc)
+            out.append(row)
+        return out
 
     def _check_size(self, name: str, messages: list[bytes], arguments: list[dict[str, Any]]) -> None:
         limit = self.settings.max_arguments_size
@@ -325,3 +435,9 @@ class Runtime:
 def _describe(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _with_label(message: bytes, name: str, value: Any) -> bytes:
+    data = orjson.loads(message)
+    data["labels"][name] = value
+    return orjson.dumps(data)

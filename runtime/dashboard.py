@@ -244,27 +244,36 @@ def create_dashboard_app(
         return RedactedJSONResponse(Run.model_validate(run).public(), status_code=202)
 
     async def stats(request: Request) -> Response:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(keys.stream)
-            pipe.xpending(keys.stream, keys.group)
-            pipe.zcard(keys.delayed)
-            pipe.zcard(keys.dead)
-            length, pending, delayed, dead = await pipe.execute()
-        in_flight = int(pending["pending"]) if isinstance(pending, dict) else 0
-        consumers = [
-            {"name": _text(c["name"]), "pending": int(c["pending"])} for c in (pending or {}).get("consumers", [])
-        ]
+        queues: dict[str, dict[str, int]] = {}
+        consumers: dict[str, int] = {}
+        for name in runtime.app.manifest.queue_names():
+            qk = keys.queue(name)
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.xlen(qk.stream)
+                pipe.xpending(qk.stream, keys.group)
+                pipe.zcard(qk.delayed)
+                pipe.exists(qk.paused)
+                length, pending, delayed, paused = await pipe.execute()
+            in_flight = int(pending["pending"]) if isinstance(pending, dict) else 0
+            for consumer in (pending or {}).get("consumers", []):
+                consumers[_text(consumer["name"])] = consumers.get(_text(consumer["name"]), 0) + int(
+                    consumer["pending"]
+                )
+            queues[name] = {
+                "waiting": max(0, int(length) - in_flight),
+                "in_flight": in_flight,
+                "delayed": int(delayed),
+                "paused": int(paused),
+            }
+        dead = int(await redis.zcard(keys.dead))
+        total = {state: sum(q[state] for q in queues.values()) for state in ("waiting", "in_flight", "delayed")}
         return RedactedJSONResponse(
             {
                 "app": runtime.app.name,
-                "queue": {
-                    "waiting": max(0, int(length) - in_flight),
-                    "in_flight": in_flight,
-                    "delayed": int(delayed),
-                    "dead": int(dead),
-                },
+                "queue": total | {"dead": dead},
+                "queues": queues,
                 "runs": await store.counts(),
-                "consumers": consumers,
+                "consumers": [{"name": name, "pending": n} for name, n in consumers.items()],
             }
         )
 

@@ -7,10 +7,12 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from runtime.current import running
 from runtime.errors import ArgumentsError, RuntimeNotStarted
 
 P = ParamSpec("P")
@@ -185,22 +187,35 @@ class TaskFunction(_Function[P, R]):
         self.failure_hooks.append(hook)
         return hook
 
-    async def enqueue(self, *, delay: float | None = None, **kwargs: Any) -> str:
-        """Queue a run and return its id; `delay` seconds postpones it."""
-        ids = await self.enqueue_many([kwargs], delay=delay)
+    async def enqueue(
+        self,
+        *,
+        delay: float | None = None,
+        at: datetime | None = None,
+        queue: str | None = None,
+        deadline: float | datetime | None = None,
+        key: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Queue a run and return its id. `delay` (seconds) or `at` (a datetime, naive = UTC) postpones it;
+        `queue` sends it to another declared queue; `deadline` (seconds or a datetime) fails it, without
+        retry, if it has not finished by then; `key` makes a second enqueue with the same key, while the
+        first run is unfinished, return the first run's id instead."""
+        options = {"delay": delay, "at": at, "queue": queue, "deadline": deadline, "key": key}
+        ids = await self.enqueue_many([kwargs], **{k: v for k, v in options.items() if v is not None})
         return ids[0]
 
-    async def enqueue_many(self, arguments: list[dict[str, Any]], *, delay: float | None = None) -> list[str]:
-        """Queue many runs in one round trip each to Redis and the database; returns their ids."""
-        from runtime.connections import current_runtime
-
-        runtime = current_runtime()
+    async def enqueue_many(self, arguments: list[dict[str, Any]], **options: Any) -> list[str]:
+        """Queue many runs in one round trip each to Redis and the database; returns their ids. Options
+        as `enqueue`'s (unique keys are checked per item)."""
+        runtime = running()
         if runtime is None:
             raise RuntimeNotStarted(
                 f"cannot enqueue '{self.name or self.fn.__name__}': no runtime is running in this process; "
                 "use `async with Runtime.from_manifest('manifest.yaml'):` in scripts"
             )
-        return await runtime.enqueue(self, arguments, delay=delay)
+        ids: list[str] = await runtime.enqueue(self, arguments, **options)
+        return ids
 
 
 def http(fn: Callable[P, R]) -> HttpFunction[P, R]:

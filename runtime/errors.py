@@ -79,3 +79,7 @@ class EnqueueUncertain(RuntimeError):
     def __init__(self, message: str, run_ids: list[str]) -> None:
         super().__init__(message)
         self.run_ids = run_ids
+
+
+class DeadlineExceeded(Exception):
+    """A run's deadline passed: the attempt is stopped and the run fails, without retry."""

@@ -519,14 +519,26 @@ class _Renderer:
         keys = Keys(self.app)
         concurrency = self.manifest.defaults.concurrency  # one worker process runs this many at once
         held = concurrency * PREFETCH_FACTOR  # what one worker holds at most: running + read ahead
-        connection = {
-            "address": self.redis_address,
-            "databaseIndex": self.redis_db,
-            "stream": keys.stream,
-            "consumerGroup": keys.group,
-        }
+        base = {"address": self.redis_address, "databaseIndex": self.redis_db, "consumerGroup": keys.group}
         if self.redis_url:  # the in-cluster Redis: KEDA reads its password from the worker's environment
-            connection["passwordFromEnv"] = _env_name("redis_password")
+            base["passwordFromEnv"] = _env_name("redis_password")
+        triggers = []
+        for queue in self.manifest.queue_names():  # one stream per queue: each can wake the workers
+            connection = base | {"stream": keys.queue(queue).stream}
+            triggers += [
+                # Entries not yet delivered (Redis 7+): the backlog; the one metric that wakes from zero.
+                {
+                    "type": "redis-streams",
+                    "name": f"lag-{queue}",
+                    "metadata": connection | {"lagCount": str(concurrency), "activationLagCount": "0"},
+                },
+                # Delivered, not acknowledged: a worker stays while tasks run or wait to be reclaimed.
+                {
+                    "type": "redis-streams",
+                    "name": f"pending-{queue}",
+                    "metadata": connection | {"pendingEntriesCount": str(held)},
+                },
+            ]
         return {
             "apiVersion": "keda.sh/v1alpha1",
             "kind": "ScaledObject",
@@ -541,20 +553,7 @@ class _Renderer:
                 "maxReplicaCount": KEDA_MAX_WORKERS,
                 "pollingInterval": 10,
                 "cooldownPeriod": 300,
-                "triggers": [
-                    # Entries not yet delivered (Redis 7+): the backlog; the one metric that wakes from zero.
-                    {
-                        "type": "redis-streams",
-                        "name": "lag",
-                        "metadata": connection | {"lagCount": str(concurrency), "activationLagCount": "0"},
-                    },
-                    # Delivered, not acknowledged: a worker stays while tasks run or wait to be reclaimed.
-                    {
-                        "type": "redis-streams",
-                        "name": "pending",
-                        "metadata": connection | {"pendingEntriesCount": str(held)},
-                    },
-                ],
+                "triggers": triggers,
             },
         }
 

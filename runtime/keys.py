@@ -6,37 +6,62 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class Keys:
+class QueueKeys:
+    """One queue's keys. They share a hash tag, `{app:queue}`, so a queue's Lua scripts stay in one Redis
+    Cluster slot."""
+
     app: str
+    name: str
+
+    @property
+    def _tag(self) -> str:
+        return f"{{{self.app}:{self.name}}}"
 
     @property
     def stream(self) -> str:
-        """The task stream every worker reads from (a consumer group named `workers`)."""
-        return f"{self.app}:tasks"
-
-    @property
-    def group(self) -> str:
-        return "workers"
-
-    @property
-    def started(self) -> str:
-        """Hash of stream entry id -> start mark (attempt, time, worker) while its task runs."""
-        return f"{self.app}:started"
-
-    @property
-    def lease_clock(self) -> str:
-        """Redis time (ms) of the last lease renewal or reclaim by any worker: a gap means Redis paused."""
-        return f"{self.app}:lease-clock"
-
-    @property
-    def reclaim_fence(self) -> str:
-        """Redis time (ms) before which no worker reclaims (owners get a lease period after a gap)."""
-        return f"{self.app}:reclaim-fence"
+        """The queue's task stream (consumer group `workers`)."""
+        return f"{self._tag}:tasks"
 
     @property
     def delayed(self) -> str:
         """Sorted set of messages waiting for their time (delays and retry backoffs), scored by due time."""
-        return f"{self.app}:delayed"
+        return f"{self._tag}:delayed"
+
+    @property
+    def started(self) -> str:
+        """Hash of stream entry id -> start mark (attempt, time, worker) while its task runs."""
+        return f"{self._tag}:started"
+
+    @property
+    def lease_clock(self) -> str:
+        """Redis time (ms) of the last lease renewal or reclaim by any worker: a gap means Redis paused."""
+        return f"{self._tag}:lease-clock"
+
+    @property
+    def reclaim_fence(self) -> str:
+        """Redis time (ms) before which no worker reclaims (owners get a lease period after a gap)."""
+        return f"{self._tag}:reclaim-fence"
+
+    def unique(self, function: str, token: str) -> str:
+        """Held by the unfinished run of `function` with this idempotency key (or these arguments)."""
+        return f"{self._tag}:unique:{function}:{token}"
+
+    @property
+    def paused(self) -> str:
+        """Set while the queue is paused: workers take nothing from it."""
+        return f"{self._tag}:paused"
+
+
+@dataclass(frozen=True)
+class Keys:
+    app: str
+
+    def queue(self, name: str) -> QueueKeys:
+        return QueueKeys(self.app, name)
+
+    @property
+    def group(self) -> str:
+        return "workers"
 
     @property
     def dead(self) -> str:

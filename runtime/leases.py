@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import redis
 
-from runtime.broker import RENEW
+from runtime.broker import RENEW, _text, by_queue
 from runtime.keys import Keys
 
 logger = logging.getLogger("runtime.worker")
@@ -28,6 +28,7 @@ class LeaseKeeper:
         redis_url: str,
         keys: Keys,
         consumer: str,
+        queues: list[str],
         lease_seconds: float,
         held: Callable[[], list[str]],
         on_lost: Callable[[list[str]], None],
@@ -36,6 +37,7 @@ class LeaseKeeper:
     ) -> None:
         self.keys = keys
         self.consumer = consumer
+        self.queues = queues
         self.interval = lease_seconds / 5
         self.lease_ms = int(lease_seconds * 1000)
         self.held = held
@@ -66,11 +68,16 @@ class LeaseKeeper:
                 self.failing = True
                 continue
             try:
-                entry_ids = self.held()
-                lost = self._renew(
-                    keys=[self.keys.stream, self.keys.lease_clock, self.keys.reclaim_fence],
-                    args=[self.keys.group, self.consumer, self.lease_ms, *entry_ids],
-                )
+                lost: list[str] = []
+                held = by_queue(self.held())
+                for queue in self.queues:  # every served queue ticks its clock, held entries or not
+                    entry_ids = held.get(queue, [])
+                    keys = self.keys.queue(queue)
+                    reply = self._renew(
+                        keys=[keys.stream, keys.lease_clock, keys.reclaim_fence],
+                        args=[self.keys.group, self.consumer, self.lease_ms, *entry_ids],
+                    )
+                    lost.extend(f"{queue}/{_text(entry_id)}" for entry_id in reply)
                 if self.failing:
                     logger.info("renewing task leases again")
                 self.failing = False
@@ -80,5 +87,4 @@ class LeaseKeeper:
                 self.failing = True
                 continue
             if lost and self._loop is not None:
-                ids = [entry.decode() if isinstance(entry, bytes) else str(entry) for entry in lost]
-                self._loop.call_soon_threadsafe(self.on_lost, ids)
+                self._loop.call_soon_threadsafe(self.on_lost, lost)

@@ -20,11 +20,13 @@ from starlette.convertors import CONVERTOR_TYPES
 
 from runtime.errors import ManifestError, Problem
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 HANDLER_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
 MAX_DURATION = 24 * 3600.0
+MAX_KEEP = 3650 * 86400.0  # retention and uniqueness windows: up to ten years
+QUEUE_NAME = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 # Paths the runtime serves itself on the web process; a function there would never be reached.
 RESERVED_PATHS = {
     "/health": "the readiness check",
@@ -41,12 +43,12 @@ _PATH_PARAM = re.compile(r"\{([^{}]*)\}")
 _PARAM_BODY = re.compile(r"^[A-Za-z_]\w*(:[A-Za-z_]\w*)?$")
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds from an int/float (seconds) or a string like "500ms", "30s", "5m", "1h"."""
+def parse_duration(value: Any, maximum: float = MAX_DURATION) -> float:
+    """Seconds from an int/float (seconds) or a string like "500ms", "30s", "5m", "1h", "7d"."""
     shown = _short(repr(value), quote=False)
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '30s', '5m', '1h'")
-    if isinstance(value, int) and abs(value) > MAX_DURATION:
+    if isinstance(value, int) and abs(value) > maximum:
         seconds = math.inf if value > 0 else -math.inf  # float() of a huge int overflows
     elif isinstance(value, int | float):
         seconds = float(value)
@@ -58,14 +60,14 @@ def parse_duration(value: Any) -> float:
         raise ValueError("nan is not a duration: use seconds (30) or a string like '500ms', '30s', '5m', '1h'")
     if seconds < 0.001:
         raise ValueError(f"{shown}: a duration must be at least 1ms")
-    if seconds > MAX_DURATION:
-        raise ValueError(f"{shown}: a duration must be at most 24h")
+    if seconds > maximum:
+        raise ValueError(f"{shown}: a duration must be at most {format_duration(maximum)}")
     return seconds
 
 
 def format_duration(seconds: float) -> str:
     """The shortest exact string for a duration: 300 -> '5m', 0.5 -> '500ms'."""
-    for unit in ("h", "m", "s"):
+    for unit in ("d", "h", "m", "s"):
         amount = seconds / _UNIT_SECONDS[unit]
         if amount >= 1 and amount == int(amount):
             return f"{int(amount)}{unit}"
@@ -83,14 +85,31 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class Backoff(_Strict):
+    """Retry delays: base * 2^(attempt-1), capped at max, each jittered to 50-100 %."""
+
+    base: Duration = 1.0
+    max: Duration = 300.0
+
+    _durations = field_validator("base", "max", mode="before")(lambda cls, v: parse_duration(v))
+
+
 class Defaults(_Strict):
     """Values every task gets unless it sets its own."""
 
     retries: int = Field(3, ge=0, le=100, description="retries after the first failed attempt")
     timeout: Duration = Field(300.0, description="per attempt")
     concurrency: int = Field(5, ge=1, le=1000, description="tasks one worker process runs at once")
+    queue: str = Field("default", pattern=QUEUE_NAME, description="the queue a task goes to unless it says")
+    retention: Duration = Field(86400.0, description="how long a succeeded run's record is kept")
+    dead_retention: Duration = Field(90 * 86400.0, description="how long a failed run's record is kept")
+    backoff: Backoff = Field(default_factory=lambda: Backoff(), description="retry delays, exponential with jitter")
+    dead_letter_alert: int | None = Field(None, ge=1, description="warn when the dead-letter list passes this")
 
     _timeout = field_validator("timeout", mode="before")(lambda cls, v: parse_duration(v))
+    _keep = field_validator("retention", "dead_retention", mode="before")(
+        lambda cls, v: parse_duration(v, maximum=MAX_KEEP)
+    )
 
 
 class HttpSpec(_Strict):
@@ -142,11 +161,21 @@ class TaskSpec(_Strict):
     retries: int | None = Field(None, ge=0, le=100)
     timeout: Duration | None = None
     schedule: str | None = Field(None, description="cron expression, UTC")
+    queue: str | None = Field(None, pattern=QUEUE_NAME)
+    unique: Duration | None = Field(None, description="a duplicate enqueue within this window returns the first id")
+    retention: Duration | None = None
+    backoff: Backoff | None = None
+    dead_letter_alert: int | None = Field(None, ge=1)
 
     @field_validator("timeout", mode="before")
     @classmethod
     def _timeout(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
+
+    @field_validator("unique", "retention", mode="before")
+    @classmethod
+    def _keep(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value, maximum=MAX_KEEP)
 
     @field_validator("schedule")
     @classmethod
@@ -206,7 +235,56 @@ class Manifest(_Strict):
         description="DNS-1123 label: names Kubernetes objects and Redis keys",
     )
     defaults: Defaults = Field(default_factory=Defaults)
+    queues: dict[Annotated[str, Field(pattern=QUEUE_NAME)], Annotated[int, Field(ge=1, le=1000)]] | None = Field(
+        None, description="queue name -> weight; without it there is one queue, `default`"
+    )
+    priority: Literal["weighted", "strict"] = Field("weighted", description="strict: heavier queues first, always")
     functions: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")], FunctionSpec]
+
+    @model_validator(mode="after")
+    def _declared_queues(self) -> Manifest:
+        declared = self.queue_names()
+        wanted = {"defaults.queue": self.defaults.queue} | {
+            f"functions.{name}.task.queue": spec.task.queue
+            for name, spec in self.functions.items()
+            if spec.task is not None and spec.task.queue is not None
+        }
+        for where, queue in wanted.items():
+            if queue not in declared:
+                raise ValueError(f"{where}: queue {queue!r} is not declared under 'queues:' ({', '.join(declared)})")
+        return self
+
+    def queue_names(self) -> list[str]:
+        """The declared queues, heaviest first (just `default` when none are declared)."""
+        return sorted(self.queues, key=lambda q: -self.queues[q]) if self.queues else ["default"]  # type: ignore[index]
+
+    def queue_weights(self) -> dict[str, int]:
+        return dict(self.queues) if self.queues else {"default": 1}
+
+    def _task(self, name: str) -> TaskSpec | None:
+        return self.functions[name].task
+
+    def queue(self, name: str) -> str:
+        spec = self._task(name)
+        return spec.queue if spec is not None and spec.queue is not None else self.defaults.queue
+
+    def backoff(self, name: str) -> Backoff:
+        spec = self._task(name)
+        return spec.backoff if spec is not None and spec.backoff is not None else self.defaults.backoff
+
+    def retention(self, name: str) -> float:
+        spec = self._task(name)
+        return spec.retention if spec is not None and spec.retention is not None else self.defaults.retention
+
+    def unique(self, name: str) -> float | None:
+        spec = self._task(name)
+        return spec.unique if spec is not None else None
+
+    def dead_letter_alert(self, name: str | None = None) -> int | None:
+        spec = self._task(name) if name else None
+        if spec is not None and spec.dead_letter_alert is not None:
+            return spec.dead_letter_alert
+        return self.defaults.dead_letter_alert
 
     def retries(self, name: str) -> int:
         spec = self.functions[name].task
@@ -237,6 +315,9 @@ class Manifest(_Strict):
                     "timeout_seconds": self.timeout(name),
                     "schedule": spec.task.schedule,
                     "concurrency": self.defaults.concurrency,
+                    "queue": self.queue(name),
+                    "unique": None if self.unique(name) is None else format_duration(self.unique(name) or 0),
+                    "retention": format_duration(self.retention(name)),
                 }
             rows.append(row)
         return rows

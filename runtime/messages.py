@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 from taskiq import TaskiqMessage
 
-from runtime.errors import TaskTimeout, UnknownFunction, WorkerDied
+from runtime.errors import DeadlineExceeded, TaskTimeout, UnknownFunction, WorkerDied
 from runtime.redaction import redact
 
 MAX_ERROR_LENGTH = 4000  # characters of an error kept in run records and logs
@@ -73,6 +73,9 @@ def decode(data: bytes | None) -> TaskiqMessage:
         type(enqueued_at) not in (int, float) or not 0 < enqueued_at < MAX_TIMESTAMP or enqueued_at != enqueued_at
     ):
         raise invalid(f"labels.enqueued_at must be a Unix time in seconds, not {enqueued_at!r:.80}")
+    deadline = labels.get("deadline")
+    if deadline is not None and (type(deadline) not in (int, float) or not 0 < deadline < MAX_TIMESTAMP):
+        raise invalid(f"labels.deadline must be a Unix time in seconds, not {deadline!r:.80}")
     history = labels.get("history")
     if history is not None and not (isinstance(history, list) and all(isinstance(h, dict) for h in history)):
         raise invalid("labels.history must be a list of objects")
@@ -94,7 +97,10 @@ def decode(data: bytes | None) -> TaskiqMessage:
 def describe(error: BaseException) -> str:
     """An attempt's error as stored and shown: type and message, secrets redacted, capped in length."""
     text = redact(str(error))
-    if not isinstance(error, TaskTimeout | UnknownFunction | WorkerDied) and type(error).__name__ != "TaskError":
+    if (
+        not isinstance(error, TaskTimeout | UnknownFunction | WorkerDied | DeadlineExceeded)
+        and type(error).__name__ != "TaskError"
+    ):
         text = f"{type(error).__name__}: {text}" if text else type(error).__name__
     if len(text) > MAX_ERROR_LENGTH:
         text = text[:MAX_ERROR_LENGTH] + f"... ({len(text) - MAX_ERROR_LENGTH} more characters)"
@@ -111,7 +117,7 @@ def describe_traceback(error: BaseException) -> str | None:
 
     The worker's own frames (the runtime, asyncio, taskiq) say nothing about the task and are left out.
     """
-    if isinstance(error, TaskTimeout | UnknownFunction | WorkerDied):
+    if isinstance(error, TaskTimeout | UnknownFunction | WorkerDied | DeadlineExceeded):
         return None
     trace = getattr(error, "trace", None)  # a sync task's traceback, formatted in its process
     if not isinstance(trace, str):
@@ -120,8 +126,11 @@ def describe_traceback(error: BaseException) -> str | None:
         if frames and (not kept or kept[-1] is not frames[-1]):
             kept.append(frames[-1])  # the raise site, wherever it is
         lines = ["Traceback (most recent call last):\n", *traceback.format_list(kept)]
-        trace = "".join(lines + traceback.format_exception_only(type(error), error))
-    trace = redact(trace)
+        trace = "".join([*lines, describe(error), "\n"])
+    # no line longer than an error message: a huge message must not crowd out the frames
+    trace = "\n".join(
+        line if len(line) <= MAX_ERROR_LENGTH else line[:MAX_ERROR_LENGTH] + "..." for line in redact(trace).split("\n")
+    )
     if len(trace) > MAX_TRACEBACK_LENGTH:
         trace = "... (earlier lines cut)\n" + trace[-MAX_TRACEBACK_LENGTH:]
     return trace.rstrip()

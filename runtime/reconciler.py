@@ -76,21 +76,23 @@ class Reconciler:
     async def queued_ids(self, wanted: set[str]) -> set[str]:
         """Which of `wanted` have a message in the delayed set or the stream (pending ones included)."""
         found: set[str] = set()
-        for member in await self.redis.zrange(self.keys.delayed, 0, -1):
-            run_id = _task_id(member)
-            if run_id is not None and run_id in wanted:
-                found.add(run_id)
-        start = "-"
-        while found != wanted:
-            entries: Any = await self.redis.xrange(self.keys.stream, min=start, count=self.page)
-            for _entry_id, fields in entries or []:
-                run_id = _task_id((fields or {}).get(b"data"))
+        for queue in self.runtime.app.manifest.queue_names():
+            keys = self.keys.queue(queue)
+            for member in await self.redis.zrange(keys.delayed, 0, -1):
+                run_id = _task_id(member)
                 if run_id is not None and run_id in wanted:
                     found.add(run_id)
-            if not entries or len(entries) < self.page:
-                break
-            last = entries[-1][0]
-            start = "(" + (last.decode() if isinstance(last, bytes) else last)
+            start = "-"
+            while found != wanted:
+                entries: Any = await self.redis.xrange(keys.stream, min=start, count=self.page)
+                for _entry_id, fields in entries or []:
+                    run_id = _task_id((fields or {}).get(b"data"))
+                    if run_id is not None and run_id in wanted:
+                        found.add(run_id)
+                if not entries or len(entries) < self.page:
+                    break
+                last = entries[-1][0]
+                start = "(" + (last.decode() if isinstance(last, bytes) else last)
         return found
 
     async def reconcile(self) -> list[str]:
@@ -129,8 +131,13 @@ class Reconciler:
             logger.error("run %s of %s %s: failed: %s", run.id, run.function, run.status, reason, extra=extra)
             return True
         enqueued_at = run.enqueued_at.timestamp() if run.enqueued_at.tzinfo else _utc_timestamp(run.enqueued_at)
-        message = self.runtime.message(run.function, run.id, run.arguments, attempt, run.history, enqueued_at)
-        await self.runtime.broker.kick_many([message])
+        assert fn is not None
+        queue = run.queue if run.queue in self.runtime.app.manifest.queue_names() else self.runtime.queue_of(fn)
+        deadline = _utc_timestamp(run.deadline) if run.deadline is not None else None
+        message = self.runtime.message(
+            run.function, run.id, run.arguments, attempt, run.history, enqueued_at, queue=queue, deadline=deadline
+        )
+        await self.runtime.broker.kick_many([message], queue=queue)
         logger.warning(
             "run %s of %s was %s but its message is gone from Redis; queued it again (attempt %d)",
             run.id,

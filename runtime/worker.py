@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -30,12 +32,18 @@ from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.broker import Delivery
 from runtime.connections import Runtime
-from runtime.errors import TaskTimeout, UnknownFunction, WorkerDied
+from runtime.errors import ConfigError, DeadlineExceeded, TaskTimeout, UnknownFunction, WorkerDied
 from runtime.health import HealthServer, Heartbeat, dependencies
 from runtime.leases import LeaseKeeper
 from runtime.manifest import format_duration
 from runtime.messages import InvalidMessage, decode, describe, describe_traceback, error_type
-from runtime.middleware import DeadLetterMiddleware, RetryMiddleware, RunRecordMiddleware, TaskLogMiddleware
+from runtime.middleware import (
+    DeadLetterMiddleware,
+    RetryMiddleware,
+    RunRecordMiddleware,
+    TaskLogMiddleware,
+    UniqueMiddleware,
+)
 from runtime.sync_pool import SyncPool
 
 logger = logging.getLogger("runtime.worker")
@@ -60,13 +68,25 @@ def _overriding(middlewares: list[TaskiqMiddleware], hook: str) -> list[Callable
 
 
 class Worker:
-    def __init__(self, runtime: Runtime, concurrency: int | None = None) -> None:
+    def __init__(self, runtime: Runtime, concurrency: int | None = None, queues: list[str] | None = None) -> None:
         self.runtime = runtime
         self.broker = runtime.broker
         manifest = runtime.app.manifest
         self.concurrency = concurrency or manifest.defaults.concurrency
         self.prefetch = self.concurrency * PREFETCH_FACTOR  # running + read ahead
         self.lease = runtime.settings.lease_seconds
+        declared = manifest.queue_names()
+        unknown = [q for q in queues or [] if q not in declared]
+        if unknown:
+            raise ConfigError(
+                f"--queues names {', '.join(unknown)}, not declared in the manifest; its queues: {', '.join(declared)}"
+            )
+        self.queues = list(queues or declared)
+        self.weights = manifest.queue_weights()
+        self.strict = manifest.priority == "strict"
+        self.paused: set[str] = set()
+        self.paused_checked = 0.0
+        self.next_reclaim = 0.0  # when the fetch loop next looks for lapsed leases
         self.max_attempts = {name: manifest.retries(name) + 1 for name in manifest.tasks()}
         self.records = RunRecordMiddleware(runtime.store, self.max_attempts)
         self.dead_letters = DeadLetterMiddleware(runtime)
@@ -74,6 +94,7 @@ class Worker:
             RetryMiddleware(runtime),
             self.records,
             self.dead_letters,
+            UniqueMiddleware(runtime),
             TaskLogMiddleware(self.max_attempts),
         ]
         self.pre_execute = _overriding(self.middlewares, "pre_execute")
@@ -97,6 +118,7 @@ class Worker:
             self.broker.redis_url,
             self.broker.keys,
             self.broker.consumer,
+            self.queues,
             self.lease,
             held=lambda: list(self.held),
             on_lost=self._lost,
@@ -147,7 +169,6 @@ class Worker:
         self.room.set()
 
     async def _fetch_loop(self) -> None:
-        next_reclaim = 0.0
         while not self.stopping.is_set():
             self.heartbeat.beat()
             await self._hand_back_waiting()
@@ -159,18 +180,7 @@ class Worker:
                     await asyncio.wait_for(self.room.wait(), 1.0)
                 continue
             try:
-                deliveries = []
-                # reclaim only for idle runners: read-ahead handed back by a busy worker is for idle ones
-                free = self.concurrency - len(self.running) - self.queue.qsize()
-                if time.monotonic() >= next_reclaim and free > 0:
-                    next_reclaim = time.monotonic() + self.lease / 4
-                    deliveries = await self.broker.reclaim(min(room, free))
-                    for delivery in deliveries:
-                        logger.warning("reclaimed entry %s from a worker that stopped answering", delivery.entry_id)
-                if not deliveries:
-                    # wait for new tasks only when there is nothing to run (BLOCK 0 would wait forever)
-                    block_ms = 1 if self.queue.qsize() else int(min(1.0, self.lease / 4) * 1000)
-                    deliveries = await self.broker.read(room, block_ms=block_ms)
+                deliveries = await self._fetch(room)
                 self.redis_ok = True
             except Exception as exc:  # Redis away: keep trying, and say so once
                 if self.redis_ok:
@@ -180,10 +190,52 @@ class Worker:
                 continue
             now = time.monotonic()
             for delivery in deliveries:
-                if delivery.entry_id not in self.held:
-                    self.held[delivery.entry_id] = delivery
-                    self.fetched_at[delivery.entry_id] = now
+                if delivery.key not in self.held:
+                    self.held[delivery.key] = delivery
+                    self.fetched_at[delivery.key] = now
                     self.queue.put_nowait(delivery)
+
+    async def _fetch(self, room: int) -> list[Delivery]:
+        """Up to `room` entries: lapsed leases first (for idle runners only), then new entries from the
+        queues in priority order: weighted (a random order, each queue's chance by its weight) or strict."""
+        queues = await self._order()
+        if not queues:
+            await asyncio.sleep(min(1.0, self.lease / 4))  # every queue this worker serves is paused
+            return []
+        # reclaim only for idle runners: read-ahead handed back by a busy worker is for idle ones
+        free = self.concurrency - len(self.running) - self.queue.qsize()
+        if time.monotonic() >= self.next_reclaim and free > 0:
+            self.next_reclaim = time.monotonic() + self.lease / 4
+            for queue in queues:
+                deliveries = await self.broker.reclaim(queue, min(room, free))
+                for delivery in deliveries:
+                    logger.warning("reclaimed entry %s from a worker that stopped answering", delivery.key)
+                if deliveries:
+                    return deliveries
+        for queue in queues:  # the first queue in priority order with new entries gives them all
+            deliveries = await self.broker.read([queue], room, block_ms=None)
+            if deliveries:
+                return deliveries
+        if self.queue.qsize():
+            return []
+        # nothing anywhere: wait for new tasks on every queue (BLOCK 0 would wait forever)
+        return await self.broker.read(queues, max(1, room // len(queues)), int(min(1.0, self.lease / 4) * 1000))
+
+    async def _order(self) -> list[str]:
+        """The unpaused queues this worker serves, in the order to try them now."""
+        if time.monotonic() >= self.paused_checked:
+            self.paused = await self.broker.paused()
+            self.paused_checked = time.monotonic() + 1.0
+        queues = [q for q in self.queues if q not in self.paused]
+        if self.strict:
+            return sorted(queues, key=lambda q: -self.weights.get(q, 1))
+        # weighted shuffle: repeatedly draw a queue with chance proportional to its weight (Asynq's way)
+        order, left = [], list(queues)
+        while left:
+            pick = random.choices(left, weights=[self.weights.get(q, 1) for q in left])[0]
+            order.append(pick)
+            left.remove(pick)
+        return order
 
     async def _hand_back_waiting(self) -> None:
         """Read-ahead that waited too long behind busy runners goes back, so an idle worker can run it."""
@@ -191,9 +243,9 @@ class Worker:
             return
         cutoff = time.monotonic() - HAND_BACK_AFTER
         waiting = [self.queue.get_nowait() for _ in range(self.queue.qsize())]
-        stale = [d.entry_id for d in waiting if self.fetched_at.get(d.entry_id, 0.0) < cutoff]
+        stale = [d.key for d in waiting if self.fetched_at.get(d.key, 0.0) < cutoff]
         for delivery in waiting:
-            if delivery.entry_id not in stale:
+            if delivery.key not in stale:
                 self.queue.put_nowait(delivery)
         if stale:
             logger.debug("handing back %d task(s) that waited behind busy runners", len(stale))
@@ -204,12 +256,12 @@ class Worker:
         assert current is not None
         while True:
             delivery = await self.queue.get()
-            entry_id = delivery.entry_id
-            self.fetched_at.pop(entry_id, None)
-            if entry_id not in self.held:
+            key = delivery.key
+            self.fetched_at.pop(key, None)
+            if key not in self.held:
                 continue  # lost or handed back while it waited
             execution = asyncio.create_task(self._execute(delivery))
-            self.running[entry_id] = execution
+            self.running[key] = execution
             try:
                 await execution
             except asyncio.CancelledError:
@@ -218,31 +270,31 @@ class Worker:
                 # its lease was lost to another worker: stopped here, nothing recorded or acked
             except (RedisError, OSError) as exc:
                 # the run could not be completed here (Redis went away mid-way): give it back
-                logger.warning("could not complete entry %s (%s); handing it back", entry_id, exc)
-                await self._release([entry_id])
+                logger.warning("could not complete entry %s (%s); handing it back", key, exc)
+                await self._release([key])
             except Exception:
-                logger.exception("could not complete entry %s; handing it back", entry_id)
-                await self._release([entry_id])
+                logger.exception("could not complete entry %s; handing it back", key)
+                await self._release([key])
             finally:
-                self.running.pop(entry_id, None)
+                self.running.pop(key, None)
 
-    def _lost(self, entry_ids: list[str]) -> None:
+    def _lost(self, keys: list[str]) -> None:
         """Another worker holds these entries now: stop them here, and record and ack nothing of them."""
-        for entry_id in entry_ids:
-            if self.held.pop(entry_id, None) is None:
+        for key in keys:
+            if self.held.pop(key, None) is None:
                 continue
-            run_id = self.run_of.pop(entry_id, None)
+            run_id = self.run_of.pop(key, None)
             logger.warning(
                 "lost the lease on entry %s (run %s): another worker holds it now; stopping it here",
-                entry_id,
+                key,
                 run_id,
                 extra={"run_id": run_id},
             )
             if run_id is not None:
                 self.records.discard(run_id)
-            if entry_id in self.to_ack:
-                self.to_ack.remove(entry_id)
-            execution = self.running.get(entry_id)
+            if key in self.to_ack:
+                self.to_ack.remove(key)
+            execution = self.running.get(key)
             if execution is not None:
                 execution.cancel()
         self.room.set()
@@ -252,7 +304,7 @@ class Worker:
         queued = []
         while not self.queue.empty():
             queued.append(self.queue.get_nowait())
-        await self._release([d.entry_id for d in queued], started=False)
+        await self._release([d.key for d in queued], started=False)
         if self.running:
             logger.info(
                 "stopping: waiting up to %s for %d running task(s)",
@@ -270,19 +322,19 @@ class Worker:
             logger.warning("stopping: %d task(s) did not finish in time; handed back", len(unfinished))
             await self._release(unfinished)
 
-    async def _release(self, entry_ids: list[str], started: bool = True) -> None:
+    async def _release(self, keys: list[str], started: bool = True) -> None:
         """Hand entries back to the queue (not a failed attempt); started runs show `queued` again."""
-        if not entry_ids:
+        if not keys:
             return
-        for entry_id in entry_ids:
-            delivery = self.held.pop(entry_id, None)
-            self.fetched_at.pop(entry_id, None)
-            self.run_of.pop(entry_id, None)
+        for key in keys:
+            delivery = self.held.pop(key, None)
+            self.fetched_at.pop(key, None)
+            self.run_of.pop(key, None)
             if delivery is not None and delivery.data is not None and started:
                 with contextlib.suppress(Exception):
                     self.records.released(decode(delivery.data))
         with contextlib.suppress(Exception):
-            await self.broker.release(entry_ids)
+            await self.broker.release(keys)
         self.room.set()
 
     async def _beat_loop(self) -> None:
@@ -321,7 +373,7 @@ class Worker:
             if self.held:
                 # the fence: entries another worker took are dropped before their records are written
                 self._lost(await self.broker.renew(list(self.held)))
-                batch = [entry_id for entry_id in batch if entry_id in self.held]
+                batch = [key for key in batch if key in self.held]
             await self.records.flush()
             await self.dead_letters.flush()
             lost = await self.broker.ack(batch)
@@ -329,9 +381,9 @@ class Worker:
             self.to_ack = batch + self.to_ack
             raise
         self._lost(lost)
-        for entry_id in batch:
-            self.held.pop(entry_id, None)
-            self.run_of.pop(entry_id, None)
+        for key in batch:
+            self.held.pop(key, None)
+            self.run_of.pop(key, None)
         self.committed = time.monotonic()
         self.room.set()
 
@@ -339,15 +391,16 @@ class Worker:
 
     async def _execute(self, delivery: Delivery) -> None:
         if delivery.deleted:  # deleted from the stream while pending: nothing to run
-            self._finished(delivery.entry_id)
+            self._finished(delivery.key)
             return
         try:
             message = decode(delivery.data)
         except InvalidMessage as exc:
             self._reject(delivery, exc)
             return
-        self.run_of[delivery.entry_id] = message.task_id
+        self.run_of[delivery.key] = message.task_id
         labels = message.labels
+        labels["queue"] = delivery.queue  # retries go back to the queue it came from
         labels["history"] = list(labels.get("history") or [])
         if delivery.started is not None:
             # its last holder died while running it: that attempt failed, like any other failure
@@ -358,7 +411,7 @@ class Worker:
             return
         labels["started_at"] = time.time()
         mark = {"attempt": labels["attempt"], "started_at": labels["started_at"], "worker": self.broker.consumer}
-        await self.broker.mark_started({delivery.entry_id: orjson.dumps(mark)})
+        await self.broker.mark_started(delivery, orjson.dumps(mark))
         for hook in self.pre_execute:
             message = await _call(hook, message)
         self.dirty.set()  # the run shows `running` while it runs
@@ -406,19 +459,19 @@ class Worker:
         for hook in self.post_execute:
             await _call(hook, message, result)
         self.done_count += 1
-        self._finished(delivery.entry_id)
+        self._finished(delivery.key)
 
-    def _finished(self, entry_id: str) -> None:
-        self.to_ack.append(entry_id)
+    def _finished(self, key: str) -> None:
+        self.to_ack.append(key)
         self.dirty.set()
 
     def _reject(self, delivery: Delivery, error: InvalidMessage) -> None:
         """An entry no worker can run: dead-lettered with the reason (and its raw text), then acked."""
         run_id = error.run_id or uuid.uuid4().hex
-        logger.error("dead-lettering entry %s: %s", delivery.entry_id, error, extra={"run_id": run_id})
+        logger.error("dead-lettering entry %s: %s", delivery.key, error, extra={"run_id": run_id})
         self.records.invalid(run_id, error.function, error.raw, f"invalid task message: {error}")
         self.dead_letters.pending[run_id] = time.time()
-        self._finished(delivery.entry_id)
+        self._finished(delivery.key)
 
     async def _run(self, message: TaskiqMessage) -> Any:
         fn = self.runtime.app.tasks.get(message.task_name)
@@ -427,14 +480,24 @@ class Worker:
                 f"function '{message.task_name}' is not in the manifest of '{self.runtime.app.name}'; "
                 "restore it, then replay this run"
             )
-        kwargs = fn.validate(message.kwargs)
         timeout = self.runtime.app.manifest.timeout(message.task_name)
+        deadline = message.labels.get("deadline")
+        by_deadline = False
+        if deadline is not None:
+            left = float(deadline) - time.time()
+            if left <= 0:
+                raise DeadlineExceeded(f"its deadline ({_iso(deadline)}) passed before it started")
+            by_deadline = left < timeout
+            timeout = min(timeout, left)
+        kwargs = fn.validate(message.kwargs)
         try:
             if fn.is_async:
                 async with asyncio.timeout(timeout):
                     return await fn.fn(**kwargs)  # type: ignore[misc]
             return await self.sync_pool.run(fn.ref, kwargs, timeout)
         except TimeoutError:
+            if by_deadline:
+                raise DeadlineExceeded(f"stopped at its deadline ({_iso(deadline)})") from None
             raise TaskTimeout(f"timed out after {format_duration(timeout)}") from None
 
     # --- health ------------------------------------------------------------------------------------
@@ -465,3 +528,7 @@ def _start_mark(data: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return mark if isinstance(mark, dict) else {}
+
+
+def _iso(timestamp: Any) -> str:
+    return datetime.fromtimestamp(float(timestamp), UTC).isoformat(timespec="seconds")

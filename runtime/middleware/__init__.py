@@ -4,5 +4,13 @@ from runtime.middleware.dead_letters import DeadLetterMiddleware
 from runtime.middleware.records import RunRecordMiddleware
 from runtime.middleware.retries import RetryMiddleware, backoff
 from runtime.middleware.task_log import TaskLogMiddleware
+from runtime.middleware.unique import UniqueMiddleware
 
-__all__ = ["DeadLetterMiddleware", "RetryMiddleware", "RunRecordMiddleware", "TaskLogMiddleware", "backoff"]
+__all__ = [
+    "DeadLetterMiddleware",
+    "RetryMiddleware",
+    "RunRecordMiddleware",
+    "TaskLogMiddleware",
+    "UniqueMiddleware",
+    "backoff",
+]

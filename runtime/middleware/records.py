@@ -73,6 +73,7 @@ class RunRecordMiddleware(TaskiqMiddleware):
         return {
             "id": message.task_id,
             "function": message.task_name,
+            "queue": labels.get("queue") or "default",
             "arguments": message.kwargs,
             "max_attempts": self.max_attempts.get(message.task_name, 1),
             "enqueued_at": from_timestamp(labels.get("enqueued_at") or time.time()),

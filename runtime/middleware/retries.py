@@ -10,16 +10,17 @@ middlewares that follow.
 from __future__ import annotations
 
 import random
+import time
 from typing import TYPE_CHECKING, Any
 
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
-from runtime.errors import ArgumentsError, SkipRetry, UnknownFunction
+from runtime.errors import ArgumentsError, DeadlineExceeded, SkipRetry, UnknownFunction
 
 if TYPE_CHECKING:
     from runtime.connections import Runtime
 
-NOT_RETRIED: tuple[type[BaseException], ...] = (SkipRetry, ArgumentsError, UnknownFunction)
+NOT_RETRIED: tuple[type[BaseException], ...] = (SkipRetry, ArgumentsError, UnknownFunction, DeadlineExceeded)
 
 
 def backoff(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
@@ -29,11 +30,9 @@ def backoff(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
 
 
 class RetryMiddleware(TaskiqMiddleware):
-    def __init__(self, runtime: Runtime, base: float = 1.0, cap: float = 300.0) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         super().__init__()
         self.runtime = runtime
-        self.base = base
-        self.cap = cap
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         labels = message.labels
@@ -46,9 +45,15 @@ class RetryMiddleware(TaskiqMiddleware):
         if isinstance(result.error, NOT_RETRIED) or attempt > retries:
             labels["outcome"] = "failed"
             return
-        delay = backoff(attempt, self.base, self.cap)
+        policy = manifest.backoff(message.task_name)
+        delay = backoff(attempt, policy.base, policy.max)
+        deadline = labels.get("deadline")
+        if deadline is not None and time.time() + delay >= float(deadline):
+            labels["outcome"] = "failed"  # the next attempt could only start after the deadline
+            return
         labels["outcome"] = "retrying"
         labels["retry_in"] = delay
+        queue = str(labels.get("queue") or manifest.queue(message.task_name))  # back to its own queue
         next_message = self.runtime.message(
             message.task_name,
             message.task_id,
@@ -56,5 +61,7 @@ class RetryMiddleware(TaskiqMiddleware):
             attempt + 1,
             labels.get("history"),
             labels.get("enqueued_at"),
+            queue=queue,
+            deadline=deadline,
         )
-        await self.runtime.broker.kick_many([next_message], delay=delay)
+        await self.runtime.broker.kick_many([next_message], queue=queue, delay=delay)

@@ -345,6 +345,7 @@ async def test_stats(dash: Dashboard, spawn: Callable[..., Process]) -> None:
     assert empty == {
         "app": "dash-test",
         "queue": {"waiting": 0, "in_flight": 0, "delayed": 0, "dead": 0},
+        "queues": {"default": {"waiting": 0, "in_flight": 0, "delayed": 0, "paused": 0}},
         "runs": {},
         "consumers": [],
     }

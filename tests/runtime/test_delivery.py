@@ -152,8 +152,9 @@ async def test_a_message_is_acked_only_after_the_record_of_that_attempt_is_saved
     ack = broker.ack
 
     async def checked_ack(entry_ids: list[str]) -> list[str]:
-        for entry_id in entry_ids:
-            [(_, fields)] = await broker.redis.xrange(rt.keys.stream, entry_id, entry_id)
+        for key in entry_ids:
+            entry_id = key.rpartition("/")[2]
+            [(_, fields)] = await broker.redis.xrange(rt.keys.queue("default").stream, entry_id, entry_id)
             run_id = json.loads(fields[b"data"])["task_id"]
             run = await checker.get(run_id)
             if run is None or run.status not in FINAL:
@@ -257,15 +258,15 @@ BAD_ENTRIES: list[dict[bytes, bytes]] = [
 async def test_entries_that_are_not_task_messages_are_dead_lettered_and_jam_nothing(spawn, app, env, rt) -> None:
     redis = rt.broker.redis
     for fields in BAD_ENTRIES:
-        await redis.xadd(rt.keys.stream, fields)  # type: ignore[arg-type]
+        await redis.xadd(rt.keys.queue("default").stream, fields)  # type: ignore[arg-type]
     good = await rt.app.tasks["noop"].enqueue_many([{"n": i} for i in range(10)])
     worker = start_worker(spawn, app, env)
     for run_id in good:
         assert (await rt.wait(run_id, timeout=20)).status == "succeeded"
     await wait_until(lambda: worker.output.count("dead-lettering entry") == len(BAD_ENTRIES), 10, "dead letters")
     await asyncio.sleep(0.5)
-    assert await redis.xlen(rt.keys.stream) == 0  # all acked and deleted
-    pending = await redis.xpending(rt.keys.stream, rt.keys.group)
+    assert await redis.xlen(rt.keys.queue("default").stream) == 0  # all acked and deleted
+    pending = await redis.xpending(rt.keys.queue("default").stream, rt.keys.group)
     assert pending["pending"] == 0
     dead = [m.decode() for m in await redis.zrange(rt.keys.dead, 0, -1)]
     assert len(dead) == len(BAD_ENTRIES)

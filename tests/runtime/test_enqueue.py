@@ -59,7 +59,7 @@ async def test_bad_arguments_name_the_argument(rt, function, kwargs, message):  
     with pytest.raises(ArgumentsError) as caught:
         await rt.app.tasks[function].enqueue(**kwargs)
     assert f"bad arguments for '{function}': {message}" in str(caught.value)
-    assert await rt.store.list() == [] and await rt.broker.redis.xlen(rt.keys.stream) == 0
+    assert await rt.store.list() == [] and await rt.broker.redis.xlen(rt.keys.queue("default").stream) == 0
 
 
 @pytest.mark.parametrize(
@@ -82,8 +82,8 @@ async def test_bad_delays_name_delay(rt, delay, message):  # type: ignore[no-unt
 
 async def test_a_refused_message_leaves_no_record(rt):  # type: ignore[no-untyped-def]
     # the stream key holds a string: Redis answers XADD with an error, so nothing is queued
-    await rt.broker.redis.delete(rt.keys.stream)
-    await rt.broker.redis.set(rt.keys.stream, "not a stream")
+    await rt.broker.redis.delete(rt.keys.queue("default").stream)
+    await rt.broker.redis.set(rt.keys.queue("default").stream, "not a stream")
     with pytest.raises(EnqueueFailed, match="nothing was queued for 'generate': Redis refused: ResponseError"):
         await rt.app.tasks["generate"].enqueue(briefing_id=1)
     assert await rt.store.list() == []
@@ -112,5 +112,5 @@ async def test_a_failed_record_insert_still_returns_the_queued_id(rt):  # type: 
 
         await conn.execute(text("DROP TABLE runs"))
     run_id = await rt.app.tasks["generate"].enqueue(briefing_id=1)  # the message is in Redis: it will run
-    [(_, [(_, fields)])] = await rt.broker.redis.xread({rt.keys.stream: "0"})
+    [(_, [(_, fields)])] = await rt.broker.redis.xread({rt.keys.queue("default").stream: "0"})
     assert run_id.encode() in fields[b"data"]

@@ -49,7 +49,7 @@ async def test_random_enqueues_are_runs_or_named_errors(tmp_path, redis_url):  #
             accepted.append((run_id, delay))
         runs = {run.id: run for run in await rt.store.list(limit=1000)}
         assert set(runs) == {run_id for run_id, _ in accepted}  # no half-written rejected run
-        delayed = await rt.broker.redis.zcard(rt.keys.delayed)
-        queued = await rt.broker.redis.xlen(rt.keys.stream)
+        delayed = await rt.broker.redis.zcard(rt.keys.queue("default").delayed)
+        queued = await rt.broker.redis.xlen(rt.keys.queue("default").stream)
         assert delayed == sum(1 for _, d in accepted if d) and queued + delayed == len(accepted)
         assert 5 <= len(accepted) < 295  # both doors exercised

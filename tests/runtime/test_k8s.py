@@ -351,7 +351,7 @@ def test_keda_scales_on_the_task_stream_of_the_redis_it_uses() -> None:
     lag, pending = scaled["spec"]["triggers"]
     for trigger in (lag, pending):
         assert trigger["type"] == "redis-streams"
-        assert trigger["metadata"]["stream"] == keys.stream == "first-sip:tasks"
+        assert trigger["metadata"]["stream"] == keys.queue("default").stream == "{first-sip:default}:tasks"
         assert trigger["metadata"]["consumerGroup"] == keys.group == "workers"
         # host:port, not a URL; namespaced, since KEDA's operator resolves it from its own namespace.
         assert trigger["metadata"]["address"] == "first-sip-redis.prod.svc:6379"

@@ -17,9 +17,9 @@ async def test_a_record_without_a_message_is_requeued_and_runs(tmp_path, redis_u
         lost = await rt.app.tasks["generate"].enqueue(briefing_id=1)
         kept = await rt.app.tasks["generate"].enqueue(briefing_id=2)
         later = await rt.app.tasks["generate"].enqueue(briefing_id=3, delay=3600)
-        [(_, entries)] = await rt.broker.redis.xread({rt.keys.stream: "0"})
+        [(_, entries)] = await rt.broker.redis.xread({rt.keys.queue("default").stream: "0"})
         lost_entry = next(entry_id for entry_id, fields in entries if lost.encode() in fields[b"data"])
-        await rt.broker.redis.xdel(rt.keys.stream, lost_entry)  # Redis lost the message
+        await rt.broker.redis.xdel(rt.keys.queue("default").stream, lost_entry)  # Redis lost the message
         reconciler = Reconciler(rt, grace=0.3)
         assert await reconciler.reconcile() == []  # within the grace period: left alone
         await asyncio.sleep(0.4)
@@ -38,7 +38,7 @@ async def test_a_lost_run_of_a_removed_function_fails_with_the_reason(tmp_path, 
     settings = Settings(redis_url=redis_url, database_url=f"sqlite:///{tmp_path}/r.db")
     async with Runtime.from_manifest(make_app(tmp_path), settings) as rt:
         run_id = await rt.app.tasks["generate"].enqueue(briefing_id=1)
-        await rt.broker.redis.delete(rt.keys.stream)
+        await rt.broker.redis.delete(rt.keys.queue("default").stream)
         del rt.app.tasks["generate"]
         await asyncio.sleep(0.2)
         assert await Reconciler(rt, grace=0.1).reconcile() == [run_id]
@@ -51,7 +51,7 @@ async def test_candidates_are_paged(tmp_path, redis_url):  # type: ignore[no-unt
     settings = Settings(redis_url=redis_url, database_url=f"sqlite:///{tmp_path}/r.db")
     async with Runtime.from_manifest(make_app(tmp_path), settings) as rt:
         ids = await rt.app.tasks["generate"].enqueue_many([{"briefing_id": i} for i in range(5)])
-        await rt.broker.redis.delete(rt.keys.stream)
+        await rt.broker.redis.delete(rt.keys.queue("default").stream)
         await asyncio.sleep(0.2)
         reconciler = Reconciler(rt, grace=0.1, limit=2)
         settled = [await reconciler.reconcile() for _ in range(3)]

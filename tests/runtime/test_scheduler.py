@@ -107,7 +107,7 @@ async def test_a_failing_schedule_never_stops_another_and_a_failed_fire_is_retri
     assert "nightly" not in scheduler.failing
     assert await scheduler.tick(datetime(2026, 1, 1, 6, 0, 3, tzinfo=UTC)) == []
     assert len(await runtime.store.list(function="nightly")) == 1
-    assert await runtime.broker.redis.xlen(runtime.keys.stream) == 1  # queued exactly once
+    assert await runtime.broker.redis.xlen(runtime.keys.queue("default").stream) == 1  # queued exactly once
     await runtime.stop()
 
 
@@ -141,7 +141,7 @@ asyncio.run(main())
     async def count() -> tuple[int, int]:
         runtime = await runtime_for(tmp_path, redis_url)
         runs = await runtime.store.list(function="nightly")
-        length = await runtime.broker.redis.xlen(runtime.keys.stream)
+        length = await runtime.broker.redis.xlen(runtime.keys.queue("default").stream)
         await runtime.stop()
         return len(runs), length
 
