@@ -36,6 +36,7 @@ from runtime.leases import LeaseKeeper
 from runtime.manifest import format_duration
 from runtime.messages import InvalidMessage, decode, describe, describe_traceback, error_type
 from runtime.middleware import DeadLetterMiddleware, RetryMiddleware, RunRecordMiddleware, TaskLogMiddleware
+from runtime.middleware.metrics import MetricsMiddleware
 from runtime.sync_pool import SyncPool
 
 logger = logging.getLogger("runtime.worker")
@@ -75,6 +76,7 @@ class Worker:
             self.records,
             self.dead_letters,
             TaskLogMiddleware(self.max_attempts),
+            MetricsMiddleware(),
         ]
         self.pre_execute = _overriding(self.middlewares, "pre_execute")
         self.on_error = _overriding(self.middlewares, "on_error")

@@ -1,8 +1,16 @@
 """Queue behaviours as taskiq middlewares, one module each, composed by the worker."""
 
 from runtime.middleware.dead_letters import DeadLetterMiddleware
+from runtime.middleware.metrics import MetricsMiddleware
 from runtime.middleware.records import RunRecordMiddleware
 from runtime.middleware.retries import RetryMiddleware, backoff
 from runtime.middleware.task_log import TaskLogMiddleware
 
-__all__ = ["DeadLetterMiddleware", "RetryMiddleware", "RunRecordMiddleware", "TaskLogMiddleware", "backoff"]
+__all__ = [
+    "DeadLetterMiddleware",
+    "MetricsMiddleware",
+    "RetryMiddleware",
+    "RunRecordMiddleware",
+    "TaskLogMiddleware",
+    "backoff",
+]
