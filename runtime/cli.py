@@ -190,6 +190,7 @@ def _k8s(args: argparse.Namespace) -> int:
         ingress_host=args.ingress_host,
         namespace=args.namespace,
         external_redis=args.external_redis,
+        prometheus_operator=args.prometheus_operator,
     )
 
 
@@ -220,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     k8s.add_argument("--namespace", default=None)
     k8s.add_argument("--ingress-host", default=None, help="also render an Ingress for this host")
     k8s.add_argument("--keda", action="store_true", help="autoscale workers with a KEDA ScaledObject")
+    k8s.add_argument(
+        "--prometheus-operator",
+        action="store_true",
+        help="also render ServiceMonitors and a dead-letter PrometheusRule (Prometheus Operator CRDs)",
+    )
     k8s.add_argument("--external-redis", default=None, help="host:port of a Redis to use instead of rendering one")
     db = commands.add_parser("db", help="manage the run store's schema", description="manage the run store's schema")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")

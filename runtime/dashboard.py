@@ -8,6 +8,7 @@ GET  /api/dead-letters                            runs that spent their retries
 GET  /api/functions                               the manifest's functions, effective settings
 POST /api/functions/{name}/runs                   enqueue a task (JSON body: its arguments)
 GET  /api/stats                                   counts per function and status, queue depths
+GET  /metrics                                     Prometheus text (runtime/metrics.py); needs the token too
 
 Writes (POST/PUT/PATCH/DELETE) that carry a body must send it as `application/json`, so a page on
 another site cannot forge one with a "simple" cross-origin request; the emulator's dashboard, which has
@@ -31,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime.connections import Runtime
 from runtime.errors import ArgumentsError, ConfigError
+from runtime.metrics import HttpMetrics, metrics_route
 from runtime.redaction import redact
 from runtime.runs import STATUSES, Run
 from runtime.web import FastJSONResponse, _http_error, health_routes
@@ -288,9 +290,11 @@ def create_dashboard_app(
         Route("/api/functions", functions),
         Route("/api/functions/{name}/runs", enqueue, methods=["POST"]),
         Route("/api/stats", stats),
+        metrics_route(runtime),  # behind the token, like the API (Prometheus sends it as a bearer token)
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     if token:
         app.add_middleware(TokenAuth, token=token)
-    app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)  # outermost: refuses before the token check
+    app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)  # refuses before the token check
+    app.add_middleware(HttpMetrics, routes=routes)  # outermost: counts refusals too
     return app

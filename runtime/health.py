@@ -1,4 +1,5 @@
-"""Health: the state of Redis and the database, and a tiny HTTP server for probes of workers."""
+"""Health: the state of Redis and the database, and a tiny HTTP server for the probes (and the metrics) of
+processes with no web server of their own (the worker and the scheduler)."""
 
 from __future__ import annotations
 
@@ -35,10 +36,12 @@ Check = Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
 
 
 class HealthServer:
-    """Serves GET /health (ready) and /health/live (alive) for a process with no web server of its own."""
+    """Serves GET /health (ready), /health/live (alive) and /metrics (Prometheus text) for a process with no
+    web server of its own. The metrics include the queue depths of `runtime` (default: the running one)."""
 
-    def __init__(self, ready: Check, live: Check) -> None:
+    def __init__(self, ready: Check, live: Check, runtime: Runtime | None = None) -> None:
         self.routes = {"/health": ready, "/health/ready": ready, "/health/live": live}
+        self.runtime = runtime
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -49,12 +52,16 @@ class HealthServer:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             path = request.split(b" ", 2)[1].decode().split("?")[0]
-            check = self.routes.get(path)
-            status, body = await check() if check else (404, {"error": f"no route {path}"})
-            payload = json.dumps(body).encode()
+            content_type = "application/json"
+            if path == "/metrics":
+                status, (payload, content_type) = 200, await self._metrics()
+            else:
+                check = self.routes.get(path)
+                status, body = await check() if check else (404, {"error": f"no route {path}"})
+                payload = json.dumps(body).encode()
             reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}.get(status, "")
             writer.write(
-                f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+                f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\n"
                 f"content-length: {len(payload)}\r\nconnection: close\r\n\r\n".encode()
                 + payload
             )
@@ -63,6 +70,12 @@ class HealthServer:
             pass
         finally:
             writer.close()
+
+    async def _metrics(self) -> tuple[bytes, str]:
+        from runtime.connections import current_runtime
+        from runtime.metrics import render
+
+        return await render(self.runtime or current_runtime())
 
     async def stop(self) -> None:
         if self.server is not None:

@@ -28,6 +28,8 @@ Object = dict[str, Any]
 WEB_PORT = 8000
 DASHBOARD_PORT = 8081
 REDIS_PORT = 6379
+METRICS_PATH = "/metrics"
+METRICS_INTERVAL = "30s"
 APP_UID = 10001  # the image's non-root user (see Dockerfile)
 REDIS_UID = 999  # the `redis` user of the official redis image
 PRE_STOP_SECONDS = 5  # lets endpoints and ingress controllers drop a stopping pod before it stops accepting
@@ -111,6 +113,7 @@ class _Renderer:
         ingress_host: str | None,
         keda: bool,
         external_redis: str | None,
+        prometheus_operator: bool = False,
     ) -> None:
         if not image.strip():
             raise ValueError("--image is required: the image built from this repository's Dockerfile")
@@ -125,6 +128,7 @@ class _Renderer:
         self.namespace = namespace
         self.ingress_host = ingress_host
         self.keda = keda
+        self.prometheus_operator = prometheus_operator
         self.external_redis = external_redis
         self.redis_address, self.redis_url, self.redis_db = _redis_address(external_redis, self.app, namespace)
         if keda and manifest.tasks() and not self.redis_address:
@@ -228,11 +232,17 @@ class _Renderer:
         ]
         return container
 
-    def pod_template(self, component: str, container: Object, grace_seconds: int) -> Object:
+    def pod_template(self, component: str, container: Object, grace_seconds: int, metrics_port: int) -> Object:
         return {
             "metadata": {
                 "labels": self.labels(component),
-                "annotations": {"checksum/config": self.config_checksum()},
+                "annotations": {
+                    "checksum/config": self.config_checksum(),
+                    # for Prometheus's annotation-based pod discovery (runtime/metrics.py serves them)
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(metrics_port),
+                    "prometheus.io/path": METRICS_PATH,
+                },
             },
             "spec": {
                 "automountServiceAccountToken": False,
@@ -271,17 +281,73 @@ class _Renderer:
             "spec": spec,
         }
 
-    def service(self, component: str, port: int, target: str, name: str | None = None) -> Object:
+    def service(
+        self, component: str, port: int, target: str, name: str | None = None, headless: bool = False
+    ) -> Object:
+        spec: Object = {"type": "ClusterIP"}
+        if headless:  # no virtual IP: only for discovering the pods (Prometheus scrapes each one)
+            spec["clusterIP"] = "None"
+        spec["selector"] = self.selector(component)
+        spec["ports"] = [{"name": target, "port": port, "targetPort": target, "protocol": "TCP"}]
         return {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": self.metadata(name or self.name(component), component),
-            "spec": {
-                "type": "ClusterIP",
-                "selector": self.selector(component),
-                "ports": [{"name": target, "port": port, "targetPort": target, "protocol": "TCP"}],
-            },
+            "spec": spec,
         }
+
+    def service_monitor(self, component: str, port: str, authorization: Object | None = None) -> Object:
+        """The Prometheus Operator's scrape config for the pods behind the component's Service."""
+        endpoint: Object = {"port": port, "path": METRICS_PATH, "interval": METRICS_INTERVAL}
+        if authorization is not None:
+            endpoint["authorization"] = authorization
+        return {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "ServiceMonitor",
+            "metadata": self.metadata(self.name(component), component),
+            "spec": {"selector": {"matchLabels": self.selector(component)}, "endpoints": [endpoint]},
+        }
+
+    def monitoring(self, component: str, port: str) -> list[Object]:
+        """With --prometheus-operator: a headless Service on the health port (for a process that has no
+        Service of its own), and its ServiceMonitor."""
+        if not self.prometheus_operator:
+            return []
+        return [self.service(component, self.health_port, port, headless=True), self.service_monitor(component, port)]
+
+    def alert_rules(self) -> list[Object]:
+        """With --prometheus-operator: alert when runs are dead-lettered (they wait to be replayed)."""
+        if not (self.prometheus_operator and self.manifest.tasks()):
+            return []
+        jobs = f'job=~"{self.app}-(web|worker|scheduler|dashboard)"'  # the Services' names
+        threshold = f"max(firstsip_dead_letter_alert_threshold{{{jobs}}}) or vector(0)"
+        return [
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "PrometheusRule",
+                "metadata": self.metadata(self.name("alerts"), "alerts"),
+                "spec": {
+                    "groups": [
+                        {
+                            "name": f"{self.app}.rules",
+                            "rules": [
+                                {
+                                    "alert": "FirstSipDeadLetters",
+                                    "expr": f"max(firstsip_dead_letters{{{jobs}}}) > ({threshold})",
+                                    "for": "5m",
+                                    "labels": {"severity": "warning"},
+                                    "annotations": {
+                                        "summary": f"{self.app}: runs spent their retries and were dead-lettered",
+                                        "description": "{{ $value }} dead-lettered runs wait: see `runtime runs "
+                                        "--status failed`, then replay or delete them.",
+                                    },
+                                }
+                            ],
+                        }
+                    ]
+                },
+            }
+        ]
 
     def pdb(self, component: str) -> Object:
         return {
@@ -436,7 +502,7 @@ class _Renderer:
         )
         deployment = self.deployment(
             "web",
-            self.pod_template("web", container, grace),
+            self.pod_template("web", container, grace, WEB_PORT),
             replicas=None,
             strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
         )
@@ -460,6 +526,8 @@ class _Renderer:
             },
         }
         objects = [deployment, self.service("web", 80, "http"), hpa, self.pdb("web")]
+        if self.prometheus_operator:
+            objects.append(self.service_monitor("web", "http"))
         if self.ingress_host:
             objects.append(self.ingress())
         return objects
@@ -507,13 +575,13 @@ class _Renderer:
         grace = int(self.shutdown_timeout) + GRACE_MARGIN_SECONDS
         deployment = self.deployment(
             "worker",
-            self.pod_template("worker", self.worker_container("worker"), grace),
+            self.pod_template("worker", self.worker_container("worker"), grace, self.health_port),
             replicas=None if self.keda else 2,
         )
         objects = [deployment, self.pdb("worker")]
         if self.keda:
             objects.append(self.scaled_object())
-        return objects
+        return objects + self.monitoring("worker", "health")
 
     def scaled_object(self) -> Object:
         keys = Keys(self.app)
@@ -565,10 +633,11 @@ class _Renderer:
         return [
             self.deployment(
                 "scheduler",
-                self.pod_template("scheduler", self.worker_container("scheduler"), grace),
+                self.pod_template("scheduler", self.worker_container("scheduler"), grace, self.health_port),
                 replicas=1,
                 strategy={"type": "Recreate"},
-            )
+            ),
+            *self.monitoring("scheduler", "health"),
         ]
 
     def dashboard(self) -> list[Object]:
@@ -584,10 +653,14 @@ class _Renderer:
             [*self.redis_secrets(), "database-url", "dashboard-token"],
         )
         grace = int(self.shutdown_timeout) + GRACE_MARGIN_SECONDS
-        return [
-            self.deployment("dashboard", self.pod_template("dashboard", container, grace), replicas=1),
+        objects = [
+            self.deployment("dashboard", self.pod_template("dashboard", container, grace, DASHBOARD_PORT), replicas=1),
             self.service("dashboard", DASHBOARD_PORT, "http"),
         ]
+        if self.prometheus_operator:  # the dashboard's /metrics needs its token, like its API
+            token = {"name": secret_name(self.manifest), "key": "dashboard-token"}
+            objects.append(self.service_monitor("dashboard", "http", {"type": "Bearer", "credentials": token}))
+        return objects
 
     def render(self) -> list[Object]:
         return [
@@ -597,6 +670,7 @@ class _Renderer:
             *self.worker(),
             *self.scheduler(),
             *self.dashboard(),
+            *self.alert_rules(),
         ]
 
 
@@ -609,6 +683,7 @@ def render_kubernetes(
     ingress_host: str | None = None,
     keda: bool = False,
     external_redis: str | None = None,
+    prometheus_operator: bool = False,
 ) -> list[Object]:
     """Every object the app needs, in apply order. Raises ValueError for a bad option.
 
@@ -617,9 +692,13 @@ def render_kubernetes(
     Secret named `{app}-secrets` that the cluster's operator creates. The in-cluster Redis requires that
     password and a NetworkPolicy admits only the app's pods to it. `external_redis` (host:port, reachable from
     the KEDA operator too) replaces the in-cluster Redis StatefulSet; `keda` replaces the worker's fixed
-    replica count by a KEDA ScaledObject, and with the in-cluster Redis needs `namespace`.
+    replica count by a KEDA ScaledObject, and with the in-cluster Redis needs `namespace`. Every pod carries
+    `prometheus.io/*` scrape annotations; `prometheus_operator` adds a ServiceMonitor per Service (and
+    headless Services for the worker and the scheduler) and a PrometheusRule alerting on dead letters.
     """
-    return _Renderer(manifest, manifest_text, image, namespace, ingress_host, keda, external_redis).render()
+    return _Renderer(
+        manifest, manifest_text, image, namespace, ingress_host, keda, external_redis, prometheus_operator
+    ).render()
 
 
 class _Dumper(yaml.SafeDumper):
@@ -705,6 +784,7 @@ def k8s_command(
     ingress_host: str | None = None,
     keda: bool = False,
     external_redis: str | None = None,
+    prometheus_operator: bool = False,
 ) -> int:
     """`runtime k8s`: YAML on stdout, or a kustomize folder at `out`. Returns the exit code."""
     try:
@@ -717,6 +797,7 @@ def k8s_command(
             ingress_host=ingress_host,
             keda=keda,
             external_redis=external_redis,
+            prometheus_operator=prometheus_operator,
         )
     except ManifestError as exc:
         print(exc, file=sys.stderr)

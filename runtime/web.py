@@ -33,6 +33,7 @@ from runtime.connections import Runtime
 from runtime.decorators import HttpFunction
 from runtime.errors import ArgumentsError
 from runtime.health import dependencies
+from runtime.metrics import HttpMetrics, metrics_route
 from runtime.openapi import openapi_routes
 from runtime.redaction import redact
 
@@ -291,9 +292,9 @@ def health_routes(runtime: Runtime) -> list[Route]:
 
 
 def create_web_app(runtime: Runtime, *, debug: bool = False) -> Starlette:
-    """The web process's app: every `http:` function at its route, plus /health, /health/live and (unless
-    OPENAPI=false) /openapi.json and /docs."""
-    routes = health_routes(runtime)
+    """The web process's app: every `http:` function at its route, plus /health, /health/live, /metrics and
+    (unless OPENAPI=false) /openapi.json and /docs."""
+    routes = [*health_routes(runtime), metrics_route(runtime)]
     if runtime.settings.openapi:  # described from Endpoints built the way the functions' own are
         routes += openapi_routes(runtime.app, {name: Endpoint(name, fn) for name, fn in runtime.app.http.items()})
     for name, fn in runtime.app.http.items():
@@ -306,4 +307,5 @@ def create_web_app(runtime: Runtime, *, debug: bool = False) -> Starlette:
     app.add_middleware(Failures, debug=debug)
     if access_logger.isEnabledFor(logging.INFO):  # no extra layer per request when nothing is logged
         app.add_middleware(AccessLog)
+    app.add_middleware(HttpMetrics, routes=routes)
     return app

@@ -44,6 +44,7 @@ from runtime.middleware import (
     TaskLogMiddleware,
     UniqueMiddleware,
 )
+from runtime.middleware.metrics import MetricsMiddleware
 from runtime.sync_pool import SyncPool
 
 logger = logging.getLogger("runtime.worker")
@@ -96,6 +97,7 @@ class Worker:
             self.dead_letters,
             UniqueMiddleware(runtime),
             TaskLogMiddleware(self.max_attempts),
+            MetricsMiddleware(),
         ]
         self.pre_execute = _overriding(self.middlewares, "pre_execute")
         self.on_error = _overriding(self.middlewares, "on_error")

@@ -1,6 +1,7 @@
 """Queue behaviours as taskiq middlewares, one module each, composed by the worker."""
 
 from runtime.middleware.dead_letters import DeadLetterMiddleware
+from runtime.middleware.metrics import MetricsMiddleware
 from runtime.middleware.records import RunRecordMiddleware
 from runtime.middleware.retries import RetryMiddleware, backoff
 from runtime.middleware.task_log import TaskLogMiddleware
@@ -8,6 +9,7 @@ from runtime.middleware.unique import UniqueMiddleware
 
 __all__ = [
     "DeadLetterMiddleware",
+    "MetricsMiddleware",
     "RetryMiddleware",
     "RunRecordMiddleware",
     "TaskLogMiddleware",

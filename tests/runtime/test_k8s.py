@@ -44,7 +44,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "keda+ingress+namespace": {"keda": True, "ingress_host": "briefings.example.com", "namespace": "prod"},
     "external-redis+keda": {"keda": True, "external_redis": "redis.prod.internal:6380"},
+    "prometheus-operator": {"prometheus_operator": True, "namespace": "prod"},
 }
+CRDS = ("keda.sh/", "monitoring.coreos.com/")  # checked against their own schemas or shapes below
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 IANA_SVC_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -99,8 +101,8 @@ def objects(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_builtin_object_validates_strictly_against_kubernetes(version: str, variant: str) -> None:
     for obj in render(**VARIANTS[variant]):
-        if obj["apiVersion"].startswith("keda.sh/"):
-            continue  # a CRD: checked against KEDA's schema below
+        if obj["apiVersion"].startswith(CRDS):
+            continue  # a CRD: checked against KEDA's schema, or its shape, below
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -613,3 +615,127 @@ def test_keda_reads_the_in_cluster_redis_password_from_the_workers_environment()
     )
     (external,) = by_kind(render(keda=True, external_redis="redis.prod.internal:6380"), "ScaledObject")
     assert "passwordFromEnv" not in external["spec"]["triggers"][0]["metadata"]  # its URL is in the Secret
+
+
+# -- metrics -------------------------------------------------------------------------------------------
+
+
+def test_every_pod_is_annotated_for_scraping_on_a_port_it_declares(objects: list[dict[str, Any]]) -> None:
+    scraped = set()
+    for workload in workloads(objects):
+        annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component == "redis":
+            assert "prometheus.io/scrape" not in annotations  # serves no /metrics
+            continue
+        scraped.add(component)
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/path"] == "/metrics"
+        ports = [p["containerPort"] for c in workload["spec"]["template"]["spec"]["containers"] for p in c["ports"]]
+        assert int(annotations["prometheus.io/port"]) in ports, component
+    assert scraped == {"web", "worker", "scheduler", "dashboard"}
+
+
+def test_no_monitoring_objects_without_the_flag() -> None:
+    for variant in ("defaults", "keda+ingress+namespace"):
+        objects = render(**VARIANTS[variant])
+        assert not [o for o in objects if o["apiVersion"].startswith("monitoring.coreos.com/")]
+        assert not [s for s in by_kind(objects, "Service") if s["spec"].get("clusterIP") == "None"]
+
+
+def service_monitor_shape_errors(monitor: dict[str, Any]) -> list[str]:
+    """What the Prometheus Operator's CRD (monitoring.coreos.com/v1 ServiceMonitor) requires of the fields
+    we render: a label selector, and endpoints naming a port, a path and a duration."""
+    errors = []
+    spec = monitor.get("spec", {})
+    if set(spec) - {"selector", "endpoints", "namespaceSelector", "jobLabel"}:
+        errors.append(f"unknown spec fields {set(spec) - {'selector', 'endpoints'}}")
+    labels = spec.get("selector", {}).get("matchLabels")
+    if not (isinstance(labels, dict) and labels and all(isinstance(v, str) for v in labels.values())):
+        errors.append("spec.selector.matchLabels must be a non-empty map of strings")
+    endpoints = spec.get("endpoints")
+    if not (isinstance(endpoints, list) and endpoints):
+        return [*errors, "spec.endpoints must be a non-empty list"]
+    for endpoint in endpoints:
+        if set(endpoint) - {"port", "path", "interval", "authorization"}:
+            errors.append(f"unknown endpoint fields {set(endpoint)}")
+        if not (isinstance(endpoint.get("port"), str) and IANA_SVC_NAME.match(endpoint["port"])):
+            errors.append("endpoint.port must be a port name")
+        if not str(endpoint.get("path", "")).startswith("/"):
+            errors.append("endpoint.path must be absolute")
+        if not re.match(
+            r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?)$",
+            str(endpoint.get("interval", "-")),
+        ):
+            errors.append("endpoint.interval must be a Prometheus duration")
+        auth = endpoint.get("authorization")
+        if auth is not None and not (auth.get("type") == "Bearer" and set(auth["credentials"]) == {"name", "key"}):
+            errors.append("endpoint.authorization must be a Bearer secret key reference")
+    return errors
+
+
+def test_prometheus_operator_monitors_every_service_that_serves_metrics() -> None:
+    objects = render(**VARIANTS["prometheus-operator"])
+    monitors = by_kind(objects, "ServiceMonitor")
+    assert {m["metadata"]["name"] for m in monitors} == {
+        f"first-sip-{c}" for c in ("web", "worker", "scheduler", "dashboard")
+    }
+    for monitor in monitors:
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert service_monitor_shape_errors(monitor) == []
+        assert monitor["metadata"]["namespace"] == "prod"
+        # it selects exactly one Service, whose named port it scrapes, and that port serves /metrics
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        (service,) = [s for s in by_kind(objects, "Service") if selector.items() <= s["metadata"]["labels"].items()]
+        (endpoint,) = monitor["spec"]["endpoints"]
+        (port,) = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+        (workload,) = [
+            w
+            for w in workloads(objects)
+            if service["spec"]["selector"].items() <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        declared = {
+            p["name"]: p["containerPort"]
+            for c in workload["spec"]["template"]["spec"]["containers"]
+            for p in c["ports"]
+        }
+        assert declared[port["targetPort"]] == int(annotations["prometheus.io/port"])
+    # workers and the scheduler get headless Services on their health port, only for this
+    headless = {s["metadata"]["name"] for s in by_kind(objects, "Service") if s["spec"].get("clusterIP") == "None"}
+    assert headless == {"first-sip-worker", "first-sip-scheduler"}
+    # the dashboard's /metrics needs its token: Prometheus sends it from the app's Secret
+    dashboard = one(objects, "ServiceMonitor", "first-sip-dashboard")["spec"]["endpoints"][0]
+    assert dashboard["authorization"]["credentials"] == {"name": "first-sip-secrets", "key": "dashboard-token"}
+    assert service_monitor_shape_errors({"spec": {"selector": {}, "endpoints": [{"port": 8000}]}})
+
+
+def test_prometheus_operator_alerts_on_dead_letters() -> None:
+    (rule,) = by_kind(render(**VARIANTS["prometheus-operator"]), "PrometheusRule")
+    (group,) = rule["spec"]["groups"]
+    (alert,) = group["rules"]
+    assert alert["alert"] == "FirstSipDeadLetters"
+    assert "max(firstsip_dead_letters{" in alert["expr"] and "firstsip_dead_letter_alert_threshold" in alert["expr"]
+    assert 'job=~"first-sip-(web|worker|scheduler|dashboard)"' in alert["expr"]
+    assert re.match(r"^\d+[smh]$", alert["for"])
+
+
+def test_k8s_command_takes_the_prometheus_operator_flag() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime.cli",
+            "k8s",
+            "--manifest",
+            str(MANIFEST),
+            "--image",
+            IMAGE,
+            "--prometheus-operator",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(result.stdout)]
+    assert kinds.count("ServiceMonitor") == 4 and kinds.count("PrometheusRule") == 1

@@ -1,0 +1,269 @@
+"""Metrics: what a process counts, served as Prometheus text on `GET /metrics`, every name `firstsip_...`.
+
+Each process has one registry (`metrics()`): the worker counts finished runs (runtime/middleware/metrics.py),
+the web process and the dashboard count HTTP requests (`HttpMetrics`), and every process reports the
+queues' depths, read from Redis at scrape time (`queue_depths`), so they are there while workers are
+scaled to zero. Sync tasks run in child processes, but their runs are counted by the worker's middleware in
+the parent, so no multiprocess mode is needed. prometheus_client is imported on first use, not by
+`import runtime.worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from runtime.connections import Runtime
+
+logger = logging.getLogger("runtime.metrics")
+
+PREFIX = "firstsip"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STATES = ("waiting", "running", "scheduled", "retrying", "dead")
+SCRAPE_TIMEOUT = 2.0  # seconds a scrape waits for Redis before it reports the queues as unknown
+MAX_DELAYED_READ = 10_000  # delayed messages a scrape reads to tell retries from scheduled runs
+RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+UNMATCHED = "unmatched"
+
+
+@dataclass
+class Metrics:
+    """This process's metrics (one registry, shared by every app and middleware in the process)."""
+
+    registry: CollectorRegistry
+    runs_finished: Counter
+    run_duration: Histogram
+    run_latency: Histogram
+    http_requests: Counter
+    http_duration: Histogram
+
+
+_metrics: Metrics | None = None
+
+
+def metrics() -> Metrics:
+    """The process's metrics, created (and prometheus_client imported) on first use."""
+    global _metrics
+    if _metrics is None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+
+        registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(namespace=PREFIX, registry=registry)
+        _metrics = Metrics(
+            registry=registry,
+            runs_finished=Counter(
+                "runs_finished",
+                "Attempts of runs that finished, by function, queue and outcome (succeeded, retrying, failed, ...)",
+                ["function", "queue", "outcome"],
+                namespace=PREFIX,
+                registry=registry,
+            ),
+            run_duration=Histogram(
+                "run_duration_seconds",
+                "How long an attempt of a run took, by function and queue",
+                ["function", "queue"],
+                namespace=PREFIX,
+                registry=registry,
+                buckets=RUN_BUCKETS,
+            ),
+            run_latency=Histogram(
+                "run_start_latency_seconds",
+                "From enqueue (or the time a delayed run was due) to the start of its first attempt",
+                ["function", "queue"],
+                namespace=PREFIX,
+                registry=registry,
+                buckets=RUN_BUCKETS,
+            ),
+            http_requests=Counter(
+                "http_requests",
+                "HTTP requests answered, by route template, method and status",
+                ["route", "method", "status"],
+                namespace=PREFIX,
+                registry=registry,
+            ),
+            http_duration=Histogram(
+                "http_request_duration_seconds",
+                "How long HTTP requests took to answer, by route template and method",
+                ["route", "method"],
+                namespace=PREFIX,
+                registry=registry,
+                buckets=HTTP_BUCKETS,
+            ),
+        )
+    return _metrics
+
+
+# --- queue depths ----------------------------------------------------------------------------------
+
+
+def _queue_of(raw: bytes) -> tuple[str, bool]:
+    """(queue, is a retry) of a delayed message; unreadable ones count as scheduled on `default`."""
+    try:
+        labels = orjson.loads(raw).get("labels") or {}
+        attempt = labels.get("attempt", 1)
+        return str(labels.get("queue") or "default"), isinstance(attempt, int) and attempt > 1
+    except (orjson.JSONDecodeError, AttributeError):
+        return "default", False
+
+
+async def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
+    """{queue: {state: count}} for every state in STATES, read from Redis in one round trip.
+
+    waiting = stream entries no worker holds; running = held (pending in the group); scheduled and retrying
+    = the delayed set, split by the message's attempt (a retry's backoff has attempt > 1); dead = the
+    dead-letter set. Beyond MAX_DELAYED_READ delayed messages the rest is counted as scheduled.
+    """
+    keys = runtime.keys
+    manifest = runtime.app.manifest
+    depths: dict[str, dict[str, int]] = {}
+    for queue in manifest.queue_names():
+        qk = keys.queue(queue)
+        async with runtime.broker.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(qk.stream)
+            pipe.xpending(qk.stream, keys.group)
+            pipe.zcard(qk.delayed)
+            pipe.zrange(qk.delayed, 0, MAX_DELAYED_READ - 1)
+            length, pending, delayed_count, delayed = await pipe.execute(raise_on_error=False)
+        if isinstance(pending, Exception):  # no consumer group yet: no worker ever started, nothing held
+            pending = {"pending": 0}
+        for value in (length, delayed_count, delayed):
+            if isinstance(value, Exception):
+                raise value
+        running = int(pending["pending"]) if isinstance(pending, dict) else 0
+        row = depths[queue] = dict.fromkeys(STATES, 0)
+        row.update(waiting=max(0, int(length) - running), running=running)
+        for raw in delayed:
+            row["retrying" if _queue_of(raw)[1] else "scheduled"] += 1
+        row["scheduled"] += max(0, int(delayed_count) - len(delayed))
+    # the dead-letter list is one set for the app: it is shown on the default queue's row
+    depths.setdefault(manifest.defaults.queue, dict.fromkeys(STATES, 0))["dead"] = int(
+        await runtime.broker.redis.zcard(keys.dead)
+    )
+    return depths
+
+
+def dead_letter_threshold(runtime: Runtime) -> float | None:
+    """The dead-letter count above which to alert, when the app sets one (hook: no setting exists yet)."""
+    value = runtime.app.manifest.dead_letter_alert()
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+async def _queue_families(runtime: Runtime) -> list[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    up = GaugeMetricFamily(f"{PREFIX}_queue_depth_up", "1 if the queue depths below were read from Redis, else 0")
+    try:
+        depths = await asyncio.wait_for(queue_depths(runtime), SCRAPE_TIMEOUT)
+    except Exception as exc:
+        logger.warning("metrics: cannot read the queue depths from Redis: %s", exc)
+        up.add_metric([], 0)
+        return [up]
+    up.add_metric([], 1)
+    depth = GaugeMetricFamily(f"{PREFIX}_queue_depth", "Runs in each queue, by state", labels=["queue", "state"])
+    for queue, states in sorted(depths.items()):
+        for state, count in states.items():
+            depth.add_metric([queue, state], count)
+    dead = GaugeMetricFamily(f"{PREFIX}_dead_letters", "Runs that spent their retries and wait to be replayed")
+    dead.add_metric([], sum(states["dead"] for states in depths.values()))
+    families = [up, depth, dead]
+    threshold = dead_letter_threshold(runtime)
+    if threshold is not None:
+        alert = GaugeMetricFamily(
+            f"{PREFIX}_dead_letter_alert_threshold", "Alert when firstsip_dead_letters is above this"
+        )
+        alert.add_metric([], threshold)
+        families.append(alert)
+    return families
+
+
+class _Families:
+    """A collector of families gathered beforehand (asynchronously), for generate_latest."""
+
+    def __init__(self, families: list[Any]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Any]:
+        return self.families
+
+
+async def render(runtime: Runtime | None) -> tuple[bytes, str]:
+    """This process's metrics, plus the queue depths of `runtime`'s app, as Prometheus text."""
+    from prometheus_client import generate_latest
+
+    body = generate_latest(metrics().registry)
+    if runtime is not None:
+        body += generate_latest(_Families(await _queue_families(runtime)))
+    return body, CONTENT_TYPE
+
+
+# --- HTTP ------------------------------------------------------------------------------------------
+
+
+def route_template(scope: Scope, routes: list[BaseRoute]) -> str:
+    """The route's path as declared (`/users/{id}`), never the requested path (unbounded label values)."""
+    route = scope.get("route")
+    if route is None:  # answered before routing (e.g. a missing token): find what it would have matched
+        for candidate in routes:
+            match, _ = candidate.matches(scope)
+            if match is not Match.NONE:
+                route = candidate
+                break
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED
+
+
+class HttpMetrics:
+    """ASGI middleware: counts requests by route template, method and status, and times them."""
+
+    def __init__(self, app: ASGIApp, routes: list[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+        self.metrics = metrics()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = route_template(scope, self.routes)
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.http_requests.labels(route, method, str(status)).inc()
+            self.metrics.http_duration.labels(route, method).observe(time.perf_counter() - started)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def metrics_route(runtime: Runtime) -> BaseRoute:
+    """`GET /metrics` for a Starlette app."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def endpoint(request: Request) -> Response:
+        body, content_type = await render(runtime)
+        return Response(body, media_type=content_type)
+
+    return Route("/metrics", endpoint, methods=["GET"])

@@ -1,0 +1,42 @@
+"""Run metrics: each finished attempt counted by function, queue and outcome, with its duration, and each
+run's wait from enqueue to its first start (see runtime/metrics.py for how they are served).
+
+It runs in the worker, so sync tasks (whose code runs in child processes) are counted here, in the parent.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
+
+from runtime.errors import WorkerDied
+from runtime.metrics import metrics
+
+
+def _queue(message: TaskiqMessage) -> str:
+    return str(message.labels.get("queue") or "default")
+
+
+class MetricsMiddleware(TaskiqMiddleware):
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics = metrics()
+
+    def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        labels = message.labels
+        if labels.get("attempt", 1) == 1:  # a retry's wait is its backoff, not the queue's latency
+            # a delayed run waits from when it was due (`due_at`, when the message says), not from its enqueue
+            since = labels.get("due_at") or labels.get("enqueued_at")
+            started = labels.get("started_at") or time.time()
+            if isinstance(since, int | float) and isinstance(started, int | float):
+                self.metrics.run_latency.labels(message.task_name, _queue(message)).observe(max(0.0, started - since))
+        return message
+
+    def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        queue = _queue(message)
+        outcome = str(message.labels.get("outcome") or ("failed" if result.is_err else "succeeded"))
+        self.metrics.runs_finished.labels(message.task_name, queue, outcome).inc()
+        if not isinstance(result.error, WorkerDied):  # a crashed attempt has no duration to speak of
+            self.metrics.run_duration.labels(message.task_name, queue).observe(result.execution_time)
