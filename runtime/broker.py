@@ -128,6 +128,14 @@ return 0
 )
 
 
+# KEYS: started, the run's cancel key. ARGV: entry id, mark -> 1 (marked: run it) or 0 (cancelled: don't)
+_START = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One stream entry handed to this worker, from one queue. `data` is None for an entry without a
@@ -200,6 +208,7 @@ class StreamBroker(AsyncBroker):
         self._reclaim = self.redis.register_script(_RECLAIM)
         self._ack = self.redis.register_script(_ACK)
         self._release = self.redis.register_script(_RELEASE)
+        self._start = self.redis.register_script(_START)
 
     async def startup(self) -> None:
         await super().startup()
@@ -292,9 +301,11 @@ class StreamBroker(AsyncBroker):
             lost.extend(f"{queue}/{_text(entry_id)}" for entry_id in reply)
         return lost
 
-    async def mark_started(self, delivery: Delivery, mark: bytes) -> None:
-        """Record that this entry's task is starting (so a crash while running it is counted)."""
-        await self.redis.hset(self.keys.queue(delivery.queue).started, delivery.entry_id, mark)
+    async def mark_started(self, delivery: Delivery, run_id: str, mark: bytes) -> bool:
+        """Record that this entry's task is starting (so a crash while running it is counted), in the
+        same step as checking it was not cancelled: False means cancelled, do not run it."""
+        keys = self.keys.queue(delivery.queue)
+        return bool(await self._start(keys=[keys.started, keys.cancel(run_id)], args=[delivery.entry_id, mark]))
 
     async def release(self, delivery_keys: Sequence[str]) -> None:
         """Give entries back at once (a stopping worker): any worker's next reclaim takes them."""

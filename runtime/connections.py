@@ -25,7 +25,7 @@ from runtime.decorators import TaskFunction
 from runtime.errors import ArgumentsError, ConfigError, EnqueueFailed, EnqueueUncertain, RuntimeNotStarted
 from runtime.keys import Keys
 from runtime.redaction import redact
-from runtime.runs import DATABASE_ERRORS, FINAL, Run, RunStore, from_timestamp
+from runtime.runs import DATABASE_ERRORS, FINAL, Run, RunStore, from_timestamp, utcnow
 from runtime.settings import Settings, get_settings
 
 logger = logging.getLogger("runtime.enqueue")
@@ -68,6 +68,18 @@ def session() -> AsyncSession:
     if _current is None:
         raise RuntimeNotStarted("no runtime is running in this process, so there is no database session")
     return AsyncSession(_current.store.engine, expire_on_commit=False)
+
+
+async def cancel(run_id: str) -> Run:
+    """Cancel a run of the app running in this process (see `Runtime.cancel`)."""
+    runtime = current_runtime()
+    if runtime is None:
+        raise RuntimeNotStarted("cannot cancel: no runtime is running in this process")
+    return await runtime.cancel(run_id)
+
+
+def _cancel_version() -> int:
+    return int(time.time() * 1000) * 10 + 9  # after any phase written in the same millisecond
 
 
 def check_at(at: object) -> float:
@@ -405,6 +417,30 @@ class Runtime:
             logger.warning("could not remove the records of unqueued run(s) %s: %s", ", ".join(ids), exc)
             return False
         return True
+
+    async def cancel(self, run_id: str, wait: float = 2.0) -> Run:
+        """Cancel a run: a scheduled, queued or retrying run never starts again; a running one is stopped by
+        the worker running it (any worker: the cancel is published to all), within about a second.
+        The run ends `cancelled`: never retried, not a dead letter, no failure hook."""
+        run = await self.store.get(run_id)
+        if run is None:
+            raise LookupError(f"no run with id {run_id!r}")
+        if run.status in FINAL:
+            raise ValueError(f"run {run_id} already {run.status}; only unfinished runs can be cancelled")
+        queue = run.queue if run.queue in self.app.manifest.queue_names() else self.app.manifest.defaults.queue
+        # first the key (a worker that gets the message later will not start it), then tell the running one
+        await self.broker.redis.set(self.keys.queue(queue).cancel(run_id), "1", px=int(KEY_HOLD * 1000))
+        await self.broker.redis.publish(self.keys.cancel_channel, run_id)
+        if run.status != "running":
+            # not running: settled here (a worker that later meets its message acks it and records the same)
+            row = run.model_dump() | {"status": "cancelled", "finished_at": utcnow(), "version": _cancel_version()}
+            await self.store.update_many([row])
+        deadline = time.monotonic() + wait
+        while True:
+            latest = await self.store.get(run_id)
+            if latest is None or latest.status in FINAL or time.monotonic() > deadline:
+                return latest or run
+            await asyncio.sleep(0.05)
 
     async def replay(self, run_id: str) -> Run:
         """Queue a failed run again as a new run; it leaves the dead-letter list."""

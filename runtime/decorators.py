@@ -12,6 +12,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from runtime.context import Context
 from runtime.current import running
 from runtime.errors import ArgumentsError, RuntimeNotStarted
 
@@ -63,6 +64,7 @@ class HttpFunction(_Function[P, R]):
 class _Arguments:
     model: type[BaseModel]
     names: list[str] = field(default_factory=list)
+    context: str | None = None  # the parameter typed Context, passed by the worker, not an argument
 
 
 def _arguments_model(fn: Callable[..., Any]) -> _Arguments:
@@ -73,13 +75,17 @@ def _arguments_model(fn: Callable[..., Any]) -> _Arguments:
     except Exception:  # unresolvable forward refs: fall back to no validation of those params
         hints = {}
     fields: dict[str, Any] = {}
+    context = None
     for name, param in signature.parameters.items():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if hints.get(name) is Context:
+            context = name
             continue
         default = ... if param.default is param.empty else param.default
         fields[name] = (hints.get(name, Any), default)
     model = create_model(f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid", strict=False), **fields)
-    return _Arguments(model=model, names=list(fields))
+    return _Arguments(model=model, names=list(fields), context=context)
 
 
 def describe_validation_error(function: str, exc: ValidationError) -> str:
@@ -148,6 +154,7 @@ class TaskFunction(_Function[P, R]):
         super().__init__(fn)
         self._arguments = _arguments_model(fn)
         self.failure_hooks: list[FailureHook] = []
+        self.context_param = self._arguments.context
 
     def validate(self, kwargs: dict[str, Any], *, for_json: bool = False) -> dict[str, Any]:
         """Arguments checked and coerced against the type hints; ArgumentsError names what is wrong.

@@ -46,6 +46,10 @@ class QueueKeys:
         """Held by the unfinished run of `function` with this idempotency key (or these arguments)."""
         return f"{self._tag}:unique:{function}:{token}"
 
+    def cancel(self, run_id: str) -> str:
+        """Set when the run is cancelled: a worker that gets its message does not start it."""
+        return f"{self._tag}:cancel:{run_id}"
+
     @property
     def paused(self) -> str:
         """Set while the queue is paused: workers take nothing from it."""
@@ -62,6 +66,11 @@ class Keys:
     @property
     def group(self) -> str:
         return "workers"
+
+    @property
+    def cancel_channel(self) -> str:
+        """Pub/sub channel of cancelled run ids: the worker running one stops it."""
+        return f"{self.app}:cancel"
 
     @property
     def dead(self) -> str:

@@ -54,8 +54,8 @@ MUTABLE = (
 )
 # the columns only the enqueue knows (a worker's update that lands first leaves them at their defaults)
 ENQUEUE_ONLY = ("scheduled_for", "replay_of", "queue", "trace_id", "deadline", "idempotency_key")
-STATUSES = ("scheduled", "queued", "running", "retrying", "succeeded", "failed")
-FINAL = ("succeeded", "failed")
+STATUSES = ("scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled")
+FINAL = ("succeeded", "failed", "cancelled")
 
 
 def utcnow() -> datetime:

@@ -32,6 +32,7 @@ from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.broker import Delivery
 from runtime.connections import Runtime
+from runtime.context import Context
 from runtime.errors import ConfigError, DeadlineExceeded, TaskTimeout, UnknownFunction, WorkerDied
 from runtime.health import HealthServer, Heartbeat, dependencies
 from runtime.leases import LeaseKeeper
@@ -91,11 +92,12 @@ class Worker:
         self.max_attempts = {name: manifest.retries(name) + 1 for name in manifest.tasks()}
         self.records = RunRecordMiddleware(runtime.store, self.max_attempts)
         self.dead_letters = DeadLetterMiddleware(runtime)
+        self.unique = UniqueMiddleware(runtime)
         self.middlewares: list[TaskiqMiddleware] = [
             RetryMiddleware(runtime),
             self.records,
             self.dead_letters,
-            UniqueMiddleware(runtime),
+            self.unique,
             TaskLogMiddleware(self.max_attempts),
             MetricsMiddleware(),
         ]
@@ -109,6 +111,8 @@ class Worker:
         self.running: dict[str, asyncio.Task[None]] = {}  # entry id -> its execution
         self.run_of: dict[str, str] = {}  # entry id -> run id, once decoded
         self.to_ack: list[str] = []
+        self.contexts: dict[str, Context] = {}  # delivery key -> the running task's Context
+        self.cancel_requested: set[str] = set()  # delivery keys whose run was cancelled while running
         self.dirty = asyncio.Event()  # run records or acks to commit
         self.room = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -153,6 +157,7 @@ class Worker:
             background.start_soon(self._beat_loop)
             background.start_soon(self._delayed_loop)
             background.start_soon(self._commit_loop)
+            background.start_soon(self._cancel_loop)
             runners = [asyncio.create_task(self._runner()) for _ in range(self.concurrency)]
             await self._fetch_loop()
             await self._drain(runners)
@@ -169,6 +174,8 @@ class Worker:
     def stop(self) -> None:
         self.stopping.set()
         self.room.set()
+        for context in self.contexts.values():  # cooperative tasks may stop early; the drain still waits
+            context.cancelled.set()
 
     async def _fetch_loop(self) -> None:
         while not self.stopping.is_set():
@@ -413,20 +420,79 @@ class Worker:
             return
         labels["started_at"] = time.time()
         mark = {"attempt": labels["attempt"], "started_at": labels["started_at"], "worker": self.broker.consumer}
-        await self.broker.mark_started(delivery, orjson.dumps(mark))
+        if not await self.broker.mark_started(delivery, message.task_id, orjson.dumps(mark)):
+            await self._cancelled(delivery, message, None)  # cancelled before it started: it never does
+            return
         for hook in self.pre_execute:
             message = await _call(hook, message)
         self.dirty.set()  # the run shows `running` while it runs
         started = time.perf_counter()
         value: Any = None
         error: BaseException | None = None
+        context = self.contexts[delivery.key] = Context(
+            message.task_id, labels["attempt"], _datetime(labels.get("deadline"))
+        )
+        if self.stopping.is_set():
+            context.cancelled.set()
         try:
-            value = await self._run(message)
+            value = await self._run(message, context)
         except asyncio.CancelledError:
-            raise
+            if delivery.key not in self.cancel_requested:
+                raise  # the worker is stopping, or another worker took the entry
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            await self._cancelled(delivery, message, time.perf_counter() - started)
+            return
         except Exception as exc:
             error = exc
+        finally:
+            self.contexts.pop(delivery.key, None)
         await self._finish(delivery, message, value, error, time.perf_counter() - started)
+
+    def _cancel(self, run_id: str) -> None:
+        """A cancel was published: if this worker runs that run, stop it (its coroutine sees CancelledError;
+        a sync task's process is killed)."""
+        for key, owner in list(self.run_of.items()):
+            execution = self.running.get(key)
+            if owner == run_id and execution is not None:
+                self.cancel_requested.add(key)
+                context = self.contexts.get(key)
+                if context is not None:
+                    context.cancelled.set()
+                execution.cancel()
+
+    async def _cancelled(self, delivery: Delivery, message: TaskiqMessage, duration: float | None) -> None:
+        labels = message.labels
+        labels["outcome"] = "cancelled"
+        if duration is not None:
+            labels["history"].append(
+                {
+                    "attempt": labels["attempt"],
+                    "started_at": labels["started_at"],
+                    "duration_ms": round(duration * 1000, 2),
+                    "error": "cancelled while running",
+                    "error_type": "Cancelled",
+                    "traceback": None,
+                }
+            )
+        self.cancel_requested.discard(delivery.key)
+        self.records.cancelled(message)
+        await self.unique.release(message)
+        logger.info("cancelled %s %s", message.task_name, message.task_id, extra={"run_id": message.task_id})
+        self._finished(delivery.key)
+
+    async def _cancel_loop(self) -> None:
+        """Listen for cancelled run ids (any worker may hold the run, so every worker listens)."""
+        while True:
+            try:
+                async with self.broker.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.runtime.keys.cancel_channel)
+                    async for event in pubsub.listen():
+                        if event.get("type") == "message":
+                            data = event["data"]
+                            self._cancel(data.decode() if isinstance(data, bytes) else str(data))
+            except Exception as exc:
+                logger.debug("cancel listener: %s; listening again", exc)
+                await asyncio.sleep(1.0)
 
     async def _finish(
         self,
@@ -475,7 +541,7 @@ class Worker:
         self.dead_letters.pending[run_id] = time.time()
         self._finished(delivery.key)
 
-    async def _run(self, message: TaskiqMessage) -> Any:
+    async def _run(self, message: TaskiqMessage, context: Context) -> Any:
         fn = self.runtime.app.tasks.get(message.task_name)
         if fn is None:
             raise UnknownFunction(
@@ -492,6 +558,8 @@ class Worker:
             by_deadline = left < timeout
             timeout = min(timeout, left)
         kwargs = fn.validate(message.kwargs)
+        if fn.context_param is not None:
+            kwargs[fn.context_param] = context
         try:
             if fn.is_async:
                 async with asyncio.timeout(timeout):
@@ -530,6 +598,10 @@ def _start_mark(data: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return mark if isinstance(mark, dict) else {}
+
+
+def _datetime(timestamp: Any) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(float(timestamp), UTC)
 
 
 def _iso(timestamp: Any) -> str:

@@ -61,6 +61,10 @@ class RunRecordMiddleware(TaskiqMiddleware):
         message.labels["history"] = [{"attempt": 0, "started_at": time.time(), "duration_ms": None, "error": error}]
         self.pending[run_id] = (message, "failed", version(FINISHED), time.time(), None)
 
+    def cancelled(self, message: TaskiqMessage) -> None:
+        """The run was cancelled: it stopped here (or never started) and is never retried."""
+        self.pending[message.task_id] = (message, "cancelled", version(FINISHED), time.time(), None)
+
     def released(self, message: TaskiqMessage) -> None:
         """A stopping worker gave the run back to the queue before it finished."""
         self.pending[message.task_id] = (message, "queued", version(QUEUED), None, None)

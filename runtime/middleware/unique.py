@@ -1,5 +1,5 @@
 """Unique runs: a finished run (succeeded or failed) gives up its idempotency key, so the next enqueue with
-that key or those arguments queues a new run. The key also expires by itself after its window."""
+that key or those arguments queues a new run (a cancelled one too). The key also expires by itself after its window."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ class UniqueMiddleware(TaskiqMiddleware):
         self._release = runtime.broker.redis.register_script(_RELEASE)
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        if message.labels.get("outcome") in ("succeeded", "failed", "cancelled"):
+            await self.release(message)
+
+    async def release(self, message: TaskiqMessage) -> None:
         key = message.labels.get("unique")
-        if isinstance(key, str) and message.labels.get("outcome") in ("succeeded", "failed"):
+        if isinstance(key, str):
             await self._release(keys=[key], args=[message.task_id])
