@@ -17,7 +17,7 @@ from sqlmodel import Field as Column
 from sqlmodel import SQLModel
 from starlette.exceptions import HTTPException
 
-from runtime import Failure, get_settings, http, session, task
+from runtime import Failure, cancel, get_settings, http, session, task
 
 SOURCE_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
@@ -31,9 +31,10 @@ class Briefing(SQLModel, table=True):
 
     id: int | None = Column(default=None, primary_key=True)
     topic: str = "general"
-    status: str = "queued"  # queued, processing, completed, failed
+    status: str = "queued"  # queued, processing, completed, failed, cancelled
     content: str | None = None
     error: str | None = None
+    run_id: str | None = None  # the generation run, to cancel it
     created_at: datetime = Column(default_factory=now)
     updated_at: datetime = Column(default_factory=now)
 
@@ -73,8 +74,25 @@ async def create_briefing(body: BriefingRequest) -> tuple[BriefingAccepted, int]
         await db.commit()
         await db.refresh(briefing)
     assert briefing.id is not None
-    await generate_briefing.enqueue(briefing_id=briefing.id)
+    run_id = await generate_briefing.enqueue(briefing_id=briefing.id)
+    await _set(briefing.id, run_id=run_id)
     return BriefingAccepted(id=briefing.id, status=briefing.status, topic=briefing.topic), 202
+
+
+@http
+async def cancel_briefing(briefing_id: int) -> Briefing:
+    """Cancel a briefing's generation: queued, it never starts; running, it is stopped."""
+    async with session() as db:
+        briefing = await db.get(Briefing, briefing_id)
+    if briefing is None or briefing.run_id is None:
+        raise HTTPException(404, f"no briefing with id {briefing_id}")
+    try:
+        await cancel(briefing.run_id)
+    except ValueError as exc:  # already finished
+        raise HTTPException(409, str(exc)) from None
+    updated = await _set(briefing_id, status="cancelled")
+    assert updated is not None
+    return updated
 
 
 @http
@@ -115,7 +133,7 @@ async def mark_failed(failure: Failure) -> None:
 
 @task
 async def update_status(briefing_id: int, status: str) -> None:
-    if status not in ("queued", "processing", "completed", "failed"):
+    if status not in ("queued", "processing", "completed", "failed", "cancelled"):
         raise ValueError(f"unknown briefing status {status!r}")
     await _set(briefing_id, status=status)
 
