@@ -15,6 +15,7 @@ import orjson
 from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from runtime import tracing
 from runtime.application import Application, load_application
 from runtime.broker import StreamBroker
 from runtime.decorators import TaskFunction
@@ -127,6 +128,7 @@ class Runtime:
     ) -> bytes:
         """A task message in taskiq's JSON format (what `TaskiqMessage` serializes to)."""
         labels = {"attempt": attempt, "history": history or [], "enqueued_at": enqueued_at or time.time()}
+        tracing.inject(labels, function)  # a producer span and its W3C context (`traceparent`), when tracing
         message: dict[str, Any] = {
             "task_id": run_id,
             "task_name": function,
@@ -184,6 +186,7 @@ class Runtime:
             "history": [],
             "replay_of": replay_of,
             "version": 0,
+            "trace_id": tracing.current_trace_id(),
         }
         pairs = list(zip(ids, validated, strict=True))
         rows = [common | {"id": run_id, "arguments": kwargs} for run_id, kwargs in pairs]

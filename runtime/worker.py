@@ -36,7 +36,9 @@ from runtime.leases import LeaseKeeper
 from runtime.manifest import format_duration
 from runtime.messages import InvalidMessage, decode, describe, describe_traceback, error_type
 from runtime.middleware import DeadLetterMiddleware, RetryMiddleware, RunRecordMiddleware, TaskLogMiddleware
+from runtime.middleware.log_context import LogContextMiddleware
 from runtime.sync_pool import SyncPool
+from runtime.tracing import setup_tracing
 
 logger = logging.getLogger("runtime.worker")
 
@@ -76,6 +78,11 @@ class Worker:
             self.dead_letters,
             TaskLogMiddleware(self.max_attempts),
         ]
+        self.middlewares.insert(0, LogContextMiddleware())
+        if setup_tracing(runtime, "worker"):  # imports OpenTelemetry only when OTEL_EXPORTER_OTLP_ENDPOINT is set
+            from runtime.middleware.tracing import TracingMiddleware
+
+            self.middlewares.append(TracingMiddleware())
         self.pre_execute = _overriding(self.middlewares, "pre_execute")
         self.on_error = _overriding(self.middlewares, "on_error")
         self.post_execute = _overriding(self.middlewares, "post_execute")
