@@ -66,6 +66,8 @@ class JsonFormatter(logging.Formatter):
         entry |= {k: _redacted(v) for k, v in vars(record).items() if k not in _STANDARD}
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:  # formatted elsewhere (a sync task's process)
+            entry["exception"] = redact(record.exc_text)
         return json.dumps(entry, default=str)
 
 
