@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
 import os
 import subprocess
 import sys
@@ -221,8 +222,8 @@ def collector() -> Iterator[str]:
     server.shutdown()
 
 
-def test_a_worker_exports_its_spans_over_otlp_http(
-    app: Path, redis_url: str, tmp_path: Path, spawn: Any, collector: str
+def test_a_worker_joins_the_enqueuers_trace_and_exports_it_over_otlp_http(
+    collector: str, app: Path, redis_url: str, tmp_path: Path, spawn: Any, traced: InMemorySpanExporter
 ) -> None:
     env = {
         "REDIS_URL": redis_url,
@@ -234,19 +235,47 @@ def test_a_worker_exports_its_spans_over_otlp_http(
     }
     worker = spawn(["runtime", "worker", "--manifest", str(app)], app.parent, env)
     worker.wait_for("ready")
-    worker.wait_for("tracing on")
 
-    async def enqueue() -> str:
+    async def enqueue() -> Any:
         async with Runtime.from_manifest(app, Settings(redis_url=redis_url, database_url=env["DATABASE_URL"])) as rt:
-            run_id = await rt.app.tasks["work"].enqueue(n=3)
-            await rt.wait(run_id, timeout=30)
-            return run_id
+            with trace.get_tracer("test").start_as_current_span("a script"):
+                run_id = await rt.app.tasks["work"].enqueue(n=3)
+            return await rt.wait(run_id, timeout=30)
 
-    run_id = asyncio.run(enqueue())
-    worker.wait_for(f'"run_id": "{run_id}"')
+    run = asyncio.run(enqueue())
+    assert run.status == "succeeded" and run.trace_id
+    # the worker's lines about the run carry the trace it joined (from the message's labels)
+    done = json.loads(worker.wait_for(f"done work {run.id}"))
+    assert done["trace_id"] == run.trace_id
     deadline = time.monotonic() + 10
     while not Collector.received and time.monotonic() < deadline:
         time.sleep(0.05)
     assert Collector.received, worker.output
     path, content_type, size = Collector.received[0]
     assert path == "/v1/traces" and content_type == "application/x-protobuf" and size > 0
+
+
+def test_without_the_extra_a_process_says_which_to_install(app: Path, redis_url: str, tmp_path: Path) -> None:
+    # an `opentelemetry` that cannot be imported, ahead of the installed one: as if the extra were missing
+    shadow = tmp_path / "shadow" / "opentelemetry"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not installed')\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")} | {
+        "PYTHONPATH": str(shadow.parent),
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/r.db",
+        "WORKER_HEALTH_PORT": "0",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+    }
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "runtime"), "worker", "--manifest", str(app)],
+        cwd=app.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if "otel" in line]
+    assert len(lines) == 1 and "pip install 'first-sip-runtime[otel]'" in lines[0], out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
