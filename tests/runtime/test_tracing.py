@@ -82,7 +82,7 @@ def traced(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
 
     for instrumentor in (RedisInstrumentor(), HTTPXClientInstrumentor(), SQLAlchemyInstrumentor()):
         instrumentor.uninstrument()
-    monkeypatch.setattr(tracing, "_enabled", False)
+    tracing._enabled = False
     tracing._engines.clear()
 
 
