@@ -18,6 +18,7 @@ from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import delete
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from runtime import tracing
 from runtime.application import Application, load_application
 from runtime.broker import StreamBroker
 from runtime.current import clear_running, running, set_running
@@ -227,6 +228,7 @@ class Runtime:
         }
         if deadline is not None:
             labels["deadline"] = deadline
+        tracing.inject(labels, function)  # a producer span and its W3C context (`traceparent`), when tracing
         message: dict[str, Any] = {
             "task_id": run_id,
             "task_name": function,
@@ -315,6 +317,7 @@ class Runtime:
             "history": [],
             "replay_of": replay_of,
             "version": 0,
+            "trace_id": tracing.current_trace_id(),
         }
         pairs = list(zip(ids, validated, strict=True))
         rows = [common | {"id": run_id, "arguments": kwargs} for run_id, kwargs in pairs]

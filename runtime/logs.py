@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
@@ -11,7 +12,31 @@ from typing import Any
 from runtime.redaction import redact, register_secret
 from runtime.settings import Settings
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "run_bound"}
+
+# the run a task's attempt is about (run_id, function, attempt, queue, trace_id), bound for its duration
+run_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("run_context", default=None)
+
+
+def bind_run(fields: dict[str, Any]) -> contextvars.Token[dict[str, Any] | None]:
+    """Bind a run's fields to every log line emitted in this context (an attempt's own asyncio task)."""
+    return run_context.set(fields)
+
+
+class RunContextFilter(logging.Filter):
+    """Adds the bound run's fields to a record that does not carry them itself (a line a task logs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = run_context.get()
+        if fields:
+            if not hasattr(record, "run_id"):
+                record.run_bound = True  # the text format marks such lines with the run
+            for key, value in fields.items():
+                if value is not None and not hasattr(record, key):
+                    setattr(record, key, value)
+        return True
+
+
 _COLOURS = {"DEBUG": "\033[2m", "INFO": "\033[36m", "WARNING": "\033[33m", "ERROR": "\033[31m", "CRITICAL": "\033[41m"}
 
 
@@ -41,6 +66,8 @@ class JsonFormatter(logging.Formatter):
         entry |= {k: _redacted(v) for k, v in vars(record).items() if k not in _STANDARD}
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:  # formatted elsewhere (a sync task's process)
+            entry["exception"] = redact(record.exc_text)
         return json.dumps(entry, default=str)
 
 
@@ -51,6 +78,9 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = redact(super().format(record))  # the message and its traceback
+        if getattr(record, "run_bound", False):  # a task's own line: which run it belongs to, briefly
+            first, newline, rest = line.partition("\n")
+            line = f"{first}  [run={str(getattr(record, 'run_id', ''))[:8]}]{newline}{rest}"
         if self.colour:
             colour = _COLOURS.get(record.levelname, "")
             line = f"{colour}{line}\033[0m"
@@ -64,6 +94,7 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
     for secret in (settings.dashboard_token, settings.redis_url, settings.database_url, settings.briefing_source_url):
         register_secret(secret)
     handler = logging.StreamHandler(stream)
+    handler.addFilter(RunContextFilter())
     if settings.effective_log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

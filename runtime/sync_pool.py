@@ -26,6 +26,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from typing import Any, NoReturn
@@ -69,10 +70,51 @@ class SyncProcessError(Exception):
 # --- the child ---------------------------------------------------------------------------------------
 
 
+_SENDING = threading.Lock()  # a task's threads may log while the main thread replies
+
+
 def _send(fd: int, data: bytes) -> None:
     view = memoryview(_HEADER.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view) :]
+    with _SENDING:
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+class _ForwardLogs(logging.Handler):
+    """In the child: each log record goes to the worker, which logs it as its own, in the context of the run
+    (so it carries the run's fields, the worker's format and its redaction)."""
+
+    _FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            extra = {k: v for k, v in vars(record).items() if k not in self._FIELDS}
+            fields = {
+                "name": record.name,
+                "levelno": record.levelno,
+                "levelname": record.levelname,
+                "msg": record.getMessage(),
+                "created": record.created,
+                "msecs": record.msecs,
+                "exc_text": self.format_exception(record),
+            }
+            try:
+                data = pickle.dumps(("log", fields | extra))
+            except Exception:
+                data = pickle.dumps(("log", fields | {k: repr(v) for k, v in extra.items()}))
+            _send(self.fd, data)
+        except Exception:
+            self.handleError(record)
+
+    @staticmethod
+    def format_exception(record: logging.LogRecord) -> str | None:
+        if record.exc_info:
+            return "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        return record.exc_text
 
 
 def _receive(fd: int) -> bytes:
@@ -101,12 +143,10 @@ def serve(parent: int, fd: int) -> None:
     """The child's loop: set up, preload, say "ready"; then for each (ref, kwargs) say "started" and reply
     ("ok", value) or ("err", type, message, traceback)."""
     if sys.platform != "linux":
-        import threading
-
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker, which lets running tasks finish
     try:
-        path, modules = pickle.loads(_receive(fd))
+        path, modules, level = pickle.loads(_receive(fd))
     except EOFError:  # the pool closed before this child was set up
         return
     sys.path[:] = path
@@ -115,6 +155,9 @@ def serve(parent: int, fd: int) -> None:
         with contextlib.suppress(BaseException):  # the task that needs it reports the error
             importlib.import_module(module)
     _send(fd, pickle.dumps(("ready", time.perf_counter() - began)))
+    root = logging.getLogger()
+    root.handlers[:] = [_ForwardLogs(fd)]
+    root.setLevel(level)
     while True:
         try:
             request = _receive(fd)
@@ -161,7 +204,7 @@ class _Child:
         try:
             async with asyncio.timeout(timeout):
                 self.reader, self.writer = await asyncio.open_unix_connection(sock=self.socket)
-                await self.send((path, modules))
+                await self.send((path, modules, logging.getLogger().getEffectiveLevel()))
                 kind, preload = await self.receive()
         except TimeoutError:
             raise SyncProcessError(f"sync process {self.pid} did not start within {timeout:g}s") from None
@@ -185,12 +228,19 @@ class _Child:
             await self._died()
 
     async def receive(self) -> tuple[Any, ...]:
-        try:
-            (size,) = _HEADER.unpack(await self.reader.readexactly(_HEADER.size))
-            message: tuple[Any, ...] = pickle.loads(await self.reader.readexactly(size))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            await self._died()
-        return message
+        """The child's next message; the lines it logs meanwhile are logged here, as the worker's own."""
+        while True:
+            try:
+                (size,) = _HEADER.unpack(await self.reader.readexactly(_HEADER.size))
+                message: tuple[Any, ...] = pickle.loads(await self.reader.readexactly(size))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                await self._died()
+            if message[0] != "log":
+                return message
+            record = logging.makeLogRecord(message[1])
+            target = logging.getLogger(record.name)
+            if target.isEnabledFor(record.levelno):
+                target.handle(record)
 
     async def _died(self) -> NoReturn:
         with contextlib.suppress(ProcessLookupError):

@@ -36,6 +36,7 @@ from runtime.health import dependencies
 from runtime.metrics import HttpMetrics, metrics_route
 from runtime.openapi import openapi_routes
 from runtime.redaction import redact
+from runtime.tracing import instrument_asgi, setup_tracing
 
 logger = logging.getLogger("runtime.http")
 access_logger = logging.getLogger("runtime.access")
@@ -308,4 +309,16 @@ def create_web_app(runtime: Runtime, *, debug: bool = False) -> Starlette:
     if access_logger.isEnabledFor(logging.INFO):  # no extra layer per request when nothing is logged
         app.add_middleware(AccessLog)
     app.add_middleware(HttpMetrics, routes=routes)
+    if setup_tracing(runtime, "web"):  # a server span per request, when OTEL_EXPORTER_OTLP_ENDPOINT is set
+        app.add_middleware(Traced)
     return app
+
+
+class Traced:
+    """The outermost layer when tracing: each request is a server span (runtime/tracing.py)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = instrument_asgi(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)

@@ -45,8 +45,10 @@ from runtime.middleware import (
     TaskLogMiddleware,
     UniqueMiddleware,
 )
+from runtime.middleware.log_context import LogContextMiddleware
 from runtime.middleware.metrics import MetricsMiddleware
 from runtime.sync_pool import SyncPool
+from runtime.tracing import setup_tracing
 
 logger = logging.getLogger("runtime.worker")
 
@@ -101,6 +103,11 @@ class Worker:
             TaskLogMiddleware(self.max_attempts),
             MetricsMiddleware(),
         ]
+        self.middlewares.insert(0, LogContextMiddleware())
+        if setup_tracing(runtime, "worker"):  # imports OpenTelemetry only when OTEL_EXPORTER_OTLP_ENDPOINT is set
+            from runtime.middleware.tracing import TracingMiddleware
+
+            self.middlewares.append(TracingMiddleware())
         self.pre_execute = _overriding(self.middlewares, "pre_execute")
         self.on_error = _overriding(self.middlewares, "on_error")
         self.post_execute = _overriding(self.middlewares, "post_execute")

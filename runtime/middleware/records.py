@@ -18,6 +18,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.runs import RunStore, from_timestamp, to_jsonable
+from runtime.tracing import trace_id_of
 
 logger = logging.getLogger("runtime.worker")
 
@@ -89,6 +90,7 @@ class RunRecordMiddleware(TaskiqMiddleware):
             "result": value,
             "history": history,
             "version": row_version,
+            "trace_id": trace_id_of(labels),
         }
 
     async def flush(self) -> int:
