@@ -11,8 +11,10 @@ side-effect log (not our records) while it kills, pauses or slows the parts.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
+import random
 import signal
 import time
 import uuid
@@ -303,3 +305,51 @@ async def test_huge_error_texts_are_capped_in_records_and_logs(spawn, app, env, 
     assert len(run.last_error) < 5000 and "more characters" in run.last_error
     await asyncio.sleep(0.3)
     assert max(len(line) for line in worker.lines) < 10_000
+
+
+def _fuzz_entry(rng: random.Random) -> dict[bytes, bytes]:
+    """A stream entry: a valid task message with one or two fields made hostile, or raw junk."""
+    junk: list[Any] = [None, True, -1, 0, 2**64, 1e308, -1e308, "", "x" * 300, [], {}, [1, "a"], {"a": {"b": []}}]
+    if rng.random() < 0.15:
+        return {b"data": bytes(rng.randrange(256) for _ in range(rng.randrange(0, 60)))}
+    if rng.random() < 0.05:
+        return {b"other": b"no data field"}
+    message: dict[str, Any] = {
+        "task_id": uuid.uuid4().hex,
+        "task_name": "noop",
+        "labels": {"attempt": 1, "enqueued_at": time.time(), "history": []},
+        "args": [],
+        "kwargs": {"n": 1},
+    }
+    for _ in range(rng.randrange(1, 3)):
+        where = rng.choice(["task_id", "task_name", "labels", "args", "kwargs", "attempt", "enqueued_at", "history"])
+        value = copy.deepcopy(rng.choice(junk))
+        if where in ("attempt", "enqueued_at", "history"):
+            if isinstance(message.get("labels"), dict):
+                message["labels"][where] = value
+        elif rng.random() < 0.2:
+            message.pop(where)
+        else:
+            message[where] = value
+    return {b"data": json.dumps(message).encode()}
+
+
+async def test_fuzz_the_stream_every_entry_is_settled_and_nothing_jams(spawn, app, env, rt) -> None:
+    rng = random.Random(20261123)
+    stream = rt.keys.queue("default").stream
+    for _ in range(300):
+        await rt.broker.redis.xadd(stream, _fuzz_entry(rng))  # type: ignore[arg-type]
+    good = await rt.app.tasks["noop"].enqueue_many([{"n": i} for i in range(10)])
+    worker = start_worker(spawn, app, env)
+    for run_id in good:
+        assert (await rt.wait(run_id, timeout=60)).status == "succeeded"
+    deadline = time.monotonic() + 60
+    while await rt.broker.redis.xlen(stream) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert await rt.broker.redis.xlen(stream) == 0  # every entry acked: run, failed or dead-lettered
+    assert (await rt.broker.redis.xpending(stream, rt.keys.group))["pending"] == 0
+    assert worker.process.poll() is None
+    for trouble in ("could not complete entry", "Task exception was never retrieved", "reclaimed", "cannot save"):
+        assert trouble not in worker.output
+    dead = [m.decode() for m in await rt.broker.redis.zrange(rt.keys.dead, 0, -1)]
+    assert dead and all(await rt.store.get(run_id) is not None for run_id in dead)  # each with its record
