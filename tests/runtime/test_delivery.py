@@ -352,4 +352,4 @@ async def test_fuzz_the_stream_every_entry_is_settled_and_nothing_jams(spawn, ap
     for trouble in ("could not complete entry", "Task exception was never retrieved", "reclaimed", "cannot save"):
         assert trouble not in worker.output
     dead = [m.decode() for m in await rt.broker.redis.zrange(rt.keys.dead, 0, -1)]
-    assert dead and all(await rt.store.get(run_id) is not None for run_id in dead)  # each with its record
+    assert dead and all([await rt.store.get(run_id) is not None for run_id in dead])  # each with its record
