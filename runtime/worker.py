@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from redis.exceptions import RedisError
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.broker import Delivery
+from runtime.cancellation import Cancellations
 from runtime.connections import Runtime
 from runtime.context import Context
 from runtime.errors import ConfigError, DeadlineExceeded, TaskTimeout, UnknownFunction, WorkerDied
@@ -47,6 +47,7 @@ from runtime.middleware import (
 )
 from runtime.middleware.log_context import LogContextMiddleware
 from runtime.middleware.metrics import MetricsMiddleware
+from runtime.priority import QueueOrder
 from runtime.sync_pool import SyncPool
 from runtime.tracing import setup_tracing
 
@@ -86,10 +87,9 @@ class Worker:
                 f"--queues names {', '.join(unknown)}, not declared in the manifest; its queues: {', '.join(declared)}"
             )
         self.queues = list(queues or declared)
-        self.weights = manifest.queue_weights()
-        self.strict = manifest.priority == "strict"
-        self.paused: set[str] = set()
-        self.paused_checked = 0.0
+        self.order = QueueOrder(
+            self.queues, manifest.queue_weights(), manifest.priority == "strict", self.broker.paused
+        )
         self.next_reclaim = 0.0  # when the fetch loop next looks for lapsed leases
         self.max_attempts = {name: manifest.retries(name) + 1 for name in manifest.tasks()}
         self.records = RunRecordMiddleware(runtime.store, self.max_attempts)
@@ -118,8 +118,7 @@ class Worker:
         self.running: dict[str, asyncio.Task[None]] = {}  # entry id -> its execution
         self.run_of: dict[str, str] = {}  # entry id -> run id, once decoded
         self.to_ack: list[str] = []
-        self.contexts: dict[str, Context] = {}  # delivery key -> the running task's Context
-        self.cancel_requested: set[str] = set()  # delivery keys whose run was cancelled while running
+        self.cancels = Cancellations(runtime)
         self.dirty = asyncio.Event()  # run records or acks to commit
         self.room = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -164,7 +163,7 @@ class Worker:
             background.start_soon(self._beat_loop)
             background.start_soon(self._delayed_loop)
             background.start_soon(self._commit_loop)
-            background.start_soon(self._cancel_loop)
+            background.start_soon(self.cancels.listen, self._cancel)
             runners = [asyncio.create_task(self._runner()) for _ in range(self.concurrency)]
             await self._fetch_loop()
             await self._drain(runners)
@@ -181,8 +180,7 @@ class Worker:
     def stop(self) -> None:
         self.stopping.set()
         self.room.set()
-        for context in self.contexts.values():  # cooperative tasks may stop early; the drain still waits
-            context.cancelled.set()
+        self.cancels.stopping()
 
     async def _fetch_loop(self) -> None:
         while not self.stopping.is_set():
@@ -214,7 +212,7 @@ class Worker:
     async def _fetch(self, room: int) -> list[Delivery]:
         """Up to `room` entries: lapsed leases first (for idle runners only), then new entries from the
         queues in priority order: weighted (a random order, each queue's chance by its weight) or strict."""
-        queues = await self._order()
+        queues = await self.order.now()
         if not queues:
             await asyncio.sleep(min(1.0, self.lease / 4))  # every queue this worker serves is paused
             return []
@@ -236,22 +234,6 @@ class Worker:
             return []
         # nothing anywhere: wait for new tasks on every queue (BLOCK 0 would wait forever)
         return await self.broker.read(queues, max(1, room // len(queues)), int(min(1.0, self.lease / 4) * 1000))
-
-    async def _order(self) -> list[str]:
-        """The unpaused queues this worker serves, in the order to try them now."""
-        if time.monotonic() >= self.paused_checked:
-            self.paused = await self.broker.paused()
-            self.paused_checked = time.monotonic() + 1.0
-        queues = [q for q in self.queues if q not in self.paused]
-        if self.strict:
-            return sorted(queues, key=lambda q: -self.weights.get(q, 1))
-        # weighted shuffle: repeatedly draw a queue with chance proportional to its weight (Asynq's way)
-        order, left = [], list(queues)
-        while left:
-            pick = random.choices(left, weights=[self.weights.get(q, 1) for q in left])[0]
-            order.append(pick)
-            left.remove(pick)
-        return order
 
     async def _hand_back_waiting(self) -> None:
         """Read-ahead that waited too long behind busy runners goes back, so an idle worker can run it."""
@@ -436,7 +418,7 @@ class Worker:
         started = time.perf_counter()
         value: Any = None
         error: BaseException | None = None
-        context = self.contexts[delivery.key] = Context(
+        context = self.cancels.contexts[delivery.key] = Context(
             message.task_id, labels["attempt"], _datetime(labels.get("deadline"))
         )
         if self.stopping.is_set():
@@ -444,7 +426,7 @@ class Worker:
         try:
             value = await self._run(message, context)
         except asyncio.CancelledError:
-            if delivery.key not in self.cancel_requested:
+            if delivery.key not in self.cancels.requested:
                 raise  # the worker is stopping, or another worker took the entry
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             await self._cancelled(delivery, message, time.perf_counter() - started)
@@ -452,7 +434,7 @@ class Worker:
         except Exception as exc:
             error = exc
         finally:
-            self.contexts.pop(delivery.key, None)
+            self.cancels.contexts.pop(delivery.key, None)
         await self._finish(delivery, message, value, error, time.perf_counter() - started)
 
     def _cancel(self, run_id: str) -> None:
@@ -461,11 +443,7 @@ class Worker:
         for key, owner in list(self.run_of.items()):
             execution = self.running.get(key)
             if owner == run_id and execution is not None:
-                self.cancel_requested.add(key)
-                context = self.contexts.get(key)
-                if context is not None:
-                    context.cancelled.set()
-                execution.cancel()
+                self.cancels.request(key, execution)
 
     async def _cancelled(self, delivery: Delivery, message: TaskiqMessage, duration: float | None) -> None:
         labels = message.labels
@@ -481,25 +459,11 @@ class Worker:
                     "traceback": None,
                 }
             )
-        self.cancel_requested.discard(delivery.key)
+        self.cancels.requested.discard(delivery.key)
         self.records.cancelled(message)
         await self.unique.release(message)
         logger.info("cancelled %s %s", message.task_name, message.task_id, extra={"run_id": message.task_id})
         self._finished(delivery.key)
-
-    async def _cancel_loop(self) -> None:
-        """Listen for cancelled run ids (any worker may hold the run, so every worker listens)."""
-        while True:
-            try:
-                async with self.broker.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self.runtime.keys.cancel_channel)
-                    async for event in pubsub.listen():
-                        if event.get("type") == "message":
-                            data = event["data"]
-                            self._cancel(data.decode() if isinstance(data, bytes) else str(data))
-            except Exception as exc:
-                logger.debug("cancel listener: %s; listening again", exc)
-                await asyncio.sleep(1.0)
 
     async def _finish(
         self,
