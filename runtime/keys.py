@@ -46,6 +46,11 @@ class QueueKeys:
         """Held by the unfinished run of `function` with this idempotency key (or these arguments)."""
         return f"{self._tag}:unique:{function}:{token}"
 
+    def fire_guard(self, function: str, due: int) -> str:
+        """Set when the cron fire of `function` due at this Unix time was queued (in the queue's slot, so the
+        script that queues it touches one slot)."""
+        return f"{self._tag}:cron-fire:{function}:{due}"
+
     @property
     def paused(self) -> str:
         """Set while the queue is paused: workers take nothing from it."""
