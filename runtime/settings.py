@@ -52,14 +52,20 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        try:
-            parse_url(value)
-        except ValueError as exc:
+        if value.partition("://")[0] in ("redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"):
+            try:
+                parse_url(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"REDIS_URL={redact(value)!r} is not a Sentinel or Cluster URL ({exc}); expected "
+                    "redis+sentinel://host:port[,host:port]/service_name[/db] or redis+cluster://host:port[,host:port]"
+                ) from None
+            return value
+        parsed = urlparse(value)
+        if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
             raise ValueError(
-                f"REDIS_URL={redact(value)!r} is not a Redis URL ({exc}); expected redis://host:port/db "
-                "(e.g. redis://localhost:6379/0), redis+sentinel://host:port[,host:port]/service_name[/db] "
-                "or redis+cluster://host:port[,host:port]"
-            ) from None
+                f"REDIS_URL={redact(value)!r} is not a Redis URL; expected redis://host:port/db (e.g. redis://localhost:6379/0)"
+            )
         return value
 
     @field_validator("database_url")
