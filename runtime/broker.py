@@ -21,11 +21,12 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from taskiq import AckableMessage, AsyncBroker, BrokerMessage
 
 from runtime.keys import Keys
+from runtime.redis_client import async_client, is_cluster
 
 _MOVE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -127,6 +128,9 @@ return 0
 """
 )
 
+# a cluster worker waiting on several queues waits on each in turn this long (the latency it adds per queue)
+_CLUSTER_SLICE_MS = 50
+
 
 # KEYS: started, the run's cancel key. ARGV: entry id, mark -> 1 (marked: run it) or 0 (cancelled: don't)
 _START = """
@@ -200,8 +204,7 @@ class StreamBroker(AsyncBroker):
         self.redis_url = redis_url
         self.lease_ms = int(lease_seconds * 1000)
         # a burst waits for a free connection (up to 10 s) instead of failing with MaxConnectionsError
-        pool = BlockingConnectionPool.from_url(redis_url, max_connections=50, timeout=10, socket_connect_timeout=5)
-        self.redis: Redis = Redis.from_pool(pool)
+        self.redis: Redis = async_client(redis_url, max_connections=50, timeout=10, socket_connect_timeout=5)
         self.consumer = f"{uuid.uuid4().hex[:12]}"
         self._move_due = self.redis.register_script(_MOVE_DUE)
         self._renew = self.redis.register_script(RENEW)
@@ -263,13 +266,17 @@ class StreamBroker(AsyncBroker):
         """The queues that are paused now."""
         if not self.queues:
             return set()
-        flags = await self.redis.mget([self.keys.queue(q).paused for q in self.queues])
+        keys = [self.keys.queue(q).paused for q in self.queues]
+        # a cluster: each queue's flag is in its own slot (one MGET over several is CROSSSLOT)
+        flags = await (self.redis.mget_nonatomic(keys) if is_cluster(self.redis) else self.redis.mget(keys))  # type: ignore[attr-defined]
         return {queue for queue, flag in zip(self.queues, flags, strict=True) if flag}
 
     # --- receiving ---------------------------------------------------------------------------------
 
     async def read(self, queues: Sequence[str], count: int, block_ms: int | None) -> list[Delivery]:
         """New entries for this consumer from these queues (waits up to block_ms; None: not at all)."""
+        if len(queues) > 1 and is_cluster(self.redis):
+            return await self._read_each(queues, count, block_ms)
         streams: dict[Any, Any] = {self.keys.queue(q).stream: ">" for q in queues}
         fetched = await self.redis.xreadgroup(self.keys.group, self.consumer, streams, count=count, block=block_ms)
         queue_of = {self.keys.queue(q).stream: q for q in queues}
@@ -279,6 +286,19 @@ class StreamBroker(AsyncBroker):
             queue = queue_of[_text(stream)]
             out.extend(_delivery(queue, entry_id, fields) for entry_id, fields in entries or [])
         return out
+
+    async def _read_each(self, queues: Sequence[str], count: int, block_ms: int | None) -> list[Delivery]:
+        """A cluster: each queue's stream is in its own slot, and one XREADGROUP over several is CROSSSLOT.
+        So read them one by one, waiting on each in turn for a short slice, until block_ms has passed."""
+        deadline = time.monotonic() + (block_ms or 0) / 1000
+        slice_ms = None if block_ms is None else max(1, min(_CLUSTER_SLICE_MS, block_ms))
+        while True:
+            for queue in queues:
+                deliveries = await self.read([queue], count, slice_ms)
+                if deliveries:
+                    return deliveries
+            if time.monotonic() >= deadline:
+                return []
 
     async def reclaim(self, queue: str, count: int) -> list[Delivery]:
         """Entries whose lease lapsed (their worker died), now this consumer's, with their start marks."""

@@ -93,6 +93,11 @@ async def _start_with_health(runtime: Any) -> None:
 async def _worker(args: argparse.Namespace) -> None:
     from runtime.worker import Worker
 
+    if args.processes < 1:
+        raise ConfigError(f"--processes must be 1 or more, not {args.processes}")
+    if args.processes > 1:
+        await _worker_processes(args)
+        return
     runtime = _runtime(args)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     worker = Worker(runtime, args.concurrency, queues)  # an undeclared queue is an error before connecting
@@ -102,6 +107,20 @@ async def _worker(args: argparse.Namespace) -> None:
         await worker.run(health_port=runtime.settings.worker_health_port or None, host=runtime.settings.health_host)
     finally:
         await runtime.stop()
+
+
+async def _worker_processes(args: argparse.Namespace) -> None:
+    """`--processes N`: a supervisor of N `runtime worker` children (runtime/processes.py)."""
+    from runtime.application import load_application
+    from runtime.processes import supervise
+    from runtime.settings import get_settings
+
+    get_settings()  # a bad setting or manifest is one line now, not a child restarted over and over
+    load_application(args.manifest)
+    forwarded = ["--manifest", args.manifest]
+    forwarded += ["--concurrency", str(args.concurrency)] if args.concurrency is not None else []
+    forwarded += ["--queues", args.queues] if args.queues else []
+    await supervise(args.processes, forwarded)
 
 
 async def _scheduler(args: argparse.Namespace) -> None:
@@ -209,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = command("worker", "run tasks from the queue")
     worker.add_argument("--concurrency", type=int, default=None, help="default: the manifest's defaults.concurrency")
     worker.add_argument("--queues", default=None, help="serve only these queues, e.g. critical,default (default: all)")
+    worker.add_argument(
+        "--processes", type=int, default=1, help="run N worker processes under one supervisor (default: %(default)s)"
+    )
     command("scheduler", "enqueue cron functions on time (run exactly one)")
     dashboard = command("dashboard", "serve the dashboard and its JSON API")
     dashboard.add_argument("--host", default=None, help="default: 0.0.0.0 with ENV=production, else 127.0.0.1")

@@ -39,9 +39,16 @@ class HealthServer:
     """Serves GET /health (ready), /health/live (alive) and /metrics (Prometheus text) for a process with no
     web server of its own. The metrics include the queue depths of `runtime` (default: the running one)."""
 
-    def __init__(self, ready: Check, live: Check, runtime: Runtime | None = None) -> None:
+    def __init__(
+        self,
+        ready: Check,
+        live: Check,
+        runtime: Runtime | None = None,
+        metrics: Callable[[], Awaitable[tuple[bytes, str]]] | None = None,
+    ) -> None:
         self.routes = {"/health": ready, "/health/ready": ready, "/health/live": live}
         self.runtime = runtime
+        self.metrics = metrics  # instead of the runtime's (the `--processes` supervisor has none)
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -72,6 +79,8 @@ class HealthServer:
             writer.close()
 
     async def _metrics(self) -> tuple[bytes, str]:
+        if self.metrics is not None:
+            return await self.metrics()
         from runtime.connections import current_runtime
         from runtime.metrics import render
 

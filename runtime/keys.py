@@ -50,6 +50,11 @@ class QueueKeys:
         """Set when the run is cancelled: a worker that gets its message does not start it."""
         return f"{self._tag}:cancel:{run_id}"
 
+    def fire_guard(self, function: str, due: int) -> str:
+        """Set when the cron fire of `function` due at this Unix time was queued (in the queue's slot, so the
+        script that queues it touches one slot)."""
+        return f"{self._tag}:cron-fire:{function}:{due}"
+
     @property
     def paused(self) -> str:
         """Set while the queue is paused: workers take nothing from it."""

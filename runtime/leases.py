@@ -14,10 +14,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-import redis
-
 from runtime.broker import RENEW, _text, by_queue
 from runtime.keys import Keys
+from runtime.redis_client import sync_client
 
 logger = logging.getLogger("runtime.worker")
 
@@ -44,7 +43,7 @@ class LeaseKeeper:
         self.on_lost = on_lost
         self.loop_age = loop_age
         self.stall_limit = stall_limit
-        self.client = redis.Redis.from_url(redis_url, socket_timeout=max(1.0, lease_seconds), socket_connect_timeout=2)
+        self.client = sync_client(redis_url, socket_timeout=max(1.0, lease_seconds), socket_connect_timeout=2)
         self._renew = self.client.register_script(RENEW)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)

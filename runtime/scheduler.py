@@ -158,7 +158,8 @@ class Scheduler:
         run_id = self.fire_id(name, due)
         fn = self.runtime.app.tasks[name]
         # the guard outlives any retry of this fire; the last-fire time is stored only once it is queued
-        queued = await self.runtime.submit(fn, [{}], run_ids=[run_id], guard=f"{key}:{int(due.timestamp())}")
+        guard = self.keys.queue(self.runtime.queue_of(fn)).fire_guard(name, int(due.timestamp()))
+        queued = await self.runtime.submit(fn, [{}], run_ids=[run_id], guard=guard)
         await self.redis.set(key, due.timestamp())
         if not queued:
             return None  # another scheduler fired it

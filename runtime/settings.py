@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.errors import ConfigError
 from runtime.redaction import redact
+from runtime.redis_client import parse_url
 
 
 class Settings(BaseSettings):
@@ -18,7 +19,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis://[:password@]host:port/db")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis://[:password@]host:port/db, redis+sentinel://... or redis+cluster://...",
+    )
     database_url: str = Field("sqlite+aiosqlite:///runs.db", description="sqlite:///path or postgresql://...")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] | None = Field(None, description="json by default when ENV=production")
@@ -48,6 +52,15 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
+        if value.partition("://")[0] in ("redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"):
+            try:
+                parse_url(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"REDIS_URL={redact(value)!r} is not a Sentinel or Cluster URL ({exc}); expected "
+                    "redis+sentinel://host:port[,host:port]/service_name[/db] or redis+cluster://host:port[,host:port]"
+                ) from None
+            return value
         parsed = urlparse(value)
         if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
             raise ValueError(
@@ -77,7 +90,7 @@ class Settings(BaseSettings):
     def _redis_password(self) -> Settings:
         # REDIS_PASSWORD (e.g. from a Kubernetes Secret) joins a REDIS_URL that has no password of its own
         scheme, _, rest = self.redis_url.partition("://")
-        if self.redis_password and scheme in ("redis", "rediss") and urlparse(self.redis_url).password is None:
+        if self.redis_password and scheme in _PASSWORD_SCHEMES and urlparse(self.redis_url).password is None:
             user, _, address = rest.rpartition("@")
             self.redis_url = f"{scheme}://{user}:{quote(self.redis_password, safe='')}@{address}"
         return self
@@ -85,6 +98,9 @@ class Settings(BaseSettings):
     @property
     def effective_log_format(self) -> str:
         return self.log_format or ("json" if self.env == "production" else "text")
+
+
+_PASSWORD_SCHEMES = ("redis", "rediss", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster")
 
 
 def _in_memory(sqlite_url: str) -> bool:
