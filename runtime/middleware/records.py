@@ -59,7 +59,15 @@ class RunRecordMiddleware(TaskiqMiddleware):
         """A message no worker can run: its run is `failed` with the reason, the raw message kept."""
         labels = {"attempt": 0, "history": [], "enqueued_at": time.time()}
         message = TaskiqMessage(task_id=run_id, task_name=function, labels=labels, args=[], kwargs={"_raw": raw})
-        message.labels["history"] = [{"attempt": 0, "started_at": time.time(), "duration_ms": None, "error": error}]
+        message.labels["history"] = [
+            {
+                "attempt": 0,
+                "started_at": time.time(),
+                "duration_ms": None,
+                "error": error,
+                "error_type": "InvalidMessage",
+            }
+        ]
         self.pending[run_id] = (message, "failed", version(FINISHED), time.time(), None)
 
     def cancelled(self, message: TaskiqMessage) -> None:
@@ -85,6 +93,7 @@ class RunRecordMiddleware(TaskiqMiddleware):
             "status": status,
             "attempts": int(labels.get("attempt", 1)),
             "last_error": history[-1]["error"] if history else None,
+            "error_type": history[-1].get("error_type") if history else None,
             "started_at": from_timestamp(labels.get("started_at")),
             "finished_at": from_timestamp(finished),
             "result": value,
