@@ -82,7 +82,7 @@ async def _start_with_health(runtime: Any) -> None:
     port = runtime.settings.worker_health_port
     health = HealthServer(starting, alive) if port else None
     if health is not None:
-        await health.start("0.0.0.0", port)
+        await health.start(runtime.settings.health_host, port)
     try:
         await runtime.start()
     finally:
@@ -172,16 +172,17 @@ def _db(args: argparse.Namespace) -> int:
 
 def parity_table(manifest: Any) -> str:
     """Each function's effective settings: what the emulator, the dashboard and the cluster run."""
-    rows = [("function", "kind", "route / schedule", "retries", "timeout", "concurrency")]
+    rows = [("function", "kind", "route / schedule", "queue", "retries", "timeout", "concurrency")]
     for row in manifest.summary():
         if row["kind"] == "http":
-            rows.append((row["name"], "http", f"{','.join(row['methods'])} {row['route']}", "", "", ""))
+            rows.append((row["name"], "http", f"{','.join(row['methods'])} {row['route']}", "", "", "", ""))
         else:
             rows.append(
                 (
                     row["name"],
                     "task",
                     row["schedule"] or "",
+                    row["queue"],
                     str(row["retries"]),
                     row["timeout"],
                     str(row["concurrency"]),

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from sqlalchemy import delete
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -168,6 +168,8 @@ class Runtime:
                 await connect()
             except errors as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if _refused_for_good(exc):  # a wrong password or URL: waiting cannot fix it
+                    deadline = 0.0
                 self.waiting[name] = f"waiting: {reason}"[:200]
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -469,6 +471,14 @@ class Runtime:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
             await asyncio.sleep(poll)
+
+
+def _refused_for_good(exc: BaseException) -> bool:
+    """An error no wait can fix: authentication, or a database that does not exist."""
+    text = str(exc).lower()
+    return isinstance(exc, AuthenticationError) or any(
+        word in text for word in ("noauth", "wrongpass", "invalid password", "password authentication failed")
+    )
 
 
 def _describe(exc: BaseException) -> str:

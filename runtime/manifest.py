@@ -61,7 +61,8 @@ def parse_duration(value: Any, maximum: float = MAX_DURATION) -> float:
     if seconds < 0.001:
         raise ValueError(f"{shown}: a duration must be at least 1ms")
     if seconds > maximum:
-        raise ValueError(f"{shown}: a duration must be at most {format_duration(maximum)}")
+        limit = format_duration(maximum) if maximum > MAX_DURATION else f"{maximum / 3600:g}h"
+        raise ValueError(f"{shown}: a duration must be at most {limit}")
     return seconds
 
 

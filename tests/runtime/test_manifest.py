@@ -200,8 +200,9 @@ def test_runtime_check_on_the_example_prints_the_effective_settings():
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([command("runtime"), "check"], capture_output=True, text=True, cwd=root, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "app 'first-sip' is valid: 2 HTTP function(s), 3 task(s)" in result.stdout
-    assert "generate_briefing  task                                    3        5m       5" in result.stdout
+    assert "app 'first-sip' is valid: 3 HTTP function(s), 3 task(s)" in result.stdout
+    assert "generate_briefing  task                                            default   3        5m       5" in result.stdout
+    assert "update_status      task                                            critical  3        30s      5" in result.stdout
     assert "daily_briefings    task  0 6 * * *" in result.stdout
 
 
