@@ -27,8 +27,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runtime.connections import Runtime
-from runtime.dashboard import create_dashboard_app, local_addresses
+from runtime.dashboard import create_broken_dashboard_app, create_dashboard_app, local_addresses
 from runtime.errors import ConfigError, ManifestError
+from runtime.runs import RunStore
 from runtime.scheduler import Scheduler
 from runtime.server import server_config
 from runtime.settings import Settings
@@ -137,8 +138,11 @@ async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket]
         return await _serve_error(str(exc), settings, sockets, pipe)
 
     # no token here: the dashboard answers only to its own address (no DNS rebinding, no cross-site requests)
-    dashboard = create_dashboard_app(runtime, allowed_hosts=local_addresses(*dashboard_socket.getsockname()[:2]))
-    servers = [_uvicorn(create_web_app(runtime, debug=True), settings), _uvicorn(dashboard, settings)]
+    web = create_web_app(runtime, debug=True)
+    dashboard = create_dashboard_app(
+        runtime, allowed_hosts=local_addresses(*dashboard_socket.getsockname()[:2]), web_app=web
+    )
+    servers = [_uvicorn(web, settings), _uvicorn(dashboard, settings)]
     worker = Worker(runtime)
     scheduler = Scheduler(runtime)
     loop = asyncio.get_running_loop()
@@ -171,7 +175,13 @@ async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket]
 
 async def _serve_error(message: str, settings: Settings, sockets: list[socket.socket], pipe: int) -> int:
     _report(pipe, "error " + json.dumps(message))
-    servers = [_uvicorn(error_app(message), settings) for _ in sockets]
+    web_socket, dashboard_socket = sockets
+    # the dashboard stays up, read-only: the error on top, the runs from the run store
+    store = RunStore(settings.database_url)
+    dashboard = create_broken_dashboard_app(
+        store, message, allowed_hosts=local_addresses(*dashboard_socket.getsockname()[:2])
+    )
+    servers = [_uvicorn(error_app(message), settings), _uvicorn(dashboard, settings)]
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -179,7 +189,10 @@ async def _serve_error(message: str, settings: Settings, sockets: list[socket.so
             server.retire()
 
     loop.add_signal_handler(signal.SIGTERM, stop)
-    await asyncio.gather(*(server.serve(sockets=[s]) for server, s in zip(servers, sockets, strict=True)))
+    try:
+        await asyncio.gather(*(server.serve(sockets=[s]) for server, s in zip(servers, sockets, strict=True)))
+    finally:
+        await store.close()
     return 1
 
 
