@@ -175,7 +175,7 @@ async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket]
 
 async def _serve_error(message: str, settings: Settings, sockets: list[socket.socket], pipe: int) -> int:
     _report(pipe, "error " + json.dumps(message))
-    web_socket, dashboard_socket = sockets
+    dashboard_socket = sockets[1]
     # the dashboard stays up, read-only: the error on top, the runs from the run store
     store = RunStore(settings.database_url)
     dashboard = create_broken_dashboard_app(
