@@ -13,7 +13,7 @@ GET  /api/workers                                 live workers (runtime/presence
 GET  /api/throughput                              runs finished per minute, succeeded and failed, last hour
 GET  /api/schedules                               cron functions: next fire time and last run
 POST /api/invoke                                  call an HTTP function (emulator only): {method, path, body}
-GET  /assets/{file}                               the page's scripts and styles (runtime/static/dashboard/)
+GET  /assets/{file}                               the page's scripts and styles (runtime/static/dashboard*)
 
 Writes (POST/PUT/PATCH/DELETE) that carry a body must send it as `application/json`, so a page on
 another site cannot forge one with a "simple" cross-origin request; the emulator's dashboard, which has
@@ -48,7 +48,7 @@ from runtime.runs import STATUSES, Run, RunStore
 from runtime.web import FastJSONResponse, _http_error, health_routes
 
 PAGE = Path(__file__).parent / "static" / "dashboard.html"
-ASSETS = Path(__file__).parent / "static" / "dashboard"  # the page's ES modules and styles; no build step
+ASSETS = PAGE.parent  # the page's ES modules and style sheet, runtime/static/dashboard*.{js,css}: no build step
 ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 PAGE_HEADERS = {
     "cache-control": "no-cache",
@@ -173,10 +173,10 @@ def _limit(request: Request, default: int = 100) -> int:
 
 
 async def asset(request: Request) -> Response:
-    """One of the page's files from runtime/static/dashboard/ (package data), by plain name only."""
+    """One of the page's files, runtime/static/dashboard*.js or .css (package data), by plain name only."""
     name = request.path_params["name"]
     path = ASSETS / name
-    if "/" in name or name.startswith(".") or path.suffix not in ASSET_TYPES or not path.is_file():
+    if "/" in name or not name.startswith("dashboard") or path.suffix not in ASSET_TYPES or not path.is_file():
         return _error(404, f"no dashboard asset named {name!r}")
     return FileResponse(path, media_type=ASSET_TYPES[path.suffix], headers=PAGE_HEADERS)
 
