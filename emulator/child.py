@@ -90,6 +90,25 @@ class _Server(uvicorn.Server):
         asyncio.get_running_loop().call_later(RETIRE_GRACE, exit_now)
 
 
+class _StartLines(logging.Filter):
+    """Notes when the worker and the scheduler have logged their start lines, so the child reports `ready`
+    (and the supervisor prints its own `ready` line) only after them; and words the scheduler's line
+    "started", so the first line containing "ready" in the emulator's output is the emulator's own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("scheduler ready:"):
+            record.msg = "scheduler started:" + message[len("scheduler ready:") :]
+            self.seen.add("scheduler")
+        elif message.startswith("worker ") and " started: " in message:
+            self.seen.add("worker")
+        return True
+
+
 def _die_with_parent() -> None:
     """Linux: get SIGTERM when the parent dies, so no child outlives the emulator."""
     with contextlib.suppress(Exception):
@@ -155,8 +174,15 @@ async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket]
 
     loop.add_signal_handler(signal.SIGTERM, stop)
 
+    start_lines = _StartLines()
+    for name in ("runtime.worker", "runtime.scheduler"):
+        logging.getLogger(name).addFilter(start_lines)
+
     async def announce() -> None:
-        while not all(server.started for server in servers):
+        deadline = loop.time() + 10  # the start lines come within milliseconds; never wait on them forever
+        while not all(server.started for server in servers) or (
+            start_lines.seen != {"worker", "scheduler"} and loop.time() < deadline
+        ):
             await asyncio.sleep(0.001)
         _report(pipe, "ready " + json.dumps(app_sources(manifest.parent)))
 
