@@ -79,9 +79,10 @@ async function refresh() {
       banner.replaceChildren(h("strong", {}, "The app failed to load: fix it and save. "),
         "The dashboard is read-only until then; the runs below come from the run store.",
         h("pre", { testid: "app-error-detail" }, broken.detail));
-      if (broken.app) byTestId("app-name").textContent = broken.app;
+      byTestId("app-name").textContent = broken.app || "app not loaded";
     }
     banner.hidden = !broken;
+    for (const id of ["enqueue-section", "dead-letters-section", "stats-counts"]) byTestId(id).hidden = Boolean(broken);
     if (ok("functions")) {
       state.functions = got.functions.value;
       if (renderFunctions(state.functions)) renderFunctionChoices(state.functions);

@@ -62,14 +62,13 @@ function svg(tag, attrs, ...children) {
   return el;
 }
 export function renderThroughput(minutes) {
-  const width = 600, height = 120, top = 8, bottom = 16, left = 28;
+  const width = 600, height = 100, top = 4, bottom = 1, left = 0;
   const max = Math.max(1, ...minutes.map((m) => m.succeeded + m.failed));
   const step = (width - left) / Math.max(1, minutes.length);
   const scale = (n) => (n / max) * (height - top - bottom);
   const chart = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none",
     role: "img", "aria-label": "runs finished per minute, last hour", "data-testid": "throughput-chart" });
   chart.append(svg("line", { class: "axis", x1: left, y1: height - bottom, x2: width, y2: height - bottom }));
-  chart.append(svg("text", { x: 0, y: top + 8 }, max), svg("text", { x: 0, y: height - bottom }, 0));
   minutes.forEach((m, i) => {
     const x = left + i * step + 1, w = Math.max(1, step - 2);
     const ok = scale(m.succeeded), bad = scale(m.failed);
@@ -81,10 +80,10 @@ export function renderThroughput(minutes) {
     chart.append(g);
   });
   const first = parseTime(minutes[0] && minutes[0].minute);
-  if (first) chart.append(svg("text", { x: left, y: height - 3 }, first.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
-  chart.append(svg("text", { x: width - 24, y: height - 3 }, "now"));
+  const axis = h("div", { class: "chart-axis" }, h("span", {}, first ? first.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : ""),
+    h("span", {}, `peak ${max} per minute`), h("span", {}, "now"));
   const total = minutes.reduce((a, m) => [a[0] + m.succeeded, a[1] + m.failed], [0, 0]);
-  byTestId("throughput").replaceChildren(chart,
+  byTestId("throughput").replaceChildren(chart, axis,
     h("div", { class: "muted", testid: "throughput-total" }, `${total[0]} succeeded, ${total[1]} failed in the last hour`));
 }
 
