@@ -145,6 +145,8 @@ def test_runs_run_workers_and_functions_views(spawn: Callable[..., Process], tmp
         expect(detail.get_by_test_id("detail-trace-id")).to_have_text(trace or "—")
         expect(detail).not_to_contain_text("undefined")
         shot(page, tmp_path, "run")
+        page.evaluate("document.getElementById('runs-layout').scrollIntoView()")
+        page.screenshot(path=str(tmp_path / "dashboard-run-screen.png"))  # docs/dashboard.png is one of these
 
         # rerun with edited arguments: a new run of the same function with what was typed
         page.locator(f'[data-testid="run-row"][data-run-id="{ids[-1]}"]').click()
