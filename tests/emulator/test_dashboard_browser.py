@@ -83,7 +83,7 @@ def start(spawn: Callable[..., Process], tmp_path: Path, env: dict[str, str], wo
     )
     if worker:
         spawn(["runtime", "worker", "--manifest", str(manifest)], cwd=manifest.parent, env=env).wait_for(
-            "started", timeout=30
+            "started: ", timeout=30
         )
     try:
         wait_for_port(port, timeout=30)
