@@ -27,8 +27,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runtime.connections import Runtime
-from runtime.dashboard import create_dashboard_app, local_addresses
+from runtime.dashboard import create_broken_dashboard_app, create_dashboard_app, local_addresses
 from runtime.errors import ConfigError, ManifestError
+from runtime.runs import RunStore
 from runtime.scheduler import Scheduler
 from runtime.server import server_config
 from runtime.settings import Settings
@@ -89,6 +90,27 @@ class _Server(uvicorn.Server):
         asyncio.get_running_loop().call_later(RETIRE_GRACE, exit_now)
 
 
+class _StartLines(logging.Filter):
+    """Notes when the worker and the scheduler have logged their start lines, so the child reports `ready`
+    (and the supervisor prints its own `ready` line) only after them; and words their lines "started"
+    (they say "ready" as `runtime worker` / `runtime scheduler`), so the first line containing "ready" in
+    the emulator's output is the emulator's own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("scheduler ready:"):
+            record.msg = "scheduler started:" + message[len("scheduler ready:") :]
+            self.seen.add("scheduler")
+        elif message.startswith("worker ") and " ready: " in message:
+            record.msg = message.replace(" ready: ", " started: ", 1)
+            self.seen.add("worker")
+        return True
+
+
 def _die_with_parent() -> None:
     """Linux: get SIGTERM when the parent dies, so no child outlives the emulator."""
     with contextlib.suppress(Exception):
@@ -137,8 +159,11 @@ async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket]
         return await _serve_error(str(exc), settings, sockets, pipe)
 
     # no token here: the dashboard answers only to its own address (no DNS rebinding, no cross-site requests)
-    dashboard = create_dashboard_app(runtime, allowed_hosts=local_addresses(*dashboard_socket.getsockname()[:2]))
-    servers = [_uvicorn(create_web_app(runtime, debug=True), settings), _uvicorn(dashboard, settings)]
+    web = create_web_app(runtime, debug=True)
+    dashboard = create_dashboard_app(
+        runtime, allowed_hosts=local_addresses(*dashboard_socket.getsockname()[:2]), web_app=web
+    )
+    servers = [_uvicorn(web, settings), _uvicorn(dashboard, settings)]
     worker = Worker(runtime)
     scheduler = Scheduler(runtime)
     loop = asyncio.get_running_loop()
@@ -151,8 +176,15 @@ async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket]
 
     loop.add_signal_handler(signal.SIGTERM, stop)
 
+    start_lines = _StartLines()
+    for name in ("runtime.worker", "runtime.scheduler"):
+        logging.getLogger(name).addFilter(start_lines)
+
     async def announce() -> None:
-        while not all(server.started for server in servers):
+        deadline = loop.time() + 10  # the start lines come within milliseconds; never wait on them forever
+        while not all(server.started for server in servers) or (
+            start_lines.seen != {"worker", "scheduler"} and loop.time() < deadline
+        ):
             await asyncio.sleep(0.001)
         _report(pipe, "ready " + json.dumps(app_sources(manifest.parent)))
 
@@ -171,7 +203,13 @@ async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket]
 
 async def _serve_error(message: str, settings: Settings, sockets: list[socket.socket], pipe: int) -> int:
     _report(pipe, "error " + json.dumps(message))
-    servers = [_uvicorn(error_app(message), settings) for _ in sockets]
+    dashboard_socket = sockets[1]
+    # the dashboard stays up, read-only: the error on top, the runs from the run store
+    store = RunStore(settings.database_url)
+    dashboard = create_broken_dashboard_app(
+        store, message, allowed_hosts=local_addresses(*dashboard_socket.getsockname()[:2])
+    )
+    servers = [_uvicorn(error_app(message), settings), _uvicorn(dashboard, settings)]
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -179,7 +217,10 @@ async def _serve_error(message: str, settings: Settings, sockets: list[socket.so
             server.retire()
 
     loop.add_signal_handler(signal.SIGTERM, stop)
-    await asyncio.gather(*(server.serve(sockets=[s]) for server, s in zip(servers, sockets, strict=True)))
+    try:
+        await asyncio.gather(*(server.serve(sockets=[s]) for server, s in zip(servers, sockets, strict=True)))
+    finally:
+        await store.close()
     return 1
 
 

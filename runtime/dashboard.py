@@ -9,6 +9,11 @@ GET  /api/functions                               the manifest's functions, effe
 POST /api/functions/{name}/runs                   enqueue a task (JSON body: its arguments)
 GET  /api/stats                                   counts per function and status, queue depths
 GET  /metrics                                     Prometheus text (runtime/metrics.py); needs the token too
+GET  /api/workers                                 live workers (runtime/presence.py)
+GET  /api/throughput                              runs finished per minute, succeeded and failed, last hour
+GET  /api/schedules                               cron functions: next fire time and last run
+POST /api/invoke                                  call an HTTP function (emulator only): {method, path, body}
+GET  /assets/{file}                               the page's scripts and styles (runtime/static/dashboard*)
 
 Writes (POST/PUT/PATCH/DELETE) that carry a body must send it as `application/json`, so a page on
 another site cannot forge one with a "simple" cross-origin request; the emulator's dashboard, which has
@@ -20,9 +25,13 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+from croniter import croniter
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -30,14 +39,22 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from runtime import presence
 from runtime.connections import Runtime
 from runtime.errors import ArgumentsError, ConfigError
 from runtime.metrics import HttpMetrics, metrics_route
 from runtime.redaction import redact
-from runtime.runs import STATUSES, Run
+from runtime.runs import STATUSES, Run, RunStore
 from runtime.web import FastJSONResponse, _http_error, health_routes
 
 PAGE = Path(__file__).parent / "static" / "dashboard.html"
+ASSETS = PAGE.parent  # the page's ES modules and style sheet, runtime/static/dashboard*.{js,css}: no build step
+ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+PAGE_HEADERS = {
+    "cache-control": "no-cache",
+    "x-frame-options": "DENY",  # no other site may frame it (clickjacking its Replay and Delete buttons)
+    "content-security-policy": "frame-ancestors 'none'",
+}
 MIN_TOKEN_LENGTH = 16
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -123,8 +140,8 @@ class TokenAuth:
         request = Request(scope)
         given = self.given(request)
         if not hmac.compare_digest(given.encode(), self.token.encode()):
-            if scope["path"] == "/":
-                # the page holds no data; it asks for the token when the API answers 401
+            if scope["path"] == "/" or scope["path"].startswith("/assets/"):
+                # the page and its scripts hold no data; it asks for the token when the API answers 401
                 await self.app(scope, receive, send)
                 return
             response = _error(401, "this dashboard needs DASHBOARD_TOKEN: send 'Authorization: Bearer <token>'")
@@ -155,11 +172,33 @@ def _limit(request: Request, default: int = 100) -> int:
         raise HTTPException(400, "limit must be a whole number from 1 to 1000") from None
 
 
+async def asset(request: Request) -> Response:
+    """One of the page's files, runtime/static/dashboard*.js or .css (package data), by plain name only."""
+    name = request.path_params["name"]
+    path = ASSETS / name
+    if "/" in name or not name.startswith("dashboard") or path.suffix not in ASSET_TYPES or not path.is_file():
+        return _error(404, f"no dashboard asset named {name!r}")
+    return FileResponse(path, media_type=ASSET_TYPES[path.suffix], headers=PAGE_HEADERS)
+
+
+def _next_fire(schedule: str, now: datetime) -> str | None:
+    try:
+        fire = croniter(schedule, now).get_next(datetime)
+    except (ValueError, KeyError):
+        return None
+    return f"{fire.isoformat(timespec='seconds')}Z"
+
+
 def create_dashboard_app(
-    runtime: Runtime, token: str | None = None, *, allowed_hosts: list[str] | None = None
+    runtime: Runtime,
+    token: str | None = None,
+    *,
+    allowed_hosts: list[str] | None = None,
+    web_app: ASGIApp | None = None,
 ) -> Starlette:
     """The dashboard app. `token` (DASHBOARD_TOKEN, at least 16 characters) locks it; `allowed_hosts`
-    (`host:port` values, see `local_addresses`) makes it refuse any other `Host` or `Origin`."""
+    (`host:port` values, see `local_addresses`) makes it refuse any other `Host` or `Origin`; `web_app` (the
+    emulator's web app, in the same process) enables `POST /api/invoke`."""
     if token and len(token) < MIN_TOKEN_LENGTH:
         raise ConfigError(
             f"DASHBOARD_TOKEN is too short ({len(token)} characters): use at least {MIN_TOKEN_LENGTH}, "
@@ -172,13 +211,7 @@ def create_dashboard_app(
     async def page(request: Request) -> Response:
         if not PAGE.exists():
             return _error(404, "the dashboard page is not installed; the JSON API is under /api/")
-        # no other site may frame it (clickjacking its Replay and Delete buttons)
-        headers = {
-            "cache-control": "no-cache",
-            "x-frame-options": "DENY",
-            "content-security-policy": "frame-ancestors 'none'",
-        }
-        return FileResponse(PAGE, headers=headers)
+        return FileResponse(PAGE, headers=PAGE_HEADERS)
 
     async def list_runs(request: Request) -> Response:
         status = request.query_params.get("status") or None
@@ -279,8 +312,62 @@ def create_dashboard_app(
             }
         )
 
+    # --- issue 11 §7: workers, throughput, schedules, the invoke console -----------------------------------
+
+    async def workers(request: Request) -> Response:
+        return RedactedJSONResponse(await presence.workers(runtime))
+
+    async def throughput(request: Request) -> Response:
+        return RedactedJSONResponse(await store.throughput(60))
+
+    async def schedules(request: Request) -> Response:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        rows = []
+        for row in runtime.app.manifest.summary():
+            if not row.get("schedule"):
+                continue
+            last = await store.list(function=row["name"], limit=1)
+            rows.append(
+                {
+                    "name": row["name"],
+                    "schedule": row["schedule"],
+                    "queue": row.get("queue"),
+                    "next_fire": _next_fire(row["schedule"], now),
+                    "last_run": last[0].public() if last else None,
+                }
+            )
+        return RedactedJSONResponse(rows)
+
+    async def invoke(request: Request) -> Response:
+        if web_app is None:
+            return _error(404, "the invoke console works only in the emulator; call the web process's URL instead")
+        try:
+            call = json.loads(await request.body() or b"{}")
+        except ValueError as exc:
+            return _error(400, f"request body is not valid JSON: {exc}")
+        if not isinstance(call, dict) or not str(call.get("path", "")).startswith("/"):
+            return _error(422, 'send {"method": "GET", "path": "/...", "body": "..."}; the path starts with /')
+        method = str(call.get("method") or "GET").upper()
+        body = call.get("body")
+        content = body if isinstance(body, str) else (None if body is None else json.dumps(body))
+        headers = {"content-type": "application/json"} if content else {}
+        transport = httpx.ASGITransport(app=web_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
+            started = time.perf_counter()
+            answer = await client.request(method, call["path"], content=content, headers=headers)
+            elapsed = (time.perf_counter() - started) * 1000
+        return RedactedJSONResponse(
+            {
+                "status": answer.status_code,
+                "headers": dict(answer.headers),
+                "body": answer.text,
+                "duration_ms": round(elapsed, 2),
+            }
+        )
+
     routes = [
         Route("/", page),
+        Route("/assets/{name}", asset),
         *health_routes(runtime),
         Route("/api/runs", list_runs),
         Route("/api/runs/{run_id}", get_run, methods=["GET"]),
@@ -291,10 +378,66 @@ def create_dashboard_app(
         Route("/api/functions/{name}/runs", enqueue, methods=["POST"]),
         Route("/api/stats", stats),
         metrics_route(runtime),  # behind the token, like the API (Prometheus sends it as a bearer token)
+        # --- issue 11 §7 (dashboard helper): new GET routes and the emulator's invoke console ---
+        Route("/api/workers", workers),
+        Route("/api/throughput", throughput),
+        Route("/api/schedules", schedules),
+        Route("/api/invoke", invoke, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     if token:
         app.add_middleware(TokenAuth, token=token)
     app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)  # refuses before the token check
     app.add_middleware(HttpMetrics, routes=routes)  # outermost: counts refusals too
+    return app
+
+
+def create_broken_dashboard_app(
+    store: RunStore, error: str, *, allowed_hosts: list[str] | None = None, app_name: str = ""
+) -> Starlette:
+    """The emulator's dashboard while the app's code is broken: the same page, read-only. It shows the
+    error on top and the runs from the run store; every other API answers 503 with the error."""
+
+    async def page(request: Request) -> Response:
+        return FileResponse(PAGE, headers=PAGE_HEADERS)
+
+    async def broken(request: Request) -> Response:
+        return RedactedJSONResponse(
+            {"error": "the app failed to load; fix it and save to reload", "detail": error, "app": app_name},
+            status_code=503,
+        )
+
+    async def list_runs(request: Request) -> Response:
+        try:
+            offset = max(0, int(request.query_params.get("offset", 0)))
+        except ValueError:
+            return _error(400, "offset must be a whole number")
+        status = request.query_params.get("status") or None
+        runs = await store.list(
+            function=request.query_params.get("function") or None,
+            status=status if status in STATUSES else None,
+            limit=_limit(request),
+            offset=offset,
+        )
+        return RedactedJSONResponse([run.public() for run in runs])
+
+    async def get_run(request: Request) -> Response:
+        run = await store.get(request.path_params["run_id"])
+        if run is None:
+            return _error(404, f"no run with id {request.path_params['run_id']!r}")
+        return RedactedJSONResponse(run.public())
+
+    async def throughput(request: Request) -> Response:
+        return RedactedJSONResponse(await store.throughput(60))
+
+    routes = [
+        Route("/", page),
+        Route("/assets/{name}", asset),
+        Route("/api/runs", list_runs),
+        Route("/api/runs/{run_id}", get_run, methods=["GET"]),
+        Route("/api/throughput", throughput),
+        Route("/{path:path}", broken, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)
     return app

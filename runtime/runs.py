@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,23 @@ class RunStore:
             for function, status, count in (await conn.execute(query)).all():
                 out.setdefault(function, {})[status] = count
         return out
+
+    async def throughput(self, minutes: int = 60, now: datetime | None = None) -> builtins.list[dict[str, Any]]:
+        """Runs finished per minute over the last `minutes` (oldest first, every minute present):
+        [{"minute": "2026-01-01T10:04:00Z", "succeeded": n, "failed": n}]. Counted from `finished_at`."""
+        table = Run.__table__  # type: ignore[attr-defined]
+        end = (now or utcnow()).replace(second=0, microsecond=0)
+        start = end - timedelta(minutes=minutes - 1)
+        buckets = {start + timedelta(minutes=i): {"succeeded": 0, "failed": 0} for i in range(minutes)}
+        query = select(table.c.finished_at, table.c.status).where(
+            table.c.finished_at >= start, table.c.status.in_(FINAL)
+        )
+        async with self.engine.connect() as conn:
+            for finished_at, status in (await conn.execute(query)).all():
+                bucket = buckets.get(finished_at.replace(second=0, microsecond=0))
+                if bucket is not None:
+                    bucket[status] += 1
+        return [{"minute": minute.isoformat() + "Z", **counts} for minute, counts in buckets.items()]
 
     async def delete(self, run_id: str) -> bool:
         table = Run.__table__  # type: ignore[attr-defined]

@@ -29,6 +29,7 @@ import orjson
 from redis.exceptions import RedisError
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
+from runtime import presence
 from runtime.broker import Delivery
 from runtime.cancellation import Cancellations
 from runtime.connections import Runtime
@@ -337,8 +338,14 @@ class Worker:
 
     async def _beat_loop(self) -> None:
         """The loop's sign of life, for the lease keeper and /health/live, even while fetching waits."""
+        started, beats = time.time(), 0
         while True:
             self.heartbeat.beat()
+            if beats % 3 == 0:  # who is alive, for the dashboard (runtime/presence.py); never blocks the beat
+                me = presence.info(self.broker.consumer, self.queues, len(self.running), started)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(presence.publish(self.runtime, me), 1.0)
+            beats += 1
             await asyncio.sleep(1.0)
 
     async def _delayed_loop(self) -> None:

@@ -83,7 +83,7 @@ def start(spawn: Callable[..., Process], tmp_path: Path, env: dict[str, str], wo
     )
     if worker:
         spawn(["runtime", "worker", "--manifest", str(manifest)], cwd=manifest.parent, env=env).wait_for(
-            "ready", timeout=30
+            "ready: ", timeout=30
         )
     try:
         wait_for_port(port, timeout=30)

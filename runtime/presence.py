@@ -1,0 +1,57 @@
+"""Which workers are alive: each worker publishes itself every few seconds into one Redis hash,
+`runtime.keys.workers()` (field: the worker's consumer id; value: JSON {name, host, pid, queues, running,
+heartbeat, started}, times as Unix seconds). An entry whose heartbeat is older than `STALE_AFTER` seconds
+is a worker that stopped or died: readers leave it out (and remove it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Any
+
+from runtime.connections import Runtime
+
+STALE_AFTER = 30.0  # seconds without a heartbeat before a worker counts as gone
+
+
+def info(name: str, queues: list[str], running: int, started: float) -> dict[str, Any]:
+    """This process's entry: `name` is the worker's consumer id."""
+    return {
+        "name": name,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "queues": list(queues),
+        "running": running,
+        "heartbeat": time.time(),
+        "started": started,
+    }
+
+
+async def publish(runtime: Runtime, info: dict[str, Any]) -> None:
+    """Write (or refresh) one worker's entry; `info["name"]` is its field, `heartbeat` defaults to now."""
+    entry = {**info, "heartbeat": info.get("heartbeat") or time.time()}
+    await runtime.broker.redis.hset(runtime.keys.workers(), str(entry["name"]), json.dumps(entry))
+
+
+async def workers(runtime: Runtime, now: float | None = None) -> list[dict[str, Any]]:
+    """The live workers, by name; entries older than STALE_AFTER (or unreadable) are dropped from the hash."""
+    redis = runtime.broker.redis
+    key = runtime.keys.workers()
+    now = time.time() if now is None else now
+    live: list[dict[str, Any]] = []
+    stale: list[Any] = []
+    for field, value in (await redis.hgetall(key)).items():
+        try:
+            entry = json.loads(value)
+            fresh = now - float(entry["heartbeat"]) <= STALE_AFTER
+        except (ValueError, TypeError, KeyError):
+            fresh = False
+        if fresh:
+            live.append(entry)
+        else:
+            stale.append(field)
+    if stale:
+        await redis.hdel(key, *stale)
+    return sorted(live, key=lambda entry: str(entry.get("name")))

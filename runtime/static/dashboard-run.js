@@ -1,0 +1,152 @@
+// The run view (the detail panel beside the runs): a timeline of its attempts (start, duration, worker,
+// error type, traceback), arguments and result, trace id, the replay chain, total duration, Cancel, Replay,
+// and "run again" with edited arguments.
+import {
+  $, api, AuthNeeded, badge, byTestId, describeError, fmtDuration, fmtTime, h, hooks, notify, parseTime,
+  pretty, runDuration, runLink, shortId, state, UNFINISHED,
+} from "./dashboard-core.js";
+import { replay } from "./dashboard-runs.js";
+
+const chains = new Map(); // run id -> the ids it replays, oldest last (loaded once per run)
+
+function kv(label, value, testid) { return [h("dt", {}, label), h("dd", { testid }, value)]; }
+
+export function attemptsTotal(run) {
+  const history = run.history || [];
+  const sum = history.reduce((total, a) => total + (Number(a.duration_ms) || 0), 0);
+  const first = parseTime(history.length ? history[0].started_at : run.started_at) || parseTime(run.started_at);
+  const last = parseTime(run.finished_at);
+  return { sum: history.length ? sum : null, span: first && last ? last - first : null };
+}
+
+function timeline(run) {
+  const history = run.history || [];
+  const starts = history.map((a) => parseTime(a.started_at)).filter(Boolean);
+  if (!starts.length) return null;
+  const begin = Math.min(...starts.map(Number));
+  const ends = history.map((a) => { const s = parseTime(a.started_at); return s ? Number(s) + (Number(a.duration_ms) || 0) : begin; });
+  const finish = parseTime(run.finished_at);
+  const end = Math.max(begin + 1, ...ends, finish ? Number(finish) : 0, run.status === "running" ? Date.now() : 0);
+  return h("div", { class: "timeline", testid: "attempt-timeline" }, history.map((a, i) => {
+    const s = parseTime(a.started_at);
+    const left = s ? ((Number(s) - begin) / (end - begin)) * 100 : 0;
+    const open = a.duration_ms === undefined || a.duration_ms === null;
+    const dur = open ? (run.status === "running" && i === history.length - 1 ? Date.now() - Number(s || begin) : 0) : Number(a.duration_ms);
+    const width = Math.max(0.5, (dur / (end - begin)) * 100);
+    const kind = a.error ? "failed" : (open ? "running" : "ok");
+    return h("div", { class: "track", title: `attempt ${a.attempt ?? i + 1}: ${fmtDuration(dur)}${a.error_type ? ` · ${a.error_type}` : ""}` },
+      h("div", { class: `bar ${kind}`, style: `left:${left.toFixed(2)}%;width:${Math.min(100 - left, width).toFixed(2)}%` }));
+  }));
+}
+
+function attempt(a, i) {
+  const label = a.attempt ?? i + 1;
+  return h("li", { testid: "attempt", "data-attempt": label },
+    h("div", {}, h("strong", {}, `attempt ${label}`), " · started ", h("span", { class: "mono" }, fmtTime(a.started_at)),
+      " · ", h("span", { testid: "attempt-duration" }, fmtDuration(a.duration_ms)),
+      a.worker ? [" · ", h("span", { class: "mono meta", testid: "attempt-worker" }, a.worker)] : null),
+    a.error_type ? h("div", { class: "meta" }, "error type ", h("span", { class: "mono", testid: "attempt-error-type" }, a.error_type)) : null,
+    a.error ? h("div", { class: "err", testid: "attempt-error" }, a.error) : h("div", { class: "muted" }, a.duration_ms === undefined ? "running" : "no error"),
+    a.traceback ? h("details", { testid: "attempt-traceback" }, h("summary", {}, "traceback"), h("pre", {}, a.traceback)) : null);
+}
+
+async function loadChain(run) {
+  if (!run.replay_of || chains.has(run.id)) return;
+  const ids = [];
+  let next = run.replay_of;
+  while (next && ids.length < 10 && !ids.includes(next)) {
+    ids.push(next);
+    try { next = (await api(`/api/runs/${encodeURIComponent(next)}`)).replay_of; } catch (e) { break; }
+  }
+  chains.set(run.id, ids);
+  const holder = byTestId("replay-chain");
+  if (holder && state.run === run.id) holder.replaceChildren(...chainLinks(ids));
+}
+function chainLinks(ids) {
+  return ids.flatMap((id, i) => [i ? " ← " : "", runLink(id, i === 0 ? "replay-of-link" : "replay-chain-link")]);
+}
+
+export function renderDetail(run) {
+  const panel = byTestId("run-detail");
+  const total = attemptsTotal(run);
+  const unfinished = UNFINISHED.includes(run.status);
+  const keepEdit = panel.dataset.runId === run.id ? $("#rerun-arguments") : null;
+  const edited = keepEdit && keepEdit.dataset.dirty ? keepEdit.value : null;
+  const history = run.history || [];
+  panel.dataset.runId = run.id;
+  const rerun = h("textarea", { id: "rerun-arguments", testid: "rerun-arguments", spellcheck: "false",
+    oninput: (e) => { e.target.dataset.dirty = "1"; } }, edited ?? pretty(run.arguments));
+  if (edited !== null) rerun.dataset.dirty = "1";
+  const chain = run.replay_of ? (chains.get(run.id) || [run.replay_of]) : [];
+  panel.replaceChildren(...[
+    h("h2", {}, "Run ", h("span", { class: "mono" }, shortId(run.id)), badge(run.status),
+      h("button", { type: "button", class: "close", title: "close", testid: "detail-close", onclick: hooks.closeRun }, "×")),
+    h("div", { class: "run-id", testid: "detail-id", title: run.id }, run.id),
+    h("dl", { class: "kv" },
+      kv("function", run.function, "detail-function"),
+      kv("queue", run.queue || "default", "detail-queue"),
+      kv("attempts", `${run.attempts} of at most ${run.max_attempts}`),
+      kv("enqueued", fmtTime(run.enqueued_at)),
+      run.scheduled_for ? kv("scheduled for", fmtTime(run.scheduled_for)) : null,
+      kv("started", fmtTime(run.started_at)),
+      kv("finished", fmtTime(run.finished_at)),
+      kv("duration", fmtDuration(runDuration(run))),
+      kv("time in attempts", total.sum === null ? "—" : `${fmtDuration(total.sum)} over ${history.length} attempt${history.length === 1 ? "" : "s"}`, "detail-attempts-total"),
+      kv("first start → finish", fmtDuration(total.span), "detail-span"),
+      kv("trace id", run.trace_id || "—", "detail-trace-id"),
+      run.deadline ? kv("deadline", fmtTime(run.deadline)) : null,
+      run.replay_of ? kv("replay of", h("span", { class: "chain", testid: "replay-chain" }, chainLinks(chain))) : null),
+    h("div", { class: "toolbar", style: "margin-top:8px" },
+      run.status === "failed" ? h("button", { type: "button", testid: "detail-replay-button", onclick: (e) => replay(run.id, e.currentTarget, "detail-notice") }, "Replay") : null,
+      unfinished ? h("button", { type: "button", class: "danger", testid: "detail-cancel-button", onclick: (e) => cancel(run.id, e.currentTarget) }, "Cancel") : null),
+    h("div", { testid: "detail-notice" }),
+    run.last_error ? [h("h3", {}, "last error", run.error_type ? ` · ${run.error_type}` : ""), h("pre", { class: "notice err", testid: "detail-error" }, run.last_error)] : null,
+    h("h3", {}, "attempts"),
+    history.length ? [timeline(run), h("ol", { class: "attempts", testid: "detail-attempts" }, history.map(attempt))] : h("div", { class: "empty" }, "not started yet"),
+    h("h3", {}, "arguments"), h("pre", { testid: "detail-arguments" }, pretty(run.arguments)),
+    h("h3", {}, "result"), h("pre", { testid: "detail-result" }, run.result === null || run.result === undefined ? "—" : pretty(run.result)),
+    h("h3", {}, "run again with these arguments"), rerun,
+    h("div", { style: "margin-top:6px" }, h("button", { type: "button", class: "primary", testid: "rerun-submit", onclick: (e) => rerunWith(run, e.currentTarget) }, "Run again")),
+    h("div", { testid: "rerun-result" }),
+  ].flat().filter((child) => child !== null && child !== undefined));
+  panel.hidden = false;
+  $("#runs-layout").classList.add("with-detail");
+  loadChain(run);
+}
+
+async function cancel(id, button) {
+  button.disabled = true;
+  try {
+    await api(`/api/runs/${encodeURIComponent(id)}/cancel`, { method: "POST" });
+    notify("detail-notice", "ok", `Run ${shortId(id)} cancelled.`);
+    await hooks.refresh();
+  } catch (err) {
+    if (!(err instanceof AuthNeeded)) notify("detail-notice", "err", `Cancel of ${shortId(id)} failed: ${describeError(err)}`);
+    button.disabled = false;
+  }
+}
+
+async function rerunWith(run, button) {
+  button.disabled = true;
+  try {
+    const created = await api(`/api/functions/${encodeURIComponent(run.function)}/runs`, {
+      method: "POST", body: $("#rerun-arguments").value, headers: { "Content-Type": "application/json" } });
+    hooks.openRun(created.id);
+    notify("rerun-result", "ok", "Queued run ", runLink(created.id, "rerun-link"), ` (${created.status}).`);
+    await hooks.refresh();
+  } catch (err) {
+    if (!(err instanceof AuthNeeded)) notify("rerun-result", "err", describeError(err));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+export function renderDetailError(id, err) {
+  const panel = byTestId("run-detail");
+  panel.dataset.runId = "";
+  panel.replaceChildren(h("h2", {}, "Run ", h("span", { class: "mono" }, id),
+      h("button", { type: "button", class: "close", testid: "detail-close", onclick: hooks.closeRun }, "×")),
+    h("div", { class: "notice err" }, describeError(err)));
+  panel.hidden = false;
+  $("#runs-layout").classList.add("with-detail");
+}
