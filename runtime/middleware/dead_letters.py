@@ -108,7 +108,7 @@ class DeadLetterAlert:
             crossed.append(name)
             where = f"dead letters of {name}" if name else "the dead-letter list"
             logger.warning(
-                "%s holds %d run(s), above dead_letter_alert %d: see `runtime runs --status failed`, then "
+                "%s: %d run(s), above dead_letter_alert %d; see `runtime runs --status failed`, then "
                 "replay or delete them",
                 where,
                 count,
