@@ -1,9 +1,15 @@
 """The dashboard: runs, queues, retries and dead letters in a browser, and the JSON API behind it.
 
-GET  /api/runs?function=&status=&limit=&offset=   runs, newest first
+GET  /api/runs?function=&status=&queue=&search=&limit=&offset=   runs, newest first (search: an id
+                                                  prefix, or text in the arguments)
 GET  /api/runs/{id}                               one run, with each attempt's error
 POST /api/runs/{id}/replay                        a failed run queued again; returns the new run
+POST /api/runs/{id}/cancel                        cancel a run; returns it
+POST /api/runs/replay, /api/runs/delete           in bulk: {"ids": [...]} or {"status": "failed",
+                                                  "function": ..., "since": seconds}; returns the count
 DELETE /api/runs/{id}                             forget a run (and its dead letter)
+GET  /api/queues                                  per queue: depths, paused, finished in the last hour
+POST /api/queues/{name}/pause, .../resume         pause / resume a queue
 GET  /api/dead-letters                            runs that spent their retries
 GET  /api/functions                               the manifest's functions, effective settings
 POST /api/functions/{name}/runs                   enqueue a task (JSON body: its arguments)
@@ -23,6 +29,7 @@ rebinding, cross-site requests). Every JSON answer is redacted (runtime/redactio
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import time
@@ -39,10 +46,10 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from runtime import presence
+from runtime import operations, presence
 from runtime.connections import Runtime
 from runtime.errors import ArgumentsError, ConfigError
-from runtime.metrics import HttpMetrics, metrics_route
+from runtime.metrics import HttpMetrics, dead_letter_threshold, metrics_route
 from runtime.redaction import redact
 from runtime.runs import STATUSES, Run, RunStore
 from runtime.web import FastJSONResponse, _http_error, health_routes
@@ -189,6 +196,29 @@ def _next_fire(schedule: str, now: datetime) -> str | None:
     return f"{fire.isoformat(timespec='seconds')}Z"
 
 
+def _selection(spec: Any) -> tuple[list[str] | None, operations.RunFilter | None] | str:
+    """The runs a bulk request names: `{"ids": [...]}` or a filter; else what is wrong with it."""
+    if not isinstance(spec, dict) or not spec:
+        return 'send {"ids": [...]} or a filter such as {"status": "failed", "function": ..., "since": 3600}'
+    if "ids" in spec:
+        ids = spec["ids"]
+        if set(spec) != {"ids"} or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return '"ids" must be a list of run ids, given alone'
+        return ids, None
+    unknown = set(spec) - {"status", "function", "since"}
+    if unknown:
+        return f"unknown filter field(s) {', '.join(sorted(unknown))}; use status, function and since (seconds)"
+    since = spec.get("since")
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)):
+        return f'"since" must be a number of seconds, not {since!r:.40}'
+    try:
+        return None, operations.RunFilter(
+            status=spec.get("status", "failed"), function=spec.get("function"), since=since
+        )
+    except ValueError as exc:
+        return str(exc)
+
+
 def create_dashboard_app(
     runtime: Runtime,
     token: str | None = None,
@@ -214,19 +244,23 @@ def create_dashboard_app(
         return FileResponse(PAGE, headers=PAGE_HEADERS)
 
     async def list_runs(request: Request) -> Response:
-        status = request.query_params.get("status") or None
-        if status and status not in STATUSES:
-            return _error(400, f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+        params = request.query_params
         try:
-            offset = max(0, int(request.query_params.get("offset", 0)))
+            offset = max(0, int(params.get("offset", 0)))
         except ValueError:
             return _error(400, "offset must be a whole number")
-        runs = await store.list(
-            function=request.query_params.get("function") or None,
-            status=status,
-            limit=_limit(request),
-            offset=offset,
-        )
+        try:
+            runs = await operations.list_runs(
+                runtime,
+                function=params.get("function") or None,
+                status=params.get("status") or None,
+                queue=params.get("queue") or None,
+                search=params.get("search") or None,
+                limit=_limit(request),
+                offset=offset,
+            )
+        except ValueError as exc:
+            return _error(400, str(exc))
         return RedactedJSONResponse([run.public() for run in runs])
 
     async def get_run(request: Request) -> Response:
@@ -243,6 +277,48 @@ def create_dashboard_app(
         except (ValueError, ArgumentsError) as exc:
             return _error(409, str(exc))
         return RedactedJSONResponse(run.public(), status_code=201)
+
+    async def cancel(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        try:
+            outcome = await operations.cancel(runtime, [run_id])
+        except NotImplementedError as exc:
+            return _error(501, str(exc))
+        if outcome.errors:
+            run = await store.get(run_id)
+            return _error(404 if run is None else 409, outcome.errors[run_id])
+        return RedactedJSONResponse(outcome.runs[0].public())
+
+    async def bulk(request: Request, action: str) -> Response:
+        body = await request.body()
+        try:
+            spec = json.loads(body) if body.strip() else None
+        except ValueError as exc:
+            return _error(400, f"request body is not valid JSON: {exc}")
+        selection = _selection(spec)
+        if isinstance(selection, str):
+            return _error(422, selection)
+        ids, where = selection
+        try:
+            outcome = await (operations.replay if action == "replay" else operations.delete)(runtime, ids, where)
+        except ValueError as exc:
+            return _error(422, str(exc))
+        answer: dict[str, Any] = {"count": outcome.count}
+        if action == "replay":
+            answer["ids"] = [run.id for run in outcome.runs]
+        answer["errors"] = outcome.errors
+        return RedactedJSONResponse(answer)
+
+    async def queues(request: Request) -> Response:
+        return RedactedJSONResponse(await operations.queue_stats(runtime))
+
+    async def pause_queue(request: Request, action: str) -> Response:
+        name = request.path_params["name"]
+        try:
+            await (operations.pause if action == "pause" else operations.resume)(runtime, name)
+        except LookupError as exc:
+            return _error(404, str(exc.args[0]))
+        return RedactedJSONResponse({"queue": name, "paused": action == "pause"})
 
     async def delete_run(request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -301,6 +377,8 @@ def create_dashboard_app(
                 "paused": int(paused),
             }
         dead = int(await redis.zcard(keys.dead))
+        threshold = dead_letter_threshold(runtime)
+        alert = {"threshold": threshold, "count": dead, "over": threshold is not None and dead > threshold}
         total = {state: sum(q[state] for q in queues.values()) for state in ("waiting", "in_flight", "delayed")}
         return RedactedJSONResponse(
             {
@@ -309,6 +387,7 @@ def create_dashboard_app(
                 "queues": queues,
                 "runs": await store.counts(),
                 "consumers": [{"name": name, "pending": n} for name, n in consumers.items()],
+                "dead_letter_alert": alert,
             }
         )
 
@@ -370,9 +449,15 @@ def create_dashboard_app(
         Route("/assets/{name}", asset),
         *health_routes(runtime),
         Route("/api/runs", list_runs),
+        Route("/api/runs/replay", functools.partial(bulk, action="replay"), methods=["POST"]),
+        Route("/api/runs/delete", functools.partial(bulk, action="delete"), methods=["POST"]),
         Route("/api/runs/{run_id}", get_run, methods=["GET"]),
         Route("/api/runs/{run_id}", delete_run, methods=["DELETE"]),
         Route("/api/runs/{run_id}/replay", replay, methods=["POST"]),
+        Route("/api/runs/{run_id}/cancel", cancel, methods=["POST"]),
+        Route("/api/queues", queues),
+        Route("/api/queues/{name}/pause", functools.partial(pause_queue, action="pause"), methods=["POST"]),
+        Route("/api/queues/{name}/resume", functools.partial(pause_queue, action="resume"), methods=["POST"]),
         Route("/api/dead-letters", dead_letters),
         Route("/api/functions", functions),
         Route("/api/functions/{name}/runs", enqueue, methods=["POST"]),

@@ -24,11 +24,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    cast,
     delete,
     event,
     func,
     insert,
     inspect,
+    or_,
     select,
     text,
 )
@@ -282,14 +284,127 @@ class RunStore:
             result = await conn.execute(table.delete().where(table.c.id == run_id))
         return bool(result.rowcount)
 
-    async def prune(self, finished_before: datetime) -> int:
-        """Delete succeeded runs that finished before the given time (failed ones stay as dead letters)."""
+    async def prune(
+        self,
+        finished_before: datetime,
+        *,
+        statuses: tuple[str, ...] = ("succeeded",),
+        functions: builtins.list[str] | None = None,
+        except_functions: builtins.list[str] | None = None,
+    ) -> builtins.list[str]:
+        """Delete runs in `statuses` that finished before the given time (only of `functions`, or of every
+        function but `except_functions`); returns their ids, so their dead letters can go too."""
         table = Run.__table__  # type: ignore[attr-defined]
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                table.delete().where(table.c.status == "succeeded", table.c.finished_at < finished_before)
+        where = [table.c.status.in_(statuses), table.c.finished_at < finished_before]
+        if functions is not None:
+            where.append(table.c.function.in_(functions))
+        if except_functions:
+            where.append(table.c.function.not_in(except_functions))
+        removed: builtins.list[str] = []
+        while True:  # in chunks: a long-idle store may hold millions, and one transaction would lock it all
+            async with self.engine.begin() as conn:
+                ids = list((await conn.execute(select(table.c.id).where(*where).limit(PRUNE_CHUNK))).scalars())
+                if ids:
+                    await conn.execute(table.delete().where(table.c.id.in_(ids)))
+            removed += ids
+            if len(ids) < PRUNE_CHUNK:
+                return removed
+
+    def _matching(
+        self,
+        *,
+        function: str | None = None,
+        status: str | None = None,
+        queue: str | None = None,
+        search: str | None = None,
+        since: datetime | None = None,
+    ) -> builtins.list[Any]:
+        table = Run.__table__  # type: ignore[attr-defined]
+        where: builtins.list[Any] = []
+        if function:
+            where.append(table.c.function == function)
+        if status:
+            where.append(table.c.status == status)
+        if queue:
+            where.append(table.c.queue == queue)
+        if since is not None:  # finished since then, or (not finished) enqueued since then
+            where.append(func.coalesce(table.c.finished_at, table.c.enqueued_at) >= since)
+        if search:
+            pattern = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(
+                or_(
+                    table.c.id.like(f"{pattern}%", escape="\\"),
+                    cast(table.c.arguments, Text).ilike(f"%{pattern}%", escape="\\"),
+                )
             )
+        return where
+
+    async def find(
+        self,
+        *,
+        function: str | None = None,
+        status: str | None = None,
+        queue: str | None = None,
+        search: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> builtins.list[Run]:
+        """Runs, newest first, filtered like `list` and also by queue, by `search` (a run id prefix, or
+        text in the arguments) and by `since` (finished, or if unfinished enqueued, at or after it)."""
+        table = Run.__table__  # type: ignore[attr-defined]
+        where = self._matching(function=function, status=status, queue=queue, search=search, since=since)
+        query = select(table).where(*where).order_by(table.c.enqueued_at.desc(), table.c.id.desc())
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.limit(limit).offset(offset))).mappings().all()
+        return [Run.model_validate(dict(row)) for row in rows]
+
+    async def find_ids(
+        self, *, function: str | None = None, status: str | None = None, since: datetime | None = None
+    ) -> builtins.list[str]:
+        """The ids of every matching run, newest first (for bulk replay and delete)."""
+        table = Run.__table__  # type: ignore[attr-defined]
+        where = self._matching(function=function, status=status, since=since)
+        query = select(table.c.id).where(*where).order_by(table.c.enqueued_at.desc(), table.c.id.desc())
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def get_many(self, ids: builtins.list[str]) -> dict[str, Run]:
+        """The runs with these ids that exist, by id."""
+        table = Run.__table__  # type: ignore[attr-defined]
+        out: dict[str, Run] = {}
+        for start in range(0, len(ids), PRUNE_CHUNK):
+            chunk = ids[start : start + PRUNE_CHUNK]
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(select(table).where(table.c.id.in_(chunk)))).mappings().all()
+            out |= {row["id"]: Run.model_validate(dict(row)) for row in rows}
+        return out
+
+    async def delete_many(self, ids: builtins.list[str]) -> int:
+        """Delete these runs; returns how many existed."""
+        table = Run.__table__  # type: ignore[attr-defined]
+        if not ids:
+            return 0
+        async with self.engine.begin() as conn:
+            result = await conn.execute(table.delete().where(table.c.id.in_(ids)))
         return int(result.rowcount or 0)
+
+    async def finished_counts(self, since: datetime) -> dict[str, dict[str, int]]:
+        """Runs that finished at or after `since`, per queue and status: {queue: {status: n}}."""
+        table = Run.__table__  # type: ignore[attr-defined]
+        query = (
+            select(table.c.queue, table.c.status, func.count())
+            .where(table.c.finished_at >= since)
+            .group_by(table.c.queue, table.c.status)
+        )
+        out: dict[str, dict[str, int]] = {}
+        async with self.engine.connect() as conn:
+            for queue, status, count in (await conn.execute(query)).all():
+                out.setdefault(queue, {})[status] = count
+        return out
+
+
+PRUNE_CHUNK = 500  # rows per statement in prune, get_many and bulk operations (SQLite allows 999 parameters)
 
 
 # --- the schema's revision ------------------------------------------------------------------------------

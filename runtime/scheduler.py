@@ -6,8 +6,9 @@ A fire's run id is derived from the function and the due time, and it is queued 
 guard in the same script as its message: a fire whose enqueue failed is tried again on the next tick,
 and even two schedulers at once queue it exactly once. Each schedule is handled on its own, so one
 that fails never holds up the others.
-It also moves due delayed tasks, prunes old succeeded runs (RESULT_TTL) and settles runs whose message
-Redis lost (runtime/reconciler.py).
+It also moves due delayed tasks, prunes finished runs past their retention (the manifest's `retention`
+per function, `dead_retention` for failed runs and their dead letters), warns when the dead-letter list
+passes `dead_letter_alert`, and settles runs whose message Redis lost (runtime/reconciler.py).
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from croniter import croniter
 
 from runtime.connections import Runtime
 from runtime.health import HealthServer, Heartbeat, dependencies
+from runtime.middleware.dead_letters import DeadLetterAlert
 from runtime.reconciler import Reconciler
 from runtime.runs import utcnow
 
 logger = logging.getLogger("runtime.scheduler")
+
+ALERT_SECONDS = 5.0  # how often the leader counts the dead letters against dead_letter_alert
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -47,6 +51,7 @@ class Scheduler:
         self.leader = False
         self._renew = self.redis.register_script(_RENEW)
         self.reconciler = Reconciler(runtime)
+        self.dead_letter_alert = DeadLetterAlert(runtime)
         self.failing: dict[str, str] = {}  # schedule -> its last error (logged once until it changes)
         self.schedules = {
             name: spec.task.schedule
@@ -67,7 +72,7 @@ class Scheduler:
             len(self.schedules),
             ", ".join(f"{n} '{s}'" for n, s in self.schedules.items()) or "none",
         )
-        next_prune = next_reconcile = 0.0
+        next_prune = next_reconcile = next_alert = 0.0
         try:
             while not self.stopping.is_set():
                 self.heartbeat.beat()
@@ -81,6 +86,9 @@ class Scheduler:
                     if time.monotonic() > next_prune:
                         next_prune = time.monotonic() + 600
                         await self._guarded("pruning", self._prune())
+                    if time.monotonic() > next_alert:
+                        next_alert = time.monotonic() + ALERT_SECONDS
+                        await self._guarded("checking the dead letters", self.dead_letter_alert.check())
                     if time.monotonic() > next_reconcile:
                         next_reconcile = time.monotonic() + self.runtime.settings.reconcile_seconds
                         await self._guarded("reconciling", self.reconciler.reconcile())
@@ -167,10 +175,27 @@ class Scheduler:
         return run_id
 
     async def _prune(self) -> None:
-        cutoff = utcnow() - timedelta(seconds=self.runtime.settings.result_ttl)
-        removed = await self.runtime.store.prune(cutoff)
-        if removed:
-            logger.info("pruned %d succeeded run(s) older than %s", removed, cutoff.isoformat())
+        """Forget succeeded (and cancelled) runs after their function's `retention`, and failed runs, with
+        their dead letters, after `dead_retention`."""
+        manifest = self.runtime.app.manifest
+        store, now = self.runtime.store, utcnow()
+        finished = ("succeeded", "cancelled")
+        own = {
+            name: spec.task.retention
+            for name, spec in manifest.tasks().items()
+            if spec.task is not None and spec.task.retention is not None
+        }
+        removed = 0
+        for name, keep in own.items():
+            removed += len(await store.prune(now - timedelta(seconds=keep), statuses=finished, functions=[name]))
+        cutoff = now - timedelta(seconds=manifest.defaults.retention)
+        removed += len(await store.prune(cutoff, statuses=finished, except_functions=list(own)))
+        dead_cutoff = now - timedelta(seconds=manifest.defaults.dead_retention)
+        failed = await store.prune(dead_cutoff, statuses=("failed",))
+        for start in range(0, len(failed), 500):
+            await self.redis.zrem(self.keys.dead, *failed[start : start + 500])
+        if removed or failed:
+            logger.info("pruned %d finished run(s) past their retention and %d failed run(s)", removed, len(failed))
 
     async def _live(self) -> tuple[int, dict[str, Any]]:
         ok = self.heartbeat.fresh()

@@ -348,6 +348,7 @@ async def test_stats(dash: Dashboard, spawn: Callable[..., Process]) -> None:
         "queues": {"default": {"waiting": 0, "in_flight": 0, "delayed": 0, "paused": 0}},
         "runs": {},
         "consumers": [],
+        "dead_letter_alert": {"threshold": None, "count": 0, "over": False},
     }
 
     await dash.enqueue("add", a=1, b=2)
@@ -440,3 +441,80 @@ async def test_the_page_cannot_be_framed_by_another_site(dash: Dashboard) -> Non
     page = await dash.client.get("/")
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
+
+
+# --- the operations (runtime/operations.py): search, bulk replay / delete, queues, pause ---------------------
+
+
+def _failed(run_id: str, function: str = "boom") -> dict[str, Any]:
+    from runtime.runs import utcnow
+
+    now = utcnow()
+    return {
+        "id": run_id,
+        "function": function,
+        "arguments": {"n": 3},
+        "status": "failed",
+        "attempts": 1,
+        "max_attempts": 1,
+        "last_error": "RuntimeError: boom",
+        "enqueued_at": now,
+        "finished_at": now,
+        "history": [],
+        "version": 12,
+    }
+
+
+async def _dead(dash: Dashboard, *ids: str) -> None:
+    await dash.runtime.store.insert_many([_failed(i) for i in ids])
+    await dash.runtime.broker.redis.zadd(dash.runtime.keys.dead, dict.fromkeys(ids, 1.0))
+
+
+async def test_list_runs_searches_ids_and_arguments_and_filters_by_queue(dash: Dashboard) -> None:
+    first = await dash.enqueue("add", a=123456, b=1)
+    second = await dash.enqueue("add", a=7, b=8)
+    found = (await dash.client.get("/api/runs", params={"search": "123456"})).json()
+    assert [r["id"] for r in found] == [first]
+    assert [r["id"] for r in (await dash.client.get("/api/runs", params={"search": second[:6]})).json()] == [second]
+    assert len((await dash.client.get("/api/runs", params={"queue": "default"})).json()) == 2
+    assert (await dash.client.get("/api/runs", params={"queue": "other"})).json() == []
+
+
+async def test_bulk_replay_and_delete_by_filter_and_by_ids(dash: Dashboard) -> None:
+    await _dead(dash, "a" * 32, "b" * 32, "c" * 32)
+    response = await dash.client.post("/api/runs/replay", json={"status": "failed", "function": "boom", "since": 60})
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["count"] == 3 and len(answer["ids"]) == 3 and answer["errors"] == {}
+    again = (await dash.client.post("/api/runs/replay", json={"status": "failed"})).json()
+    assert again["count"] == 0  # they left the dead-letter list
+    by_id = (await dash.client.post("/api/runs/replay", json={"ids": ["a" * 32, "nope"]})).json()
+    assert by_id["count"] == 1 and "nope" in by_id["errors"]
+
+    deleted = await dash.client.post("/api/runs/delete", json={"ids": ["b" * 32]})
+    assert deleted.json() == {"count": 1, "errors": {}}
+    assert (await dash.client.post("/api/runs/delete", json={"function": "boom"})).json()["count"] == 2
+    assert (await dash.client.get(f"/api/runs/{'c' * 32}")).status_code == 404
+    for body, words in (({}, "ids"), ({"since": "soon"}, "since"), ({"colour": 1}, "unknown filter")):
+        refused = await dash.client.post("/api/runs/replay", json=body)
+        assert refused.status_code == 422 and words in refused.json()["error"], refused.text
+
+
+async def test_queues_pause_resume_and_dead_letter_alert_in_stats(dash: Dashboard) -> None:
+    await dash.enqueue("add", a=1, b=1)
+    queues = (await dash.client.get("/api/queues")).json()
+    assert queues["default"]["waiting"] == 1 and queues["default"]["paused"] is False
+    assert (await dash.client.post("/api/queues/default/pause")).json() == {"queue": "default", "paused": True}
+    assert (await dash.client.get("/api/queues")).json()["default"]["paused"] is True
+    assert (await dash.client.post("/api/queues/default/resume")).json()["paused"] is False
+    missing = await dash.client.post("/api/queues/nope/pause")
+    assert missing.status_code == 404 and "default" in missing.json()["error"]
+    stats = (await dash.client.get("/api/stats")).json()
+    assert stats["dead_letter_alert"] == {"threshold": None, "count": 0, "over": False}
+
+
+async def test_cancel_endpoint(dash: Dashboard) -> None:
+    [run_id] = await dash.runtime.enqueue(dash.runtime.app.tasks["add"], [{"a": 1, "b": 1}], delay=60)
+    response = await dash.client.post(f"/api/runs/{run_id}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert (await dash.client.post("/api/runs/nope/cancel")).status_code == 404

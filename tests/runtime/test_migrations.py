@@ -378,6 +378,8 @@ async def test_a_schema_newer_than_this_runtime_is_used_as_it_is(database_url: s
 
 def test_the_emulator_upgrades_a_0_1_0_database_by_itself(tmp_path: Path, spawn: Callable[..., Process]) -> None:
     app = make_app(tmp_path / "app")
+    manifest = app / "manifest.yaml"  # the old failed run (2026-01-02) must outlive the scheduler's first prune
+    manifest.write_text(manifest.read_text().replace("retries: 0", "retries: 0\n  dead_retention: 3650d", 1))
     (app / ".emulator").mkdir()
     url = f"sqlite:///{app / '.emulator' / 'runs.db'}"
     create_0_1_0(url)

@@ -83,7 +83,7 @@ async def test_prune_removes_old_succeeded_runs_only(database_url):
             state("new-ok", "succeeded", FINISHED, finished_at=utcnow()),
         ]
     )
-    assert await store.prune(utcnow() - timedelta(days=1)) == 1
+    assert await store.prune(utcnow() - timedelta(days=1)) == ["old-ok"]
     assert {r.id for r in await store.list()} == {"old-failed", "new-ok"}
     await store.close()
 
