@@ -61,7 +61,6 @@ MODULE = """\
     async def nightly() -> None:
         return None
 """
-NEEDS_INSPECTOR = pytest.mark.usefixtures()  # the inspector API is merged: these run for real
 
 
 def emulator_app(spawn: Callable[..., Process], tmp_path: Path) -> Emulator:
@@ -225,7 +224,6 @@ def test_a_broken_generation_still_shows_its_runs(spawn: Callable[..., Process],
 
 
 @needs_chromium
-@NEEDS_INSPECTOR
 def test_queues_view_pauses_and_resumes(spawn: Callable[..., Process], tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
@@ -248,7 +246,6 @@ def test_queues_view_pauses_and_resumes(spawn: Callable[..., Process], tmp_path:
 
 
 @needs_chromium
-@NEEDS_INSPECTOR
 def test_search_bulk_actions_and_cancel(spawn: Callable[..., Process], tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
