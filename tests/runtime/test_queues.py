@@ -154,6 +154,7 @@ async def test_weighted_queues_are_served_in_proportion_to_their_weights(spawn, 
     start_worker(spawn, app, env)
     await wait_until(lambda: len(events(env, "work")) >= 300, 60, "300 starts")
     first = Counter(e["queue"] for e in events(env, "work")[:300])
+    print(f"weighted starts of 300: {dict(first)}")
     # expected 180 : 90 : 30 of 300; each count within 4 standard deviations of a binomial draw
     for queue, share in (("critical", 0.6), ("default", 0.3), ("low", 0.1)):
         expected, sigma = 300 * share, (300 * share * (1 - share)) ** 0.5
@@ -293,6 +294,7 @@ async def test_cancel_a_running_run_on_another_worker(spawn, app, env, rt, funct
     asked = time.monotonic()
     run = await rt.cancel(run_id)
     latency = time.monotonic() - asked
+    print(f"cancel of a running {function} run: {latency * 1000:.0f} ms to `cancelled`")
     assert run.status == "cancelled" and latency < 1.0, (run.status, latency)
     stopped = time.time()
     await asyncio.sleep(1)
