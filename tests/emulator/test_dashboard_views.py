@@ -6,6 +6,7 @@ broken generation. A screenshot per view lands in the test's tmp folder."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -235,6 +236,7 @@ def test_queues_view_pauses_and_resumes(spawn: Callable[..., Process], tmp_path:
         shot(page, tmp_path, "queues")
         queue.get_by_test_id("queue-pause").click()
         expect(queue).to_have_attribute("data-paused", "true")
+        time.sleep(1.5)  # workers read the paused flags once a second
         run_id = enqueue(emulator, "add", {"a": 1, "b": 1})
         expect(queue.locator('[data-key="waiting"]')).to_have_text("1")
         assert emulator.run(run_id)["status"] == "queued"
