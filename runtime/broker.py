@@ -78,14 +78,15 @@ return lost
 """
 )
 
-# KEYS: stream, clock, fence, started. ARGV: group, consumer, lease_ms, count
-# -> {{id, fields or false, started mark or false}, ...}
+# KEYS: stream, clock, fence, started, paused. ARGV: group, consumer, lease_ms, count
+# -> {{id, fields or false, started mark or false}, ...}; nothing from a paused queue
 _RECLAIM = (
     _OWNS
     + """
 local lease = tonumber(ARGV[3])
 local now = tick(KEYS[2], KEYS[3], lease)
 if now < tonumber(redis.call('GET', KEYS[3]) or '0') then return {} end
+if redis.call('EXISTS', KEYS[5]) == 1 then return {} end
 local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], lease, '0-0', 'COUNT', tonumber(ARGV[4]))
 local out = {}
 for _, entry in ipairs(claimed[2]) do
@@ -96,18 +97,30 @@ return out
 """
 )
 
-# KEYS: stream, started. ARGV: group, consumer, ids... -> the ids not acked (no longer this consumer's)
+# KEYS: stream, started, delayed. ARGV: group, consumer, then (id, next attempt or '', due ms) per entry
+# -> the ids not acked (no longer this consumer's). A failed attempt's retry is sent in the same step as its
+# ack: a worker that dies before the ack has sent nothing, so the entry's next holder sends it only once.
 _ACK = (
     _OWNS
     + """
 local lost = {}
-for i = 3, #ARGV do
-  if owns(KEYS[1], ARGV[1], ARGV[2], ARGV[i]) then
-    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
-    redis.call('XDEL', KEYS[1], ARGV[i])
-    redis.call('HDEL', KEYS[2], ARGV[i])
+local now = now_ms()
+for i = 3, #ARGV, 3 do
+  local id = ARGV[i]
+  if owns(KEYS[1], ARGV[1], ARGV[2], id) then
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+    redis.call('XDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    local retry, due = ARGV[i + 1], tonumber(ARGV[i + 2])
+    if retry ~= '' then
+      if due <= now then
+        redis.call('XADD', KEYS[1], '*', 'data', retry)
+      else
+        redis.call('ZADD', KEYS[3], due / 1000, retry)
+      end
+    end
   else
-    table.insert(lost, ARGV[i])
+    table.insert(lost, id)
   end
 end
 return lost
@@ -132,12 +145,16 @@ return 0
 _CLUSTER_SLICE_MS = 50
 
 
-# KEYS: started, the run's cancel key. ARGV: entry id, mark -> 1 (marked: run it) or 0 (cancelled: don't)
+# KEYS: started, the run's cancel key, the queue's paused flag. ARGV: entry id, mark
+# -> 1 (marked: run it), 0 (cancelled: never run it) or 2 (its queue is paused: hand it back)
 _START = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 2 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
+
+STARTED, CANCELLED, PAUSED = 1, 0, 2  # what `mark_started` answers
 
 
 @dataclass(frozen=True)
@@ -304,7 +321,7 @@ class StreamBroker(AsyncBroker):
         """Entries whose lease lapsed (their worker died), now this consumer's, with their start marks."""
         keys = self.keys.queue(queue)
         reply = await self._reclaim(
-            keys=[keys.stream, keys.lease_clock, keys.reclaim_fence, keys.started],
+            keys=[keys.stream, keys.lease_clock, keys.reclaim_fence, keys.started, keys.paused],
             args=[self.keys.group, self.consumer, self.lease_ms, count],
         )
         return [_delivery(queue, entry_id, fields, started) for entry_id, fields, started in reply]
@@ -321,11 +338,14 @@ class StreamBroker(AsyncBroker):
             lost.extend(f"{queue}/{_text(entry_id)}" for entry_id in reply)
         return lost
 
-    async def mark_started(self, delivery: Delivery, run_id: str, mark: bytes) -> bool:
+    async def mark_started(self, delivery: Delivery, run_id: str, mark: bytes) -> int:
         """Record that this entry's task is starting (so a crash while running it is counted), in the
-        same step as checking it was not cancelled: False means cancelled, do not run it."""
+        same step as checking it was not cancelled and its queue is not paused: STARTED (run it),
+        CANCELLED (never run it) or PAUSED (give it back: it runs after `resume`)."""
         keys = self.keys.queue(delivery.queue)
-        return bool(await self._start(keys=[keys.started, keys.cancel(run_id)], args=[delivery.entry_id, mark]))
+        return int(
+            await self._start(keys=[keys.started, keys.cancel(run_id), keys.paused], args=[delivery.entry_id, mark])
+        )
 
     async def release(self, delivery_keys: Sequence[str]) -> None:
         """Give entries back at once (a stopping worker): any worker's next reclaim takes them."""
@@ -336,12 +356,20 @@ class StreamBroker(AsyncBroker):
                 args=[self.keys.group, self.consumer, self.lease_ms * 1000, *entry_ids],
             )
 
-    async def ack(self, delivery_keys: Sequence[str]) -> list[str]:
-        """Acknowledge and delete finished entries this worker still owns; returns those it lost."""
+    async def ack(
+        self, delivery_keys: Sequence[str], retries: dict[str, tuple[bytes, float]] | None = None
+    ) -> list[str]:
+        """Acknowledge and delete finished entries this worker still owns, sending with each its next
+        attempt if it has one (`retries`: delivery key -> (message, due time)); returns those it lost."""
         lost: list[str] = []
+        retries = retries or {}
         for queue, entry_ids in by_queue(delivery_keys).items():
             keys = self.keys.queue(queue)
-            reply = await self._ack(keys=[keys.stream, keys.started], args=[self.keys.group, self.consumer, *entry_ids])
+            args: list[Any] = [self.keys.group, self.consumer]
+            for entry_id in entry_ids:
+                message, due = retries.get(f"{queue}/{entry_id}", (b"", 0.0))
+                args += [entry_id, message, int(due * 1000)]
+            reply = await self._ack(keys=[keys.stream, keys.started, keys.delayed], args=args)
             lost.extend(f"{queue}/{_text(entry_id)}" for entry_id in reply)
         return lost
 

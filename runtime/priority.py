@@ -2,7 +2,8 @@
 
 Weighted (Asynq's way): a random order where each queue's chance to come first is proportional to its
 weight, so under a backlog in every queue a worker's starts follow the weights. Strict: heaviest first,
-always, so a lighter queue is served only when every heavier one is empty. Paused queues are left out.
+always, so a lighter queue is served only when every heavier one is empty. Paused queues are left out
+(read every second; a task read just before its queue was paused is stopped at its start, see broker's _START).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class QueueOrder:
         self.strict = strict
         self.read_paused = read_paused
         self.paused: set[str] = set()
+        self.checked = 0.0
+
+    def refresh(self) -> None:
+        """Re-read the paused flags on the next `now()` (a queue was found paused)."""
         self.checked = 0.0
 
     async def now(self) -> list[str]:

@@ -1,7 +1,8 @@
 """The worker: reads tasks from the stream, runs up to `concurrency` at once, and acks them when done.
 
     fetch ──> queue ──> N runners: mark started → pre_execute → run (timeout) → on_error → post_execute
-                                                      ──> commit (fence, records flushed, then acked)
+                                                      ──> commit (fence, records flushed, then acked,
+                                                                  a retry sent in the same step as its ack)
 
 Every entry this worker holds is under a lease that a thread renews (runtime/leases.py), so a blocked event
 loop does not lose it; an entry another worker took anyway (this worker was paused) is stopped here and
@@ -30,7 +31,7 @@ from redis.exceptions import RedisError
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime import presence
-from runtime.broker import Delivery
+from runtime.broker import CANCELLED, PAUSED, Delivery
 from runtime.cancellation import Cancellations
 from runtime.connections import Runtime
 from runtime.context import Context
@@ -94,10 +95,11 @@ class Worker:
         self.next_reclaim = 0.0  # when the fetch loop next looks for lapsed leases
         self.max_attempts = {name: manifest.retries(name) + 1 for name in manifest.tasks()}
         self.records = RunRecordMiddleware(runtime.store, self.max_attempts)
+        self.retries = RetryMiddleware(runtime)
         self.dead_letters = DeadLetterMiddleware(runtime)
         self.unique = UniqueMiddleware(runtime)
         self.middlewares: list[TaskiqMiddleware] = [
-            RetryMiddleware(runtime),
+            self.retries,
             self.records,
             self.dead_letters,
             self.unique,
@@ -119,6 +121,7 @@ class Worker:
         self.running: dict[str, asyncio.Task[None]] = {}  # entry id -> its execution
         self.run_of: dict[str, str] = {}  # entry id -> run id, once decoded
         self.to_ack: list[str] = []
+        self.retry_of: dict[str, tuple[bytes, float]] = {}  # entry id -> its next attempt, sent with its ack
         self.cancels = Cancellations(runtime)
         self.dirty = asyncio.Event()  # run records or acks to commit
         self.room = asyncio.Event()
@@ -291,6 +294,7 @@ class Worker:
             )
             if run_id is not None:
                 self.records.discard(run_id)
+            self.retry_of.pop(key, None)  # its new holder decides about the next attempt
             if key in self.to_ack:
                 self.to_ack.remove(key)
             execution = self.running.get(key)
@@ -329,6 +333,7 @@ class Worker:
             delivery = self.held.pop(key, None)
             self.fetched_at.pop(key, None)
             self.run_of.pop(key, None)
+            self.retry_of.pop(key, None)
             if delivery is not None and delivery.data is not None and started:
                 with contextlib.suppress(Exception):
                     self.records.released(decode(delivery.data))
@@ -381,7 +386,7 @@ class Worker:
                 batch = [key for key in batch if key in self.held]
             await self.records.flush()
             await self.dead_letters.flush()
-            lost = await self.broker.ack(batch)
+            lost = await self.broker.ack(batch, {key: self.retry_of[key] for key in batch if key in self.retry_of})
         except BaseException:
             self.to_ack = batch + self.to_ack
             raise
@@ -389,6 +394,7 @@ class Worker:
         for key in batch:
             self.held.pop(key, None)
             self.run_of.pop(key, None)
+            self.retry_of.pop(key, None)
         self.committed = time.monotonic()
         self.room.set()
 
@@ -416,8 +422,13 @@ class Worker:
             return
         labels["started_at"] = time.time()
         mark = {"attempt": labels["attempt"], "started_at": labels["started_at"], "worker": self.broker.consumer}
-        if not await self.broker.mark_started(delivery, message.task_id, orjson.dumps(mark)):
+        verdict = await self.broker.mark_started(delivery, message.task_id, orjson.dumps(mark))
+        if verdict == CANCELLED:
             await self._cancelled(delivery, message, None)  # cancelled before it started: it never does
+            return
+        if verdict == PAUSED:  # paused since it was read: it waits in its queue for `resume`
+            self.order.refresh()
+            await self._release([delivery.key], started=False)
             return
         for hook in self.pre_execute:
             message = await _call(hook, message)
@@ -504,12 +515,16 @@ class Worker:
                 await _call(hook, message, result, error)
         for hook in self.post_execute:
             await _call(hook, message, result)
+        retry = self.retries.take(message.task_id)
+        if retry is not None:
+            self.retry_of[delivery.key] = retry
         self.done_count += 1
         self._finished(delivery.key)
 
     def _finished(self, key: str) -> None:
         self.to_ack.append(key)
         self.dirty.set()
+        self.room.set()  # a runner is free: fetch now, not after the records are written and acked
 
     def _reject(self, delivery: Delivery, error: InvalidMessage) -> None:
         """An entry no worker can run: dead-lettered with the reason (and its raw text), then acked."""

@@ -5,6 +5,11 @@ unlike taskiq's `SimpleRetryMiddleware`. The next attempt waits in the broker's 
 delay is honoured to the millisecond on Redis. `SkipRetry`, bad arguments and unknown functions are
 never retried. The decision is written to the result's labels (`outcome`, `retry_in`) for the
 middlewares that follow.
+
+The next attempt is not sent here: it waits in `pending` until the worker acks the failed attempt's entry,
+and goes out in the same Redis script as that ack. A worker killed in between acks nothing and sends
+nothing, so the entry's next holder counts the attempt once and sends exactly one next attempt (sending it
+here, then dying before the ack, made two: this one and the next holder's).
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ class RetryMiddleware(TaskiqMiddleware):
     def __init__(self, runtime: Runtime) -> None:
         super().__init__()
         self.runtime = runtime
+        self.pending: dict[str, tuple[bytes, float]] = {}  # run id -> (next attempt's message, due time)
+
+    def take(self, run_id: str) -> tuple[bytes, float] | None:
+        """The next attempt of this run, to send with the ack of the failed one (None: no retry)."""
+        return self.pending.pop(run_id, None)
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         labels = message.labels
@@ -64,4 +74,4 @@ class RetryMiddleware(TaskiqMiddleware):
             queue=queue,
             deadline=deadline,
         )
-        await self.runtime.broker.kick_many([next_message], queue=queue, delay=delay)
+        self.pending[message.task_id] = (next_message, time.time() + delay)

@@ -58,7 +58,6 @@ async def test_kill_storm_sqlite(chaos_app, redis_url, tmp_path, effects_log, fl
 
 
 @pytest.mark.skipif(POSTGRES_URL is None, reason="no Postgres reachable (set TEST_POSTGRES_URL)")
-@pytest.mark.xfail(strict=False, reason="open: 1 double start of a live worker's task in about 1 of 3 loaded runs")
 async def test_kill_storm_postgres(chaos_app, redis_url, effects_log, fleets):
     assert POSTGRES_URL is not None
     reset_postgres(POSTGRES_URL)

@@ -3,6 +3,7 @@ side-effect log (not our records) while it kills, pauses or slows the parts.
 
 - a message is acked only after the record of that same attempt is saved (a slow store);
 - a task that kills its worker ends `failed` after its retries, dead-lettered, instead of looping;
+- a worker killed after a failed attempt but before its ack leaves exactly one next attempt, not two;
 - leases are fenced: a paused Redis or a blocked event loop never hands a healthy task to a second worker;
 - a stream entry that is not a task message is dead-lettered with the reason and jams nothing;
 - read-ahead that waits behind a busy worker goes to an idle one.
@@ -35,7 +36,7 @@ MODULE = f"delivery_{uuid.uuid4().hex[:8]}"
 
 SOURCE = """
 import asyncio, json, os, time
-from runtime import SkipRetry, task
+from runtime import Context, SkipRetry, task
 
 def mark(**event):
     event |= {"pid": os.getpid(), "t": time.time()}
@@ -58,6 +59,14 @@ async def long(n: int, seconds: float) -> None:
     mark(fn="long", n=n, phase="end")
 
 @task
+async def flaky(n: int, ctx: Context) -> int:
+    mark(fn="flaky", n=n, phase="start", attempt=ctx.attempt)
+    if ctx.attempt == 1:
+        await asyncio.sleep(0.5)
+        raise RuntimeError("first attempt fails")
+    return n
+
+@task
 async def shout(size: int) -> None:
     raise SkipRetry("x" * size)
 
@@ -77,6 +86,7 @@ functions:
   long: {{handler: "{MODULE}:long", task: {{}}}}
   blocker: {{handler: "{MODULE}:blocker", task: {{}}}}
   shout: {{handler: "{MODULE}:shout", task: {{}}}}
+  flaky: {{handler: "{MODULE}:flaky", task: {{backoff: {{base: 100ms, max: 100ms}}}}}}
 """
 
 LEASE = 2.0
@@ -153,7 +163,7 @@ async def test_a_message_is_acked_only_after_the_record_of_that_attempt_is_saved
     acked: list[str] = []
     ack = broker.ack
 
-    async def checked_ack(entry_ids: list[str]) -> list[str]:
+    async def checked_ack(entry_ids: list[str], retries: Any = None) -> list[str]:
         for key in entry_ids:
             entry_id = key.rpartition("/")[2]
             [(_, fields)] = await broker.redis.xrange(rt.keys.queue("default").stream, entry_id, entry_id)
@@ -162,7 +172,7 @@ async def test_a_message_is_acked_only_after_the_record_of_that_attempt_is_saved
             if run is None or run.status not in FINAL:
                 violations.append((run_id, run.status if run else "missing"))
             acked.append(run_id)
-        return await ack(entry_ids)
+        return await ack(entry_ids, retries)
 
     broker.ack = checked_ack  # type: ignore[method-assign]
     # tasks of 50 ms are running when a flush starts and finish during it (old code: 300 of 300 violations)
@@ -200,6 +210,34 @@ async def test_a_task_that_kills_its_worker_fails_after_its_retries(spawn, app, 
         assert (await rt.wait(run_id, timeout=30)).status == "succeeded"
     await asyncio.sleep(3 * LEASE)  # nothing comes back for it
     assert len(events(env, "poison")) == 3
+
+
+async def test_a_worker_killed_before_acking_a_failed_attempt_leaves_one_retry_not_two(
+    spawn, app, env, rt, tmp_path
+) -> None:
+    """The next attempt goes out with the failed one's ack. Sending it first (as before) and dying before the
+    ack made two next attempts: the one sent, and the one the entry's next holder sent on reclaiming it."""
+    import sqlite3
+
+    run_id = await rt.app.tasks["flaky"].enqueue(n=1)
+    worker = start_worker(spawn, app, env)
+    await wait_until(lambda: len(events(env, "flaky")) == 1, 15, "the first attempt to start")
+    await asyncio.sleep(0.2)  # its `running` record is saved
+    lock = sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///"), timeout=5, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # the worker cannot save the failed attempt's record, so cannot ack it
+    try:
+        await asyncio.sleep(1.5)  # the attempt fails meanwhile (after 0.5 s)
+        worker.process.send_signal(signal.SIGKILL)
+        worker.process.wait()
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    start_worker(spawn, app, env)
+    run = await rt.wait(run_id, timeout=30)
+    assert run.status == "succeeded", run
+    await asyncio.sleep(2 * LEASE)  # a second next attempt, if any, has run by now
+    attempts = [e["attempt"] for e in events(env, "flaky")]
+    assert attempts == [1, 2], f"attempts started: {attempts}"
 
 
 async def test_a_paused_redis_never_hands_a_healthy_task_to_a_second_worker(spawn, app, env, tmp_path) -> None:

@@ -319,6 +319,26 @@ async def test_a_paused_queue_accepts_enqueues_and_runs_them_after_resume(spawn,
     assert (await rt.wait(run_id, timeout=10)).status == "succeeded"
 
 
+async def test_nothing_starts_from_a_queue_once_its_pause_returned(spawn, app, env, rt) -> None:
+    """Pausing is atomic: once `pause` returned, no task of that queue starts, not even one a worker was
+    already waiting for (a worker blocked on the queue's stream used to run it: it re-read the flag each 1 s)."""
+    from runtime import operations
+
+    start_worker(spawn, app, env)
+    warm = await rt.app.tasks["work"].enqueue(n=0)
+    assert (await rt.wait(warm, timeout=20)).status == "succeeded"  # the worker is idle, waiting on the stream
+    for round_ in range(1, 6):
+        await asyncio.sleep(0.3)
+        await operations.pause(rt, "default")
+        ids = await rt.app.tasks["work"].enqueue_many([{"n": round_ * 100 + i} for i in range(20)])
+        await asyncio.sleep(1.5)
+        started = [e for e in events(env, "work") if e["n"] >= round_ * 100 and e["n"] < round_ * 100 + 100]
+        assert started == [], f"round {round_}: {len(started)} task(s) started from a paused queue"
+        await operations.resume(rt, "default")
+        for run_id in ids:
+            assert (await rt.wait(run_id, timeout=20)).status == "succeeded"
+
+
 async def test_a_task_may_take_its_context(spawn, app, env, rt) -> None:
     start_worker(spawn, app, env)
     run_id = await rt.app.tasks["aware"].enqueue(n=1)  # Context is not an argument
