@@ -25,6 +25,7 @@ from runtime.current import clear_running, running, set_running
 from runtime.decorators import TaskFunction
 from runtime.errors import ArgumentsError, ConfigError, EnqueueFailed, EnqueueUncertain, RuntimeNotStarted
 from runtime.keys import Keys
+from runtime.record_writer import RecordWriter
 from runtime.redaction import redact
 from runtime.runs import DATABASE_ERRORS, FINAL, Run, RunStore, from_timestamp, utcnow
 from runtime.settings import Settings, get_settings
@@ -131,6 +132,7 @@ class Runtime:
             lease_seconds=self.settings.lease_seconds,
         )
         self.store = RunStore(self.settings.database_url)
+        self.records = RecordWriter(self.store)  # enqueues at the same time share one insert
         self._guarded_kick = self.broker.redis.register_script(_GUARDED_KICK)
         self._unique_kick = self.broker.redis.register_script(_UNIQUE_KICK)
         self.waiting: dict[str, str] = {}  # dependency -> why start() still waits for it
@@ -337,7 +339,7 @@ class Runtime:
             kick = self._guarded_kick(keys=keys, args=args)
         else:
             kick = self.broker.kick_many(messages, queue=queue, delay=seconds)
-        outcomes: tuple[Any, Any] = await asyncio.gather(self.store.insert_many(rows), kick, return_exceptions=True)
+        outcomes: tuple[Any, Any] = await asyncio.gather(self.records.insert(rows), kick, return_exceptions=True)
         inserted, kicked = outcomes
         for outcome in (inserted, kicked):
             if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
@@ -394,7 +396,7 @@ class Runtime:
                 out.append(row | {"id": holder.decode() if isinstance(holder, bytes) else str(holder)})
                 continue
             try:
-                await self.store.insert_many([row])
+                await self.records.insert([row])
             except Exception as exc:  # queued: the worker's first update writes the record
                 logger.warning("queued run %s of %s, but its record could not be saved (%s)", row["id"], name, exc)
             out.append(row)

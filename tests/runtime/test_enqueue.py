@@ -3,6 +3,7 @@ or the database fails half-way."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -114,3 +115,49 @@ async def test_a_failed_record_insert_still_returns_the_queued_id(rt):  # type: 
     run_id = await rt.app.tasks["generate"].enqueue(briefing_id=1)  # the message is in Redis: it will run
     [(_, [(_, fields)])] = await rt.broker.redis.xread({rt.keys.queue("default").stream: "0"})
     assert run_id.encode() in fields[b"data"]
+
+
+async def test_concurrent_enqueues_share_one_insert_and_each_record_is_saved_when_it_returns(rt):  # type: ignore[no-untyped-def]
+    """Group commit: enqueues made at the same time write their records in one statement, yet each call
+    returns only once its own record is saved (read at once from another connection)."""
+    from sqlalchemy import event
+
+    from runtime.runs import RunStore
+
+    inserts = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("INSERT"):
+            inserts.append(statement)
+
+    event.listen(rt.store.engine.sync_engine, "before_cursor_execute", count)
+    other = RunStore(rt.settings.database_url)
+    try:
+        fn = rt.app.tasks["generate"]
+        ids = await asyncio.gather(*[fn.enqueue(briefing_id=i) for i in range(100)])
+        found = await other.get_many(list(ids))
+        assert sorted(found) == sorted(ids)  # every record is there when its enqueue has returned
+        assert 1 <= len(inserts) <= 3, f"{len(inserts)} INSERT statements for 100 concurrent enqueues"
+    finally:
+        event.remove(rt.store.engine.sync_engine, "before_cursor_execute", count)
+        await other.close()
+
+
+async def test_a_record_that_cannot_be_saved_fails_only_its_own_enqueue_in_a_shared_batch(rt):  # type: ignore[no-untyped-def]
+    """Fault injection: the database refuses any statement holding one run's row. The batch falls back to
+    one insert per caller, so only that caller's record is missing; every other record is saved."""
+    insert = rt.store.insert_many
+    refused: list[str] = []
+
+    async def refusing(rows):  # type: ignore[no-untyped-def]
+        if any(row["arguments"]["briefing_id"] == 13 for row in rows):
+            refused.append(rows[0]["id"])
+            raise OSError("the database refused the row")
+        await insert(rows)
+
+    rt.store.insert_many = refusing
+    fn = rt.app.tasks["generate"]
+    ids = await asyncio.gather(*[fn.enqueue(briefing_id=i) for i in range(30)])
+    assert len(ids) == 30  # every message is queued: the one whose record failed is recorded when it runs
+    saved = await rt.store.get_many(list(ids))
+    assert len(saved) == 29 and ids[13] not in saved
