@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
@@ -145,13 +146,23 @@ return 0
 _CLUSTER_SLICE_MS = 50
 
 
-# KEYS: started, the run's cancel key, the queue's paused flag. ARGV: entry id, mark
-# -> 1 (marked: run it), 0 (cancelled: never run it) or 2 (its queue is paused: hand it back)
+# KEYS: started, the queue's paused flag, then each run's cancel key. ARGV: (entry id, mark) per run
+# -> per run: 1 (marked: run it), 0 (cancelled: never run it) or 2 (its queue is paused: hand it back)
 _START = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if redis.call('EXISTS', KEYS[3]) == 1 then return 2 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
+local paused = redis.call('EXISTS', KEYS[2]) == 1
+local out = {}
+for i = 3, #KEYS do
+  local id, mark = ARGV[2 * (i - 3) + 1], ARGV[2 * (i - 3) + 2]
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    out[#out + 1] = 0
+  elseif paused then
+    out[#out + 1] = 2
+  else
+    redis.call('HSET', KEYS[1], id, mark)
+    out[#out + 1] = 1
+  end
+end
+return out
 """
 
 STARTED, CANCELLED, PAUSED = 1, 0, 2  # what `mark_started` answers
@@ -229,6 +240,9 @@ class StreamBroker(AsyncBroker):
         self._ack = self.redis.register_script(_ACK)
         self._release = self.redis.register_script(_RELEASE)
         self._start = self.redis.register_script(_START)
+        # start marks asked for in the same loop turn go to Redis in one script call per queue
+        self._starting: dict[str, list[tuple[str, str, bytes, asyncio.Future[int]]]] = {}
+        self._marking: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
         await super().startup()
@@ -342,10 +356,41 @@ class StreamBroker(AsyncBroker):
         """Record that this entry's task is starting (so a crash while running it is counted), in the
         same step as checking it was not cancelled and its queue is not paused: STARTED (run it),
         CANCELLED (never run it) or PAUSED (give it back: it runs after `resume`)."""
-        keys = self.keys.queue(delivery.queue)
-        return int(
-            await self._start(keys=[keys.started, keys.cancel(run_id), keys.paused], args=[delivery.entry_id, mark])
-        )
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._starting.setdefault(delivery.queue, []).append((delivery.entry_id, run_id, mark, future))
+        if self._marking is None or self._marking.done():
+            self._marking = asyncio.create_task(self._mark_waiting())
+        return await future
+
+    async def _mark_waiting(self) -> None:
+        try:
+            await self._mark_all()
+        except BaseException:  # cancelled: no runner may wait forever
+            for items in self._starting.values():
+                for *_, future in items:
+                    future.cancel()
+            self._starting.clear()
+            raise
+
+    async def _mark_all(self) -> None:
+        await asyncio.sleep(0)  # runners starting in this loop turn join the call
+        while self._starting:
+            batches, self._starting = self._starting, {}
+            for queue, items in batches.items():
+                keys = self.keys.queue(queue)
+                try:
+                    verdicts = await self._start(
+                        keys=[keys.started, keys.paused, *(keys.cancel(run_id) for _, run_id, _, _ in items)],
+                        args=[value for entry_id, _, mark, _ in items for value in (entry_id, mark)],
+                    )
+                except Exception as exc:
+                    for *_, future in items:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (*_, future), verdict in zip(items, verdicts, strict=True):
+                    if not future.done():
+                        future.set_result(int(verdict))
 
     async def release(self, delivery_keys: Sequence[str]) -> None:
         """Give entries back at once (a stopping worker): any worker's next reclaim takes them."""

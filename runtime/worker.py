@@ -58,6 +58,7 @@ logger = logging.getLogger("runtime.worker")
 PREFETCH_FACTOR = 2  # a worker reads ahead up to concurrency x this many tasks (KEDA's target uses it)
 MAX_UNACKED = 2000  # finished tasks whose records and acks are not written yet (the database is slow)
 HAND_BACK_AFTER = 2.0  # seconds read-ahead may wait behind busy runners before an idle worker gets it
+COMMIT_EVERY = 0.01  # seconds between two commits of a busy worker (an idle one commits at once)
 ACK_STALL = 30.0  # seconds finished tasks may wait for their ack before /health says so
 STALL_LIMIT = 60.0  # seconds the event loop may block before this worker stops renewing its leases
 WORKER_DIED = "worker died while running this task"
@@ -201,6 +202,13 @@ class Worker:
                 deliveries = await self._fetch(room)
                 self.redis_ok = True
             except Exception as exc:  # Redis away: keep trying, and say so once
+                if "NOGROUP" in str(exc):  # Redis came back without its data: the groups go first
+                    logger.warning("Redis lost the consumer groups (restarted without its data?); creating them")
+                    try:
+                        await self.broker.ensure_groups()
+                    except Exception:
+                        await asyncio.sleep(1.0)
+                    continue
                 if self.redis_ok:
                     logger.error("cannot read tasks from Redis: %s; retrying", exc)
                 self.redis_ok = False
@@ -368,6 +376,8 @@ class Worker:
         """Commit as soon as there is something to; what comes meanwhile joins the next batch."""
         while True:
             await self.dirty.wait()
+            # a busy worker commits at most every COMMIT_EVERY: bigger batches, a fraction of the writes
+            await asyncio.sleep(max(0.0, self.committed + COMMIT_EVERY - time.monotonic()))
             self.dirty.clear()
             try:
                 await self._commit()

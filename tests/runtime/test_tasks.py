@@ -377,3 +377,16 @@ async def test_a_worker_rides_out_a_redis_outage(spawn, app, env, tmp_path):
         finally:
             await runtime.stop()
             server.stop()
+
+
+async def test_a_worker_recreates_its_consumer_groups_when_redis_lost_its_data(spawn, app, env, rt):
+    """A Redis that comes back empty (no persistence, a failover to a replica that had not got the group)
+    answers XREADGROUP with NOGROUP: the worker creates the groups again instead of failing forever."""
+    worker = start_worker(spawn, app, env)
+    run_id = await rt.app.tasks["double"].enqueue(n=1)
+    assert (await rt.wait(run_id, timeout=20)).status == "succeeded"
+    await rt.broker.redis.flushall()  # the data is gone, the worker is not told
+    run_id = await rt.app.tasks["double"].enqueue(n=21)
+    run = await rt.wait(run_id, timeout=20)
+    assert (run.status, run.result) == ("succeeded", 42)
+    assert worker.process.poll() is None
