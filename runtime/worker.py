@@ -30,12 +30,13 @@ import orjson
 from redis.exceptions import RedisError
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
-from runtime import presence
+from runtime import presence, time_limit
 from runtime.broker import CANCELLED, PAUSED, Delivery
 from runtime.cancellation import Cancellations
+from runtime.commits import Commits
 from runtime.connections import Runtime
 from runtime.context import Context
-from runtime.errors import ConfigError, DeadlineExceeded, TaskTimeout, UnknownFunction, WorkerDied
+from runtime.errors import ConfigError, UnknownFunction, WorkerDied
 from runtime.health import HealthServer, Heartbeat, dependencies
 from runtime.leases import LeaseKeeper
 from runtime.manifest import format_duration
@@ -58,8 +59,6 @@ logger = logging.getLogger("runtime.worker")
 PREFETCH_FACTOR = 2  # a worker reads ahead up to concurrency x this many tasks (KEDA's target uses it)
 MAX_UNACKED = 2000  # finished tasks whose records and acks are not written yet (the database is slow)
 HAND_BACK_AFTER = 2.0  # seconds read-ahead may wait behind busy runners before an idle worker gets it
-COMMIT_EVERY = 0.01  # seconds between two commits of a busy worker (an idle one commits at once)
-ACK_STALL = 30.0  # seconds finished tasks may wait for their ack before /health says so
 STALL_LIMIT = 60.0  # seconds the event loop may block before this worker stops renewing its leases
 WORKER_DIED = "worker died while running this task"
 
@@ -121,16 +120,19 @@ class Worker:
         self.fetched_at: dict[str, float] = {}  # entry id -> when it was read (while it waits to start)
         self.running: dict[str, asyncio.Task[None]] = {}  # entry id -> its execution
         self.run_of: dict[str, str] = {}  # entry id -> run id, once decoded
-        self.to_ack: list[str] = []
-        self.retry_of: dict[str, tuple[bytes, float]] = {}  # entry id -> its next attempt, sent with its ack
         self.cancels = Cancellations(runtime)
-        self.dirty = asyncio.Event()  # run records or acks to commit
         self.room = asyncio.Event()
         self.stopping = asyncio.Event()
         self.heartbeat = Heartbeat()
         self.redis_ok = True
         self.done_count = 0
-        self.committed = time.monotonic()  # last time run records and acks were written
+        self.commits = Commits(
+            self.broker,
+            [self.records.flush, self.dead_letters.flush],
+            held=lambda: list(self.held),
+            lost=self._lost,
+            done=self._acked,
+        )
         self.leases = LeaseKeeper(
             self.broker.redis_url,
             self.broker.keys,
@@ -167,13 +169,13 @@ class Worker:
         async with anyio.create_task_group() as background:
             background.start_soon(self._beat_loop)
             background.start_soon(self._delayed_loop)
-            background.start_soon(self._commit_loop)
+            background.start_soon(self.commits.loop)
             background.start_soon(self.cancels.listen, self._cancel)
             runners = [asyncio.create_task(self._runner()) for _ in range(self.concurrency)]
             await self._fetch_loop()
             await self._drain(runners)
             background.cancel_scope.cancel()
-        await self._commit()
+        await self.commits.commit()
         self.leases.stop()
         for middleware in self.middlewares:
             await _call(middleware.shutdown)
@@ -191,7 +193,7 @@ class Worker:
         while not self.stopping.is_set():
             self.heartbeat.beat()
             await self._hand_back_waiting()
-            waiting_ack = len(self.to_ack)
+            waiting_ack = len(self.commits.to_ack)
             room = min(self.prefetch - (len(self.held) - waiting_ack), MAX_UNACKED - waiting_ack)
             if room <= 0:
                 self.room.clear()
@@ -302,9 +304,7 @@ class Worker:
             )
             if run_id is not None:
                 self.records.discard(run_id)
-            self.retry_of.pop(key, None)  # its new holder decides about the next attempt
-            if key in self.to_ack:
-                self.to_ack.remove(key)
+            self.commits.forget(key)
             execution = self.running.get(key)
             if execution is not None:
                 execution.cancel()
@@ -341,7 +341,7 @@ class Worker:
             delivery = self.held.pop(key, None)
             self.fetched_at.pop(key, None)
             self.run_of.pop(key, None)
-            self.retry_of.pop(key, None)
+            self.commits.forget(key)
             if delivery is not None and delivery.data is not None and started:
                 with contextlib.suppress(Exception):
                     self.records.released(decode(delivery.data))
@@ -372,40 +372,10 @@ class Worker:
             wait = 0.25 if next_due is None else max(0.001, min(0.25, next_due - time.time()))
             await asyncio.sleep(wait)
 
-    async def _commit_loop(self) -> None:
-        """Commit as soon as there is something to; what comes meanwhile joins the next batch."""
-        while True:
-            await self.dirty.wait()
-            # a busy worker commits at most every COMMIT_EVERY: bigger batches, a fraction of the writes
-            await asyncio.sleep(max(0.0, self.committed + COMMIT_EVERY - time.monotonic()))
-            self.dirty.clear()
-            try:
-                await self._commit()
-            except Exception as exc:
-                logger.error("cannot save run records (%s); keeping them to retry", exc)
-                await asyncio.sleep(1.0)
-
-    async def _commit(self) -> None:
-        """Save run records, then dead letters, then ack: only the entries whose records this very batch
-        saved (a task finishing during the flush waits for the next batch), and only those still ours."""
-        batch, self.to_ack = self.to_ack, []
-        try:
-            if self.held:
-                # the fence: entries another worker took are dropped before their records are written
-                self._lost(await self.broker.renew(list(self.held)))
-                batch = [key for key in batch if key in self.held]
-            await self.records.flush()
-            await self.dead_letters.flush()
-            lost = await self.broker.ack(batch, {key: self.retry_of[key] for key in batch if key in self.retry_of})
-        except BaseException:
-            self.to_ack = batch + self.to_ack
-            raise
-        self._lost(lost)
-        for key in batch:
+    def _acked(self, keys: list[str]) -> None:
+        for key in keys:
             self.held.pop(key, None)
             self.run_of.pop(key, None)
-            self.retry_of.pop(key, None)
-        self.committed = time.monotonic()
         self.room.set()
 
     # --- one task ----------------------------------------------------------------------------------
@@ -442,7 +412,7 @@ class Worker:
             return
         for hook in self.pre_execute:
             message = await _call(hook, message)
-        self.dirty.set()  # the run shows `running` while it runs
+        self.commits.changed()  # the run shows `running` while it runs
         started = time.perf_counter()
         value: Any = None
         error: BaseException | None = None
@@ -525,15 +495,11 @@ class Worker:
                 await _call(hook, message, result, error)
         for hook in self.post_execute:
             await _call(hook, message, result)
-        retry = self.retries.take(message.task_id)
-        if retry is not None:
-            self.retry_of[delivery.key] = retry
         self.done_count += 1
-        self._finished(delivery.key)
+        self._finished(delivery.key, self.retries.take(message.task_id))
 
-    def _finished(self, key: str) -> None:
-        self.to_ack.append(key)
-        self.dirty.set()
+    def _finished(self, key: str, retry: tuple[bytes, float] | None = None) -> None:
+        self.commits.finished(key, retry)
         self.room.set()  # a runner is free: fetch now, not after the records are written and acked
 
     def _reject(self, delivery: Delivery, error: InvalidMessage) -> None:
@@ -552,26 +518,10 @@ class Worker:
                 "restore it, then replay this run"
             )
         timeout = self.runtime.app.manifest.timeout(message.task_name)
-        deadline = message.labels.get("deadline")
-        by_deadline = False
-        if deadline is not None:
-            left = float(deadline) - time.time()
-            if left <= 0:
-                raise DeadlineExceeded(f"its deadline ({_iso(deadline)}) passed before it started")
-            by_deadline = left < timeout
-            timeout = min(timeout, left)
         kwargs = fn.validate(message.kwargs)
         if fn.context_param is not None:
             kwargs[fn.context_param] = context
-        try:
-            if fn.is_async:
-                async with asyncio.timeout(timeout):
-                    return await fn.fn(**kwargs)  # type: ignore[misc]
-            return await self.sync_pool.run(fn.ref, kwargs, timeout)
-        except TimeoutError:
-            if by_deadline:
-                raise DeadlineExceeded(f"stopped at its deadline ({_iso(deadline)})") from None
-            raise TaskTimeout(f"timed out after {format_duration(timeout)}") from None
+        return await time_limit.call(fn, kwargs, timeout, message.labels.get("deadline"), self.sync_pool)
 
     # --- health ------------------------------------------------------------------------------------
 
@@ -581,7 +531,7 @@ class Worker:
 
     async def _ready(self) -> tuple[int, dict[str, Any]]:
         deps = await dependencies(self.runtime)
-        stalled = bool(self.to_ack) and time.monotonic() - self.committed > ACK_STALL
+        stalled = self.commits.stalled()
         ok = self.heartbeat.fresh() and all(v == "ok" for v in deps.values()) and not self.stopping.is_set()
         ok = ok and not stalled
         body = {
@@ -605,7 +555,3 @@ def _start_mark(data: bytes) -> dict[str, Any]:
 
 def _datetime(timestamp: Any) -> datetime | None:
     return None if timestamp is None else datetime.fromtimestamp(float(timestamp), UTC)
-
-
-def _iso(timestamp: Any) -> str:
-    return datetime.fromtimestamp(float(timestamp), UTC).isoformat(timespec="seconds")

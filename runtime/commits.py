@@ -1,0 +1,94 @@
+"""Commits: a worker's finished tasks, saved and then acknowledged, in batches.
+
+Run records are saved first, then dead letters, then the entries are acked, each failed one with its next
+attempt in the same script (runtime/broker.py's ack). Only entries whose records this very batch saved are
+acked (a task finishing during the flush waits for the next batch), and only those still this worker's:
+a renewal goes first (the fence), so entries another worker took are dropped before their records are
+written. A busy worker commits at most every COMMIT_EVERY, so batches grow with the load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from runtime.broker import StreamBroker
+
+logger = logging.getLogger("runtime.worker")
+
+COMMIT_EVERY = 0.01  # seconds between two commits of a busy worker (an idle one commits at once)
+ACK_STALL = 30.0  # seconds finished tasks may wait for their ack before /health says so
+
+
+class Commits:
+    def __init__(
+        self,
+        broker: StreamBroker,
+        flushes: list[Callable[[], Awaitable[object]]],
+        held: Callable[[], list[str]],
+        lost: Callable[[list[str]], None],
+        done: Callable[[list[str]], None],
+    ) -> None:
+        self.broker = broker
+        self.flushes = flushes  # what saves the records, then the dead letters
+        self.held = held  # the entries this worker holds (delivery keys)
+        self.lost = lost  # told of entries another worker holds now
+        self.done = done  # told of entries acked
+        self.to_ack: list[str] = []
+        self.retry_of: dict[str, tuple[bytes, float]] = {}  # entry -> its next attempt, sent with its ack
+        self.dirty = asyncio.Event()  # run records or acks to commit
+        self.committed = time.monotonic()  # last time run records and acks were written
+
+    def changed(self) -> None:
+        """A run record changed (a run started): commit it soon."""
+        self.dirty.set()
+
+    def finished(self, key: str, retry: tuple[bytes, float] | None = None) -> None:
+        """This entry's attempt is over: ack it (with its next attempt, if any) once its record is saved."""
+        self.to_ack.append(key)
+        if retry is not None:
+            self.retry_of[key] = retry
+        self.dirty.set()
+
+    def forget(self, key: str) -> None:
+        """The entry is not ours to ack any more (lost to another worker, or handed back)."""
+        self.retry_of.pop(key, None)  # its next holder decides about the next attempt
+        if key in self.to_ack:
+            self.to_ack.remove(key)
+
+    def stalled(self) -> bool:
+        return bool(self.to_ack) and time.monotonic() - self.committed > ACK_STALL
+
+    async def loop(self) -> None:
+        """Commit as soon as there is something to; what comes meanwhile joins the next batch."""
+        while True:
+            await self.dirty.wait()
+            await asyncio.sleep(max(0.0, self.committed + COMMIT_EVERY - time.monotonic()))
+            self.dirty.clear()
+            try:
+                await self.commit()
+            except Exception as exc:
+                logger.error("cannot save run records (%s); keeping them to retry", exc)
+                await asyncio.sleep(1.0)
+
+    async def commit(self) -> None:
+        batch, self.to_ack = self.to_ack, []
+        try:
+            held = self.held()
+            if held:
+                self.lost(await self.broker.renew(held))  # the fence
+                still = set(self.held())
+                batch = [key for key in batch if key in still]
+            for flush in self.flushes:
+                await flush()
+            lost = await self.broker.ack(batch, {key: self.retry_of[key] for key in batch if key in self.retry_of})
+        except BaseException:
+            self.to_ack = batch + self.to_ack
+            raise
+        self.lost(lost)
+        for key in batch:
+            self.retry_of.pop(key, None)
+        self.committed = time.monotonic()
+        self.done(batch)
