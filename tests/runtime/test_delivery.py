@@ -31,17 +31,15 @@ from runtime.runs import FINAL, RunStore
 from runtime.settings import Settings
 from runtime.worker import Worker
 from tests.conftest import write_app
+from tests.runtime.workers import MARK, events, start_worker, started_runtime, wait_until, worker_env
 
 MODULE = f"delivery_{uuid.uuid4().hex[:8]}"
 
-SOURCE = """
+SOURCE = (
+    MARK
+    + """
 import asyncio, json, os, time
 from runtime import Context, SkipRetry, task
-
-def mark(**event):
-    event |= {"pid": os.getpid(), "t": time.time()}
-    with open(os.environ["TEST_LOG"], "a") as log:
-        log.write(json.dumps(event) + "\\n")
 
 @task
 async def noop(n: int) -> int:
@@ -76,6 +74,7 @@ async def blocker(seconds: float) -> None:
     time.sleep(seconds)  # blocks the worker's event loop
     mark(fn="blocker", phase="end")
 """
+)
 
 MANIFEST = f"""
 app: delivery-test
@@ -99,30 +98,13 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_url,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/runs.db",
-        "TEST_LOG": str(tmp_path / "events.jsonl"),
-        "WORKER_HEALTH_PORT": "0",
-        "LEASE_SECONDS": str(LEASE),
-        "SHUTDOWN_TIMEOUT": "10",
-    }
+    return worker_env(redis_url, tmp_path, LEASE_SECONDS=str(LEASE))
 
 
 @pytest.fixture
-async def rt(app: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Runtime]:
-    monkeypatch.setenv("TEST_LOG", env["TEST_LOG"])
-    settings = Settings(redis_url=env["REDIS_URL"], database_url=env["DATABASE_URL"], lease_seconds=LEASE)
-    runtime = Runtime.from_manifest(app, settings)
-    await runtime.start()
-    yield runtime
-    await runtime.stop()
-
-
-def events(env: dict[str, str], fn: str) -> list[dict[str, Any]]:
-    path = Path(env["TEST_LOG"])
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    return [r for r in rows if r["fn"] == fn]
+async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
+    async with started_runtime(app, env, lease_seconds=LEASE) as runtime:
+        yield runtime
 
 
 def starts_per_task(env: dict[str, str], fn: str) -> dict[int, int]:
@@ -131,20 +113,6 @@ def starts_per_task(env: dict[str, str], fn: str) -> dict[int, int]:
         if event["phase"] == "start":
             counts[event["n"]] = counts.get(event["n"], 0) + 1
     return counts
-
-
-def start_worker(spawn: Any, app: Path, env: dict[str, str], *args: str, **more: str) -> Any:
-    worker = spawn(["runtime", "worker", "--manifest", str(app), *args], app.parent, env | more)
-    worker.wait_for("ready")
-    return worker
-
-
-async def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_a_message_is_acked_only_after_the_record_of_that_attempt_is_saved(rt: Runtime) -> None:

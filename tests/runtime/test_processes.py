@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from runtime import Runtime
-from runtime.settings import Settings
 from tests.conftest import free_port, write_app
+from tests.runtime.workers import events, started_runtime, worker_env
 
 MODULE = f"procs_{uuid.uuid4().hex[:8]}"
 
@@ -52,27 +52,13 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_url,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/runs.db",
-        "TEST_LOG": str(tmp_path / "events.jsonl"),
-        "WORKER_HEALTH_PORT": str(free_port()),
-        "LEASE_SECONDS": "2",
-        "SHUTDOWN_TIMEOUT": "10",
-    }
+    return worker_env(redis_url, tmp_path, WORKER_HEALTH_PORT=str(free_port()))
 
 
 @pytest.fixture
 async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
-    runtime = Runtime.from_manifest(app, Settings(redis_url=env["REDIS_URL"], database_url=env["DATABASE_URL"]))
-    await runtime.start()
-    yield runtime
-    await runtime.stop()
-
-
-def events(env: dict[str, str]) -> list[dict[str, Any]]:
-    path = Path(env["TEST_LOG"])
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    async with started_runtime(app, env) as runtime:
+        yield runtime
 
 
 def get(env: dict[str, str], path: str) -> tuple[int, str]:

@@ -6,7 +6,6 @@ pausing, and the `Context` parameter. Executions are counted from the tasks' own
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
@@ -22,17 +21,16 @@ import pytest
 from runtime import ArgumentsError, Runtime
 from runtime.settings import Settings
 from tests.conftest import ROOT, write_app
+from tests.runtime import workers
+from tests.runtime.workers import MARK, events, wait_until, worker_env
 
 MODULE = f"queues_{uuid.uuid4().hex[:8]}"
 
-SOURCE = """
+SOURCE = (
+    MARK
+    + """
 import asyncio, json, os, time
 from runtime import Context, task
-
-def mark(**event):
-    event |= {"pid": os.getpid(), "t": time.time()}
-    with open(os.environ["TEST_LOG"], "a") as log:
-        log.write(json.dumps(event) + "\\n")
 
 @task
 async def work(n: int, lane: str = "") -> None:
@@ -72,6 +70,7 @@ async def aware(n: int, ctx: Context) -> None:
     while not ctx.cancelled.is_set():
         await asyncio.sleep(0.05)
 """
+)
 
 MANIFEST = f"""
 app: queues-test
@@ -99,15 +98,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_url,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/runs.db",
-        "TEST_LOG": str(tmp_path / "events.jsonl"),
-        "WORKER_HEALTH_PORT": "0",
-        "LEASE_SECONDS": "2",
-        "SHUTDOWN_TIMEOUT": "5",
-        "LOG_LEVEL": "warning",
-    }
+    return worker_env(redis_url, tmp_path, SHUTDOWN_TIMEOUT="5", LOG_LEVEL="warning")
 
 
 async def runtime_for(app: Path, env: dict[str, str]) -> Runtime:
@@ -124,24 +115,8 @@ async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
     await runtime.stop()
 
 
-def events(env: dict[str, str], fn: str) -> list[dict[str, Any]]:
-    path = Path(env["TEST_LOG"])
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    return [r for r in rows if r["fn"] == fn]
-
-
 def start_worker(spawn: Any, app: Path, env: dict[str, str], *args: str) -> Any:
-    worker = spawn(["runtime", "worker", "--manifest", str(app), *args], app.parent, env | {"LOG_LEVEL": "info"})
-    worker.wait_for("ready")
-    return worker
-
-
-async def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    return workers.start_worker(spawn, app, env, *args, LOG_LEVEL="info")
 
 
 async def backlog(rt: Runtime, per_queue: int) -> None:

@@ -12,13 +12,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from runtime import Runtime
-from runtime.settings import Settings
 from tests.conftest import write_app
+from tests.runtime.workers import start_worker, started_runtime
 
 MODULE = f"sync_tasks_{uuid.uuid4().hex[:8]}"
 
@@ -79,10 +78,8 @@ def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
-    runtime = Runtime.from_manifest(app, Settings(redis_url=env["REDIS_URL"], database_url=env["DATABASE_URL"]))
-    await runtime.start()
-    yield runtime
-    await runtime.stop()
+    async with started_runtime(app, env) as runtime:
+        yield runtime
 
 
 @pytest.fixture
@@ -94,12 +91,6 @@ def busy_cpu() -> Iterator[None]:
     finally:
         spinner.kill()
         spinner.wait()
-
-
-def start_worker(spawn: Any, app: Path, env: dict[str, str]) -> Any:
-    worker = spawn(["runtime", "worker", "--manifest", str(app)], app.parent, env)
-    worker.wait_for("ready")
-    return worker
 
 
 def alive(pid: int) -> bool:

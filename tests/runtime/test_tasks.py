@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ from runtime import ArgumentsError, Runtime
 from runtime.runs import Run, utcnow
 from runtime.settings import Settings
 from tests.conftest import write_app
+from tests.runtime.workers import events, start_worker, started_runtime, worker_env
 
 MODULE = f"tasks_{uuid.uuid4().hex[:8]}"
 
@@ -92,37 +92,13 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def env(app: Path, redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_url,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/runs.db",
-        "TEST_LOG": str(tmp_path / "events.jsonl"),
-        "WORKER_HEALTH_PORT": "0",
-        "LEASE_SECONDS": "2",
-        "SHUTDOWN_TIMEOUT": "10",
-    }
+    return worker_env(redis_url, tmp_path)
 
 
 @pytest.fixture
-async def rt(app: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Runtime]:
-    monkeypatch.setenv("TEST_LOG", env["TEST_LOG"])
-    runtime = Runtime.from_manifest(app, Settings(redis_url=env["REDIS_URL"], database_url=env["DATABASE_URL"]))
-    await runtime.start()
-    yield runtime
-    await runtime.stop()
-
-
-def events(env: dict[str, str], fn: str | None = None) -> list[dict[str, Any]]:
-    path = Path(env["TEST_LOG"])
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return [r for r in rows if fn is None or r["fn"] == fn]
-
-
-def start_worker(spawn: Any, app: Path, env: dict[str, str], **more: str) -> Any:
-    worker = spawn(["runtime", "worker", "--manifest", str(app)], app.parent, env | more)
-    worker.wait_for("ready")
-    return worker
+async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
+    async with started_runtime(app, env) as runtime:
+        yield runtime
 
 
 async def test_failing_task_runs_four_times_with_growing_gaps_then_is_a_dead_letter(spawn, app, env, rt):
