@@ -1,7 +1,7 @@
 """Which workers are alive: each worker publishes itself every few seconds into one Redis hash,
 `runtime.keys.workers()` (field: the worker's consumer id; value: JSON {name, host, pid, queues, running,
 heartbeat, started}, times as Unix seconds). An entry whose heartbeat is older than `STALE_AFTER` seconds
-is a worker that stopped or died: readers leave it out (and remove it)."""
+is a worker that died: readers leave it out (and remove it). A worker that stops withdraws its entry."""
 
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ async def publish(runtime: Runtime, info: dict[str, Any]) -> None:
     """Write (or refresh) one worker's entry; `info["name"]` is its field, `heartbeat` defaults to now."""
     entry = {**info, "heartbeat": info.get("heartbeat") or time.time()}
     await runtime.broker.redis.hset(runtime.keys.workers(), str(entry["name"]), json.dumps(entry))
+
+
+async def withdraw(runtime: Runtime, name: str) -> None:
+    """Remove a stopping worker's entry at once (a dead one's goes after STALE_AFTER)."""
+    await runtime.broker.redis.hdel(runtime.keys.workers(), name)
 
 
 async def workers(runtime: Runtime, now: float | None = None) -> list[dict[str, Any]]:

@@ -176,6 +176,8 @@ class Worker:
             await self._drain(runners)
             background.cancel_scope.cancel()
         await self.commits.commit()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(presence.withdraw(self.runtime, self.broker.consumer), 2.0)
         self.leases.stop()
         for middleware in self.middlewares:
             await _call(middleware.shutdown)

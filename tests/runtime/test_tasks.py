@@ -366,3 +366,16 @@ async def test_a_worker_recreates_its_consumer_groups_when_redis_lost_its_data(s
     run = await rt.wait(run_id, timeout=20)
     assert (run.status, run.result) == ("succeeded", 42)
     assert worker.process.poll() is None
+
+
+async def test_a_stopped_worker_leaves_the_workers_list_at_once(spawn, app, env, rt):
+    from runtime import presence
+
+    worker = start_worker(spawn, app, env)
+    deadline = time.monotonic() + 10
+    while not await presence.workers(rt):
+        assert time.monotonic() < deadline, "the worker never showed up in the workers list"
+        await asyncio.sleep(0.1)
+    worker.process.send_signal(signal.SIGTERM)
+    worker.process.wait(timeout=20)
+    assert await presence.workers(rt) == []  # not 30 s later, when its heartbeat goes stale
