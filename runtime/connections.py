@@ -328,6 +328,9 @@ class Runtime:
         messages = [
             self.message(name, run_id, kwargs, enqueued_at=now, queue=queue, deadline=ends) for run_id, kwargs in pairs
         ]
+        if tracing.enabled() and common["trace_id"] is None:  # outside any span: each enqueue began a trace
+            for row, message in zip(rows, messages, strict=True):
+                row["trace_id"] = tracing.trace_id_of(orjson.loads(message)["labels"])
         self._check_size(name, messages, validated)
         window = self.app.manifest.unique(name)
         if key is not None or window is not None:

@@ -189,10 +189,13 @@ class RunStore:
     def _upsert(self) -> Any:
         """INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE newer: built once, compiled once."""
         statement = self._insert()
+        table = Run.__table__  # type: ignore[attr-defined]
         return statement.on_conflict_do_update(
             index_elements=["id"],
-            set_={c: getattr(statement.excluded, c) for c in MUTABLE},
-            where=Run.__table__.c.version < statement.excluded.version,  # type: ignore[attr-defined]
+            # a run enqueued untraced gets the trace its traced attempt started
+            set_={c: getattr(statement.excluded, c) for c in MUTABLE}
+            | {"trace_id": func.coalesce(table.c.trace_id, statement.excluded.trace_id)},
+            where=table.c.version < statement.excluded.version,
         )
 
     def _insert(self) -> Any:
@@ -211,8 +214,11 @@ class RunStore:
     @functools.cached_property
     def _insert_new(self) -> Any:
         statement = self._insert()
+        table = Run.__table__  # type: ignore[attr-defined]
         return statement.on_conflict_do_update(
-            index_elements=["id"], set_={c: getattr(statement.excluded, c) for c in ENQUEUE_ONLY}
+            index_elements=["id"],
+            set_={c: getattr(statement.excluded, c) for c in ENQUEUE_ONLY}
+            | {"trace_id": func.coalesce(statement.excluded.trace_id, table.c.trace_id)},
         )
 
     async def update_many(self, updates: list[dict[str, Any]]) -> None:

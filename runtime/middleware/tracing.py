@@ -40,7 +40,10 @@ class TracingMiddleware(TaskiqMiddleware):
                 "run.attempt": int(labels.get("attempt", 1)),
             },
         )
-        _attempt.set((span, context.attach(trace.set_span_in_context(span))))
+        in_span = trace.set_span_in_context(span)
+        if "traceparent" not in labels:  # enqueued untraced: the attempt starts the trace, and the run keeps it
+            propagate.inject(labels, context=in_span)
+        _attempt.set((span, context.attach(in_span)))
         return span
 
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:

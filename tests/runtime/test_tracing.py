@@ -157,6 +157,43 @@ async def test_each_retry_is_an_attempt_span_in_the_same_trace(rt: Runtime) -> N
     assert all(s.status.status_code is StatusCode.ERROR for s in attempts)
 
 
+async def test_a_run_enqueued_outside_any_span_starts_its_own_trace_and_keeps_it(rt: Runtime) -> None:
+    """A script's (or the scheduler's) enqueue has no request around it: its producer span begins a trace,
+    the record has that trace id from the start, and the attempt joins it."""
+    worker = Worker(rt)  # sets tracing up in this process, as any process of ours does
+    run_id = await rt.app.tasks["work"].enqueue(n=3)
+    queued = await rt.store.get(run_id)
+    assert queued is not None and queued.trace_id  # before any worker touched it
+    running = asyncio.create_task(worker.run())
+    try:
+        run = await rt.wait(run_id, timeout=30)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+    [producer] = spans(EXPORTER, SpanKind.PRODUCER, "enqueue work")
+    [consumer] = spans(EXPORTER, SpanKind.CONSUMER, "run work")
+    assert run.trace_id == queued.trace_id == trace_id(producer) == trace_id(consumer)
+
+
+async def test_an_untraced_enqueue_gets_the_trace_its_attempt_starts(rt: Runtime) -> None:
+    """The enqueuer does not trace (its message carries no context) but the worker does: the attempt's span
+    starts a trace, and the run's record keeps its id."""
+    worker = Worker(rt)
+    tracing._enabled = False
+    try:
+        run_id = await rt.app.tasks["work"].enqueue(n=4)
+    finally:
+        tracing._enabled = True
+    running = asyncio.create_task(worker.run())
+    try:
+        run = await rt.wait(run_id, timeout=30)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+    [consumer] = spans(EXPORTER, SpanKind.CONSUMER, "run work")
+    assert run.trace_id == trace_id(consumer)
+
+
 # --- without the variable, and through a real OTLP exporter -----------------------------------------------
 
 NOTHING_IMPORTED = """
