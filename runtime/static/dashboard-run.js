@@ -71,6 +71,8 @@ export function renderDetail(run) {
   const total = attemptsTotal(run);
   const unfinished = UNFINISHED.includes(run.status);
   const keepEdit = panel.dataset.runId === run.id ? $("#rerun-arguments") : null;
+  // a notice (cancelled, replayed) outlives the refresh that re-renders the same run
+  const notice = panel.dataset.runId === run.id && byTestId("detail-notice") ? [...byTestId("detail-notice").childNodes] : [];
   const edited = keepEdit && keepEdit.dataset.dirty ? keepEdit.value : null;
   const history = run.history || [];
   panel.dataset.runId = run.id;
@@ -99,7 +101,7 @@ export function renderDetail(run) {
     h("div", { class: "toolbar", style: "margin-top:8px" },
       run.status === "failed" ? h("button", { type: "button", testid: "detail-replay-button", onclick: (e) => replay(run.id, e.currentTarget, "detail-notice") }, "Replay") : null,
       unfinished ? h("button", { type: "button", class: "danger", testid: "detail-cancel-button", onclick: (e) => cancel(run.id, e.currentTarget) }, "Cancel") : null),
-    h("div", { testid: "detail-notice" }),
+    h("div", { testid: "detail-notice" }, ...notice),
     run.last_error ? [h("h3", {}, "last error", run.error_type ? ` · ${run.error_type}` : ""), h("pre", { class: "notice err", testid: "detail-error" }, run.last_error)] : null,
     h("h3", {}, "attempts"),
     history.length ? [timeline(run), h("ol", { class: "attempts", testid: "detail-attempts" }, history.map(attempt))] : h("div", { class: "empty" }, "not started yet"),
