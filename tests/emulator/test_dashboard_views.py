@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import pytest
 
 from tests.conftest import Process, write_app
 from tests.emulator.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
