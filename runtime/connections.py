@@ -463,8 +463,18 @@ class Runtime:
         if fn is None:
             raise LookupError(f"function {run.function!r} is no longer in the manifest")
         [new_run] = await self.submit(fn, [run.arguments], replay_of=run.id)
-        await self.broker.redis.zrem(self.keys.dead, run.id)
+        await self.forget_dead_letters([run.id])
         return Run.model_validate(new_run)
+
+    async def forget_dead_letters(self, run_ids: list[str]) -> None:
+        """Take runs off the dead-letter list: the app's, and their queue's (whichever it is)."""
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            async with self.broker.redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.keys.dead, *chunk)
+                for queue in self.app.manifest.queue_names():
+                    pipe.zrem(self.keys.queue(queue).dead, *chunk)
+                await pipe.execute()
 
     async def wait(self, run_id: str, timeout: float = 60.0, poll: float = 0.05) -> Run:
         """The run once it has finished (succeeded or failed); TimeoutError after `timeout` seconds."""

@@ -322,7 +322,7 @@ def create_dashboard_app(
 
     async def delete_run(request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        await redis.zrem(keys.dead, run_id)
+        await runtime.forget_dead_letters([run_id])
         if not await store.delete(run_id):
             return _error(404, f"no run with id {run_id!r}")
         return Response(status_code=204)

@@ -28,6 +28,12 @@ class QueueKeys:
         return f"{self._tag}:delayed"
 
     @property
+    def dead(self) -> str:
+        """Sorted set of this queue's dead letters (run ids, scored by failure time); each is also in the
+        app's list, `Keys.dead`, which has them all (and those from before queues had their own)."""
+        return f"{self._tag}:dead"
+
+    @property
     def started(self) -> str:
         """Hash of stream entry id -> start mark (attempt, time, worker) while its task runs."""
         return f"{self._tag}:started"

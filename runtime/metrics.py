@@ -122,7 +122,7 @@ async def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
 
     waiting = stream entries no worker holds; running = held (pending in the group); scheduled and retrying
     = the delayed set, split by the message's attempt (a retry's backoff has attempt > 1); dead = the
-    dead-letter set. Beyond MAX_DELAYED_READ delayed messages the rest is counted as scheduled.
+    queue's dead-letter set. Beyond MAX_DELAYED_READ delayed messages the rest is counted as scheduled.
     """
     keys = runtime.keys
     manifest = runtime.app.manifest
@@ -134,22 +134,22 @@ async def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
             pipe.xpending(qk.stream, keys.group)
             pipe.zcard(qk.delayed)
             pipe.zrange(qk.delayed, 0, MAX_DELAYED_READ - 1)
-            length, pending, delayed_count, delayed = await pipe.execute(raise_on_error=False)
+            pipe.zcard(qk.dead)
+            length, pending, delayed_count, delayed, dead = await pipe.execute(raise_on_error=False)
         if isinstance(pending, Exception):  # no consumer group yet: no worker ever started, nothing held
             pending = {"pending": 0}
-        for value in (length, delayed_count, delayed):
+        for value in (length, delayed_count, delayed, dead):
             if isinstance(value, Exception):
                 raise value
         running = int(pending["pending"]) if isinstance(pending, dict) else 0
         row = depths[queue] = dict.fromkeys(STATES, 0)
-        row.update(waiting=max(0, int(length) - running), running=running)
+        row.update(waiting=max(0, int(length) - running), running=running, dead=int(dead))
         for raw in delayed:
             row["retrying" if _queue_of(raw)[1] else "scheduled"] += 1
         row["scheduled"] += max(0, int(delayed_count) - len(delayed))
-    # the dead-letter list is one set for the app: it is shown on the default queue's row
-    depths.setdefault(manifest.defaults.queue, dict.fromkeys(STATES, 0))["dead"] = int(
-        await runtime.broker.redis.zcard(keys.dead)
-    )
+    # dead letters from before each queue had its own list are only in the app's: the default queue shows them
+    legacy = int(await runtime.broker.redis.zcard(keys.dead)) - sum(row["dead"] for row in depths.values())
+    depths.setdefault(manifest.defaults.queue, dict.fromkeys(STATES, 0))["dead"] += max(0, legacy)
     return depths
 
 

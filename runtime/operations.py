@@ -137,7 +137,7 @@ async def replay(
                 outcome.errors[run.id] = f"run {run.id}: {exc}"
                 return
         outcome.runs.append(Run.model_validate(new))
-        await redis.zrem(runtime.keys.dead, run.id)
+        await runtime.forget_dead_letters([run.id])
 
     for start in range(0, total, PRUNE_CHUNK):
         chunk = selected[start : start + PRUNE_CHUNK]
@@ -172,7 +172,7 @@ async def delete(
     total = len(selected)
     for start in range(0, total, PRUNE_CHUNK):
         chunk = selected[start : start + PRUNE_CHUNK]
-        await runtime.broker.redis.zrem(runtime.keys.dead, *chunk)
+        await runtime.forget_dead_letters(chunk)
         existing = set(await runtime.store.get_many(chunk)) if ids is not None else set(chunk)
         outcome.count += await runtime.store.delete_many(chunk)
         for run_id in chunk:
@@ -199,8 +199,9 @@ async def cancel(runtime: Runtime, ids: list[str]) -> Outcome:
 
 
 async def queue_stats(runtime: Runtime) -> dict[str, dict[str, Any]]:
-    """Per declared queue: waiting, running, scheduled, retrying, dead (the app's one dead-letter list is
-    shown on the default queue), paused, and the runs that succeeded / failed in the last hour."""
+    """Per declared queue: waiting, running, scheduled, retrying, dead (its own dead letters; those from
+    before queues had their own lists are shown on the default queue), paused, and the runs that
+    succeeded / failed in the last hour."""
     depths = await queue_depths(runtime)
     names = runtime.app.manifest.queue_names()
     paused = await runtime.broker.paused()

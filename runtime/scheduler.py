@@ -192,8 +192,7 @@ class Scheduler:
         removed += len(await store.prune(cutoff, statuses=finished, except_functions=list(own)))
         dead_cutoff = now - timedelta(seconds=manifest.defaults.dead_retention)
         failed = await store.prune(dead_cutoff, statuses=("failed",))
-        for start in range(0, len(failed), 500):
-            await self.redis.zrem(self.keys.dead, *failed[start : start + 500])
+        await self.runtime.forget_dead_letters(failed)
         if removed or failed:
             logger.info("pruned %d finished run(s) past their retention and %d failed run(s)", removed, len(failed))
 

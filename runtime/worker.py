@@ -509,7 +509,7 @@ class Worker:
         run_id = error.run_id or uuid.uuid4().hex
         logger.error("dead-lettering entry %s: %s", delivery.key, error, extra={"run_id": run_id})
         self.records.invalid(run_id, error.function, error.raw, f"invalid task message: {error}")
-        self.dead_letters.pending[run_id] = time.time()
+        self.dead_letters.add(run_id, delivery.queue)
         self._finished(delivery.key)
 
     async def _run(self, message: TaskiqMessage, context: Context) -> Any:

@@ -1,4 +1,5 @@
-"""Dead letters: a run that has spent its retries joins `{app}:dead` and the task's failure hooks run.
+"""Dead letters: a run that has spent its retries joins `{app}:dead` (and its queue's own list, for the
+per-queue counts) and the task's failure hooks run.
 
 The list is written by `flush()`, which the worker calls after the run records are saved, so a dead
 letter is never shown before its run's `failed` record exists.
@@ -25,12 +26,15 @@ class DeadLetterMiddleware(TaskiqMiddleware):
     def __init__(self, runtime: Runtime) -> None:
         super().__init__()
         self.runtime = runtime
-        self.pending: dict[str, float] = {}
+        self.pending: dict[str, tuple[float, str]] = {}  # run id -> (failure time, queue)
+
+    def add(self, run_id: str, queue: str) -> None:
+        self.pending[run_id] = (time.time(), queue)
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         if message.labels.get("outcome") != "failed":
             return
-        self.pending[message.task_id] = time.time()
+        self.add(message.task_id, str(message.labels.get("queue") or "default"))
         fn = self.runtime.app.tasks.get(message.task_name)
         if fn is None:
             return
@@ -57,8 +61,13 @@ class DeadLetterMiddleware(TaskiqMiddleware):
     async def flush(self) -> None:
         if self.pending:
             batch, self.pending = self.pending, {}
+            keys = self.runtime.keys
             try:
-                await self.runtime.broker.redis.zadd(self.runtime.keys.dead, batch)
+                async with self.runtime.broker.redis.pipeline(transaction=False) as pipe:
+                    pipe.zadd(keys.dead, {run_id: at for run_id, (at, _) in batch.items()})
+                    for run_id, (at, queue) in batch.items():
+                        pipe.zadd(keys.queue(queue).dead, {run_id: at})
+                    await pipe.execute()
             except BaseException:
                 self.pending = batch | self.pending
                 raise

@@ -321,3 +321,20 @@ async def test_a_task_may_take_its_context(spawn, app, env, rt) -> None:
     [event] = events(env, "aware")
     assert (event["run_id"], event["attempt"]) == (run_id, 1)
     assert (await rt.cancel(run_id)).status == "cancelled"
+
+
+async def test_dead_letters_are_counted_on_their_own_queue(spawn, app, env, rt) -> None:
+    from runtime import operations
+
+    start_worker(spawn, app, env)
+    nap = rt.app.tasks["nap"]
+    ids = [await nap.enqueue(n=1, seconds=5, deadline=0.3)]  # stopped at its deadline: failed, no retry
+    ids += [await nap.enqueue(n=i, seconds=5, deadline=0.3, queue="low") for i in (2, 3)]
+    for run_id in ids:
+        assert (await rt.wait(run_id, timeout=20)).status == "failed"
+    await asyncio.sleep(0.2)  # the dead letters are written right after the records
+    stats = await operations.queue_stats(rt)
+    assert {name: row["dead"] for name, row in stats.items()} == {"critical": 0, "default": 1, "low": 2}
+    await operations.replay(rt, [ids[1]])  # a replayed run leaves the list of its queue
+    stats = await operations.queue_stats(rt)
+    assert (stats["default"]["dead"], stats["low"]["dead"]) == (1, 1)
