@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from runtime.asgi import observed
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -235,22 +236,14 @@ class HttpMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 500
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
+        def count(status: int, seconds: float) -> None:
             route = route_template(scope, self.routes)
             method = scope["method"] if scope["method"] in _METHODS else "other"
             self.metrics.http_requests.labels(route, method, str(status)).inc()
-            self.metrics.http_duration.labels(route, method).observe(time.perf_counter() - started)
+            self.metrics.http_duration.labels(route, method).observe(seconds)
+
+        await observed(self.app, scope, receive, send, count)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

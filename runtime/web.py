@@ -14,7 +14,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import time
 from typing import Annotated, Any
 
 import orjson
@@ -29,6 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runtime.asgi import observed
 from runtime.connections import Runtime
 from runtime.decorators import HttpFunction
 from runtime.errors import ArgumentsError
@@ -200,19 +200,9 @@ class AccessLog:
         if scope["type"] != "http" or not access_logger.isEnabledFor(logging.INFO):
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 500
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            elapsed = (time.perf_counter() - started) * 1000
+        def log(status: int, seconds: float) -> None:
+            elapsed = seconds * 1000
             access_logger.info(
                 "%s %s %d %.1f ms",
                 scope["method"],
@@ -226,6 +216,8 @@ class AccessLog:
                     "duration_ms": round(elapsed, 2),
                 },
             )
+
+        await observed(self.app, scope, receive, send, log)
 
 
 class Failures:
