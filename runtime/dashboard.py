@@ -51,6 +51,7 @@ from runtime.connections import Runtime
 from runtime.errors import ArgumentsError, ConfigError
 from runtime.metrics import HttpMetrics, dead_letter_threshold, metrics_route
 from runtime.redaction import redact
+from runtime.run_counts import RunCounts
 from runtime.runs import STATUSES, Run, RunStore
 from runtime.web import FastJSONResponse, _http_error, health_routes
 
@@ -237,6 +238,7 @@ def create_dashboard_app(
     store = runtime.store
     redis = runtime.broker.redis
     keys = runtime.keys
+    counts = RunCounts(store)
 
     async def page(request: Request) -> Response:
         if not PAGE.exists():
@@ -380,12 +382,14 @@ def create_dashboard_app(
         threshold = dead_letter_threshold(runtime)
         alert = {"threshold": threshold, "count": dead, "over": threshold is not None and dead > threshold}
         total = {state: sum(q[state] for q in queues.values()) for state in ("waiting", "in_flight", "delayed")}
+        runs, age = await counts.get()
         return RedactedJSONResponse(
             {
                 "app": runtime.app.name,
                 "queue": total | {"dead": dead},
                 "queues": queues,
-                "runs": await store.counts(),
+                "runs": runs,
+                "runs_age_seconds": round(age, 1),
                 "consumers": [{"name": name, "pending": n} for name, n in consumers.items()],
                 "dead_letter_alert": alert,
             }

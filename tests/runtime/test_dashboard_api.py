@@ -347,6 +347,7 @@ async def test_stats(dash: Dashboard, spawn: Callable[..., Process]) -> None:
         "queue": {"waiting": 0, "in_flight": 0, "delayed": 0, "dead": 0},
         "queues": {"default": {"waiting": 0, "in_flight": 0, "delayed": 0, "paused": 0}},
         "runs": {},
+        "runs_age_seconds": 0.0,  # counted for this call (a big store answers its last count, with its age)
         "consumers": [],
         "dead_letter_alert": {"threshold": None, "count": 0, "over": False},
     }

@@ -1,0 +1,67 @@
+"""The dashboard's run counts on a big store: exact while counting is quick, and never waited on once it
+is slow (the last count is answered, with its age, while a new one runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from runtime.run_counts import FAST, RunCounts
+from runtime.runs import RunStore, utcnow
+
+
+def rows(count: int, status: str) -> list[dict[str, object]]:
+    now = utcnow()
+    return [
+        {
+            "id": uuid.uuid4().hex,
+            "function": "work",
+            "arguments": {"n": i},
+            "status": status,
+            "attempts": 1,
+            "max_attempts": 4,
+            "enqueued_at": now,
+            "history": [],
+            "version": 1,
+            "queue": "default",
+        }
+        for i in range(count)
+    ]
+
+
+async def test_a_small_store_is_counted_on_every_call(tmp_path: Path) -> None:
+    store = RunStore(f"sqlite+aiosqlite:///{tmp_path}/runs.db")
+    await store.init()
+    try:
+        counts = RunCounts(store)
+        await store.insert_many(rows(3, "succeeded"))
+        assert await counts.get() == ({"work": {"succeeded": 3}}, 0.0)
+        await store.insert_many(rows(2, "failed"))
+        assert await counts.get() == ({"work": {"succeeded": 3, "failed": 2}}, 0.0)
+    finally:
+        await store.close()
+
+
+async def test_a_big_store_answers_the_last_count_and_counts_again_behind(tmp_path: Path) -> None:
+    store = RunStore(f"sqlite+aiosqlite:///{tmp_path}/runs.db")
+    await store.init()
+    try:
+        for _ in range(60):
+            await store.insert_many(rows(5000, "succeeded"))  # 300,000 runs: counting takes well over FAST
+        counts = RunCounts(store, every=0.0)
+        first, age = await counts.get()
+        assert first == {"work": {"succeeded": 300_000}} and age == 0.0
+        assert counts.took > FAST, f"counting 300k runs took {counts.took * 1000:.1f} ms: not a big store here"
+        await store.insert_many(rows(10, "failed"))
+        await asyncio.sleep(2 * counts.took)  # a slow count is not repeated sooner than twice its time
+        stale, age = await counts.get()  # answered from the last count, a new one started behind it
+        assert stale == {"work": {"succeeded": 300_000}} and age > 0
+        assert counts.refreshing is not None
+        await counts.refreshing
+        fresh, _ = await counts.get()
+        assert fresh == {"work": {"succeeded": 300_000, "failed": 10}}
+    finally:
+        if counts.refreshing is not None:
+            await counts.refreshing
+        await store.close()
