@@ -6,6 +6,7 @@ concurrency 5 where the system has the notion, against the harness's private Red
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -32,6 +33,7 @@ class TaskSystem:
     python: Callable[[], str] = lambda: sys.executable
     check: Callable[[], str | None] = lambda: None  # -> why it can't run, or None
     records: bool = False  # needs DATABASE_URL (our run records)
+    database: Callable[[Path], str] | None = None  # the run store's URL (default: SQLite in the run's folder)
     notes: str = ""
 
     def unavailable(self) -> str | None:
@@ -40,7 +42,7 @@ class TaskSystem:
     def env(self, redis_url: str, tmpdir: Path) -> dict[str, str]:
         extra = {"REDIS_URL": redis_url}
         if self.records:
-            extra["DATABASE_URL"] = f"sqlite:///{tmpdir / 'runs.db'}"
+            extra["DATABASE_URL"] = self.database(tmpdir) if self.database else f"sqlite:///{tmpdir / 'runs.db'}"
             extra["LOG_LEVEL"] = "warning"  # as every baseline runs: no per-task log lines
         return procs.child_env(extra)
 
@@ -184,8 +186,54 @@ OURS = TaskSystem(
     notes="`runtime worker`, manifest concurrency 5, SQLite run records, LOG_LEVEL=warning",
 )
 
+BENCH_POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/bench")
+
+
+def _check_postgres() -> str | None:
+    """Postgres reachable, with a database of the benchmark's own (created if missing)."""
+    import psycopg2
+
+    server, _, name = BENCH_POSTGRES.rpartition("/")
+    try:
+        conn = psycopg2.connect(f"{server}/postgres", connect_timeout=3)
+    except Exception as exc:
+        return f"no Postgres at {server}: {str(exc).splitlines()[0]}"
+    conn.autocommit = True  # CREATE DATABASE cannot run in a transaction (nor in `with conn`, which opens one)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+    return _check_ours()
+
+
+def _fresh_postgres(tmpdir: Path) -> str:
+    """The benchmark's Postgres database, emptied (each run starts from no runs, as SQLite's does)."""
+    import psycopg2
+
+    with psycopg2.connect(BENCH_POSTGRES) as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS runs, alembic_version CASCADE")
+    conn.close()
+    return BENCH_POSTGRES
+
+
+OURS_POSTGRES = TaskSystem(
+    key="ours-postgres",
+    label="ours (runtime worker, run records on Postgres)",
+    module="bench.apps.ours_app",
+    worker=OURS.worker,
+    cwd=OURS_DIR,
+    check=_check_postgres,
+    records=True,
+    database=_fresh_postgres,
+    notes="as ours, with the run records on the machine's Postgres (BENCH_POSTGRES_URL)",
+)
+
 TASK_SYSTEMS: list[TaskSystem] = [
     OURS,
+    OURS_POSTGRES,
     TaskSystem(
         key="taskiq",
         label="bare taskiq (RedisStreamBroker)",
