@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Match, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.asgi import observed
@@ -153,7 +153,7 @@ class Endpoint:
             return error_response(422, f"invalid request for '{self.name}'", detail=_validation_detail(exc))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return error_response(400, f"request body is not valid JSON: {exc}")
-        where = f"function '{self.name}' failed on {request.method} {request.url.path}"
+        where = f"function '{self.name}' failed on {request.method} {request.scope['path']}"
         try:
             if self.fn.is_async:
                 value = await self.fn.fn(**kwargs)
@@ -287,7 +287,7 @@ def health_routes(runtime: Runtime) -> list[Route]:
 def create_web_app(runtime: Runtime, *, debug: bool = False) -> Starlette:
     """The web process's app: every `http:` function at its route, plus /health, /health/live, /metrics and
     (unless OPENAPI=false) /openapi.json and /docs."""
-    routes = [*health_routes(runtime), metrics_route(runtime)]
+    routes: list[BaseRoute] = [*health_routes(runtime), metrics_route(runtime)]  # first: `/{slug}` must not shadow them
     if runtime.settings.openapi:  # described from Endpoints built the way the functions' own are
         routes += openapi_routes(runtime.app, {name: Endpoint(name, fn) for name, fn in runtime.app.http.items()})
     for name, fn in runtime.app.http.items():
