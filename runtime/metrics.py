@@ -231,6 +231,7 @@ class HttpMetrics:
         self.app = app
         self.routes = routes
         self.metrics = metrics()
+        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() costs ~2 us a call
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -240,8 +241,15 @@ class HttpMetrics:
         def count(status: int, seconds: float) -> None:
             route = route_template(scope, self.routes)
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            self.metrics.http_requests.labels(route, method, str(status)).inc()
-            self.metrics.http_duration.labels(route, method).observe(seconds)
+            key = (route, method, status)  # bounded: route templates x methods x statuses
+            children = self.children.get(key)
+            if children is None:
+                children = self.children[key] = (
+                    self.metrics.http_requests.labels(route, method, str(status)),
+                    self.metrics.http_duration.labels(route, method),
+                )
+            children[0].inc()
+            children[1].observe(seconds)
 
         await observed(self.app, scope, receive, send, count)
 

@@ -247,6 +247,18 @@ class Failures:
                 await response(scope, receive, send)
 
 
+def _shadows(functions: list[BaseRoute], reserved: list[BaseRoute]) -> bool:
+    """Whether any function route matches a path of the reserved routes."""
+    paths = [path for route in reserved if isinstance(path := getattr(route, "path", None), str)]
+    for route in functions:
+        for path in paths:
+            for method in ("GET", "POST", "HEAD"):
+                scope = {"type": "http", "path": path, "root_path": "", "method": method}
+                if route.matches(scope)[0] is not Match.NONE:
+                    return True
+    return False
+
+
 class FunctionRoute(Route):
     """A function's route. A `{name:int}` beyond 64 bits matches nothing (404), like `{name:int}` given
     letters, instead of reaching the handler (or Python's 4300-digit limit on int(), in Starlette: a 500)."""
@@ -287,15 +299,19 @@ def health_routes(runtime: Runtime) -> list[Route]:
 def create_web_app(runtime: Runtime, *, debug: bool = False) -> Starlette:
     """The web process's app: every `http:` function at its route, plus /health, /health/live, /metrics and
     (unless OPENAPI=false) /openapi.json and /docs."""
-    routes: list[BaseRoute] = [*health_routes(runtime), metrics_route(runtime)]  # first: `/{slug}` must not shadow them
+    reserved: list[BaseRoute] = [*health_routes(runtime), metrics_route(runtime)]
     if runtime.settings.openapi:  # described from Endpoints built the way the functions' own are
-        routes += openapi_routes(runtime.app, {name: Endpoint(name, fn) for name, fn in runtime.app.http.items()})
+        reserved += openapi_routes(runtime.app, {name: Endpoint(name, fn) for name, fn in runtime.app.http.items()})
+    functions: list[BaseRoute] = []
     for name, fn in runtime.app.http.items():
         spec = runtime.app.manifest.functions[name].http
         assert spec is not None
         # a bound method, so Starlette calls it with a Request (an instance would be a raw ASGI app)
         endpoint = Endpoint(name, fn, debug).__call__
-        routes.append(FunctionRoute(spec.path, endpoint, methods=spec.methods, name=name))
+        functions.append(FunctionRoute(spec.path, endpoint, methods=spec.methods, name=name))
+    # the router tries routes in order: the functions (the load) go first, unless one would take a reserved
+    # path (a `/{slug}` matches `/health`), which must stay ours
+    routes = [*functions, *reserved] if not _shadows(functions, reserved) else [*reserved, *functions]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.add_middleware(Failures, debug=debug)
     if access_logger.isEnabledFor(logging.INFO):  # no extra layer per request when nothing is logged

@@ -187,3 +187,28 @@ async def test_redis_or_the_database_being_down_is_a_503_with_retry_after(client
     response = await client.get("/database-down", params={"path": str(tmp_path / "no" / "such" / "dir.db")})
     assert response.status_code == 503 and response.headers["retry-after"]
     assert response.json()["error"].startswith("the database is unavailable")
+
+
+@pytest.mark.parametrize("catch_all", [True, False])
+async def test_a_catch_all_route_never_takes_the_reserved_paths(
+    tmp_path: Path, redis_url: str, catch_all: bool
+) -> None:
+    """Function routes are tried first (they are the load), except when one would match a reserved path
+    (`/{slug}` matches `/health`): then /health, /metrics, /openapi.json and /docs stay ours."""
+    module = f"slug_{uuid.uuid4().hex[:8]}"
+    path = "/{slug}" if catch_all else "/pages/{slug}"
+    source = "from runtime import http\n@http\nasync def page(slug: str):\n    return {'page': slug}\n"
+    manifest = f'app: slug-test\nfunctions:\n  page: {{handler: "{module}:page", http: {{path: "{path}"}}}}\n'
+    app_path = write_app(tmp_path, manifest, {f"{module}.py": source})
+    runtime = Runtime.from_manifest(app_path, Settings(redis_url=redis_url, database_url=f"sqlite:///{tmp_path}/r.db"))
+    await runtime.start()
+    try:
+        transport = httpx.ASGITransport(app=create_web_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/health")).json()["status"] == "ok"
+            assert (await client.get("/metrics")).text.startswith("#")
+            assert (await client.get("/openapi.json")).json()["openapi"].startswith("3.1")
+            page = "/about" if catch_all else "/pages/about"
+            assert (await client.get(page)).json() == {"page": "about"}
+    finally:
+        await runtime.stop()
