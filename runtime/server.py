@@ -45,15 +45,21 @@ def json_error(status: int, message: str) -> bytes:
 class TimedHttpProtocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol with a deadline: a connection must deliver a request's headers within
     `request_timeout` seconds of opening, or of its previous response; otherwise it is closed (with a 408 if
-    part of a request came). Malformed requests get a JSON 400 instead of uvicorn's plain text."""
+    part of a request came). Malformed requests get a JSON 400 instead of uvicorn's plain text.
+
+    One timer per connection, moved lazily: a response only notes when it completed, and the timer, when it
+    fires, either closes the connection or sets itself for that time plus the deadline (a timer per
+    response cost more than the rest of a small request's handling here)."""
 
     request_timeout = 30.0
     _deadline: asyncio.TimerHandle | None = None
     _partial = False
+    _since = 0.0  # loop time the connection last became idle (opened, or answered a request)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()
+        self._since = self.loop.time()
+        self._deadline = self.loop.call_at(self._since + self.request_timeout, self._expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -66,7 +72,8 @@ class TimedHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._arm()
+        self._partial = False
+        self._since = self.loop.time()
 
     def handle_websocket_upgrade(self) -> None:
         self._disarm()  # the connection is the WebSocket protocol's from here on
@@ -81,12 +88,6 @@ class TimedHttpProtocol(HttpToolsProtocol):
         """True between requests: no request's headers are complete that has not been answered."""
         return self.cycle is None or self.cycle.response_complete
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._partial = False
-        if not self.transport.is_closing():
-            self._deadline = self.loop.call_later(self.request_timeout, self._expired)
-
     def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
@@ -94,8 +95,15 @@ class TimedHttpProtocol(HttpToolsProtocol):
 
     def _expired(self) -> None:
         self._deadline = None
-        if not self._waiting() or self.transport.is_closing():
-            return  # a request is being answered: its body has its own deadline, and its handler none
+        if self.transport.is_closing():
+            return
+        now, due = self.loop.time(), self._since + self.request_timeout
+        if not self._waiting():  # a request is being answered: its body has its own deadline, its handler none
+            self._deadline = self.loop.call_at(now + self.request_timeout, self._expired)
+            return
+        if now < due:  # it answered a request since: look again a deadline after that answer
+            self._deadline = self.loop.call_at(due, self._expired)
+            return
         if self._partial:
             self.transport.write(
                 json_error(
@@ -130,10 +138,18 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         too_large = f"the request body is larger than MAX_BODY_SIZE ({self.max_body_size} bytes)"
+        has_body = False
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_body_size:
-                await _reject(send, 413, too_large)
-                return
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.max_body_size:
+                    await _reject(send, 413, too_large)
+                    return
+                has_body = value != b"0"
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:  # HTTP/1.1: no Content-Length and no Transfer-Encoding means no body to wait for
+            await self.app(scope, receive, send)
+            return
         try:
             async with asyncio.timeout(self.timeout):
                 body = await self._read(receive)
