@@ -157,6 +157,16 @@ async def test_each_retry_is_an_attempt_span_in_the_same_trace(rt: Runtime) -> N
     assert all(s.status.status_code is StatusCode.ERROR for s in attempts)
 
 
+async def run_on(worker: Worker, rt: Runtime, run_id: str) -> Any:
+    """Run the in-process worker until the run has finished; its record."""
+    running = asyncio.create_task(worker.run())
+    try:
+        return await rt.wait(run_id, timeout=30)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+
+
 async def test_a_run_enqueued_outside_any_span_starts_its_own_trace_and_keeps_it(rt: Runtime) -> None:
     """A script's (or the scheduler's) enqueue has no request around it: its producer span begins a trace,
     the record has that trace id from the start, and the attempt joins it."""
@@ -164,12 +174,7 @@ async def test_a_run_enqueued_outside_any_span_starts_its_own_trace_and_keeps_it
     run_id = await rt.app.tasks["work"].enqueue(n=3)
     queued = await rt.store.get(run_id)
     assert queued is not None and queued.trace_id  # before any worker touched it
-    running = asyncio.create_task(worker.run())
-    try:
-        run = await rt.wait(run_id, timeout=30)
-    finally:
-        worker.stop()
-        await asyncio.wait_for(running, 30)
+    run = await run_on(worker, rt, run_id)
     [producer] = spans(EXPORTER, SpanKind.PRODUCER, "enqueue work")
     [consumer] = spans(EXPORTER, SpanKind.CONSUMER, "run work")
     assert run.trace_id == queued.trace_id == trace_id(producer) == trace_id(consumer)
@@ -184,12 +189,7 @@ async def test_an_untraced_enqueue_gets_the_trace_its_attempt_starts(rt: Runtime
         run_id = await rt.app.tasks["work"].enqueue(n=4)
     finally:
         tracing._enabled = True
-    running = asyncio.create_task(worker.run())
-    try:
-        run = await rt.wait(run_id, timeout=30)
-    finally:
-        worker.stop()
-        await asyncio.wait_for(running, 30)
+    run = await run_on(worker, rt, run_id)
     [consumer] = spans(EXPORTER, SpanKind.CONSUMER, "run work")
     assert run.trace_id == trace_id(consumer)
 
