@@ -10,6 +10,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from runtime.errors import ConfigError
+
 if TYPE_CHECKING:
     from runtime.connections import Runtime
 
@@ -52,7 +54,13 @@ class HealthServer:
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
-        self.server = await asyncio.start_server(self._handle, host, port)
+        try:
+            self.server = await asyncio.start_server(self._handle, host, port)
+        except OSError as exc:  # a port in use is a setting to change, not a traceback
+            raise ConfigError(
+                f"cannot serve /health on {host}:{port} ({exc.strerror or exc}): set WORKER_HEALTH_PORT to a free "
+                "port (each worker and scheduler on one machine needs its own), or 0 to turn it off"
+            ) from None
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -48,3 +48,21 @@ def test_start_up_gives_up_after_the_timeout(tmp_path, spawn):  # type: ignore[n
     worker = spawn(["runtime", "worker", "--manifest", str(manifest)], manifest.parent, env)
     assert worker.wait(20) == 1
     assert worker.lines[-1].startswith("error: cannot reach Redis at REDIS_URL=redis://127.0.0.1:")
+
+
+def test_a_health_port_in_use_is_one_line_naming_the_setting(tmp_path, redis_url, spawn):  # type: ignore[no-untyped-def]
+    import socket
+
+    manifest = make_app(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{tmp_path}/r.db", "WORKER_HEALTH_PORT": str(port)}
+        env["HEALTH_HOST"] = "127.0.0.1"
+        for kind in ("worker", "scheduler"):
+            process = spawn(["runtime", kind, "--manifest", str(manifest)], manifest.parent, env)
+            assert process.wait(30) == 1
+            assert process.lines[-1].startswith(f"error: cannot serve /health on 127.0.0.1:{port}"), process.lines[-3:]
+            assert "WORKER_HEALTH_PORT" in process.lines[-1]
+            assert not any("Traceback" in line for line in process.lines)
