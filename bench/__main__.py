@@ -33,9 +33,11 @@ from bench.systems import (
     _check_emulator,
     unavailable,
 )
-from bench.tasks import bulk_enqueue, throughput_and_latency, worker_startup
+from bench.tasks import bulk_enqueue, payload_run, scale_run, throughput_and_latency, worker_startup
 
-PHASES = ["tasks", "startup", "http", "reload"]
+PHASES = ["tasks", "payloads", "scale", "startup", "http", "reload"]  # + enqueue, store: next commit
+PAYLOAD_SYSTEMS = ("ours", "ours-postgres", "taskiq")
+SCALE_SYSTEMS = ("ours", "ours-postgres", "taskiq")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -45,6 +47,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--latency-samples", type=int, default=200, help="idle-queue latency samples per run (200)")
     p.add_argument("--http-seconds", type=float, default=10, help="wrk duration per run (10)")
     p.add_argument("--edits", type=int, default=20, help="hot-reload edits per run (20)")
+    p.add_argument("--sizes", default="1000,100000,1000000", help="payload sizes in bytes (1 KB, 100 KB, 1 MB)")
+    p.add_argument("--payload-mb", type=float, default=200, help="MB of arguments per payload run (200)")
+    p.add_argument("--processes", default="1,2,4", help="worker processes for the scale-out table (1,2,4)")
+    p.add_argument("--store-rows", type=int, default=1_000_000, help="runs in the store for /api/stats (1M)")
     p.add_argument("--only", default=",".join(PHASES), help=f"phases to run, of {','.join(PHASES)}")
     p.add_argument("--systems", default="", help="only these systems, e.g. ours,taskiq (default: all)")
     p.add_argument("--out", type=Path, help="directory for BENCHMARKS.md, chart.png and results.json")
@@ -52,6 +58,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.tasks, args.repeat, args.latency_samples, args.http_seconds, args.edits = 300, 1, 20, 1, 3
+        args.payload_mb, args.processes, args.store_rows = 2, "1,2", 2000
         args.out = args.out or Path(tempfile.mkdtemp(prefix="bench-smoke-"))
     return args
 
@@ -140,6 +147,57 @@ def main(argv: list[str] | None = None) -> int:
                     bulk["single_per_s"] = results["tasks"]["systems"]["ours"]["runs"][-1].get("enqueue_per_s")
                     results["bulk"]["runs"].append(bulk)
 
+        if "payloads" in phases:
+            sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+            print(f"\n== payloads: tasks with one argument of {sizes} bytes", flush=True)
+            systems = [s for s in task_systems if s.key in PAYLOAD_SYSTEMS]
+            results["payloads"] = {
+                "baseline": BASELINE_TASKS,
+                "sizes": {
+                    str(size): section(systems, BASELINE_TASKS, lambda s: s.label)
+                    | {"n": max(20, min(args.tasks // 4, int(args.payload_mb * 1e6 / size)))}
+                    for size in sizes
+                },
+            }
+            for rep in range(args.repeat):
+                for size in sizes:
+                    entry = results["payloads"]["sizes"][str(size)]
+                    for s in systems:
+                        if s.unavailable():
+                            continue
+                        entry["systems"][s.key]["runs"].append(
+                            runner.measure(
+                                f"[{rep + 1}/{args.repeat}] {s.key} {size:,} B",
+                                lambda s=s, size=size, n=entry["n"], rep=rep: payload_run(
+                                    s, redis, size, n, tmpdir, str(rep)
+                                ),
+                            )
+                        )
+
+        if "scale" in phases:
+            counts = [int(x) for x in args.processes.split(",") if x.strip()]
+            print(f"\n== scale-out: {counts} worker processes on one Redis", flush=True)
+            systems = [s for s in task_systems if s.key in SCALE_SYSTEMS]
+            results["scale"] = {
+                "processes": counts,
+                "systems": {
+                    s.key: {"label": s.label, "runs": {str(n): [] for n in counts}}
+                    | ({"skipped": s.unavailable()} if s.unavailable() else {})
+                    for s in systems
+                },
+            }
+            for rep in range(args.repeat):
+                for n in counts:
+                    for s in systems:
+                        if s.unavailable():
+                            continue
+                        results["scale"]["systems"][s.key]["runs"][str(n)].append(
+                            runner.measure(
+                                f"[{rep + 1}/{args.repeat}] {s.key} x {n}",
+                                lambda s=s, n=n, rep=rep: scale_run(s, redis, n, args.tasks, tmpdir, str(rep)),
+                            )
+                        )
+
         if "startup" in phases:
             print("\n== start-up: worker spawn -> first pre-queued task; emulator up -> ready", flush=True)
             results["startup"] = section(task_systems, BASELINE_TASKS, lambda s: s.label)
@@ -177,6 +235,50 @@ def main(argv: list[str] | None = None) -> int:
                             lambda w=w, rep=rep: web.http_run(w, redis, args.http_seconds, tmpdir, str(rep)),
                         )
                     )
+
+        if "enqueue" in phases:
+            from bench import enqueue_http
+
+            print(f"\n== enqueue endpoint: POST that enqueues, wrk -c64 for {args.http_seconds}s", flush=True)
+            results["enqueue"] = {
+                "baseline": enqueue_http.BASELINE,
+                "systems": {
+                    key: {"label": label, "runs": [], **({"skipped": why} if (why := enqueue_http.check(key)) else {})}
+                    for key, label in enqueue_http.ENQUEUE_SYSTEMS
+                },
+            }
+            for rep in range(args.repeat):
+                for key, _label in enqueue_http.ENQUEUE_SYSTEMS:
+                    if results["enqueue"]["systems"][key].get("skipped"):
+                        continue
+                    results["enqueue"]["systems"][key]["runs"].append(
+                        runner.measure(
+                            f"[{rep + 1}/{args.repeat}] {key}",
+                            lambda key=key, rep=rep: enqueue_http.enqueue_run(
+                                key, redis, args.http_seconds, tmpdir, str(rep)
+                            ),
+                        )
+                    )
+
+        if "store" in phases:
+            from bench import store
+
+            print(f"\n== run store: /api/stats with {args.store_rows:,} runs", flush=True)
+            results["store"] = {"rows": args.store_rows, "backends": {}}
+            for backend in ("sqlite", "postgres"):
+                why = store.check(backend)
+                results["store"]["backends"][backend] = (
+                    {"skipped": why}
+                    if why
+                    else {
+                        "runs": [
+                            runner.measure(
+                                f"{backend} {args.store_rows:,} runs",
+                                lambda backend=backend: store.stats_run(backend, args.store_rows, redis.url, tmpdir),
+                            )
+                        ]
+                    }
+                )
 
         if "reload" in phases:
             print(f"\n== hot reload: {args.edits} edits", flush=True)

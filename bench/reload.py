@@ -57,6 +57,43 @@ functions:
     http: {path: /hello, methods: [GET]}
 """
 
+# The same route in an app that also has sync tasks (they run in a pool of child processes, which a
+# reload must not make the new route wait for)
+OURS_SYNC_MODULE = """\
+import hashlib
+
+from runtime import http, task
+
+
+@http
+async def hello(request):
+    return {{"hello": "world", "edit": {edit}}}
+
+
+@task
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@task
+def shout(text: str) -> str:
+    return text.upper()
+"""
+
+OURS_SYNC_MANIFEST = """\
+app: benchreloadsync
+functions:
+  hello:
+    handler: reload_functions:hello
+    http: {path: /hello, methods: [GET]}
+  digest:
+    handler: reload_functions:digest
+    task: {}
+  shout:
+    handler: reload_functions:shout
+    task: {}
+"""
+
 EDIT_TIMEOUT_S = 20.0
 
 
@@ -79,6 +116,16 @@ RELOAD_SYSTEMS = [
         module_file="reload_functions.py",
         template=OURS_MODULE,
         prepare=lambda d: (d / "manifest.yaml").write_text(OURS_MANIFEST),
+        argv=lambda d, port: emulator_argv(d / "manifest.yaml", port),
+        check=_check_emulator,
+        redis=True,
+    ),
+    ReloadSystem(
+        key="ours-sync",
+        label="ours (emulator up), an app with sync tasks",
+        module_file="reload_functions.py",
+        template=OURS_SYNC_MODULE,
+        prepare=lambda d: (d / "manifest.yaml").write_text(OURS_SYNC_MANIFEST),
         argv=lambda d, port: emulator_argv(d / "manifest.yaml", port),
         check=_check_emulator,
         redis=True,

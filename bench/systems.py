@@ -33,6 +33,8 @@ class TaskSystem:
     python: Callable[[], str] = lambda: sys.executable
     check: Callable[[], str | None] = lambda: None  # -> why it can't run, or None
     records: bool = False  # needs DATABASE_URL (our run records)
+    scaled: Callable[[int], list[str]] | None = None  # N worker processes -> argv (the scale-out table)
+    bulk: bool = False  # the producer has a `bulk` mode (a quick fill where enqueueing is not measured)
     database: Callable[[Path], str] | None = None  # the run store's URL (default: SQLite in the run's folder)
     notes: str = ""
 
@@ -46,8 +48,9 @@ class TaskSystem:
             extra["LOG_LEVEL"] = "warning"  # as every baseline runs: no per-task log lines
         return procs.child_env(extra)
 
-    def producer(self, mode: str, n: int) -> list[str]:
-        return [self.python(), "-m", self.module, mode, str(n)]
+    def producer(self, mode: str, n: int, size: int | None = None) -> list[str]:
+        sized = [] if size is None else ["--size", str(size)]
+        return [self.python(), "-m", self.module, mode, str(n), *sized]
 
 
 @cache
@@ -159,6 +162,20 @@ def _check_emulator() -> str | None:
     return None
 
 
+def _taskiq(processes: int) -> list[str]:
+    return [
+        str(VENV_BIN / "taskiq"),
+        "worker",
+        "bench.apps.taskiq_app:broker",
+        "--workers",
+        str(processes),
+        "--max-async-tasks",
+        str(CONCURRENCY),
+        "--log-level",
+        "WARNING",
+    ]
+
+
 def _celery(mode: str) -> list[str]:
     pool = ["-P", "threads", "-c", str(CONCURRENCY)] if mode == "throughput" else ["-P", "solo"]
     return [
@@ -180,9 +197,11 @@ OURS = TaskSystem(
     label="ours (runtime worker, run records on)",
     module="bench.apps.ours_app",
     worker=lambda mode: [str(VENV_BIN / "runtime"), "worker", "--manifest", str(OURS_MANIFEST)],
+    scaled=lambda n: [str(VENV_BIN / "runtime"), "worker", "--manifest", str(OURS_MANIFEST), "--processes", str(n)],
     cwd=OURS_DIR,
     check=_check_ours,
     records=True,
+    bulk=True,
     notes="`runtime worker`, manifest concurrency 5, SQLite run records, LOG_LEVEL=warning",
 )
 
@@ -224,6 +243,8 @@ OURS_POSTGRES = TaskSystem(
     label="ours (runtime worker, run records on Postgres)",
     module="bench.apps.ours_app",
     worker=OURS.worker,
+    scaled=OURS.scaled,
+    bulk=True,
     cwd=OURS_DIR,
     check=_check_postgres,
     records=True,
@@ -238,17 +259,8 @@ TASK_SYSTEMS: list[TaskSystem] = [
         key="taskiq",
         label="bare taskiq (RedisStreamBroker)",
         module="bench.apps.taskiq_app",
-        worker=lambda mode: [
-            str(VENV_BIN / "taskiq"),
-            "worker",
-            "bench.apps.taskiq_app:broker",
-            "--workers",
-            "1",
-            "--max-async-tasks",
-            str(CONCURRENCY),
-            "--log-level",
-            "WARNING",
-        ],
+        worker=lambda mode: _taskiq(1),
+        scaled=lambda n: _taskiq(n),
         notes="`taskiq worker --workers 1 --max-async-tasks 5`, no result backend",
     ),
     TaskSystem(
@@ -281,7 +293,15 @@ TASK_SYSTEMS: list[TaskSystem] = [
         ],
         notes="`dramatiq -p 1 -t 5`, default middleware",
     ),
+    TaskSystem(
+        key="redis-raw",
+        label="raw redis-py consumer (XREADGROUP COUNT 100 + XACK)",
+        module="bench.apps.raw_app",
+        worker=lambda mode: [sys.executable, "-m", "bench.apps.raw_app", "work"],
+        notes="the ceiling, not a task runtime: one stream, batches of 100, one XACK and one probe call per batch",
+    ),
 ]
+RAW = "redis-raw"
 
 BASELINE_TASKS = "taskiq"
 
@@ -332,6 +352,25 @@ WEB_SYSTEMS: list[WebSystem] = [
         key="starlette",
         label="bare Starlette on uvicorn",
         argv=lambda port: uvicorn_argv("bench.apps.starlette_app:app", port),
+    ),
+    WebSystem(
+        key="granian",
+        label="bare Starlette on granian",
+        argv=lambda port: [
+            str(VENV_BIN / "granian"),
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            "bench.apps.starlette_app:app",
+        ],
+        check=lambda: None if (VENV_BIN / "granian").exists() else f"no granian in {VENV_BIN}",
     ),
 ]
 

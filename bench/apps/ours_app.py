@@ -29,6 +29,7 @@ async def _setup() -> None:
 
     _functions["noop"] = bench_functions.noop
     _functions["stamp"] = bench_functions.stamp
+    _functions["sized"] = bench_functions.sized
 
 
 async def _teardown() -> None:
@@ -43,6 +44,10 @@ async def _enqueue_stamp(enqueued_at: float) -> None:
     await _functions["stamp"].enqueue(enqueued_at=enqueued_at)
 
 
+async def _enqueue_sized(blob: str) -> None:
+    await _functions["sized"].enqueue(blob=blob)
+
+
 async def _enqueue_many(n: int) -> None:
     for start in range(0, n, BULK_CHUNK):
         await _functions["noop"].enqueue_many([{} for _ in range(min(BULK_CHUNK, n - start))])
@@ -55,4 +60,5 @@ if __name__ == "__main__":
         enqueue_noop=_enqueue_noop,
         enqueue_stamp=_enqueue_stamp,
         enqueue_many=_enqueue_many,
+        enqueue_sized=_enqueue_sized,
     )

@@ -3,6 +3,10 @@
     python -m bench.apps.<system>_app fill N        # N no-op tasks, one enqueue call each
     python -m bench.apps.<system>_app bulk N        # N no-op tasks in bulk (systems that have it)
     python -m bench.apps.<system>_app latency N     # N latency tasks, one at a time on an idle queue
+    python -m bench.apps.<system>_app fill N --size B   # N tasks whose one argument is a B-byte string
+
+The fill also reports the producer's CPU time per enqueue call (`cpu_us_per_call`), the cost a web
+process pays for each task it enqueues.
 
 Each prints one JSON line with what it measured. A system supplies async callables; sync clients
 are wrapped by the app module.
@@ -28,11 +32,16 @@ SAMPLE_TIMEOUT_S = 10.0
 
 
 async def _fill(enqueue_noop: Callable[[], Awaitable[Any]], n: int) -> dict[str, Any]:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         await enqueue_noop()
-    seconds = time.perf_counter() - started
-    return {"n": n, "seconds": seconds, "per_s": n / seconds if seconds else None}
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "n": n,
+        "seconds": seconds,
+        "per_s": n / seconds if seconds else None,
+        "cpu_us_per_call": cpu / n * 1e6 if n else None,
+    }
 
 
 async def _bulk(enqueue_many: Callable[[int], Awaitable[Any]], n: int) -> dict[str, Any]:
@@ -66,15 +75,26 @@ def main(
     enqueue_noop: Callable[[], Awaitable[Any]],
     enqueue_stamp: Callable[[float], Awaitable[Any]],
     enqueue_many: Callable[[int], Awaitable[Any]] | None = None,
+    enqueue_sized: Callable[[str], Awaitable[Any]] | None = None,
 ) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["fill", "bulk", "latency"])
     parser.add_argument("n", type=int)
+    parser.add_argument("--size", type=int, help="fill with tasks carrying one string argument of this many bytes")
     args = parser.parse_args()
 
     async def run() -> dict[str, Any]:
         await setup()
         try:
+            if args.mode == "fill" and args.size is not None:
+                if enqueue_sized is None:
+                    return {"error": "no sized task in this system"}
+                blob = "x" * args.size
+
+                async def enqueue_blob() -> Any:
+                    return await enqueue_sized(blob)
+
+                return await _fill(enqueue_blob, args.n)
             if args.mode == "fill":
                 return await _fill(enqueue_noop, args.n)
             if args.mode == "bulk":

@@ -21,6 +21,11 @@ async def noop() -> None:
     await probe.record_done()
 
 
+@broker.task(task_name="sized")
+async def sized(blob: str) -> None:
+    await probe.record_done()
+
+
 @broker.task(task_name="stamp")
 async def stamp(enqueued_at: float) -> None:
     await probe.record_latency(enqueued_at)
@@ -34,10 +39,15 @@ async def _enqueue_stamp(enqueued_at: float) -> None:
     await stamp.kiq(enqueued_at)
 
 
+async def _enqueue_sized(blob: str) -> None:
+    await sized.kiq(blob)
+
+
 if __name__ == "__main__":
     producer.main(
         setup=broker.startup,
         teardown=broker.shutdown,
         enqueue_noop=_enqueue_noop,
         enqueue_stamp=_enqueue_stamp,
+        enqueue_sized=_enqueue_sized,
     )

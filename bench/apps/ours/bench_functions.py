@@ -14,6 +14,11 @@ async def noop() -> None:
 
 
 @task
+async def sized(blob: str) -> None:
+    await probe.record_done()
+
+
+@task
 async def stamp(enqueued_at: float) -> None:
     await probe.record_latency(enqueued_at)
 
