@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     cast,
     delete,
     event,
@@ -33,6 +34,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -41,7 +43,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, Program
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import Field, SQLModel
 
+from runtime import tracing
 from runtime.errors import ConfigError
+from runtime.sqlite_insert import SqliteInsert
 
 # the columns a worker's update writes; the rest are set at enqueue
 MUTABLE = (
@@ -124,6 +128,33 @@ class Run(SQLModel, table=True):
         return {"id": data.pop("id"), **data}
 
 
+BIG_ARGUMENTS = 16_384  # characters: arguments this big are not resent with each update of a recorded run
+
+
+def _is_big(arguments: Any) -> bool:
+    """Whether a run's arguments are big enough to be worth an existence check before its updates."""
+    if not arguments:
+        return False
+    if isinstance(arguments, dict):  # the common case, flat, is decided without encoding
+        size = 0
+        for value in arguments.values():
+            if isinstance(value, str):
+                size += len(value)
+            elif not isinstance(value, int | float | bool | None):
+                break
+        else:
+            return size > BIG_ARGUMENTS
+    return len(_json_dumps(arguments)) > BIG_ARGUMENTS
+
+
+def _known_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {c: row.get(c) for c in MUTABLE} | {
+        "b_id": row["id"],
+        "b_version": row["version"],
+        "b_trace": row.get("trace_id"),
+    }
+
+
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value, default=to_jsonable).decode()
 
@@ -153,8 +184,14 @@ class RunStore:
         else:
             kwargs |= {"pool_size": 5, "max_overflow": 5, "pool_pre_ping": True}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.sqlite_insert: SqliteInsert | None = (
+            None  # the enqueue's insert on a SQLite file (runtime/sqlite_insert.py)
+        )
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+                path = str(Path(parsed.database).absolute())
+                self.sqlite_insert = SqliteInsert(path, self._insert_new, self.engine.dialect, _sqlite_pragmas)
 
     async def init(self) -> None:
         """Check the run store's schema before anything uses it: an empty database is created at the head
@@ -179,6 +216,8 @@ class RunStore:
                 await asyncio.sleep(0.2 * (attempt + 1))
 
     async def close(self) -> None:
+        if self.sqlite_insert is not None:
+            await self.sqlite_insert.close()
         await self.engine.dispose()
 
     async def ping(self) -> None:
@@ -208,6 +247,9 @@ class RunStore:
         if not runs:
             return
         rows = [run.model_dump() if isinstance(run, Run) else run for run in runs]
+        if self.sqlite_insert is not None and not tracing.enabled():  # traced: through the instrumented engine
+            await self.sqlite_insert.insert(rows)
+            return
         async with self.engine.begin() as conn:
             await conn.execute(self._insert_new, rows)
 
@@ -223,11 +265,35 @@ class RunStore:
 
     async def update_many(self, updates: list[dict[str, Any]]) -> None:
         """Write full states of runs (each with `id`, `version` and the row's required fields), creating
-        rows that are missing and never overwriting a row with a newer version."""
+        rows that are missing and never overwriting a row with a newer version.
+
+        A run whose arguments are big (a 1 MB document) is written without them when its row exists: an
+        upsert's VALUES would carry, encode and parse them on every update only to keep the stored ones."""
         if not updates:
             return
+        big = {u["id"]: u for u in updates if _is_big(u.get("arguments"))}
         async with self.engine.begin() as conn:
-            await conn.execute(self._upsert, updates)
+            if big:
+                table = Run.__table__  # type: ignore[attr-defined]
+                found = await conn.execute(select(table.c.id).where(table.c.id.in_(list(big))))
+                known = {run_id for (run_id,) in found.all()}
+                if known:
+                    await conn.execute(self._update_known, [_known_row(big[run_id]) for run_id in known])
+                updates = [u for u in updates if u["id"] not in known]
+            if updates:
+                await conn.execute(self._upsert, updates)
+
+    @functools.cached_property
+    def _update_known(self) -> Any:
+        """UPDATE of a recorded run's mutable columns, guarded by version like the upsert."""
+        table = Run.__table__  # type: ignore[attr-defined]
+        return (
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.version < bindparam("b_version"))
+            .values(
+                {c: bindparam(c) for c in MUTABLE} | {"trace_id": func.coalesce(table.c.trace_id, bindparam("b_trace"))}
+            )
+        )
 
     async def get(self, run_id: str) -> Run | None:
         table = Run.__table__  # type: ignore[attr-defined]

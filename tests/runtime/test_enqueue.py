@@ -120,17 +120,16 @@ async def test_a_failed_record_insert_still_returns_the_queued_id(rt):  # type: 
 async def test_concurrent_enqueues_share_one_insert_and_each_record_is_saved_when_it_returns(rt):  # type: ignore[no-untyped-def]
     """Group commit: enqueues made at the same time write their records in one statement, yet each call
     returns only once its own record is saved (read at once from another connection)."""
-    from sqlalchemy import event
-
     from runtime.runs import RunStore
 
     inserts = []
+    insert = rt.store.insert_many
 
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("INSERT"):
-            inserts.append(statement)
+    async def counted(rows):  # type: ignore[no-untyped-def]
+        inserts.append(len(rows))
+        await insert(rows)
 
-    event.listen(rt.store.engine.sync_engine, "before_cursor_execute", count)
+    rt.store.insert_many = counted
     other = RunStore(rt.settings.database_url)
     try:
         fn = rt.app.tasks["generate"]
@@ -139,7 +138,7 @@ async def test_concurrent_enqueues_share_one_insert_and_each_record_is_saved_whe
         assert sorted(found) == sorted(ids)  # every record is there when its enqueue has returned
         assert 1 <= len(inserts) <= 3, f"{len(inserts)} INSERT statements for 100 concurrent enqueues"
     finally:
-        event.remove(rt.store.engine.sync_engine, "before_cursor_execute", count)
+        rt.store.insert_many = insert
         await other.close()
 
 

@@ -97,3 +97,101 @@ async def test_runtime_tables_are_created_on_start(tmp_path, redis_url, database
     await runtime.store.ping()
     assert await runtime.store.list() == []
     await runtime.stop()
+
+
+async def test_the_sqlite_fast_insert_writes_the_rows_the_engine_writes(tmp_path):
+    """An enqueue's insert on a SQLite file goes through sqlite3 directly (runtime/sqlite_insert.py); each
+    column must be stored exactly as SQLAlchemy stores it, and its errors must be SQLAlchemy's types."""
+    import pytest
+    import sqlalchemy.exc
+    from sqlalchemy import text
+
+    store = RunStore(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}")
+    await store.init()
+    assert store.sqlite_insert is not None
+    when = utcnow()
+    row = {
+        "function": "f",
+        "arguments": {"text": 'é ü 🎉 \\n "q"', "nested": [1, 2.5, None, {"k": True}]},
+        "status": "scheduled",
+        "attempts": 0,
+        "max_attempts": 4,
+        "last_error": None,
+        "enqueued_at": when,
+        "scheduled_for": when + timedelta(seconds=30),
+        "started_at": None,
+        "finished_at": None,
+        "result": None,
+        "history": [],
+        "replay_of": "r0",
+        "version": 0,
+        "queue": "critical",
+        "trace_id": "ab" * 16,
+        "deadline": when + timedelta(minutes=5),
+        "idempotency_key": "k1",
+    }
+    await store.insert_many([row | {"id": "fast"}])
+    fast, store.sqlite_insert = store.sqlite_insert, None
+    await store.insert_many([row | {"id": "engine"}])
+    async with store.engine.connect() as conn:
+        stored = {r[0]: r[1:] for r in (await conn.execute(text("SELECT * FROM runs ORDER BY id"))).all()}
+    assert stored["fast"] == stored["engine"]
+    saved = await store.get("fast")
+    assert saved is not None and saved.arguments == row["arguments"] and saved.deadline == row["deadline"]
+
+    store.sqlite_insert = fast
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        await store.insert_many([row | {"id": "bad", "function": None}])
+    await store.insert_many([row | {"id": "after"}])  # the connection is still usable
+    assert await store.get("after") is not None and await store.get("bad") is None
+    await store.close()
+    await store.close()  # closing twice is harmless
+
+
+async def test_the_sqlite_fast_insert_gives_a_missing_column_its_default(tmp_path):
+    store = RunStore(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}")
+    await store.init()
+    row = {"id": "a", "function": "f", "arguments": {}, "status": "queued", "enqueued_at": utcnow(), "history": []}
+    await store.insert_many([row])
+    saved = await store.get("a")
+    assert saved is not None and (saved.queue, saved.version, saved.attempts, saved.max_attempts) == (
+        "default",
+        0,
+        0,
+        1,
+    )
+    await store.close()
+
+
+async def test_a_recorded_runs_big_arguments_are_not_resent_with_its_updates(database_url):
+    """A 1 MB argument is written once, at enqueue: the worker's updates of a recorded run carry only
+    the columns they change (still version-guarded); a run not yet recorded gets its arguments."""
+    from sqlalchemy import event
+
+    store = RunStore(Settings(database_url=database_url).database_url)
+    await store.init()
+    blob = "x" * 1_000_000
+    await store.insert_many([_big_run("a", blob)])
+    sent: list[str] = []
+
+    def spy(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        sent.append(repr(parameters)[:2_000_000])
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", spy)
+    try:
+        running = state("a", "running", RUNNING, arguments={"doc": blob})
+        done = state("a", "succeeded", FINISHED, arguments={"doc": blob}, finished_at=utcnow(), result=1)
+        fresh = state("b", "running", RUNNING, arguments={"doc": blob})  # its enqueue insert has not landed
+        await store.update_many([done, fresh])
+        assert not any("x" * 1000 in p for p in sent[:2]), "the recorded run's arguments were sent again"
+        await store.update_many([running])  # arrives late: ignored
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", spy)
+    a, b = await store.get("a"), await store.get("b")
+    assert a is not None and (a.status, a.result, a.arguments) == ("succeeded", 1, {"doc": blob})
+    assert b is not None and (b.status, b.arguments) == ("running", {"doc": blob})
+    await store.close()
+
+
+def _big_run(run_id: str, blob: str) -> Run:
+    return Run(id=run_id, function="f", arguments={"doc": blob}, status="queued", enqueued_at=utcnow())
