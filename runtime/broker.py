@@ -28,6 +28,7 @@ from taskiq import AckableMessage, AsyncBroker, BrokerMessage
 
 from runtime.keys import Keys
 from runtime.redis_client import async_client, is_cluster
+from runtime.stream_sends import StreamSends
 
 _MOVE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -234,6 +235,7 @@ class StreamBroker(AsyncBroker):
         # a burst waits for a free connection (up to 10 s) instead of failing with MaxConnectionsError
         self.redis: Redis = async_client(redis_url, max_connections=50, timeout=10, socket_connect_timeout=5)
         self.consumer = f"{uuid.uuid4().hex[:12]}"
+        self.sends = StreamSends(self.redis)  # the XADDs of concurrent enqueues share one pipeline
         self._move_due = self.redis.register_script(_MOVE_DUE)
         self._renew = self.redis.register_script(RENEW)
         self._reclaim = self.redis.register_script(_RECLAIM)
@@ -273,14 +275,10 @@ class StreamBroker(AsyncBroker):
         if not messages:
             return
         keys = self.keys.queue(queue)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if delay > 0:
-                due = time.time() + delay
-                pipe.zadd(keys.delayed, {message: due for message in messages})
-            else:
-                for message in messages:
-                    pipe.xadd(keys.stream, {b"data": message})
-            await pipe.execute()
+        if delay <= 0:
+            await self.sends.send(keys.stream, messages)  # with the other enqueues of this loop turn
+            return
+        await self.redis.zadd(keys.delayed, {message: time.time() + delay for message in messages})
 
     async def move_due(self, limit: int = 500) -> float | None:
         """Move due delayed messages onto their streams; returns when the next one is due (or None)."""

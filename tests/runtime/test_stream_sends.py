@@ -1,0 +1,75 @@
+"""Group sending: the XADDs of concurrent enqueues share one pipeline, and each caller gets its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from runtime.stream_sends import StreamSends
+
+
+async def test_concurrent_sends_share_one_pipeline_and_every_entry_arrives_in_order(redis_url):
+    redis = Redis.from_url(redis_url)
+    sends = StreamSends(redis)
+    pipelines = 0
+    pipeline = redis.pipeline
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal pipelines
+        pipelines += 1
+        return pipeline(*args, **kwargs)
+
+    redis.pipeline = counted  # type: ignore[method-assign]
+    try:
+        await asyncio.gather(*[sends.send("s", [f"{i}-a".encode(), f"{i}-b".encode()]) for i in range(100)])
+        entries = [fields[b"data"].decode() for _, fields in await redis.xrange("s")]
+        assert len(entries) == 200 and 1 <= pipelines <= 3, pipelines
+        for i in range(100):  # one caller's entries keep their order
+            assert entries.index(f"{i}-a") < entries.index(f"{i}-b")
+    finally:
+        await redis.aclose()
+
+
+async def test_an_error_on_one_callers_entries_fails_that_caller_alone(redis_url):
+    redis = Redis.from_url(redis_url)
+    await redis.set("not-a-stream", "x")  # XADD to it: WRONGTYPE
+    sends = StreamSends(redis)
+    try:
+        outcomes = await asyncio.gather(
+            sends.send("s", [b"1"]), sends.send("not-a-stream", [b"2"]), sends.send("s", [b"3"]), return_exceptions=True
+        )
+        assert outcomes[0] is None and outcomes[2] is None
+        assert isinstance(outcomes[1], ResponseError) and "WRONGTYPE" in str(outcomes[1])
+        assert await redis.xlen("s") == 2
+    finally:
+        await redis.aclose()
+
+
+async def test_a_lost_connection_fails_every_caller_of_the_pipeline_and_the_next_send_works(redis_url):
+    redis = Redis.from_url(redis_url)
+    sends = StreamSends(redis)
+    broken = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.5)
+    sends.redis = broken
+    try:
+        outcomes = await asyncio.gather(*[sends.send("s", [b"x"]) for _ in range(3)], return_exceptions=True)
+        assert all(isinstance(o, Exception) for o in outcomes), outcomes
+        sends.redis = redis
+        await sends.send("s", [b"y"])
+        assert await redis.xlen("s") == 1
+    finally:
+        await broken.aclose()
+        await redis.aclose()
+
+
+@pytest.mark.parametrize("n", [1, 1500])
+async def test_a_big_send_is_not_split_and_a_batch_stays_bounded(redis_url, n):
+    redis = Redis.from_url(redis_url)
+    sends = StreamSends(redis)
+    try:
+        await asyncio.gather(sends.send("s", [b"m"] * n), sends.send("s", [b"last"]))
+        assert await redis.xlen("s") == n + 1
+    finally:
+        await redis.aclose()
