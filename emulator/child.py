@@ -39,6 +39,7 @@ from runtime.worker import Worker
 logger = logging.getLogger("emulator")
 
 
+SYNC_WARM_AFTER = 1.0  # seconds after start before the sync task processes are started
 RETIRE_GRACE = 0.5  # seconds a retiring generation still serves the connections it has already accepted
 
 
@@ -165,6 +166,9 @@ async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket]
     )
     servers = [_uvicorn(web, settings), _uvicorn(dashboard, settings)]
     worker = Worker(runtime)
+    # a reloaded generation serves its first requests before its sync processes start competing for the CPU
+    # (a sync task sent meanwhile starts a process of its own); saves in quick succession never start them
+    worker.warm_after = SYNC_WARM_AFTER
     scheduler = Scheduler(runtime)
     loop = asyncio.get_running_loop()
 

@@ -290,14 +290,16 @@ class SyncPool:
     def children(self) -> list[_Child]:
         return [*self._idle, *self._busy]
 
-    def warm(self, refs: list[str] | None = None) -> None:
+    def warm(self, refs: list[str] | None = None, after: float = 0.0) -> None:
         """Fill the pool in the background, one child after another, each preloading the modules of `refs`
-        (handler references, "module:attribute")."""
+        (handler references, "module:attribute"), starting `after` seconds from now."""
         self._learn(refs or [])
         if self._warming is None or self._warming.done():
-            self._warming = asyncio.ensure_future(self._fill())
+            self._warming = asyncio.ensure_future(self._fill(after))
 
-    async def _fill(self) -> None:
+    async def _fill(self, after: float = 0.0) -> None:
+        if after:
+            await asyncio.sleep(after)
         # one at a time: the first child is ready sooner than if all of them shared the CPU
         while not self._closed and len(self.children) < self.size:
             child = self._spawn()

@@ -115,6 +115,7 @@ class Worker:
         self.on_error = _overriding(self.middlewares, "on_error")
         self.post_execute = _overriding(self.middlewares, "post_execute")
         self.sync_pool = SyncPool(self.concurrency)
+        self.warm_after = 0.0  # seconds from start to filling the sync pool (the emulator lets a reload settle first)
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
         self.held: dict[str, Delivery] = {}  # entry id -> delivery, until acked, released or lost
         self.fetched_at: dict[str, float] = {}  # entry id -> when it was read (while it waits to start)
@@ -164,7 +165,8 @@ class Worker:
         )
         if any(not fn.is_async for fn in self.runtime.app.tasks.values()):
             # the first sync task should not wait for a process to start, nor to import its handler
-            self.sync_pool.warm([fn.ref for fn in self.runtime.app.tasks.values() if not fn.is_async])
+            refs = [fn.ref for fn in self.runtime.app.tasks.values() if not fn.is_async]
+            self.sync_pool.warm(refs, after=self.warm_after)
         self.leases.start()
         async with anyio.create_task_group() as background:
             background.start_soon(self._beat_loop)

@@ -105,6 +105,15 @@ async def test_warm_fills_the_pool_to_its_size_and_no_further(pool):
     assert set(pids) == warm and len(sync.children) == 3
 
 
+async def test_warm_after_a_delay_starts_no_process_before_it(pool):
+    """The emulator's reloaded generation fills its pool only once it has served a while."""
+    sync = pool(2)
+    sync.warm([ref("jobs", "pid")], after=0.5)
+    await asyncio.sleep(0.3)
+    assert sync.children == []
+    await until(lambda: len(sync.children) == 2 and all(c.is_ready for c in sync.children))
+
+
 async def test_a_timed_out_child_is_killed_and_replaced_by_a_warm_one(pool):
     sync = pool(1)
     sync.warm([ref("jobs", "pid")])
