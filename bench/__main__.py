@@ -35,7 +35,7 @@ from bench.systems import (
 )
 from bench.tasks import bulk_enqueue, payload_run, scale_run, throughput_and_latency, worker_startup
 
-PHASES = ["tasks", "payloads", "scale", "startup", "http", "reload"]  # + enqueue, store: next commit
+PHASES = ["tasks", "payloads", "scale", "startup", "http", "enqueue", "store", "reload"]
 PAYLOAD_SYSTEMS = ("ours", "ours-postgres", "taskiq")
 SCALE_SYSTEMS = ("ours", "ours-postgres", "taskiq")
 
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== run store: /api/stats with {args.store_rows:,} runs", flush=True)
             results["store"] = {"rows": args.store_rows, "backends": {}}
             for backend in ("sqlite", "postgres"):
-                why = store.check(backend)
+                why = store.check() if backend == "sqlite" else store.postgres_check()
                 results["store"]["backends"][backend] = (
                     {"skipped": why}
                     if why

@@ -11,8 +11,8 @@ from bench.stats import median, paired_ratio
 Results = dict[str, Any]
 
 
-def _vals(runs: list[dict[str, Any]], field: str) -> list[float | None]:
-    return [r.get(field) for r in runs]
+def _vals(runs: list[dict[str, Any]] | None, field: str) -> list[float | None]:
+    return [r.get(field) for r in runs or []]
 
 
 def _fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
@@ -206,7 +206,7 @@ def tables(results: Results) -> str:
         )
         out.append(
             _table(
-                ["server", "req/s", "p50", "p99", "errors", "stream entries − 2xx", "req/s × Starlette + kiq()"],
+                ["server", "req/s", "p50", "p99", "errors", "lost or phantom enqueues", "req/s × Starlette + kiq()"],
                 _section_rows(
                     results["enqueue"],
                     [

@@ -228,13 +228,20 @@ def _check_postgres() -> str | None:
     return _check_ours()
 
 
+_emptied: set[Path] = set()
+
+
 def _fresh_postgres(tmpdir: Path) -> str:
-    """The benchmark's Postgres database, emptied (each run starts from no runs, as SQLite's does)."""
+    """The benchmark's Postgres database, emptied once per run (each run starts from no runs, as SQLite's
+    does, in its own folder): the producer's and then the worker's environment name the same run, so the
+    worker finds the records the fill wrote."""
     import psycopg2
 
-    with psycopg2.connect(BENCH_POSTGRES) as conn, conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS runs, alembic_version CASCADE")
-    conn.close()
+    if tmpdir not in _emptied:
+        _emptied.add(tmpdir)
+        with psycopg2.connect(BENCH_POSTGRES) as conn, conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS runs, alembic_version CASCADE")
+        conn.close()
     return BENCH_POSTGRES
 
 
