@@ -30,6 +30,7 @@ from watchfiles._rust_notify import RustNotify
 
 from emulator.child import run_child
 from emulator.embedded_redis import EmbeddedRedis
+from runtime import gc_pause
 from runtime.errors import ConfigError, ManifestError
 from runtime.logs import configure_logging
 from runtime.manifest import load_manifest
@@ -202,6 +203,7 @@ class Emulator:
                 f"emulator ready in {elapsed:.2f} s"
                 + (" — watching for changes (Ctrl-C to stop)" if self.reload else "")
             )
+            gc_pause.resume()
             if watcher is not None:
                 with watcher:
                     self._watch(watcher, settings, sockets)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from runtime import gc_pause
 from runtime.errors import ConfigError, ManifestError
 
 
@@ -589,6 +590,13 @@ _SYNC: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+async def _resuming_gc(command: Coroutine[Any, Any, None]) -> None:
+    """Run a long-running command; the collector is back on once it is ready (Worker.run says so) or
+    after gc_pause.GRACE seconds."""
+    asyncio.get_running_loop().call_later(gc_pause.GRACE, gc_pause.resume)
+    await command
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -602,7 +610,8 @@ def main(argv: list[str] | None = None) -> int:
             uvloop.install()
         except ImportError:
             pass
-        asyncio.run(_ASYNC[args.command](args))
+        gc_pause.pause()
+        asyncio.run(_resuming_gc(_ASYNC[args.command](args)))
     except ManifestError as exc:
         return _fail(str(exc))
     except ConfigError as exc:

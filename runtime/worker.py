@@ -30,7 +30,7 @@ import orjson
 from redis.exceptions import RedisError
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
-from runtime import presence, time_limit
+from runtime import gc_pause, presence, time_limit
 from runtime.broker import CANCELLED, PAUSED, Delivery
 from runtime.cancellation import Cancellations
 from runtime.commits import Commits
@@ -163,6 +163,7 @@ class Worker:
             len(self.runtime.app.tasks),
             self.concurrency,
         )
+        gc_pause.resume()
         if any(not fn.is_async for fn in self.runtime.app.tasks.values()):
             # the first sync task should not wait for a process to start, nor to import its handler
             refs = [fn.ref for fn in self.runtime.app.tasks.values() if not fn.is_async]
