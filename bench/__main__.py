@@ -35,7 +35,7 @@ from bench.systems import (
 )
 from bench.tasks import bulk_enqueue, payload_run, scale_run, throughput_and_latency, worker_startup
 
-PHASES = ["tasks", "payloads", "scale", "startup", "http", "enqueue", "store", "reload"]
+PHASES = ["tasks", "payloads", "scale", "startup", "http", "enqueue", "store", "reload", "profile"]
 PAYLOAD_SYSTEMS = ("ours", "ours-postgres", "taskiq")
 SCALE_SYSTEMS = ("ours", "ours-postgres", "taskiq")
 
@@ -80,7 +80,11 @@ class Runner:
             if not isinstance(exc, RuntimeError | TimeoutError):
                 traceback.print_exc()
             return {"error": message[:2000]}
-        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items() if k != "body"}
+        shown = {
+            k: round(v, 3) if isinstance(v, float) else v
+            for k, v in result.items()
+            if k != "body" and not isinstance(v, list)
+        }
         print(f"  {what} ({time.monotonic() - started:.1f}s): {shown}", flush=True)
         return result
 
@@ -305,6 +309,58 @@ def main(argv: list[str] | None = None) -> int:
                             lambda r=r, rep=rep: reload_run(r, redis, args.edits, tmpdir, str(rep)),
                         )
                     )
+
+        if "profile" in phases:
+            from bench import profile
+
+            print("\n== profiles: py-spy on our processes during the same workloads", flush=True)
+            why = profile.available()
+            ours_web = next(w for w in WEB_SYSTEMS if w.key == "ours")
+            postgres = next(s for s in TASK_SYSTEMS if s.key == "ours-postgres")
+            jobs: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+                (
+                    "drain-sqlite",
+                    f"worker draining {args.tasks:,} no-op tasks, records on SQLite",
+                    lambda: profile.drain(OURS, redis, args.tasks, tmpdir),
+                ),
+                (
+                    "drain-postgres",
+                    f"worker draining {args.tasks:,} no-op tasks, records on Postgres",
+                    lambda: profile.drain(postgres, redis, args.tasks, tmpdir),
+                ),
+                (
+                    "drain-1mb-sqlite",
+                    "worker draining 1 MB payloads, records on SQLite",
+                    lambda: profile.drain(OURS, redis, max(20, int(args.payload_mb)), tmpdir, size=1_000_000),
+                ),
+                (
+                    "enqueue",
+                    f"producer: {args.tasks // 4:,} single `await fn.enqueue()` calls (start to exit)",
+                    lambda: profile.enqueue(OURS, redis, args.tasks // 4, tmpdir),
+                ),
+                (
+                    "http",
+                    f"`runtime web` serving /hello under wrk -c{web.CONNECTIONS}",
+                    lambda: profile.http(ours_web, redis, args.http_seconds, tmpdir),
+                ),
+                (
+                    "emulator-up",
+                    "`emulator up` spawn -> serving, + 1 s (its forked child included)",
+                    lambda: profile.emulator_up(tmpdir),
+                ),
+                (
+                    "startup",
+                    "`runtime worker` spawn -> first pre-queued task done",
+                    lambda: profile.startup(OURS, redis, tmpdir),
+                ),
+            ]
+            results["profiles"] = {}
+            for name, what, job in jobs:
+                needs = postgres.unavailable() if "postgres" in name else OURS.unavailable()
+                if why or needs:
+                    results["profiles"][name] = {"what": what, "skipped": why or needs}
+                    continue
+                results["profiles"][name] = {"what": what, **runner.measure(f"profile {name}", job)}
 
     results["conditions"] = {
         "argv": shlex.join(sys.argv[1:] if argv is None else argv),

