@@ -61,23 +61,8 @@ end
 """
 
 
-def _check_manifest() -> str | None:
-    out = subprocess.run(
-        [str(VENV_BIN / "runtime"), "check", "--manifest", str(MANIFEST)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=APP_DIR,
-        env=procs.child_env(),
-    )
-    if out.returncode != 0:
-        lines = (out.stdout + out.stderr).strip().splitlines()
-        return f"`runtime check` rejects {MANIFEST.relative_to(procs.REPO)}: {' | '.join(lines[-3:])}"
-    return None
-
-
 def _check_ours() -> str | None:
-    return unavailable(systems._check_ours) or _check_manifest()
+    return unavailable(systems._check_ours) or systems.check_manifest(MANIFEST)
 
 
 def _check_ours_postgres() -> str | None:

@@ -6,18 +6,15 @@ set-based INSERT ... SELECT (a recursive CTE on SQLite, generate_series on Postg
 /api/stats (a full count), then an open tab polling it every 50 ms (served from runtime/run_counts.py's
 cache once a count takes over 10 ms), and the raw GROUP BY in-process (`RunStore.counts()`).
 
-    python -m bench.store --rows 1000000 --backend sqlite      # or postgres, or both
+    python -m bench --only store --store-rows 1000000
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import sqlite3
-import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +23,8 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from bench import procs
-from bench.report import _fmt, _table
-from bench.stats import median, percentile
-from bench.systems import BENCH_POSTGRES, OURS_DIR, OURS_MANIFEST, VENV_BIN
+from bench.stats import percentile
+from bench.systems import BENCH_POSTGRES, OURS_DIR, OURS_MANIFEST, VENV_BIN, ensure_database
 from bench.web import get, wait_http_ok
 
 FUNCTIONS = 10
@@ -185,18 +181,10 @@ def _fresh_postgres() -> str:
     """An empty database of the store benchmark's own on the bench's Postgres server (created if missing)."""
     import psycopg2  # type: ignore[import-untyped, unused-ignore]
 
-    server, _, name = BENCH_POSTGRES.rpartition("/")
-    name += STORE_DB_SUFFIX
-    conn = psycopg2.connect(f"{server}/postgres", connect_timeout=3)
-    conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
-    url = f"{server}/{name}"
+    url = BENCH_POSTGRES + STORE_DB_SUFFIX
+    why = ensure_database(url)
+    if why:
+        raise RuntimeError(why)
     with psycopg2.connect(url) as pg, pg.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS runs, alembic_version CASCADE")
     pg.close()
@@ -277,65 +265,3 @@ def postgres_check() -> str | None:
     from bench.systems import _check_postgres
 
     return check() or _check_postgres()
-
-
-def table(results: dict[str, list[dict[str, Any]]]) -> str:
-    """Markdown: one row per store, medians over its runs."""
-
-    def med(runs: list[dict[str, Any]], field: str) -> float | None:
-        return median(r.get(field) for r in runs)
-
-    rows = []
-    for backend, runs in results.items():
-        if not runs:
-            continue
-        rows.append(
-            [
-                backend,
-                _fmt(med(runs, "rows")),
-                _fmt(med(runs, "fill_s"), 1, " s"),
-                _fmt(med(runs, "count_ms"), 1, " ms"),
-                _fmt(med(runs, "first_ms"), 1, " ms"),
-                _fmt(med(runs, "p50_ms"), 2, " ms"),
-                _fmt(med(runs, "p99_ms"), 2, " ms"),
-                _fmt(med(runs, "max_age_s"), 1, " s"),
-            ]
-        )
-    header = [
-        "store",
-        "rows",
-        "fill",
-        "count (GROUP BY, in-process)",
-        "first /api/stats",
-        "/api/stats p50",
-        "p99",
-        "largest age reported",
-    ]
-    return _table(header, rows)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.store", description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="sqlite")
-    parser.add_argument("--requests", type=int, default=50, help="steady-state GETs, 50 ms apart")
-    args = parser.parse_args(argv)
-    from bench.redis_server import redis_server
-
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    results: dict[str, list[dict[str, Any]]] = {}
-    for backend in backends:
-        why = check() if backend == "sqlite" else postgres_check()
-        if why:
-            print(f"{backend}: skipped: {why}", file=sys.stderr)
-            continue
-        with redis_server() as redis, tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
-            result = stats_run(backend, args.rows, redis.url, Path(tmp), args.requests)
-        print(json.dumps(result, indent=2))
-        results[backend] = [result]
-    print(table(results))
-    return 0 if results else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -132,17 +132,22 @@ def _check_ours() -> str | None:
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["?"])[-1]
         return f"runtime does not provide Runtime/task/http/cli yet ({last})"
+    return check_manifest(OURS_MANIFEST)
+
+
+def check_manifest(manifest: Path) -> str | None:
+    """`runtime check` accepts the manifest (run in its folder), or why not."""
     check = subprocess.run(
-        [str(exe), "check", "--manifest", str(OURS_MANIFEST)],
+        [str(VENV_BIN / "runtime"), "check", "--manifest", str(manifest)],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=OURS_DIR,
+        cwd=manifest.parent,
         env=procs.child_env(),
     )
     if check.returncode != 0:
         out = (check.stdout + check.stderr).strip().splitlines()
-        return f"`runtime check` rejects bench/apps/ours/manifest.yaml: {' | '.join(out[-3:])}"
+        return f"`runtime check` rejects {manifest.relative_to(procs.REPO)}: {' | '.join(out[-3:])}"
     return None
 
 
@@ -208,11 +213,11 @@ OURS = TaskSystem(
 BENCH_POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/bench")
 
 
-def _check_postgres() -> str | None:
-    """Postgres reachable, with a database of the benchmark's own (created if missing)."""
+def ensure_database(url: str) -> str | None:
+    """Create `url`'s database on its Postgres server if missing; why it can't, or None."""
     import psycopg2
 
-    server, _, name = BENCH_POSTGRES.rpartition("/")
+    server, _, name = url.rpartition("/")
     try:
         conn = psycopg2.connect(f"{server}/postgres", connect_timeout=3)
     except Exception as exc:
@@ -225,7 +230,12 @@ def _check_postgres() -> str | None:
                 cur.execute(f'CREATE DATABASE "{name}"')
     finally:
         conn.close()
-    return _check_ours()
+    return None
+
+
+def _check_postgres() -> str | None:
+    """Postgres reachable, with a database of the benchmark's own (created if missing)."""
+    return ensure_database(BENCH_POSTGRES) or _check_ours()
 
 
 _emptied: set[Path] = set()

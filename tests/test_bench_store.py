@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import store
+from bench import report, store
 from bench.redis_server import RedisServer
 from bench.redis_server import redis_server as private_redis
 from runtime.runs import STATUSES, RunStore
@@ -55,4 +55,5 @@ def test_stats_run(bench_redis: RedisServer, tmp_path: Path) -> None:
     for field in ("fill_s", "count_ms", "first_ms", "p50_ms", "p99_ms", "max_ms"):
         assert result[field] > 0, field
     assert result["max_age_s"] >= 0
-    assert "| sqlite | 2,000 |" in store.table({"sqlite": [result], "postgres": []})
+    shown = report.tables({"conditions": {}, "store": {"rows": ROWS, "backends": {"sqlite": {"runs": [result]}}}})
+    assert "with 2,000 runs" in shown and "| sqlite |" in shown
