@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runtime import gc_pause
 from runtime.connections import Runtime
 from runtime.dashboard import create_broken_dashboard_app, create_dashboard_app, local_addresses
 from runtime.errors import ConfigError, ManifestError
@@ -146,6 +147,9 @@ def app_sources(root: Path) -> list[str]:
 
 
 def _report(pipe: int, line: str) -> None:
+    """Tell the parent how start-up went (`ready` or `error`). Start-up is over either way: a child forked
+    while the parent's collector was paused turns its own back on here, whether or not a worker runs."""
+    gc_pause.resume()
     with contextlib.suppress(OSError):
         os.write(pipe, (line + "\n").encode())
 

@@ -25,7 +25,7 @@ def _state(manifest: str) -> dict[str, Any]:
 def up(args: argparse.Namespace) -> int:
     from runtime import gc_pause
 
-    gc_pause.pause()  # back on once ready; forked children turn theirs on when their worker is ready
+    gc_pause.pause()  # back on once ready; a forked child turns its own on when it reports (child._report)
     from emulator.supervisor import Emulator
 
     emulator = Emulator(Path(args.manifest), args.host, args.port, args.dashboard_port, not args.no_reload, STARTED)

@@ -1,5 +1,6 @@
 """The collector is off while a process starts and back on, with start-up's objects frozen, once it is
-ready: a task run right after `runtime worker` says ready sees it on (not after gc_pause.GRACE)."""
+ready: a task run right after `runtime worker` says ready sees it on (not after gc_pause.GRACE), and an
+emulator child turns it on when it reports, a failed load included."""
 
 from __future__ import annotations
 
@@ -38,3 +39,23 @@ async def test_the_worker_turns_the_collector_back_on_when_ready(tmp_path, redis
     assert seen["enabled"] is True
     assert seen["frozen"] > 10_000  # what start-up built is out of every later collection
     assert time.monotonic() - started < 20
+
+
+def test_an_emulator_child_turns_the_collector_back_on_when_it_reports_even_an_error() -> None:
+    """A generation whose app fails to load runs no worker: its report is where start-up ends."""
+    import gc
+    import os
+
+    from emulator.child import _report
+
+    read, write = os.pipe()
+    gc.disable()
+    try:
+        _report(write, 'error "boom"')
+        assert gc.isenabled()
+        assert os.read(read, 100) == b'error "boom"\n'
+    finally:
+        gc.unfreeze()
+        gc.enable()
+        os.close(read)
+        os.close(write)
