@@ -1,11 +1,11 @@
 """Where our time goes: py-spy samples of our processes during the benchmark's own workloads.
 
-Each profile samples one process of ours (py-spy, 250 Hz, non-blocking, active threads only) while it
-does one job the goals measure: drain no-op tasks (run records on SQLite, then Postgres), drain 1 MB
-payloads, pre-fill with single enqueues, serve the hello route under wrk, start a worker. The samples
-are folded two ways: by the package of the innermost Python frame (C calls such as sqlite3 or a socket
-read count for the frame that made them), and by function (self samples), so a goal that is not met
-comes with what limits it.
+Each profile samples one process of ours (py-spy, 250 Hz, every thread, idle ones too, native frames)
+while it does one job the goals measure: drain no-op tasks (run records on SQLite, then Postgres), drain
+1 MB payloads, pre-fill with single enqueues, serve the hello route under wrk, start a worker, start the
+emulator. `fold` sorts the samples into idle and busy and shares the busy ones out by area (a system
+call, a GIL wait, the collector, imports, or the package of the innermost Python frame), by function,
+and by the innermost frame of ours, so a goal that is not met comes with what limits it.
 """
 
 from __future__ import annotations
@@ -136,11 +136,7 @@ def _classify(frames: list[str]) -> str:
 def _function(frame: str) -> str:
     """'name (path/to/site-packages/pkg/mod.py:12)' -> 'name (pkg/mod.py)'."""
     name, _, where = frame.rpartition(" (")
-    path = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/work/", "lib/python3"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-    parts = Path(path).parts
+    parts = Path(where.rstrip(")").rsplit(":", 1)[0]).parts
     return f"{name} ({'/'.join(parts[-2:])})"
 
 
@@ -163,7 +159,9 @@ def fold(raw: Path) -> dict[str, Any]:
                 tid = int(head[len("thread (") :].split(")", 1)[0], 0)
         if frames:
             samples.append((process, tid, frames, int(count)))
-    main_tids = {(process, min(t for p, t, _, _ in samples if p == process)) for process, _, _, _ in samples}
+    main_tids: dict[str, int] = {}  # process -> its lowest thread id
+    for process, tid, _, _ in samples:
+        main_tids[process] = min(tid, main_tids.get(process, tid))
 
     areas: Counter[str] = Counter()
     functions: Counter[str] = Counter()
@@ -171,7 +169,7 @@ def fold(raw: Path) -> dict[str, Any]:
     main_total = main_busy = busy = 0
     for process, tid, frames, n in samples:
         area = _classify(frames)
-        main = (process, tid) in main_tids
+        main = main_tids[process] == tid
         main_total += n if main else 0
         if area == IDLE:
             continue
