@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
-from sqlalchemy import delete
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from runtime import tracing
@@ -419,10 +418,8 @@ class Runtime:
 
     async def _forget(self, ids: list[str]) -> bool:
         """Delete records no worker has touched (their messages never reached Redis); False if it failed."""
-        table = Run.__table__  # type: ignore[attr-defined]
         try:
-            async with self.store.engine.begin() as conn:
-                await conn.execute(delete(table).where(table.c.id.in_(ids), table.c.version == 0))
+            await self.store.forget(ids)
         except Exception as exc:
             logger.warning("could not remove the records of unqueued run(s) %s: %s", ", ".join(ids), exc)
             return False

@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import and_, or_, tuple_, update
 
-from runtime.runs import Run, from_timestamp, utcnow
+from runtime.runs import Run, as_run, from_timestamp, utcnow
 
 if TYPE_CHECKING:
     from runtime.connections import Runtime
@@ -63,13 +63,13 @@ class Reconciler:
             and_(table.c.version == 0, table.c.enqueued_at < from_timestamp(cutoff)),
             and_(table.c.version > 0, table.c.version < int(cutoff * 1000) * 10),
         )
-        query = select(table).where(table.c.status.in_(UNFINISHED), stale)
+        query = self.runtime.store.runs().where(table.c.status.in_(UNFINISHED), stale)
         if self.cursor is not None:
             query = query.where(tuple_(table.c.enqueued_at, table.c.id) > tuple_(*self.cursor))
         query = query.order_by(table.c.enqueued_at, table.c.id).limit(self.limit)
         async with self.runtime.store.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        runs = [Run.model_validate(dict(row)) for row in rows]
+        runs = [as_run(row) for row in rows]
         self.cursor = (runs[-1].enqueued_at, runs[-1].id) if len(runs) == self.limit else None
         return runs
 

@@ -24,7 +24,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    bindparam,
     cast,
     delete,
     event,
@@ -34,7 +33,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -128,11 +126,24 @@ class Run(SQLModel, table=True):
         return {"id": data.pop("id"), **data}
 
 
-BIG_ARGUMENTS = 16_384  # characters: arguments this big are not resent with each update of a recorded run
+class RunArguments(SQLModel, table=True):
+    """A run's arguments when they are big (over BIG_ARGUMENTS characters), kept out of its `runs` row, whose
+    `arguments` is then `{}`. A run's row is updated at each step of the run while its arguments never
+    change, and SQLite rewrites a whole row, overflow pages included, on every update: with the arguments
+    in the row, a 1 MB document was copied three times per run. Written once with the run; every read of
+    a run joins it (schema revision 0003)."""
+
+    __tablename__ = "run_arguments"
+
+    run_id: str = Field(primary_key=True, max_length=32)
+    arguments: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+BIG_ARGUMENTS = 16_384  # characters: arguments this big are kept in `run_arguments`, not in the run's row
 
 
 def _is_big(arguments: Any) -> bool:
-    """Whether a run's arguments are big enough to be worth an existence check before its updates."""
+    """Whether a run's arguments are big enough to be kept out of its row."""
     if not arguments:
         return False
     if isinstance(arguments, dict):  # the common case, flat, is decided without encoding
@@ -147,12 +158,17 @@ def _is_big(arguments: Any) -> bool:
     return len(_json_dumps(arguments)) > BIG_ARGUMENTS
 
 
-def _known_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {c: row.get(c) for c in MUTABLE} | {
-        "b_id": row["id"],
-        "b_version": row["version"],
-        "b_trace": row.get("trace_id"),
-    }
+def _split_big(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows with big arguments moved out (their `arguments` made `{}`), and the moved arguments as
+    `run_arguments` rows."""
+    side: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        if _is_big(row.get("arguments")):
+            side.append({"run_id": row["id"], "arguments": row["arguments"]})
+            row = row | {"arguments": {}}
+        out.append(row)
+    return out, side
 
 
 def _json_dumps(value: Any) -> str:
@@ -246,12 +262,21 @@ class RunStore:
         and gains what only the enqueue knows."""
         if not runs:
             return
-        rows = [run.model_dump() if isinstance(run, Run) else run for run in runs]
-        if self.sqlite_insert is not None and not tracing.enabled():  # traced: through the instrumented engine
+        rows, side = _split_big([run.model_dump() if isinstance(run, Run) else run for run in runs])
+        if self.sqlite_insert is not None and not side and not tracing.enabled():  # traced: the instrumented engine
             await self.sqlite_insert.insert(rows)
             return
         async with self.engine.begin() as conn:
             await conn.execute(self._insert_new, rows)
+            if side:  # a worker that recorded the run first wrote them already
+                await conn.execute(self._insert_arguments, side)
+
+    @functools.cached_property
+    def _insert_arguments(self) -> Any:
+        table = RunArguments.__table__  # type: ignore[attr-defined]
+        return (sqlite_insert if self.is_sqlite else postgresql_insert)(table).on_conflict_do_nothing(
+            index_elements=["run_id"]
+        )
 
     @functools.cached_property
     def _insert_new(self) -> Any:
@@ -267,39 +292,45 @@ class RunStore:
         """Write full states of runs (each with `id`, `version` and the row's required fields), creating
         rows that are missing and never overwriting a row with a newer version.
 
-        A run whose arguments are big (a 1 MB document) is written without them when its row exists: an
-        upsert's VALUES would carry, encode and parse them on every update only to keep the stored ones."""
+        Big arguments (a 1 MB document) are written only for a run whose arguments are not stored yet (the
+        worker recorded it before its enqueue did); its later updates leave them as they are."""
         if not updates:
             return
-        big = {u["id"]: u for u in updates if _is_big(u.get("arguments"))}
+        updates, side = _split_big(updates)
         async with self.engine.begin() as conn:
-            if big:
-                table = Run.__table__  # type: ignore[attr-defined]
-                found = await conn.execute(select(table.c.id).where(table.c.id.in_(list(big))))
+            if side:
+                table = RunArguments.__table__  # type: ignore[attr-defined]
+                wanted = [row["run_id"] for row in side]
+                found = await conn.execute(select(table.c.run_id).where(table.c.run_id.in_(wanted)))
                 known = {run_id for (run_id,) in found.all()}
-                if known:
-                    await conn.execute(self._update_known, [_known_row(big[run_id]) for run_id in known])
-                updates = [u for u in updates if u["id"] not in known]
-            if updates:
-                await conn.execute(self._upsert, updates)
+                side = [row for row in side if row["run_id"] not in known]
+                if side:
+                    await conn.execute(self._insert_arguments, side)
+            await conn.execute(self._upsert, updates)
 
-    @functools.cached_property
-    def _update_known(self) -> Any:
-        """UPDATE of a recorded run's mutable columns, guarded by version like the upsert."""
+    def runs(self, *columns: Any) -> Any:
+        """SELECT of runs (whole rows, or `columns`) with their big arguments joined."""
         table = Run.__table__  # type: ignore[attr-defined]
-        return (
-            update(table)
-            .where(table.c.id == bindparam("b_id"), table.c.version < bindparam("b_version"))
-            .values(
-                {c: bindparam(c) for c in MUTABLE} | {"trace_id": func.coalesce(table.c.trace_id, bindparam("b_trace"))}
-            )
-        )
+        side = RunArguments.__table__  # type: ignore[attr-defined]
+        what = columns or (table, side.c.arguments.label("big_arguments"))
+        return select(*what).select_from(table.outerjoin(side, side.c.run_id == table.c.id))
+
+    async def _delete_ids(self, conn: Any, ids: builtins.list[str], *where: Any) -> int:
+        """Delete these runs (those also matching `where`) and their big arguments; returns how many runs."""
+        table = Run.__table__  # type: ignore[attr-defined]
+        side = RunArguments.__table__  # type: ignore[attr-defined]
+        result = await conn.execute(table.delete().where(table.c.id.in_(ids), *where))
+        orphans = [side.c.run_id.in_(ids)]
+        if where:  # some of these runs may be kept
+            orphans.append(~select(table.c.id).where(table.c.id == side.c.run_id).exists())
+        await conn.execute(side.delete().where(*orphans))
+        return int(result.rowcount or 0)
 
     async def get(self, run_id: str) -> Run | None:
         table = Run.__table__  # type: ignore[attr-defined]
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(table).where(table.c.id == run_id))).mappings().first()
-        return Run.model_validate(dict(row)) if row else None
+            row = (await conn.execute(self.runs().where(table.c.id == run_id))).mappings().first()
+        return as_run(row) if row else None
 
     async def list(
         self,
@@ -311,7 +342,7 @@ class RunStore:
         ids: list[str] | None = None,
     ) -> list[Run]:
         table = Run.__table__  # type: ignore[attr-defined]
-        query = select(table).order_by(table.c.enqueued_at.desc(), table.c.id.desc())
+        query = self.runs().order_by(table.c.enqueued_at.desc(), table.c.id.desc())
         if function:
             query = query.where(table.c.function == function)
         if status:
@@ -321,7 +352,7 @@ class RunStore:
         query = query.limit(limit).offset(offset)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [Run.model_validate(dict(row)) for row in rows]
+        return [as_run(row) for row in rows]
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """Runs per function and status: {function: {status: n}}."""
@@ -351,10 +382,8 @@ class RunStore:
         return [{"minute": minute.isoformat() + "Z", **counts} for minute, counts in buckets.items()]
 
     async def delete(self, run_id: str) -> bool:
-        table = Run.__table__  # type: ignore[attr-defined]
         async with self.engine.begin() as conn:
-            result = await conn.execute(table.delete().where(table.c.id == run_id))
-        return bool(result.rowcount)
+            return bool(await self._delete_ids(conn, [run_id]))
 
     async def prune(
         self,
@@ -377,7 +406,7 @@ class RunStore:
             async with self.engine.begin() as conn:
                 ids = list((await conn.execute(select(table.c.id).where(*where).limit(PRUNE_CHUNK))).scalars())
                 if ids:
-                    await conn.execute(table.delete().where(table.c.id.in_(ids)))
+                    await self._delete_ids(conn, ids)
             removed += ids
             if len(ids) < PRUNE_CHUNK:
                 return removed
@@ -392,6 +421,7 @@ class RunStore:
         since: datetime | None = None,
     ) -> builtins.list[Any]:
         table = Run.__table__  # type: ignore[attr-defined]
+        side = RunArguments.__table__  # type: ignore[attr-defined]
         where: builtins.list[Any] = []
         if function:
             where.append(table.c.function == function)
@@ -407,6 +437,7 @@ class RunStore:
                 or_(
                     table.c.id.like(f"{pattern}%", escape="\\"),
                     cast(table.c.arguments, Text).ilike(f"%{pattern}%", escape="\\"),
+                    cast(side.c.arguments, Text).ilike(f"%{pattern}%", escape="\\"),
                 )
             )
         return where
@@ -426,10 +457,10 @@ class RunStore:
         text in the arguments) and by `since` (finished, or if unfinished enqueued, at or after it)."""
         table = Run.__table__  # type: ignore[attr-defined]
         where = self._matching(function=function, status=status, queue=queue, search=search, since=since)
-        query = select(table).where(*where).order_by(table.c.enqueued_at.desc(), table.c.id.desc())
+        query = self.runs().where(*where).order_by(table.c.enqueued_at.desc(), table.c.id.desc())
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query.limit(limit).offset(offset))).mappings().all()
-        return [Run.model_validate(dict(row)) for row in rows]
+        return [as_run(row) for row in rows]
 
     async def find_ids(
         self, *, function: str | None = None, status: str | None = None, since: datetime | None = None
@@ -437,7 +468,7 @@ class RunStore:
         """The ids of every matching run, newest first (for bulk replay and delete)."""
         table = Run.__table__  # type: ignore[attr-defined]
         where = self._matching(function=function, status=status, since=since)
-        query = select(table.c.id).where(*where).order_by(table.c.enqueued_at.desc(), table.c.id.desc())
+        query = self.runs(table.c.id).where(*where).order_by(table.c.enqueued_at.desc(), table.c.id.desc())
         async with self.engine.connect() as conn:
             return list((await conn.execute(query)).scalars())
 
@@ -448,18 +479,22 @@ class RunStore:
         for start in range(0, len(ids), PRUNE_CHUNK):
             chunk = ids[start : start + PRUNE_CHUNK]
             async with self.engine.connect() as conn:
-                rows = (await conn.execute(select(table).where(table.c.id.in_(chunk)))).mappings().all()
-            out |= {row["id"]: Run.model_validate(dict(row)) for row in rows}
+                rows = (await conn.execute(self.runs().where(table.c.id.in_(chunk)))).mappings().all()
+            out |= {row["id"]: as_run(row) for row in rows}
         return out
 
     async def delete_many(self, ids: builtins.list[str]) -> int:
         """Delete these runs; returns how many existed."""
-        table = Run.__table__  # type: ignore[attr-defined]
         if not ids:
             return 0
         async with self.engine.begin() as conn:
-            result = await conn.execute(table.delete().where(table.c.id.in_(ids)))
-        return int(result.rowcount or 0)
+            return await self._delete_ids(conn, ids)
+
+    async def forget(self, ids: builtins.list[str]) -> None:
+        """Delete the records of these runs that no worker has touched (their messages never reached Redis)."""
+        table = Run.__table__  # type: ignore[attr-defined]
+        async with self.engine.begin() as conn:
+            await self._delete_ids(conn, ids, table.c.version == 0)
 
     async def finished_counts(self, since: datetime) -> dict[str, dict[str, int]]:
         """Runs that finished at or after `since`, per queue and status: {queue: {status: n}}."""
@@ -476,6 +511,15 @@ class RunStore:
         return out
 
 
+def as_run(row: Any) -> Run:
+    """A run from a row of `RunStore.runs()`: its arguments from `run_arguments` when they are big."""
+    data = dict(row)
+    big = data.pop("big_arguments", None)
+    if big is not None:
+        data["arguments"] = big
+    return Run.model_validate(data)
+
+
 PRUNE_CHUNK = 500  # rows per statement in prune, get_many and bulk operations (SQLite allows 999 parameters)
 
 
@@ -483,7 +527,7 @@ PRUNE_CHUNK = 500  # rows per statement in prune, get_many and bulk operations (
 # Alembic migrations (runtime/migrations/versions/) change the schema; a process only reads the revision
 # a database is at, with plain SQLAlchemy, so starting up never imports Alembic.
 
-SCHEMA_REVISIONS = ("0001", "0002")  # oldest first; a test checks them against runtime/migrations/versions
+SCHEMA_REVISIONS = ("0001", "0002", "0003")  # oldest first; a test checks them against runtime/migrations/versions
 SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 SCHEMA_BASELINE = SCHEMA_REVISIONS[0]  # what 0.1.0 created, before there was an alembic_version table
 _SCHEMA_LOCK = 0x72756E73  # pg_advisory_xact_lock key ("runs"): one process at a time creates or upgrades

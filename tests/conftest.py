@@ -88,7 +88,7 @@ def reset_postgres(url: str) -> None:
     import psycopg2
 
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS runs, briefings CASCADE")
+        cur.execute("DROP TABLE IF EXISTS runs, run_arguments, briefings CASCADE")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

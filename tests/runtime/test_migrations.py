@@ -19,7 +19,7 @@ from sqlalchemy import MetaData, Table, create_engine, inspect, text
 from runtime import Runtime
 from runtime.dashboard import create_dashboard_app
 from runtime.migrations import alembic_config
-from runtime.runs import SCHEMA_HEAD, SCHEMA_REVISIONS, Run, RunStore, utcnow
+from runtime.runs import SCHEMA_HEAD, SCHEMA_REVISIONS, Run, RunArguments, RunStore, utcnow
 from runtime.settings import Settings
 from tests.conftest import Process, command, write_app
 from tests.emulator.test_up import make_app, start_emulator
@@ -125,6 +125,7 @@ def create_0_1_0(url: str, rows: list[dict[str, Any]] = OLD_ROWS) -> None:
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         conn.execute(text("DROP TABLE IF EXISTS runs"))
+        conn.execute(text("DROP TABLE IF EXISTS run_arguments"))
         for statement in statements:
             conn.execute(text(statement))
         table = Table("runs", MetaData(), autoload_with=conn)
@@ -243,6 +244,7 @@ async def test_the_upgraded_schema_is_the_models(database_url: str) -> None:
     runtime_command("db", "upgrade", url=database_url, cwd=Path.cwd())
     metadata = MetaData()
     Run.__table__.to_metadata(metadata)  # type: ignore[attr-defined]
+    RunArguments.__table__.to_metadata(metadata)  # type: ignore[attr-defined]
     engine = create_engine(sync_url(database_url))
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_server_default": True})
@@ -256,6 +258,7 @@ def test_upgrade_is_idempotent_and_creates_an_empty_database(database_url: str, 
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         conn.execute(text("DROP TABLE IF EXISTS runs"))
+        conn.execute(text("DROP TABLE IF EXISTS run_arguments"))
     engine.dispose()
     first = runtime_command("db", "upgrade", url=url, cwd=tmp_path)
     assert first.returncode == 0 and f"created at {SCHEMA_HEAD}" in first.stdout, first.stdout + first.stderr
@@ -345,6 +348,7 @@ def test_processes_starting_at_once_on_an_empty_database_all_start(database_url:
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         conn.execute(text("DROP TABLE IF EXISTS runs"))
+        conn.execute(text("DROP TABLE IF EXISTS run_arguments"))
     engine.dispose()
     script = (
         "import asyncio\n"

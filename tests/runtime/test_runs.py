@@ -183,7 +183,8 @@ async def test_a_recorded_runs_big_arguments_are_not_resent_with_its_updates(dat
         done = state("a", "succeeded", FINISHED, arguments={"doc": blob}, finished_at=utcnow(), result=1)
         fresh = state("b", "running", RUNNING, arguments={"doc": blob})  # its enqueue insert has not landed
         await store.update_many([done, fresh])
-        assert not any("x" * 1000 in p for p in sent[:2]), "the recorded run's arguments were sent again"
+        carrying = [p for p in sent if "x" * 1000 in p]
+        assert len(carrying) == 1 and "'b'" in carrying[0], "the recorded run's arguments were sent again"
         await store.update_many([running])  # arrives late: ignored
     finally:
         event.remove(store.engine.sync_engine, "before_cursor_execute", spy)
@@ -195,3 +196,57 @@ async def test_a_recorded_runs_big_arguments_are_not_resent_with_its_updates(dat
 
 def _big_run(run_id: str, blob: str) -> Run:
     return Run(id=run_id, function="f", arguments={"doc": blob}, status="queued", enqueued_at=utcnow())
+
+
+async def test_big_arguments_live_outside_the_runs_row_and_every_read_sees_them(database_url):
+    """A run's row is updated at each step and SQLite rewrites a whole row on every update: big arguments
+    are kept in `run_arguments`, written once, and the row holds `{}`. Reads, search, delete, prune and a
+    run recorded by its worker first all see or clear them; rows written inline before 0003 still read."""
+    from sqlalchemy import text
+
+    store = RunStore(Settings(database_url=database_url).database_url)
+    await store.init()
+    blob = "x" * 100_000 + "needle"
+    await store.insert_many([_big_run("a", blob), run("small")])
+    await store.update_many([state("w", "running", RUNNING, arguments={"doc": blob})])  # worker first
+    await store.insert_many([_big_run("w", blob)])  # then its enqueue: no duplicate, no error
+    await store.update_many([state("a", "succeeded", FINISHED, arguments={"doc": blob}, finished_at=utcnow())])
+    async with store.engine.connect() as conn:
+        inline = dict((await conn.execute(text("SELECT id, length(CAST(arguments AS TEXT)) FROM runs"))).all())
+        side = (await conn.execute(text("SELECT run_id FROM run_arguments ORDER BY run_id"))).scalars().all()
+        assert inline["a"] < 10 and inline["w"] < 10, inline  # the rows stay small
+        assert side == ["a", "w"]
+        # a row written by a runtime before 0003 keeps its arguments inline
+        await conn.execute(
+            text("UPDATE runs SET arguments = :doc WHERE id = 'small'"), {"doc": '{"doc": "' + blob + '"}'}
+        )
+        await conn.commit()
+
+    for run_id in ("a", "w", "small"):
+        got = await store.get(run_id)
+        assert got is not None and got.arguments == {"doc": blob}, run_id
+    assert (await store.get("a")).status == "succeeded"  # type: ignore[union-attr]
+    assert {r.id for r in await store.find(search="needle")} == {"a", "w", "small"}
+    assert {r.id: r.arguments for r in await store.list()}["w"] == {"doc": blob}
+    assert (await store.get_many(["a"]))["a"].arguments == {"doc": blob}
+
+    assert await store.delete("w")
+    assert await store.prune(utcnow() + timedelta(seconds=1)) == ["a"]
+    await store.forget(["small"])
+    async with store.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM run_arguments"))).scalar_one() == 0
+        assert (await conn.execute(text("SELECT count(*) FROM runs"))).scalar_one() == 0
+    await store.close()
+
+
+async def test_forgetting_an_unstarted_run_keeps_the_arguments_of_one_a_worker_recorded(database_url):
+    store = RunStore(Settings(database_url=database_url).database_url)
+    await store.init()
+    blob = "y" * 50_000
+    await store.insert_many([_big_run("new", blob)])
+    await store.update_many([state("started", "running", RUNNING, arguments={"doc": blob})])
+    await store.forget(["new", "started"])
+    assert await store.get("new") is None
+    kept = await store.get("started")
+    assert kept is not None and kept.arguments == {"doc": blob}
+    await store.close()
