@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from emulator.embedded_redis import EmbeddedRedis
 
 STARTED = time.time()
 
@@ -22,13 +26,30 @@ def _state(manifest: str) -> dict[str, Any]:
         ) from None
 
 
+def _boot_redis(manifest: Path) -> EmbeddedRedis | None:
+    """Spawn the embedded Redis before importing the runtime, so that it boots on another core meanwhile (the
+    supervisor waits for it to answer before anything uses it). None when REDIS_URL names a Redis, or when
+    there is no manifest (`up` is about to say so, and should leave nothing behind)."""
+    if os.environ.get("REDIS_URL") or not manifest.is_file():
+        return None
+    from emulator.data_dir import prepare_data_dir
+    from emulator.embedded_redis import EmbeddedRedis
+
+    redis = EmbeddedRedis(prepare_data_dir(manifest.resolve().parent) / "redis")
+    redis.spawn()
+    return redis
+
+
 def up(args: argparse.Namespace) -> int:
     from runtime import gc_pause
 
     gc_pause.pause()  # back on once ready; a forked child turns its own on when it reports (child._report)
+    redis = _boot_redis(Path(args.manifest))
     from emulator.supervisor import Emulator
 
-    emulator = Emulator(Path(args.manifest), args.host, args.port, args.dashboard_port, not args.no_reload, STARTED)
+    emulator = Emulator(
+        Path(args.manifest), args.host, args.port, args.dashboard_port, not args.no_reload, STARTED, redis
+    )
     return emulator.up()
 
 

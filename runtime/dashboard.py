@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from croniter import croniter
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -434,6 +433,8 @@ def create_dashboard_app(
         body = call.get("body")
         content = body if isinstance(body, str) else (None if body is None else json.dumps(body))
         headers = {"content-type": "application/json"} if content else {}
+        import httpx  # only the invoke console uses it: not imported by every process that serves the dashboard
+
         transport = httpx.ASGITransport(app=web_app)
         async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
             started = time.perf_counter()

@@ -1,5 +1,6 @@
 """`emulator up` as a real subprocess on a throwaway app: it serves routes and tasks with the embedded Redis
-and SQLite, a port in use is a clear error, Ctrl-C leaves nothing behind, and a restart keeps queued tasks.
+and SQLite, a port in use is a clear error, Ctrl-C leaves nothing behind, a restart keeps queued tasks, and
+the embedded Redis boots while the runtime is imported.
 
 The helpers here (the app, `Emulator`, `start_emulator`) are shared with test_reload.py and test_invoke.py.
 """
@@ -337,5 +338,45 @@ def test_port_in_use_is_a_clear_error(spawn: Callable[..., Process], tmp_path: P
         assert process.wait(30) == 1
         assert "--dashboard-port" in process.output
         assert "Traceback" not in process.output
-    # it failed before starting anything: no embedded Redis was left running for the app
+    # nothing is left running for the app (the embedded Redis, spawned early, was stopped)
     assert not in_app(app)
+
+
+SPAWN_PROBE = """
+import sys
+
+from emulator import cli, embedded_redis
+
+
+def spawn(self, port=None):
+    heavy = [name for name in ("sqlalchemy", "taskiq", "uvicorn", "runtime.connections") if name in sys.modules]
+    print("imported when Redis was spawned:", heavy, flush=True)
+    raise SystemExit(0)
+
+
+embedded_redis.EmbeddedRedis.spawn = spawn
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_the_embedded_redis_boots_while_the_runtime_is_imported(spawn: Callable[..., Process], tmp_path: Path) -> None:
+    """`emulator up` spawns redis-server before it imports the runtime (SQLAlchemy, taskiq, uvicorn: most of its
+    start-up), so Redis boots on another core meanwhile rather than after them."""
+    app = make_app(tmp_path / "app")
+    args = ["up", "--port", str(free_port()), "--dashboard-port", str(free_port())]
+    process = spawn(["python", "-c", SPAWN_PROBE, *args], cwd=app, env={})
+    assert process.wait(60) == 0, process.output
+    assert "imported when Redis was spawned: []" in process.output, process.output
+
+
+def test_no_manifest_is_a_clear_error_and_starts_no_redis(spawn: Callable[..., Process], tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    process = spawn(
+        ["emulator", "up", "--port", str(free_port()), "--dashboard-port", str(free_port())],
+        cwd=tmp_path / "empty",
+        env={},
+    )
+    assert process.wait(30) == 1
+    assert "manifest.yaml" in process.output and "Traceback" not in process.output, process.output
+    assert not (tmp_path / "empty" / ".emulator").exists()
+    assert not in_app(tmp_path / "empty")
