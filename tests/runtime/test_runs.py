@@ -250,3 +250,53 @@ async def test_forgetting_an_unstarted_run_keeps_the_arguments_of_one_a_worker_r
     kept = await store.get("started")
     assert kept is not None and kept.arguments == {"doc": blob}
     await store.close()
+
+
+def _queued_row(run_id: str) -> dict[str, object]:
+    return {"id": run_id, "function": "f", "arguments": {}, "status": "queued", "enqueued_at": utcnow(), "history": []}
+
+
+async def test_a_small_insert_on_a_free_sqlite_database_makes_no_thread_hop(tmp_path):
+    """The hop to the insert thread costs more CPU than the insert itself: a free database is written on
+    the loop's thread, and a long run of such inserts still gets its WAL checkpointed."""
+    import threading
+
+    from runtime.sqlite_insert import CHECKPOINT_EVERY
+
+    store = RunStore(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}")
+    await store.init()
+    await store.insert_many([_queued_row("a")])
+    assert not [t for t in threading.enumerate() if t.name.startswith("runs-insert")], "the insert hopped"
+    assert await store.get("a") is not None
+    for i in range(CHECKPOINT_EVERY * 12):
+        await store.insert_many([_queued_row(f"r{i}")])
+    wal = tmp_path / "runs.db-wal"
+    # about 7 pages (the row, the indexes) per commit: unchecked, this WAL would pass 40 MB
+    assert wal.stat().st_size < 8_000_000, wal.stat().st_size
+    await store.close()
+
+
+async def test_an_insert_while_another_connection_holds_the_write_lock_waits_off_the_loop(tmp_path):
+    """With the database locked, the inline try gives up at once: the insert waits on its thread (the loop
+    keeps running) and lands once the lock is released."""
+    import asyncio
+    import sqlite3
+
+    store = RunStore(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}")
+    await store.init()
+    await store.insert_many([_queued_row("before")])  # the inline connection is open
+    other = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    inserting = asyncio.create_task(store.insert_many([_queued_row("locked")]))
+    ticks = 0
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not inserting.done() and ticks == 20
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(inserting, 10)
+    assert await store.get("locked") is not None
+    await store.insert_many([_queued_row("after")])  # inline again
+    assert await store.get("after") is not None
+    await store.close()
