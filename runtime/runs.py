@@ -8,7 +8,7 @@ import functools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel
@@ -44,6 +44,9 @@ from sqlmodel import Field, SQLModel
 from runtime import tracing
 from runtime.errors import ConfigError
 from runtime.sqlite_insert import SqliteInsert
+
+if TYPE_CHECKING:
+    from runtime.postgres_insert import PostgresInsert
 
 # the columns a worker's update writes; the rest are set at enqueue
 MUTABLE = (
@@ -200,14 +203,18 @@ class RunStore:
         else:
             kwargs |= {"pool_size": 5, "max_overflow": 5, "pool_pre_ping": True}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        self.sqlite_insert: SqliteInsert | None = (
-            None  # the enqueue's insert on a SQLite file (runtime/sqlite_insert.py)
-        )
+        # the enqueue's insert by the driver itself (runtime/sqlite_insert.py, runtime/postgres_insert.py)
+        self.fast_insert: SqliteInsert | PostgresInsert | None = None
+        if parsed.get_backend_name() == "postgresql" and self.engine.dialect.driver == "asyncpg":
+            from runtime.postgres_insert import PostgresInsert  # imports asyncpg: only on Postgres
+
+            _, connect_args = self.engine.dialect.create_connect_args(self.engine.url)
+            self.fast_insert = PostgresInsert(connect_args, self._insert_new, self.engine.dialect)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
                 path = str(Path(parsed.database).absolute())
-                self.sqlite_insert = SqliteInsert(path, self._insert_new, self.engine.dialect, _sqlite_pragmas)
+                self.fast_insert = SqliteInsert(path, self._insert_new, self.engine.dialect, _sqlite_pragmas)
 
     async def init(self) -> None:
         """Check the run store's schema before anything uses it: an empty database is created at the head
@@ -232,8 +239,8 @@ class RunStore:
                 await asyncio.sleep(0.2 * (attempt + 1))
 
     async def close(self) -> None:
-        if self.sqlite_insert is not None:
-            await self.sqlite_insert.close()
+        if self.fast_insert is not None:
+            await self.fast_insert.close()
         await self.engine.dispose()
 
     async def ping(self) -> None:
@@ -263,8 +270,8 @@ class RunStore:
         if not runs:
             return
         rows, side = _split_big([run.model_dump() if isinstance(run, Run) else run for run in runs])
-        if self.sqlite_insert is not None and not side and not tracing.enabled():  # traced: the instrumented engine
-            await self.sqlite_insert.insert(rows)
+        if self.fast_insert is not None and not side and not tracing.enabled():  # traced: the instrumented engine
+            await self.fast_insert.insert(rows)
             return
         async with self.engine.begin() as conn:
             await conn.execute(self._insert_new, rows)

@@ -34,14 +34,7 @@ CHECKPOINT_EVERY = 128  # inline commits between checkpoints on the thread (~100
 
 class SqliteInsert:
     def __init__(self, path: str, statement: Any, dialect: Dialect, pragmas: Callable[[Any, Any], None]) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self.sql: str = compiled.string
-        processors = compiled._bind_processors
-        # a key missing from a row takes its column's default, as SQLAlchemy's executemany gives it
-        defaults = {
-            c.name: c.default.arg for c in statement.table.columns if c.default is not None and c.default.is_scalar
-        }
-        self.steps = [(name, processors.get(name), defaults.get(name)) for name in compiled.positiontup or ()]
+        self.sql, self.steps = bind_steps(statement, dialect)
         self.path = path
         self.pragmas = pragmas
         self.conn: sqlite3.Connection | None = None  # opened, used and closed on the one thread
@@ -52,7 +45,7 @@ class SqliteInsert:
 
     async def insert(self, rows: list[dict[str, Any]]) -> None:
         """Insert these rows in one transaction (raises SQLAlchemy's wrapper of what sqlite3 raised)."""
-        params = [tuple(_value(row, step) for step in self.steps) for row in rows]
+        params = [bound(row, self.steps) for row in rows]
         loop = asyncio.get_running_loop()
         try:
             if len(params) <= INLINE_ROWS and not self.checkpointing and self._write_inline(params):
@@ -143,7 +136,23 @@ class SqliteInsert:
         self.thread.shutdown(wait=False)
 
 
-def _value(row: dict[str, Any], step: tuple[str, Callable[[Any], Any] | None, Any]) -> Any:
-    name, process, default = step
-    value = row[name] if name in row else default
-    return process(value) if process is not None else value
+Step = tuple[str, Callable[[Any], Any] | None, Any]  # a parameter's column, its bind processor, its default
+
+
+def bind_steps(statement: Any, dialect: Dialect) -> tuple[str, list[Step]]:
+    """SQLAlchemy's SQL for `statement` and, for each positional parameter, how a row gives its value: the
+    bind processor SQLAlchemy would apply (JSON, DateTime), and the column's default for a missing key (as
+    SQLAlchemy's executemany gives it)."""
+    compiled = statement.compile(dialect=dialect)
+    processors = compiled._bind_processors
+    defaults = {c.name: c.default.arg for c in statement.table.columns if c.default is not None and c.default.is_scalar}
+    return compiled.string, [(name, processors.get(name), defaults.get(name)) for name in compiled.positiontup or ()]
+
+
+def bound(row: dict[str, Any], steps: list[Step]) -> tuple[Any, ...]:
+    """A row's values in the statement's parameter order."""
+    values = []
+    for name, process, default in steps:
+        value = row[name] if name in row else default
+        values.append(process(value) if process is not None else value)
+    return tuple(values)

@@ -99,16 +99,17 @@ async def test_runtime_tables_are_created_on_start(tmp_path, redis_url, database
     await runtime.stop()
 
 
-async def test_the_sqlite_fast_insert_writes_the_rows_the_engine_writes(tmp_path):
-    """An enqueue's insert on a SQLite file goes through sqlite3 directly (runtime/sqlite_insert.py); each
-    column must be stored exactly as SQLAlchemy stores it, and its errors must be SQLAlchemy's types."""
+async def test_the_fast_insert_writes_the_rows_the_engine_writes(database_url):
+    """An enqueue's insert goes through the driver directly (sqlite3: runtime/sqlite_insert.py, asyncpg:
+    runtime/postgres_insert.py); each column must be stored exactly as SQLAlchemy stores it, and its errors
+    must be SQLAlchemy's types."""
     import pytest
     import sqlalchemy.exc
     from sqlalchemy import text
 
-    store = RunStore(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}")
+    store = RunStore(Settings(database_url=database_url).database_url)
     await store.init()
-    assert store.sqlite_insert is not None
+    assert store.fast_insert is not None
     when = utcnow()
     row = {
         "function": "f",
@@ -131,7 +132,7 @@ async def test_the_sqlite_fast_insert_writes_the_rows_the_engine_writes(tmp_path
         "idempotency_key": "k1",
     }
     await store.insert_many([row | {"id": "fast"}])
-    fast, store.sqlite_insert = store.sqlite_insert, None
+    fast, store.fast_insert = store.fast_insert, None
     await store.insert_many([row | {"id": "engine"}])
     async with store.engine.connect() as conn:
         stored = {r[0]: r[1:] for r in (await conn.execute(text("SELECT * FROM runs ORDER BY id"))).all()}
@@ -139,7 +140,7 @@ async def test_the_sqlite_fast_insert_writes_the_rows_the_engine_writes(tmp_path
     saved = await store.get("fast")
     assert saved is not None and saved.arguments == row["arguments"] and saved.deadline == row["deadline"]
 
-    store.sqlite_insert = fast
+    store.fast_insert = fast
     with pytest.raises(sqlalchemy.exc.IntegrityError):
         await store.insert_many([row | {"id": "bad", "function": None}])
     await store.insert_many([row | {"id": "after"}])  # the connection is still usable
@@ -299,4 +300,30 @@ async def test_an_insert_while_another_connection_holds_the_write_lock_waits_off
     assert await store.get("locked") is not None
     await store.insert_many([_queued_row("after")])  # inline again
     assert await store.get("after") is not None
+    await store.close()
+
+
+async def test_the_postgres_fast_insert_survives_a_dropped_connection(database_url):
+    """A connection the server dropped (a restart, a proxy, an administrator) is replaced within the same
+    insert, as the engine's pre-ping would: the enqueue's record is still saved."""
+    import psycopg2
+    import pytest
+    from sqlalchemy.exc import DBAPIError
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the asyncpg insert")
+    store = RunStore(Settings(database_url=database_url).database_url)
+    await store.init()
+    await store.insert_many([_queued_row("first")])
+    conn = store.fast_insert.conn  # type: ignore[union-attr]
+    assert conn is not None
+    with psycopg2.connect(database_url) as admin, admin.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (conn.get_server_pid(),))
+    await store.insert_many([_queued_row("after")])
+    assert await store.get("after") is not None
+
+    store.fast_insert.connect_args["port"] = 1  # type: ignore[union-attr]  # nothing listens there
+    await store.fast_insert._drop()  # type: ignore[union-attr]
+    with pytest.raises((DBAPIError, OSError)):
+        await store.insert_many([_queued_row("unreachable")])
     await store.close()
