@@ -22,16 +22,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from runtime.sqlite_insert import bind_steps, bound
 
 CONNECT_TIMEOUT = 10.0  # seconds, as the engine's
-# what SQLAlchemy's asyncpg adapter takes out of the connect arguments before asyncpg sees them
-# the connection is gone or unusable (the insert may be tried again on a new one)
+# the connection is gone or unusable (the insert may be tried again on a new one); OSError covers
+# ConnectionError and TimeoutError
 BROKEN = (
     asyncpg.PostgresConnectionError,  # the connection was closed, or could not be made
     asyncpg.OperatorInterventionError,  # the server is shutting down, or terminated this connection
     asyncpg.InterfaceError,
     OSError,
-    ConnectionError,
-    TimeoutError,
 )
+# what SQLAlchemy's asyncpg adapter takes out of the connect arguments before asyncpg sees them
 _ADAPTER_ONLY = ("async_creator_fn", "prepared_statement_cache_size", "prepared_statement_name_func")
 
 
@@ -41,7 +40,6 @@ class PostgresInsert:
         self.connect_args = {k: v for k, v in connect_args.items() if k not in _ADAPTER_ONLY}
         self.conn: asyncpg.Connection | None = None
         self.lock = asyncio.Lock()  # one statement at a time on the connection
-        self.fresh = False  # whether the last try opened its connection
 
     async def insert(self, rows: list[dict[str, Any]]) -> None:
         """Insert these rows atomically (raises SQLAlchemy's wrapper of what asyncpg raised). A connection
@@ -50,26 +48,26 @@ class PostgresInsert:
         params = [bound(row, self.steps) for row in rows]
         async with self.lock:
             for attempt in (1, 2):
+                fresh = self.conn is None or self.conn.is_closed()
                 try:
-                    await self._execute(params)
+                    await self._execute(params, fresh)
                     return
                 except asyncpg.IntegrityConstraintViolationError as exc:
                     raise IntegrityError(self.sql, params[:1], exc) from exc
                 except BROKEN as exc:
-                    await self._drop()
-                    if attempt == 2 or self.fresh:  # a new connection that fails: the database is away
-                        if isinstance(exc, OSError | ConnectionError | TimeoutError):
+                    self._drop()
+                    if attempt == 2 or fresh:  # a new connection that fails: the database is away
+                        if isinstance(exc, OSError):
                             raise
                         raise DBAPIError(self.sql, params[:1], exc) from exc
                 except asyncpg.PostgresError as exc:
                     raise DBAPIError(self.sql, params[:1], exc) from exc
                 except BaseException:  # cancelled mid-statement: the connection's state is unknown
-                    await self._drop()
+                    self._drop()
                     raise
 
-    async def _execute(self, params: list[tuple[Any, ...]]) -> None:
-        self.fresh = self.conn is None or self.conn.is_closed()
-        if self.fresh:
+    async def _execute(self, params: list[tuple[Any, ...]], fresh: bool) -> None:
+        if fresh:
             self.conn = await asyncpg.connect(**self.connect_args, timeout=CONNECT_TIMEOUT)
         assert self.conn is not None
         if len(params) == 1:
@@ -77,7 +75,7 @@ class PostgresInsert:
         else:
             await self.conn.executemany(self.sql, params)
 
-    async def _drop(self) -> None:
+    def _drop(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
             with contextlib.suppress(Exception):  # already broken

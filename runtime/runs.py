@@ -260,8 +260,8 @@ class RunStore:
             where=table.c.version < statement.excluded.version,
         )
 
-    def _insert(self) -> Any:
-        table = Run.__table__  # type: ignore[attr-defined]
+    def _insert(self, model: Any = Run) -> Any:
+        table = model.__table__
         return (sqlite_insert if self.is_sqlite else postgresql_insert)(table)
 
     async def insert_many(self, runs: list[Run] | list[dict[str, Any]]) -> None:
@@ -280,10 +280,7 @@ class RunStore:
 
     @functools.cached_property
     def _insert_arguments(self) -> Any:
-        table = RunArguments.__table__  # type: ignore[attr-defined]
-        return (sqlite_insert if self.is_sqlite else postgresql_insert)(table).on_conflict_do_nothing(
-            index_elements=["run_id"]
-        )
+        return self._insert(RunArguments).on_conflict_do_nothing(index_elements=["run_id"])
 
     @functools.cached_property
     def _insert_new(self) -> Any:

@@ -76,16 +76,22 @@ class SqliteInsert:
                 self._close_inline()
             return False
         try:
-            conn.executemany(self.sql, params)
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError):  # the next insert starts on a new connection
-                self._close_inline()
+            self._commit(conn, params)
+        except sqlite3.OperationalError:  # gone, read-only: the next insert starts on a new connection
+            self._close_inline()
             raise
         self.inline_commits += 1
         return True
+
+    def _commit(self, conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> None:
+        """The rows, in the transaction BEGIN IMMEDIATE opened: committed, or rolled back if they fail."""
+        try:
+            conn.executemany(self.sql, params)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # what failed is the error to raise
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database. No insert of this store writes meanwhile, so the copy can finish
@@ -113,12 +119,7 @@ class SqliteInsert:
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(self.sql, params)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            self._commit(conn, params)
         except sqlite3.OperationalError:  # locked, gone, read-only: the next insert starts on a new connection
             self._close()
             raise

@@ -323,7 +323,7 @@ async def test_the_postgres_fast_insert_survives_a_dropped_connection(database_u
     assert await store.get("after") is not None
 
     store.fast_insert.connect_args["port"] = 1  # type: ignore[union-attr]  # nothing listens there
-    await store.fast_insert._drop()  # type: ignore[union-attr]
+    store.fast_insert._drop()  # type: ignore[union-attr]
     with pytest.raises((DBAPIError, OSError)):
         await store.insert_many([_queued_row("unreachable")])
     await store.close()
