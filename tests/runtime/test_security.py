@@ -258,7 +258,10 @@ def listening_address(pid: int, port: int) -> str:
     """The address a process listens on at `port`, from /proc/net/tcp (IPv4)."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(fd) if fd.is_symlink() else ""
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed since the listing: the process opens and closes files as it starts
+            continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
