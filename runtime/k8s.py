@@ -208,14 +208,11 @@ class _Renderer:
         secrets: list[str],
         pre_stop: bool = False,
     ) -> Object:
-        container: Object = {
-            "name": component,
-            "image": self.image,
-            "args": args,
-            "ports": ports,
-            "envFrom": [{"configMapRef": {"name": self.name("settings")}}],
-            "env": self.secret_env(*secrets),
-        }
+        container: Object = {"name": component, "image": self.image, "args": args}
+        if ports:
+            container["ports"] = ports
+        container["envFrom"] = [{"configMapRef": {"name": self.name("settings")}}]
+        container["env"] = self.secret_env(*secrets)
         container |= probes
         if pre_stop:
             # An exec sleep rather than the `sleep` action: that one needs Kubernetes 1.30+.
@@ -255,6 +252,7 @@ class _Renderer:
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
                 "terminationGracePeriodSeconds": grace_seconds,
+                "initContainers": [self.migrate_container()],
                 "containers": [container],
                 "volumes": [
                     {"name": "manifest", "configMap": {"name": self.name("manifest")}},
@@ -262,6 +260,19 @@ class _Renderer:
                 ],
             },
         }
+
+    def migrate_container(self) -> Object:
+        """`runtime db upgrade` before the process starts: a new release's pods bring the run store's schema up
+        to date themselves (an advisory lock makes concurrent upgrades take turns; an up-to-date schema is a
+        no-op), and a process never meets a schema older than it needs."""
+        return self.container(
+            "migrate",
+            ["db", "upgrade"],
+            [],
+            {},
+            {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+            ["database-url"],
+        )
 
     def deployment(
         self, component: str, template: Object, replicas: int | None, strategy: Object | None = None

@@ -158,7 +158,15 @@ def seconds(duration: str) -> float:
 
 
 def test_compose_has_every_service(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"redis", "postgres", *APP_SERVICES}
+    assert set(compose["services"]) == {"redis", "postgres", "migrate", *APP_SERVICES}
+
+
+def test_compose_upgrades_the_run_store_before_any_process_starts(compose: dict[str, Any]) -> None:
+    migrate = compose["services"]["migrate"]
+    assert migrate["command"] == ["db", "upgrade"] and migrate["build"] == "."
+    assert migrate["restart"] == "no"  # it runs once and exits
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert migrate["environment"]["DATABASE_URL"] == compose["services"]["worker"]["environment"]["DATABASE_URL"]
 
 
 def test_redis_persists_tasks_on_a_named_volume(compose: dict[str, Any]) -> None:
@@ -193,6 +201,7 @@ def test_app_services_wait_for_healthy_dependencies(compose: dict[str, Any], nam
     assert depends == {
         "redis": {"condition": "service_healthy"},
         "postgres": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
     }
 
 

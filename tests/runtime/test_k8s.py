@@ -80,7 +80,9 @@ def workloads(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def containers(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    return [(w, c) for w in workloads(objects) for c in w["spec"]["template"]["spec"]["containers"]]
+    """Every container of every workload, init containers included."""
+    pods = [(w, w["spec"]["template"]["spec"]) for w in workloads(objects)]
+    return [(w, c) for w, pod in pods for c in pod.get("initContainers", []) + pod["containers"]]
 
 
 def quantity(value: str | int) -> Decimal:
@@ -281,7 +283,7 @@ def test_pods_run_as_non_root_with_a_read_only_root(objects: list[dict[str, Any]
         assert security["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
         tmp = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
-        for container in pod["containers"]:
+        for container in pod.get("initContainers", []) + pod["containers"]:
             context = container["securityContext"]
             assert context["readOnlyRootFilesystem"] is True
             assert context["allowPrivilegeEscalation"] is False
@@ -430,6 +432,19 @@ def test_processes_run_the_rendered_manifest() -> None:
         assert container["envFrom"] == [{"configMapRef": {"name": "first-sip-settings"}}]
     settings = one(objects, "ConfigMap", "first-sip-settings")["data"]
     assert settings["ENV"] == "production" and float(settings["SHUTDOWN_TIMEOUT"]) == SHUTDOWN_TIMEOUT
+
+
+def test_every_app_pod_upgrades_the_run_store_before_it_starts(objects: list[dict[str, Any]]) -> None:
+    for workload in workloads(objects):
+        pod = workload["spec"]["template"]["spec"]
+        if workload["metadata"]["name"].endswith("-redis"):
+            assert "initContainers" not in pod
+            continue
+        (init,) = pod["initContainers"]
+        assert init["args"] == ["db", "upgrade"] and init["image"] == IMAGE
+        assert init["envFrom"] == pod["containers"][0]["envFrom"]
+        assert {e["valueFrom"]["secretKeyRef"]["key"] for e in init["env"]} == {"database-url"}
+        assert not {"ports", "startupProbe", "readinessProbe", "livenessProbe"} & set(init)
 
 
 def checksums(objects: list[dict[str, Any]]) -> set[str]:

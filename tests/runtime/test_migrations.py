@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy import MetaData, Table, create_engine, inspect, text
 
 from runtime import Runtime
@@ -278,6 +279,31 @@ def test_db_upgrade_names_an_unreachable_database(tmp_path: Path) -> None:
     where = "DATABASE_URL=postgresql+asyncpg://app:***@127.0.0.1:1/nowhere"
     assert done.stderr.startswith(f"error: cannot upgrade the database at {where}: ")
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_kubernetes_pods_upgrade_an_old_database_before_they_start(database_url: str, tmp_path: Path) -> None:
+    """Each rendered pod's init container is `runtime db upgrade`, run with the pod's own settings: a new
+    release deployed on a 0.1.0 store brings it to the head before its processes meet it."""
+    from runtime.k8s import render_kubernetes
+    from runtime.manifest import parse_manifest
+
+    text = MANIFEST.replace("{module}", "app")
+    objects = render_kubernetes(parse_manifest(yaml.safe_load(text)), text, "first-sip:test")
+    settings = next(o for o in objects if o["metadata"]["name"].endswith("-settings"))["data"]
+    pods = [o["spec"]["template"]["spec"] for o in objects if o["kind"] == "Deployment"]
+    inits = [pod["initContainers"] for pod in pods if pod["containers"][0]["name"] != "redis"]
+    assert len(inits) == 3  # worker, scheduler, dashboard (this app has no routes: no web)
+    args = {tuple(container["args"]) for (container,) in inits}
+    assert args == {("db", "upgrade")}
+
+    create_0_1_0(database_url)
+    env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), **settings, "DATABASE_URL": database_url}
+    done = subprocess.run(
+        [command("runtime"), "db", "upgrade"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"upgraded from 0001 to {SCHEMA_HEAD}" in done.stdout
+    assert schema(database_url)[2] == SCHEMA_HEAD
 
 
 # --- processes on an old, an empty and a newer schema -----------------------------------------------------
