@@ -317,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             why = profile.available()
             ours_web = next(w for w in WEB_SYSTEMS if w.key == "ours")
             postgres = next(s for s in TASK_SYSTEMS if s.key == "ours-postgres")
+            enqueues = max(2000, args.tasks // 4)  # a second or more: py-spy attaches after the first one
             jobs: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
                 (
                     "drain-sqlite",
@@ -331,12 +332,12 @@ def main(argv: list[str] | None = None) -> int:
                 (
                     "drain-1mb-sqlite",
                     "worker draining 1 MB payloads, records on SQLite",
-                    lambda: profile.drain(OURS, redis, max(20, int(args.payload_mb)), tmpdir, size=1_000_000),
+                    lambda: profile.drain(OURS, redis, max(200, int(args.payload_mb)), tmpdir, size=1_000_000),
                 ),
                 (
                     "enqueue",
-                    f"producer: {args.tasks // 4:,} single `await fn.enqueue()` calls (start to exit)",
-                    lambda: profile.enqueue(OURS, redis, args.tasks // 4, tmpdir),
+                    f"producer: {enqueues:,} single `await fn.enqueue()` calls (first enqueue to exit)",
+                    lambda: profile.enqueue(OURS, redis, enqueues, tmpdir),
                 ),
                 (
                     "http",

@@ -6,6 +6,12 @@ while it does one job the goals measure: drain no-op tasks (run records on SQLit
 emulator. `fold` sorts the samples into idle and busy and shares the busy ones out by area (a system
 call, a GIL wait, the collector, imports, or the package of the innermost Python frame), by function,
 and by the innermost frame of ours, so a goal that is not met comes with what limits it.
+
+Native frames are sampled only once a process has started: py-spy re-reads the symbols of every shared
+library a process loads, so native sampling from spawn slowed imports about 35x (a 1 s import took 35 s,
+and the start-up profile timed out). The start-up profiles (a worker, the emulator) sample Python frames
+only, which is where imports show, and leave idle samples out by py-spy's own test (without native
+frames `fold` cannot tell a wait from work); the enqueue profile attaches after the first enqueue.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 from bench import procs, web
 from bench.redis_server import RedisServer
 from bench.systems import TaskSystem, WebSystem
-from bench.tasks import _producer, _run_dir, _wait_done
+from bench.tasks import _producer, _run_dir, _tail, _wait_done
 
 RATE = 250
 PYTHON_FRAME = re.compile(r"\((?:[^()]*\.py|<[^>]*>):\d+\)$")
@@ -140,10 +146,10 @@ def _function(frame: str) -> str:
     return f"{name} ({'/'.join(parts[-2:])})"
 
 
-def fold(raw: Path) -> dict[str, Any]:
+def fold(raw: Path, *, idle: bool = True) -> dict[str, Any]:
     """Fold py-spy's raw output ('[process …;]thread (tid)[: name];frame;…;leaf count' per line, native
     frames included) into: how busy each process's main thread (its lowest thread id: the event loop's)
-    is, and where all threads' busy time goes."""
+    is, and where all threads' busy time goes. Without idle samples (`idle=False`) the first is unknown."""
     samples: list[tuple[str, int, list[str], int]] = []  # process, thread id, frames, count
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
@@ -188,23 +194,23 @@ def fold(raw: Path) -> dict[str, Any]:
 
     return {
         "samples": busy,
-        "main_busy": main_busy / main_total if main_total else None,
+        "main_busy": main_busy / main_total if main_total and idle else None,
         "areas": shares(areas, 12),
         "functions": shares(functions, TOP),
         "ours": shares(ours, TOP),
     }
 
 
-def _record(out: Path) -> list[str]:
-    """py-spy record: every thread, idle ones too (sorted out by `fold`), native frames, raw output."""
+def _record(out: Path, *, native: bool = True) -> list[str]:
+    """py-spy record, raw output, every thread: with native frames and idle samples (sorted out by `fold`),
+    or neither (py-spy drops idle samples itself; see the module's note)."""
     return [
         _pyspy() or "py-spy",
         "record",
         "--rate",
         str(RATE),
-        "--native",
+        *(["--native", "--idle"] if native else []),
         "--threads",
-        "--idle",
         "--format",
         "raw",
         "-o",
@@ -252,14 +258,35 @@ def drain(system: TaskSystem, redis: RedisServer, n: int, tmpdir: Path, size: in
 
 
 def enqueue(system: TaskSystem, redis: RedisServer, n: int, tmpdir: Path) -> dict[str, Any]:
-    """The producer's pre-fill (n single `await fn.enqueue()` calls), sampled from start to exit."""
+    """The producer's pre-fill (n single `await fn.enqueue()` calls), sampled from its first enqueue to its
+    exit (its imports and start are the start-up profiles' business)."""
     redis.flush()
     tmpdir = _run_dir(tmpdir, "profile-enqueue", system)
-    out = tmpdir / "enqueue.raw"
-    procs.run(
-        [*_record(out), "--", *system.producer("fill", n)], env=system.env(redis.url, tmpdir), timeout=120 + n / 50
-    )
-    return fold(out)
+    log = tmpdir / "producer.log"
+    proc = procs.spawn(system.producer("fill", n), env=system.env(redis.url, tmpdir), cwd=system.cwd, log=log)
+    with procs.running(proc):
+        _wait_queued(redis, proc, timeout=60, log=log)
+        sampler = Sampler(proc.pid, tmpdir / "enqueue.raw")
+        try:
+            code = proc.wait(timeout=120 + n / 50)
+        finally:
+            result = sampler.stop()
+    if code != 0:
+        raise RuntimeError(f"producer exited {code}: {_tail(log)}")
+    return result
+
+
+def _wait_queued(redis: RedisServer, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    """Until some stream holds an entry: the producer has started and enqueued."""
+    deadline = time.monotonic() + timeout
+    with redis.client() as c:
+        while time.monotonic() < deadline:
+            if any(c.xlen(key) for key in c.scan_iter(_type="STREAM", count=1000)):
+                return
+            if proc.poll() is not None:
+                raise RuntimeError(f"producer exited {proc.returncode} before enqueuing: {_tail(log)}")
+            time.sleep(0.005)
+    raise RuntimeError(f"producer enqueued nothing within {timeout:.0f}s: {_tail(log)}")
 
 
 def startup(system: TaskSystem, redis: RedisServer, tmpdir: Path) -> dict[str, Any]:
@@ -268,7 +295,8 @@ def startup(system: TaskSystem, redis: RedisServer, tmpdir: Path) -> dict[str, A
     tmpdir = _run_dir(tmpdir, "profile-startup", system)
     _producer(system, "fill", 1, redis, tmpdir)
     out, log = tmpdir / "startup.raw", tmpdir / "worker.log"
-    proc = procs.spawn([*_record(out), "--", *system.worker("startup")], env=system.env(redis.url, tmpdir), log=log)
+    argv = [*_record(out, native=False), "--", *system.worker("startup")]
+    proc = procs.spawn(argv, env=system.env(redis.url, tmpdir), log=log)
     with procs.running(proc, sig=signal.SIGINT):
         _wait_done(redis, proc, 1, timeout=60, log=log)
         proc.send_signal(signal.SIGINT)  # py-spy writes its file and stops its child
@@ -276,7 +304,7 @@ def startup(system: TaskSystem, redis: RedisServer, tmpdir: Path) -> dict[str, A
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             pass
-    return fold(out)
+    return fold(out, idle=False)
 
 
 def emulator_up(tmpdir: Path) -> dict[str, Any]:
@@ -284,11 +312,11 @@ def emulator_up(tmpdir: Path) -> dict[str, Any]:
     from bench.startup import emulator_startup
 
     out = tmpdir / "emulator.raw"
-    emulator_startup(tmpdir, "profile", wrap=(*_record(out), "--subprocesses", "--"))
+    emulator_startup(tmpdir, "profile", wrap=(*_record(out, native=False), "--subprocesses", "--"))
     deadline = time.monotonic() + 30
     while not out.exists() and time.monotonic() < deadline:  # py-spy writes once the emulator is gone
         time.sleep(0.1)
-    return fold(out)
+    return fold(out, idle=False)
 
 
 def http(system: WebSystem, redis: RedisServer, seconds: float, tmpdir: Path) -> dict[str, Any]:

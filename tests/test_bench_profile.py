@@ -57,6 +57,19 @@ def test_fold_refuses_a_profile_with_no_busy_sample(tmp_path: Path) -> None:
         profile.fold(raw)
 
 
+def test_a_profile_without_idle_samples_claims_no_busy_share(tmp_path: Path) -> None:
+    """The start-up profiles sample Python frames only, and py-spy leaves idle samples out: how busy the
+    loop thread was is then unknown, not 100%."""
+    raw = tmp_path / "x.raw"
+    raw.write_text(f"{MAIN};<module> (runtime/worker.py:3);_find_and_load (<frozen importlib._bootstrap>:1176) 7\n")
+    folded = profile.fold(raw, idle=False)
+    assert folded["samples"] == 7 and folded["main_busy"] is None
+    assert dict(folded["areas"]) == {"imports (module loading and top-level code)": 1.0}
+    python_only = profile._record(raw, native=False)
+    assert "--native" not in python_only and "--idle" not in python_only
+    assert {"--native", "--idle"} <= set(profile._record(raw))
+
+
 SPIN = """
 import time
 def spin_here():
