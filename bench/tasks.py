@@ -51,6 +51,10 @@ def _tail(log: Path, n: int = 1500) -> str:
         return ""
 
 
+class NotDone(RuntimeError):
+    """Fewer tasks done than awaited within the time given."""
+
+
 def _wait_done(redis: RedisServer, proc: Any, n: int, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     with redis.client() as c:
@@ -62,7 +66,7 @@ def _wait_done(redis: RedisServer, proc: Any, n: int, timeout: float, log: Path)
                 raise RuntimeError(f"worker exited {proc.returncode} after {done}/{n} tasks: {_tail(log)}")
             time.sleep(0.02)
         done = int(c.get(probe.DONE) or 0)
-    raise RuntimeError(f"only {done}/{n} tasks done after {timeout:.0f}s: {_tail(log)}")
+    raise NotDone(f"only {done}/{n} tasks done after {timeout:.0f}s: {_tail(log)}")
 
 
 def _redis_cpu(redis: RedisServer) -> float:
