@@ -432,10 +432,12 @@ def goals_table(results: Results) -> str:
 
 PROFILES = """\
 py-spy (`bench/profile.py`) samples one process of ours at 250 Hz, every thread, native frames
-included, while it does the job a goal measures, in this same run. A sample is *idle* when its thread
+included, while it does the job a goal measures, for 10 s at most. A sample is *idle* when its thread
 waits (epoll, a lock, a queue); the rest are *busy* and are shared out by what the innermost frame is:
 a system call (socket I/O, `getpid`), a GIL wait, or the package of the innermost Python frame (C code
-such as sqlite3 counts for the Python frame that called it)."""
+such as sqlite3 counts for the Python frame that called it). The start-up profiles (emulator-up,
+startup) sample Python frames only, with py-spy's own idle test: native sampling from spawn slowed
+imports ~35x on this machine. Their loop's busy share is therefore unknown (–)."""
 
 LIMITS_FILE = Path(__file__).with_name("limits.md")  # written by hand from a full run's profiles
 
