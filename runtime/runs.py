@@ -6,6 +6,8 @@ import asyncio
 import builtins
 import functools
 import json
+import logging
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Index,
+    Integer,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -47,6 +50,8 @@ from runtime.sqlite_insert import SqliteInsert
 
 if TYPE_CHECKING:
     from runtime.postgres_insert import PostgresInsert
+
+logger = logging.getLogger("runtime.runs")
 
 # the columns a worker's update writes; the rest are set at enqueue
 MUTABLE = (
@@ -93,6 +98,8 @@ class Run(SQLModel, table=True):
     __table_args__ = (
         Index("ix_runs_status_enqueued_at_id", "status", "enqueued_at", "id"),
         Index("ix_runs_function_enqueued_at_id", "function", "enqueued_at", "id"),
+        # the dashboard's runs finished per minute, and `runtime queues`' last hour (schema revision 0004)
+        Index("ix_runs_finished_at", "finished_at"),
     )
 
     id: str = Field(primary_key=True, max_length=32)
@@ -140,6 +147,69 @@ class RunArguments(SQLModel, table=True):
 
     run_id: str = Field(primary_key=True, max_length=32)
     arguments: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class RunCount(SQLModel, table=True):
+    """Changes to the number of runs per function and status, so counting them never scans `runs`
+    (schema revision 0004). Triggers on `runs` append a row per change (+1 for the new status, -1 for the
+    old): appending takes no lock another writer waits for, where one counter row per function and
+    status would serialise the writers' commits (and deadlock two Postgres transactions taking them in
+    different orders). `RunStore.fold_counts()` sums the rows into one per function and status, now and
+    then, so what a count reads stays small."""
+
+    __tablename__ = "run_counts"
+
+    # BIGSERIAL on Postgres (every change takes an id); on SQLite, INTEGER PRIMARY KEY is the rowid
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    )
+    function: str = Field(max_length=200)
+    status: str = Field(max_length=16)
+    n: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+_COUNT = "INSERT INTO run_counts (function, status, n) VALUES"
+COUNT_TRIGGERS = {
+    "sqlite": (
+        f"CREATE TRIGGER runs_count_insert AFTER INSERT ON runs BEGIN {_COUNT} (NEW.function, NEW.status, 1); END",
+        "CREATE TRIGGER runs_count_update AFTER UPDATE OF function, status ON runs"
+        " WHEN OLD.status IS NOT NEW.status OR OLD.function IS NOT NEW.function"
+        f" BEGIN {_COUNT} (OLD.function, OLD.status, -1), (NEW.function, NEW.status, 1); END",
+        f"CREATE TRIGGER runs_count_delete AFTER DELETE ON runs BEGIN {_COUNT} (OLD.function, OLD.status, -1); END",
+    ),
+    "postgresql": (
+        f"""CREATE OR REPLACE FUNCTION runs_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        {_COUNT} (NEW.function, NEW.status, 1);
+    ELSIF TG_OP = 'DELETE' THEN
+        {_COUNT} (OLD.function, OLD.status, -1);
+    ELSIF OLD.status IS DISTINCT FROM NEW.status OR OLD.function IS DISTINCT FROM NEW.function THEN
+        {_COUNT} (OLD.function, OLD.status, -1), (NEW.function, NEW.status, 1);
+    END IF;
+    RETURN NULL;
+END $$""",
+        "CREATE TRIGGER runs_count AFTER INSERT OR UPDATE OF function, status OR DELETE ON runs"
+        " FOR EACH ROW EXECUTE FUNCTION runs_count()",
+    ),
+}
+DROP_COUNT_TRIGGERS = {
+    "sqlite": tuple(f"DROP TRIGGER IF EXISTS runs_count_{op}" for op in ("insert", "update", "delete")),
+    "postgresql": ("DROP TRIGGER IF EXISTS runs_count ON runs", "DROP FUNCTION IF EXISTS runs_count()"),
+}
+COUNT_ALL = (
+    "INSERT INTO run_counts (function, status, n) SELECT function, status, COUNT(*) FROM runs GROUP BY function, status"
+)
+FOLD_EVERY = 5.0  # seconds between a writer's folds of run_counts
+
+
+def count_runs_from_now_on(conn: Connection) -> None:
+    """Create the triggers that keep `run_counts` and count the runs already there. In one transaction
+    with the triggers, no write falls between the two."""
+    for statement in COUNT_TRIGGERS[conn.dialect.name]:
+        conn.exec_driver_sql(statement)
+    conn.exec_driver_sql("DELETE FROM run_counts")  # left by a `runs` table dropped by hand, say
+    conn.exec_driver_sql(COUNT_ALL)
 
 
 BIG_ARGUMENTS = 16_384  # characters: arguments this big are kept in `run_arguments`, not in the run's row
@@ -205,6 +275,8 @@ class RunStore:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         # the enqueue's insert by the driver itself (runtime/sqlite_insert.py, runtime/postgres_insert.py)
         self.fast_insert: SqliteInsert | PostgresInsert | None = None
+        self._fold_due = time.monotonic() + FOLD_EVERY  # see fold_counts_now_and_then
+        self._folding: asyncio.Task[None] | None = None
         if parsed.get_backend_name() == "postgresql" and self.engine.dialect.driver == "asyncpg":
             from runtime.postgres_insert import PostgresInsert  # imports asyncpg: only on Postgres
 
@@ -239,6 +311,11 @@ class RunStore:
                 await asyncio.sleep(0.2 * (attempt + 1))
 
     async def close(self) -> None:
+        folding = self._folding
+        if folding is not None and folding.get_loop() is asyncio.get_running_loop():
+            # a fold under way may finish (one short transaction), unless the database does not answer
+            await asyncio.wait([folding], timeout=2)
+            folding.cancel()
         if self.fast_insert is not None:
             await self.fast_insert.close()
         await self.engine.dispose()
@@ -272,11 +349,12 @@ class RunStore:
         rows, side = _split_big([run.model_dump() if isinstance(run, Run) else run for run in runs])
         if self.fast_insert is not None and not side and not tracing.enabled():  # traced: the instrumented engine
             await self.fast_insert.insert(rows)
-            return
-        async with self.engine.begin() as conn:
-            await conn.execute(self._insert_new, rows)
-            if side:  # a worker that recorded the run first wrote them already
-                await conn.execute(self._insert_arguments, side)
+        else:
+            async with self.engine.begin() as conn:
+                await conn.execute(self._insert_new, rows)
+                if side:  # a worker that recorded the run first wrote them already
+                    await conn.execute(self._insert_arguments, side)
+        self.fold_counts_now_and_then()
 
     @functools.cached_property
     def _insert_arguments(self) -> Any:
@@ -311,6 +389,7 @@ class RunStore:
                 if side:
                     await conn.execute(self._insert_arguments, side)
             await conn.execute(self._upsert, updates)
+        self.fold_counts_now_and_then()
 
     def runs(self, *columns: Any) -> Any:
         """SELECT of runs (whole rows, or `columns`) with their big arguments joined."""
@@ -359,29 +438,74 @@ class RunStore:
         return [as_run(row) for row in rows]
 
     async def counts(self) -> dict[str, dict[str, int]]:
-        """Runs per function and status: {function: {status: n}}."""
-        table = Run.__table__  # type: ignore[attr-defined]
-        query = select(table.c.function, table.c.status, func.count()).group_by(table.c.function, table.c.status)
+        """Runs per function and status: {function: {status: n}}, summed from `run_counts` (the rows
+        written since the last fold, and one per function and status before it)."""
+        self.fold_counts_now_and_then()
+        table = RunCount.__table__  # type: ignore[attr-defined]
+        query = select(table.c.function, table.c.status, func.sum(table.c.n)).group_by(table.c.function, table.c.status)
         out: dict[str, dict[str, int]] = {}
         async with self.engine.connect() as conn:
             for function, status, count in (await conn.execute(query)).all():
-                out.setdefault(function, {})[status] = count
+                if count:  # a function whose runs were all deleted, a status no run has any more
+                    out.setdefault(function, {})[status] = int(count)
         return out
+
+    async def fold_counts(self) -> None:
+        """Sum `run_counts` into one row per function and status. On Postgres in one statement, which
+        deletes only the rows its snapshot sees (a concurrent writer's rows stay for the next fold); on
+        SQLite with the write lock held from the start."""
+        async with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                await conn.exec_driver_sql(
+                    "WITH gone AS (DELETE FROM run_counts RETURNING function, status, n) "
+                    "INSERT INTO run_counts (function, status, n) "
+                    "SELECT function, status, SUM(n) FROM gone GROUP BY function, status HAVING SUM(n) <> 0"
+                )
+                return
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            last = (await conn.exec_driver_sql("SELECT MAX(id) FROM run_counts")).scalar()
+            if last is None:
+                return
+            await conn.execute(
+                text(
+                    "INSERT INTO run_counts (function, status, n) SELECT function, status, SUM(n) FROM run_counts"
+                    " WHERE id <= :last GROUP BY function, status HAVING SUM(n) <> 0"
+                ),
+                {"last": last},
+            )
+            await conn.execute(text("DELETE FROM run_counts WHERE id <= :last"), {"last": last})
+
+    def fold_counts_now_and_then(self) -> None:
+        """Start a fold of `run_counts` in the background if this process has not folded for FOLD_EVERY
+        seconds (no enqueue or worker batch waits on it). A fold that fails is logged: the rows stay and are
+        summed all the same, and the next fold takes them."""
+        now = time.monotonic()
+        if now < self._fold_due or (self._folding is not None and not self._folding.done()):
+            return
+        self._fold_due = now + FOLD_EVERY
+        self._folding = asyncio.create_task(self._fold_logged())
+
+    async def _fold_logged(self) -> None:
+        try:
+            await self.fold_counts()
+        except DATABASE_ERRORS as exc:
+            logger.warning("cannot fold the run counts: %s", exc)
 
     async def throughput(self, minutes: int = 60, now: datetime | None = None) -> builtins.list[dict[str, Any]]:
         """Runs finished per minute over the last `minutes` (oldest first, every minute present):
-        [{"minute": "2026-01-01T10:04:00Z", "succeeded": n, "failed": n}]. Counted from `finished_at`."""
+        [{"minute": "2026-01-01T10:04:00Z", "succeeded": n, "failed": n, "cancelled": n}]. Counted from
+        `finished_at`."""
         table = Run.__table__  # type: ignore[attr-defined]
         end = (now or utcnow()).replace(second=0, microsecond=0)
         start = end - timedelta(minutes=minutes - 1)
-        buckets = {start + timedelta(minutes=i): {"succeeded": 0, "failed": 0} for i in range(minutes)}
-        query = select(table.c.finished_at, table.c.status).where(
-            table.c.finished_at >= start, table.c.status.in_(FINAL)
-        )
+        buckets = {start + timedelta(minutes=i): dict.fromkeys(FINAL, 0) for i in range(minutes)}
+        # on finished_at alone: given the status too, a SQLite store never ANALYZEd takes the status index
+        # and reads nearly every run
+        query = select(table.c.finished_at, table.c.status).where(table.c.finished_at >= start)
         async with self.engine.connect() as conn:
             for finished_at, status in (await conn.execute(query)).all():
                 bucket = buckets.get(finished_at.replace(second=0, microsecond=0))
-                if bucket is not None:
+                if bucket is not None and status in bucket:  # final statuses only, as before
                     bucket[status] += 1
         return [{"minute": minute.isoformat() + "Z", **counts} for minute, counts in buckets.items()]
 
@@ -531,7 +655,8 @@ PRUNE_CHUNK = 500  # rows per statement in prune, get_many and bulk operations (
 # Alembic migrations (runtime/migrations/versions/) change the schema; a process only reads the revision
 # a database is at, with plain SQLAlchemy, so starting up never imports Alembic.
 
-SCHEMA_REVISIONS = ("0001", "0002", "0003")  # oldest first; a test checks them against runtime/migrations/versions
+# oldest first; a test checks them against runtime/migrations/versions
+SCHEMA_REVISIONS = ("0001", "0002", "0003", "0004")
 SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 SCHEMA_BASELINE = SCHEMA_REVISIONS[0]  # what 0.1.0 created, before there was an alembic_version table
 _SCHEMA_LOCK = 0x72756E73  # pg_advisory_xact_lock key ("runs"): one process at a time creates or upgrades
@@ -589,6 +714,7 @@ def create_at_head(conn: Connection) -> str | None:
     revision = stored_revision(conn)  # another process may have created it while this one waited
     if revision is None:
         SQLModel.metadata.create_all(conn)
+        count_runs_from_now_on(conn)
         stamp(conn, SCHEMA_HEAD)
     return revision
 

@@ -88,7 +88,8 @@ def reset_postgres(url: str) -> None:
     import psycopg2
 
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS runs, run_arguments, briefings CASCADE")
+        cur.execute("DROP TABLE IF EXISTS runs, run_arguments, run_counts, briefings CASCADE")
+        cur.execute("DROP FUNCTION IF EXISTS runs_count()")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

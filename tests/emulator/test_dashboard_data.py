@@ -99,12 +99,29 @@ async def test_throughput_counts_finished_runs_per_minute(runtime: Runtime) -> N
     )
     minutes = await runtime.store.throughput(60, now=now)
     assert len(minutes) == 60
-    assert minutes[-1] == {"minute": now.replace(second=0).isoformat() + "Z", "succeeded": 2, "failed": 1}
+    assert minutes[-1] == {
+        "minute": now.replace(second=0).isoformat() + "Z",
+        "succeeded": 2,
+        "failed": 1,
+        "cancelled": 0,
+    }
     assert minutes[-6]["failed"] == 1 and minutes[-6]["succeeded"] == 0
     assert sum(m["succeeded"] + m["failed"] for m in minutes) == 4
     async with client(create_dashboard_app(runtime)) as http:
         answer = (await http.get("/api/throughput")).json()
     assert len(answer) == 60 and sum(m["succeeded"] for m in answer) == 2
+
+
+async def test_throughput_counts_a_run_cancelled_in_the_last_hour(runtime: Runtime) -> None:
+    """A cancelled run has a finished_at too: /api/throughput answered 500 (KeyError) for an hour after
+    any cancel, and the dashboard's chart went blank."""
+    now = utcnow()
+    await runtime.store.insert_many([finished("c1", "cancelled", now), finished("s1", "succeeded", now)])
+    async with client(create_dashboard_app(runtime)) as http:
+        response = await http.get("/api/throughput")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert sum(m["cancelled"] for m in answer) == 1 and sum(m["succeeded"] for m in answer) == 1
 
 
 async def test_schedules_have_next_fire_and_last_run(runtime: Runtime) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import MetaData, Table, create_engine, inspect, text
 from runtime import Runtime
 from runtime.dashboard import create_dashboard_app
 from runtime.migrations import alembic_config
-from runtime.runs import SCHEMA_HEAD, SCHEMA_REVISIONS, Run, RunArguments, RunStore, utcnow
+from runtime.runs import SCHEMA_HEAD, SCHEMA_REVISIONS, Run, RunArguments, RunCount, RunStore, utcnow
 from runtime.settings import Settings
 from tests.conftest import Process, command, write_app
 from tests.emulator.test_up import make_app, start_emulator
@@ -127,6 +127,7 @@ def create_0_1_0(url: str, rows: list[dict[str, Any]] = OLD_ROWS) -> None:
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         conn.execute(text("DROP TABLE IF EXISTS runs"))
         conn.execute(text("DROP TABLE IF EXISTS run_arguments"))
+        conn.execute(text("DROP TABLE IF EXISTS run_counts"))
         for statement in statements:
             conn.execute(text(statement))
         table = Table("runs", MetaData(), autoload_with=conn)
@@ -219,7 +220,16 @@ async def test_a_0_1_0_database_upgrades_with_its_rows_intact(
     columns, indexes, revision = schema(database_url)
     assert revision == SCHEMA_HEAD
     assert set(NEW_COLUMNS) <= columns
-    assert {"ix_runs_status_enqueued_at_id", "ix_runs_function_enqueued_at_id", "ix_runs_idempotency_key"} <= indexes
+    assert {
+        "ix_runs_status_enqueued_at_id",
+        "ix_runs_function_enqueued_at_id",
+        "ix_runs_idempotency_key",
+        "ix_runs_finished_at",
+    } <= indexes
+
+    store = RunStore(Settings(database_url=database_url).database_url)  # the rows there before are counted
+    assert await store.counts() == {"add": {"succeeded": 1, "scheduled": 1}, "boom": {"failed": 1}}
+    await store.close()
 
     await runtime.start()
     try:
@@ -246,6 +256,7 @@ async def test_the_upgraded_schema_is_the_models(database_url: str) -> None:
     metadata = MetaData()
     Run.__table__.to_metadata(metadata)  # type: ignore[attr-defined]
     RunArguments.__table__.to_metadata(metadata)  # type: ignore[attr-defined]
+    RunCount.__table__.to_metadata(metadata)  # type: ignore[attr-defined]
     engine = create_engine(sync_url(database_url))
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_server_default": True})
@@ -260,6 +271,7 @@ def test_upgrade_is_idempotent_and_creates_an_empty_database(database_url: str, 
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         conn.execute(text("DROP TABLE IF EXISTS runs"))
         conn.execute(text("DROP TABLE IF EXISTS run_arguments"))
+        conn.execute(text("DROP TABLE IF EXISTS run_counts"))
     engine.dispose()
     first = runtime_command("db", "upgrade", url=url, cwd=tmp_path)
     assert first.returncode == 0 and f"created at {SCHEMA_HEAD}" in first.stdout, first.stdout + first.stderr
@@ -375,6 +387,7 @@ def test_processes_starting_at_once_on_an_empty_database_all_start(database_url:
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         conn.execute(text("DROP TABLE IF EXISTS runs"))
         conn.execute(text("DROP TABLE IF EXISTS run_arguments"))
+        conn.execute(text("DROP TABLE IF EXISTS run_counts"))
     engine.dispose()
     script = (
         "import asyncio\n"
