@@ -50,7 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sizes", default="1000,100000,1000000", help="payload sizes in bytes (1 KB, 100 KB, 1 MB)")
     p.add_argument("--payload-mb", type=float, default=200, help="MB of arguments per payload run (200)")
     p.add_argument("--processes", default="1,2,4", help="worker processes for the scale-out table (1,2,4)")
-    p.add_argument("--store-rows", type=int, default=1_000_000, help="runs in the store for /api/stats (1M)")
+    p.add_argument("--store-rows", type=int, default=10_000_000, help="runs in the store for /api/stats (10M)")
     p.add_argument("--only", default=",".join(PHASES), help=f"phases to run, of {','.join(PHASES)}")
     p.add_argument("--systems", default="", help="only these systems, e.g. ours,taskiq (default: all)")
     p.add_argument("--out", type=Path, help="directory for BENCHMARKS.md, chart.png and results.json")

@@ -227,7 +227,7 @@ def tables(results: Results) -> str:
         rows = []
         for backend, entry in st["backends"].items():
             if entry.get("skipped"):
-                rows.append([backend, f"not available: {entry['skipped']}", "", "", "", "", ""])
+                rows.append([backend, f"not available: {entry['skipped']}", "", "", "", "", "", ""])
                 continue
             runs = entry["runs"]
             rows.append(
@@ -239,11 +239,21 @@ def tables(results: Results) -> str:
                     _fmt(median(_vals(runs, "p50_ms")), 2, " ms"),
                     _fmt(median(_vals(runs, "p99_ms")), 2, " ms"),
                     _fmt(median(_vals(runs, "max_age_s")), 2, " s"),
+                    _fmt(median(_vals(runs, "throughput_p50_ms")), 2, " ms"),
                 ]
             )
         out.append(
             _table(
-                ["store", "fill", "one count (GROUP BY)", "first /api/stats", "p50", "p99", "oldest count served"],
+                [
+                    "store",
+                    "fill",
+                    "one count",
+                    "first /api/stats",
+                    "p50",
+                    "p99",
+                    "oldest count served",
+                    "/api/throughput p50",
+                ],
                 rows,
             )
         )
@@ -350,13 +360,10 @@ def goals(results: Results) -> list[tuple[str, str, str]]:
     if "store" in results:
         for backend, entry in results["store"]["backends"].items():
             runs = None if entry.get("skipped") else entry["runs"]
-            p50 = median(_vals(runs, "p50_ms")) if runs else None
-            at_most(
-                f"`/api/stats` at {results['store']['rows']:,} runs ≤ 10 ms ({backend}; the goal says at 10M)",
-                p50,
-                10,
-                _fmt(p50, 2, " ms"),
-            )
+            p99 = median(_vals(runs, "p99_ms")) if runs else None
+            rows = results["store"]["rows"]
+            short = "" if rows >= 10_000_000 else "; the goal says at 10M"
+            at_most(f"`/api/stats` p99 at {rows:,} runs ≤ 10 ms ({backend}{short})", p99, 10, _fmt(p99, 2, " ms"))
     if "scale" in results:
         sc = results["scale"]
         if 1 in sc["processes"] and 2 in sc["processes"]:
