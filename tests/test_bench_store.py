@@ -55,5 +55,10 @@ def test_stats_run(bench_redis: RedisServer, tmp_path: Path) -> None:
     for field in ("fill_s", "count_ms", "first_ms", "p50_ms", "p99_ms", "max_ms"):
         assert result[field] > 0, field
     assert result["max_age_s"] >= 0
-    shown = report.tables({"conditions": {}, "store": {"rows": ROWS, "backends": {"sqlite": {"runs": [result]}}}})
+    assert result["throughput_p50_ms"] > 0
+    results = {"conditions": {}, "store": {"rows": ROWS, "backends": {"sqlite": {"runs": [result]}}}}
+    shown = report.tables(results)
     assert "with 2,000 runs" in shown and "| sqlite |" in shown
+    [(goal, measured, verdict)] = report.goals(results)
+    assert goal.startswith("`/api/stats` p99 at 2,000 runs") and verdict in ("met", "NOT met"), goal
+    assert measured.endswith(" ms"), measured
