@@ -29,10 +29,14 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                # nothing listening, a connect from an ephemeral source port equal to `port` connects the
+                # socket to itself (TCP simultaneous open): that is not a server
+                if sock.getsockname() != sock.getpeername():
+                    return
         except OSError:
-            time.sleep(0.02)
+            pass
+        time.sleep(0.02)
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
