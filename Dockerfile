@@ -29,7 +29,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it (runtime/k8s.py uses the same id).
+# A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it (runtime/deploy/ uses the same id).
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
     --shell /usr/sbin/nologin app

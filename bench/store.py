@@ -102,7 +102,7 @@ def _libpq_url(url: str) -> str:
 
 
 async def _init(url: str) -> None:
-    from runtime.runs import RunStore
+    from runtime.store.runs import RunStore
 
     store = RunStore(async_url(url))
     try:
@@ -114,7 +114,7 @@ async def _init(url: str) -> None:
 async def _fold(url: str) -> None:
     """Sum the count changes the fill's inserts made (the run store's triggers append one per run) into a
     row per function and status, as a writer of the product does every few seconds."""
-    from runtime.runs import RunStore
+    from runtime.store.runs import RunStore
 
     store = RunStore(async_url(url))
     try:
@@ -182,7 +182,7 @@ def fill(database_url: str, rows: int) -> float:
 
 async def _count_ms(url: str) -> tuple[float, int]:
     """One in-process `RunStore.counts()` (the connection opened first): ms and the runs it counted."""
-    from runtime.runs import RunStore
+    from runtime.store.runs import RunStore
 
     store = RunStore(async_url(url))
     try:

@@ -28,15 +28,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runtime import gc_pause
-from runtime.connections import Runtime
-from runtime.dashboard import create_broken_dashboard_app, create_dashboard_app, local_addresses
+from runtime.app.connections import Runtime
+from runtime.dashboard.app import create_broken_dashboard_app, create_dashboard_app, local_addresses
 from runtime.errors import ConfigError, ManifestError
-from runtime.runs import RunStore
-from runtime.scheduler import Scheduler
-from runtime.server import server_config
+from runtime.scheduler.scheduler import Scheduler
 from runtime.settings import Settings
-from runtime.web import create_web_app
-from runtime.worker import Worker
+from runtime.store.runs import RunStore
+from runtime.web.app import create_web_app
+from runtime.web.server import server_config
+from runtime.worker.worker import Worker
 
 logger = logging.getLogger("emulator")
 

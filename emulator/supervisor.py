@@ -32,13 +32,13 @@ from emulator.child import preload, run_child
 from emulator.data_dir import prepare_data_dir
 from emulator.embedded_redis import EmbeddedRedis
 from runtime import gc_pause
+from runtime.app.manifest import load_manifest
 from runtime.errors import ConfigError, ManifestError
 from runtime.logs import configure_logging
-from runtime.manifest import load_manifest
-from runtime.migrations import upgrade
 from runtime.redaction import redact
-from runtime.runs import DATABASE_ERRORS
 from runtime.settings import Settings
+from runtime.store.migrations import upgrade
+from runtime.store.runs import DATABASE_ERRORS
 
 # watchfiles ends a batch of changes once a step passes with none new (a save's events come well within one), or
 # after DEBOUNCE of changes that keep coming. A save waits 1 to 2 steps before its reload starts; a shorter step

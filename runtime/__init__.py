@@ -9,24 +9,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from runtime.connections import Runtime, cancel, session
-    from runtime.context import Context
-    from runtime.decorators import Failure, HttpFunction, TaskFunction, http, task
+    from runtime.app.connections import Runtime, cancel, session
+    from runtime.app.context import Context
+    from runtime.app.decorators import Failure, HttpFunction, TaskFunction, http, task
     from runtime.errors import ArgumentsError, ConfigError, ManifestError, SkipRetry
     from runtime.settings import Settings, get_settings
 
 # Imported on first use, so that `runtime worker` is importing nothing heavy yet when it pauses the
 # garbage collector for its start-up (runtime/gc_pause.py), and `runtime --help` is quick.
 _HOMES = {
-    "Runtime": "runtime.connections",
-    "cancel": "runtime.connections",
-    "session": "runtime.connections",
-    "Context": "runtime.context",
-    "Failure": "runtime.decorators",
-    "HttpFunction": "runtime.decorators",
-    "TaskFunction": "runtime.decorators",
-    "http": "runtime.decorators",
-    "task": "runtime.decorators",
+    "Runtime": "runtime.app.connections",
+    "cancel": "runtime.app.connections",
+    "session": "runtime.app.connections",
+    "Context": "runtime.app.context",
+    "Failure": "runtime.app.decorators",
+    "HttpFunction": "runtime.app.decorators",
+    "TaskFunction": "runtime.app.decorators",
+    "http": "runtime.app.decorators",
+    "task": "runtime.app.decorators",
     "ArgumentsError": "runtime.errors",
     "ConfigError": "runtime.errors",
     "ManifestError": "runtime.errors",

@@ -20,7 +20,7 @@ def _fail(message: str) -> int:
 
 
 def _runtime(args: argparse.Namespace) -> Any:
-    from runtime.connections import Runtime
+    from runtime.app.connections import Runtime
     from runtime.logs import configure_logging
     from runtime.settings import get_settings
 
@@ -38,7 +38,7 @@ def _on_stop(callback: Callable[[], None]) -> None:
 async def _serve_asgi(runtime: Any, app: Any, host: str, port: int) -> None:
     import uvicorn
 
-    from runtime.server import server_config
+    from runtime.web.server import server_config
 
     await runtime.start()
     config = server_config(
@@ -52,14 +52,14 @@ async def _serve_asgi(runtime: Any, app: Any, host: str, port: int) -> None:
 
 
 async def _web(args: argparse.Namespace) -> None:
-    from runtime.web import create_web_app
+    from runtime.web.app import create_web_app
 
     runtime = _runtime(args)
     await _serve_asgi(runtime, create_web_app(runtime), args.host, args.port)
 
 
 async def _dashboard(args: argparse.Namespace) -> None:
-    from runtime.dashboard import create_dashboard_app
+    from runtime.dashboard.app import create_dashboard_app
 
     runtime = _runtime(args)
     token = runtime.settings.dashboard_token
@@ -72,7 +72,7 @@ async def _dashboard(args: argparse.Namespace) -> None:
 
 async def _start_with_health(runtime: Any) -> None:
     """`runtime.start()`, answering /health with 503 on the health port while it waits."""
-    from runtime.health import HealthServer
+    from runtime.ops.health import HealthServer
 
     async def starting() -> tuple[int, dict[str, Any]]:
         return 503, {"status": "starting", **runtime.waiting}
@@ -92,7 +92,7 @@ async def _start_with_health(runtime: Any) -> None:
 
 
 async def _worker(args: argparse.Namespace) -> None:
-    from runtime.worker import Worker
+    from runtime.worker.worker import Worker
 
     if args.processes < 1:
         raise ConfigError(f"--processes must be 1 or more, not {args.processes}")
@@ -111,10 +111,10 @@ async def _worker(args: argparse.Namespace) -> None:
 
 
 async def _worker_processes(args: argparse.Namespace) -> None:
-    """`--processes N`: a supervisor of N `runtime worker` children (runtime/processes.py)."""
-    from runtime.application import load_application
-    from runtime.processes import supervise
+    """`--processes N`: a supervisor of N `runtime worker` children (runtime/worker/processes.py)."""
+    from runtime.app.application import load_application
     from runtime.settings import get_settings
+    from runtime.worker.processes import supervise
 
     get_settings()  # a bad setting or manifest is one line now, not a child restarted over and over
     load_application(args.manifest)
@@ -125,7 +125,7 @@ async def _worker_processes(args: argparse.Namespace) -> None:
 
 
 async def _scheduler(args: argparse.Namespace) -> None:
-    from runtime.scheduler import Scheduler
+    from runtime.scheduler.scheduler import Scheduler
 
     runtime = _runtime(args)
     await _start_with_health(runtime)
@@ -138,7 +138,7 @@ async def _scheduler(args: argparse.Namespace) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from runtime.application import load_application
+    from runtime.app.application import load_application
 
     app = load_application(args.manifest)
     print(f"{args.manifest}: app '{app.name}' is valid: {len(app.http)} HTTP function(s), {len(app.tasks)} task(s)")
@@ -147,10 +147,10 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _db(args: argparse.Namespace) -> int:
-    from runtime.migrations import upgrade
     from runtime.redaction import redact
-    from runtime.runs import DATABASE_ERRORS, SCHEMA_HEAD, SCHEMA_REVISIONS
     from runtime.settings import get_settings
+    from runtime.store.migrations import upgrade
+    from runtime.store.runs import DATABASE_ERRORS, SCHEMA_HEAD, SCHEMA_REVISIONS
 
     url = get_settings().database_url
     try:
@@ -194,14 +194,14 @@ def parity_table(manifest: Any) -> str:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from runtime.manifest import manifest_schema
+    from runtime.app.manifest import manifest_schema
 
     print(json.dumps(manifest_schema(), indent=2))
     return 0
 
 
 def _k8s(args: argparse.Namespace) -> int:
-    from runtime.k8s import k8s_command
+    from runtime.deploy.k8s import k8s_command
 
     return k8s_command(
         args.manifest,
@@ -215,7 +215,7 @@ def _k8s(args: argparse.Namespace) -> int:
     )
 
 
-# --- the inspector: `runtime runs ...` and `runtime queues ...` (thin over runtime/operations.py) ----------
+# --- the inspector: `runtime runs ...` and `runtime queues ...` (thin over runtime/ops/operations.py) ----------
 
 PROGRESS_ABOVE = 100  # bulk operations over this many runs draw a progress bar on stderr
 
@@ -256,7 +256,7 @@ def _inspector_settings(manifest: str) -> Any:
 async def _inspect(args: argparse.Namespace) -> int:
     import logging
 
-    from runtime.connections import Runtime
+    from runtime.app.connections import Runtime
 
     logging.basicConfig(level=logging.ERROR, format="%(message)s")  # progress lines are not for this face
     runtime = Runtime.from_manifest(args.manifest, _inspector_settings(args.manifest))
@@ -288,7 +288,7 @@ def _one_line(text: str | None, width: int = 60) -> str:
 
 
 def _since(value: str | None) -> float | None:
-    from runtime.manifest import MAX_KEEP, parse_duration
+    from runtime.app.manifest import MAX_KEEP, parse_duration
 
     if value is None:
         return None
@@ -317,7 +317,7 @@ def _report_errors(errors: dict[str, str]) -> int:
 
 
 async def _runs_list(runtime: Any, args: argparse.Namespace) -> int:
-    from runtime import operations
+    from runtime.ops import operations
 
     runs = await operations.list_runs(
         runtime,
@@ -346,7 +346,7 @@ async def _runs_list(runtime: Any, args: argparse.Namespace) -> int:
 
 
 async def _runs_show(runtime: Any, args: argparse.Namespace) -> int:
-    from runtime import operations
+    from runtime.ops import operations
     from runtime.redaction import redact
 
     run = await operations.show_run(runtime, args.id)
@@ -388,7 +388,7 @@ async def _runs_show(runtime: Any, args: argparse.Namespace) -> int:
 
 
 def _selection(args: argparse.Namespace) -> tuple[list[str] | None, Any]:
-    from runtime.operations import RunFilter
+    from runtime.ops.operations import RunFilter
 
     if args.ids and args.failed:
         raise ValueError("give run ids or --failed, not both")
@@ -402,7 +402,7 @@ def _selection(args: argparse.Namespace) -> tuple[list[str] | None, Any]:
 
 
 async def _runs_replay(runtime: Any, args: argparse.Namespace) -> int:
-    from runtime import operations
+    from runtime.ops import operations
 
     ids, where = _selection(args)
     outcome = await operations.replay(runtime, ids, where, progress=_progress("replaying"))
@@ -417,7 +417,7 @@ async def _runs_replay(runtime: Any, args: argparse.Namespace) -> int:
 
 
 async def _runs_delete(runtime: Any, args: argparse.Namespace) -> int:
-    from runtime import operations
+    from runtime.ops import operations
 
     ids, where = _selection(args)
     outcome = await operations.delete(runtime, ids, where, progress=_progress("deleting"))
@@ -429,7 +429,7 @@ async def _runs_delete(runtime: Any, args: argparse.Namespace) -> int:
 
 
 async def _runs_cancel(runtime: Any, args: argparse.Namespace) -> int:
-    from runtime import operations
+    from runtime.ops import operations
 
     outcome = await operations.cancel(runtime, args.ids)
     if args.json:
@@ -441,7 +441,7 @@ async def _runs_cancel(runtime: Any, args: argparse.Namespace) -> int:
 
 
 async def _queues_list(runtime: Any, args: argparse.Namespace) -> int:
-    from runtime import operations
+    from runtime.ops import operations
 
     stats = await operations.queue_stats(runtime)
     if args.json:
@@ -458,7 +458,7 @@ async def _queues_list(runtime: Any, args: argparse.Namespace) -> int:
 
 
 async def _queues_pause(runtime: Any, args: argparse.Namespace) -> int:
-    from runtime import operations
+    from runtime.ops import operations
 
     if args.inspector == "queues pause":
         await operations.pause(runtime, args.name)
@@ -625,7 +625,7 @@ def _run_inspector(args: argparse.Namespace) -> int:
     """An inspector command: its answer on stdout; any error as one line on stderr, exit 1."""
     from redis.exceptions import RedisError
 
-    from runtime.runs import DATABASE_ERRORS
+    from runtime.store.runs import DATABASE_ERRORS
 
     try:
         return asyncio.run(_inspect(args))

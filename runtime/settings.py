@@ -10,8 +10,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.errors import ConfigError
+from runtime.queue.redis_client import parse_url
 from runtime.redaction import redact
-from runtime.redis_client import parse_url
 
 
 class Settings(BaseSettings):

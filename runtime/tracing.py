@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 from runtime.errors import ConfigError
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
     from starlette.types import ASGIApp
-
-    from runtime.connections import Runtime
 
 ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 INSTALL = "tracing needs the otel extra: pip install 'first-sip-runtime[otel]'"
@@ -39,9 +38,10 @@ def enabled() -> bool:
     return _enabled
 
 
-def setup_tracing(runtime: Runtime, service: str) -> bool:
+def setup_tracing(app: str, service: str, engine: AsyncEngine) -> bool:
     """Turn tracing on for this process when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; False when it is not.
-    `service` names the process kind (`web`, `worker`, ...) in `service.name` (`{app}-{service}`)."""
+    `service` names the process kind (`web`, `worker`, ...) in `service.name` (`{app}-{service}`); `engine`
+    is the run store's, whose statements become spans."""
     global _enabled
     if not requested():
         return False
@@ -54,20 +54,20 @@ def setup_tracing(runtime: Runtime, service: str) -> bool:
         raise ConfigError(f"{ENDPOINT} is set, but {INSTALL}") from None
     if not _enabled:
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):  # nobody set one: ours
-            trace.set_tracer_provider(_otlp_provider(f"{runtime.app.name}-{service}"))
+            trace.set_tracer_provider(_otlp_provider(f"{app}-{service}"))
         RedisInstrumentor().instrument()
         HTTPXClientInstrumentor().instrument()
         _enabled = True
-    engine = runtime.store.engine.sync_engine
-    if id(engine) not in _engines:
-        _engines.add(id(engine))
+    sync_engine = engine.sync_engine
+    if id(sync_engine) not in _engines:
+        _engines.add(id(sync_engine))
         instrumentor = SQLAlchemyInstrumentor()
         if instrumentor.is_instrumented_by_opentelemetry:
             # engines created after the first instrumentation are traced by its create_engine hook
             logger.debug("run store engine created before tracing started is not traced")
         else:
             # its declared range stops below SQLAlchemy 2.1, whose engine events it uses are unchanged
-            instrumentor.instrument(engine=engine, skip_dep_check=True)
+            instrumentor.instrument(engine=sync_engine, skip_dep_check=True)
     logger.info("tracing on: spans go to %s", os.environ.get(ENDPOINT))
     return True
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from runtime.decorators import HttpFunction, TaskFunction, _Function
+from runtime.app.decorators import HttpFunction, TaskFunction, _Function
+from runtime.app.manifest import Manifest, declared_handlers, read_manifest, validate_manifest
 from runtime.errors import ManifestError, Problem
-from runtime.manifest import Manifest, declared_handlers, read_manifest, validate_manifest
 
 
 @dataclass

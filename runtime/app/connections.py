@@ -18,16 +18,16 @@ from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from runtime import tracing
-from runtime.application import Application, load_application
-from runtime.broker import StreamBroker
-from runtime.current import clear_running, running, set_running
-from runtime.decorators import TaskFunction
+from runtime.app.application import Application, load_application
+from runtime.app.current import clear_running, running, set_running
+from runtime.app.decorators import TaskFunction
 from runtime.errors import ArgumentsError, ConfigError, EnqueueFailed, EnqueueUncertain, RuntimeNotStarted
-from runtime.keys import Keys
-from runtime.record_writer import RecordWriter
+from runtime.queue.broker import StreamBroker
+from runtime.queue.keys import Keys
 from runtime.redaction import redact
-from runtime.runs import DATABASE_ERRORS, FINAL, Run, RunStore, from_timestamp, utcnow
 from runtime.settings import Settings, get_settings
+from runtime.store.record_writer import RecordWriter
+from runtime.store.runs import DATABASE_ERRORS, FINAL, Run, RunStore, from_timestamp, utcnow
 
 logger = logging.getLogger("runtime.enqueue")
 

@@ -12,8 +12,8 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from runtime.context import Context
-from runtime.current import running
+from runtime.app.context import Context
+from runtime.app.current import running
 from runtime.errors import ArgumentsError, RuntimeNotStarted
 
 P = ParamSpec("P")

@@ -14,12 +14,12 @@ GET  /api/dead-letters                            runs that spent their retries
 GET  /api/functions                               the manifest's functions, effective settings
 POST /api/functions/{name}/runs                   enqueue a task (JSON body: its arguments)
 GET  /api/stats                                   counts per function and status, queue depths
-GET  /metrics                                     Prometheus text (runtime/metrics.py); needs the token too
-GET  /api/workers                                 live workers (runtime/presence.py)
+GET  /metrics                                     Prometheus text (runtime/ops/metrics.py); needs the token too
+GET  /api/workers                                 live workers (runtime/ops/presence.py)
 GET  /api/throughput                              runs finished per minute, succeeded and failed, last hour
 GET  /api/schedules                               cron functions: next fire time and last run
 POST /api/invoke                                  call an HTTP function (emulator only): {method, path, body}
-GET  /assets/{file}                               the page's scripts and styles (runtime/static/dashboard*)
+GET  /assets/{file}                               the page's scripts and styles (runtime/dashboard/static/dashboard*)
 
 Writes (POST/PUT/PATCH/DELETE) that carry a body must send it as `application/json`, so a page on
 another site cannot forge one with a "simple" cross-origin request; the emulator's dashboard, which has
@@ -45,17 +45,17 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from runtime import operations, presence
-from runtime.connections import Runtime
+from runtime.app.connections import Runtime
+from runtime.dashboard.run_counts import RunCounts
 from runtime.errors import ArgumentsError, ConfigError
-from runtime.metrics import HttpMetrics, dead_letter_threshold, metrics_route
+from runtime.ops import operations, presence
+from runtime.ops.metrics import HttpMetrics, dead_letter_threshold, metrics_route
 from runtime.redaction import redact
-from runtime.run_counts import RunCounts
-from runtime.runs import STATUSES, Run, RunStore
-from runtime.web import FastJSONResponse, _http_error, health_routes
+from runtime.store.runs import STATUSES, Run, RunStore
+from runtime.web.app import FastJSONResponse, _http_error, health_routes
 
 PAGE = Path(__file__).parent / "static" / "dashboard.html"
-ASSETS = PAGE.parent  # the page's ES modules and style sheet, runtime/static/dashboard*.{js,css}: no build step
+ASSETS = PAGE.parent  # the page's ES modules and style sheet, static/dashboard*.{js,css}: no build step
 ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 PAGE_HEADERS = {
     "cache-control": "no-cache",
@@ -180,7 +180,7 @@ def _limit(request: Request, default: int = 100) -> int:
 
 
 async def asset(request: Request) -> Response:
-    """One of the page's files, runtime/static/dashboard*.js or .css (package data), by plain name only."""
+    """One of the page's files, runtime/dashboard/static/dashboard*.js or .css (package data), by plain name only."""
     name = request.path_params["name"]
     path = ASSETS / name
     if "/" in name or not name.startswith("dashboard") or path.suffix not in ASSET_TYPES or not path.is_file():

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 
-from runtime.runs import RunStore
+from runtime.store.runs import RunStore
 
 logger = logging.getLogger("runtime.dashboard")
 

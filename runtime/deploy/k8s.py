@@ -17,11 +17,11 @@ from urllib.parse import urlparse
 
 import yaml
 
+from runtime.app.manifest import Manifest, load_manifest
 from runtime.errors import ManifestError
-from runtime.keys import Keys
-from runtime.manifest import Manifest, load_manifest
+from runtime.queue.keys import Keys
 from runtime.settings import Settings
-from runtime.worker import PREFETCH_FACTOR
+from runtime.worker.worker import PREFETCH_FACTOR
 
 Object = dict[str, Any]
 
@@ -235,7 +235,7 @@ class _Renderer:
                 "labels": self.labels(component),
                 "annotations": {
                     "checksum/config": self.config_checksum(),
-                    # for Prometheus's annotation-based pod discovery (runtime/metrics.py serves them)
+                    # for Prometheus's annotation-based pod discovery (runtime/ops/metrics.py serves them)
                     "prometheus.io/scrape": "true",
                     "prometheus.io/port": str(metrics_port),
                     "prometheus.io/path": METRICS_PATH,

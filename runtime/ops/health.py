@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.errors import ConfigError
 
 if TYPE_CHECKING:
-    from runtime.connections import Runtime
+    from runtime.app.connections import Runtime
 
 logger = logging.getLogger("runtime.health")
 
@@ -89,8 +89,8 @@ class HealthServer:
     async def _metrics(self) -> tuple[bytes, str]:
         if self.metrics is not None:
             return await self.metrics()
-        from runtime.connections import current_runtime
-        from runtime.metrics import render
+        from runtime.app.connections import current_runtime
+        from runtime.ops.metrics import render
 
         return await render(self.runtime or current_runtime())
 

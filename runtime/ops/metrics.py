@@ -1,11 +1,11 @@
 """Metrics: what a process counts, served as Prometheus text on `GET /metrics`, every name `firstsip_...`.
 
-Each process has one registry (`metrics()`): the worker counts finished runs (runtime/middleware/metrics.py),
+Each process has one registry (`metrics()`): the worker counts finished runs (runtime/worker/middleware/metrics.py),
 the web process and the dashboard count HTTP requests (`HttpMetrics`), and every process reports the
 queues' depths, read from Redis at scrape time (`queue_depths`), so they are there while workers are
 scaled to zero. Sync tasks run in child processes, but their runs are counted by the worker's middleware in
 the parent, so no multiprocess mode is needed. prometheus_client is imported on first use, not by
-`import runtime.worker`.
+`import runtime.worker.worker`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import orjson
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from runtime.asgi import observed
+from runtime.ops.asgi import observed
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Histogram
 
-    from runtime.connections import Runtime
+    from runtime.app.connections import Runtime
 
 logger = logging.getLogger("runtime.metrics")
 

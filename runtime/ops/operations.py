@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from runtime.errors import ArgumentsError
-from runtime.metrics import queue_depths
-from runtime.runs import PRUNE_CHUNK, STATUSES, Run, utcnow
+from runtime.ops.metrics import queue_depths
+from runtime.store.runs import PRUNE_CHUNK, STATUSES, Run, utcnow
 
 if TYPE_CHECKING:
-    from runtime.connections import Runtime
+    from runtime.app.connections import Runtime
 
 Progress = Callable[[int, int], None]  # (done, total), called as a bulk operation advances
 REPLAY_CONCURRENCY = 16  # replays in flight at once: Redis and the database overlap, neither is flooded

@@ -11,7 +11,7 @@ import socket
 import time
 from typing import Any
 
-from runtime.connections import Runtime
+from runtime.app.connections import Runtime
 
 STALE_AFTER = 30.0  # seconds without a heartbeat before a worker counts as gone
 

@@ -26,9 +26,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from taskiq import AckableMessage, AsyncBroker, BrokerMessage
 
-from runtime.keys import Keys
-from runtime.redis_client import async_client, is_cluster
-from runtime.stream_sends import StreamSends
+from runtime.queue.keys import Keys
+from runtime.queue.redis_client import async_client, is_cluster
+from runtime.queue.stream_sends import StreamSends
 
 _MOVE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))

@@ -14,9 +14,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from runtime.broker import RENEW, _text, by_queue
-from runtime.keys import Keys
-from runtime.redis_client import sync_client
+from runtime.queue.broker import RENEW, _text, by_queue
+from runtime.queue.keys import Keys
+from runtime.queue.redis_client import sync_client
 
 logger = logging.getLogger("runtime.worker")
 

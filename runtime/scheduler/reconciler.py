@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import and_, or_, tuple_, update
 
-from runtime.runs import Run, as_run, from_timestamp, utcnow
+from runtime.store.runs import Run, as_run, from_timestamp, utcnow
 
 if TYPE_CHECKING:
-    from runtime.connections import Runtime
+    from runtime.app.connections import Runtime
 
 logger = logging.getLogger("runtime.reconciler")
 

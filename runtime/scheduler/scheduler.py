@@ -8,7 +8,7 @@ and even two schedulers at once queue it exactly once. Each schedule is handled 
 that fails never holds up the others.
 It also moves due delayed tasks, prunes finished runs past their retention (the manifest's `retention`
 per function, `dead_retention` for failed runs and their dead letters), warns when the dead-letter list
-passes `dead_letter_alert`, and settles runs whose message Redis lost (runtime/reconciler.py).
+passes `dead_letter_alert`, and settles runs whose message Redis lost (runtime/scheduler/reconciler.py).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import Any
 
 from croniter import croniter
 
-from runtime.connections import Runtime
-from runtime.health import HealthServer, Heartbeat, dependencies
-from runtime.middleware.dead_letters import DeadLetterAlert
-from runtime.reconciler import Reconciler
-from runtime.runs import utcnow
+from runtime.app.connections import Runtime
+from runtime.ops.health import HealthServer, Heartbeat, dependencies
+from runtime.scheduler.reconciler import Reconciler
+from runtime.store.runs import utcnow
+from runtime.worker.middleware.dead_letters import DeadLetterAlert
 
 logger = logging.getLogger("runtime.scheduler")
 

@@ -4,7 +4,7 @@ Through SQLAlchemy's async engine one single-row insert costs about 760 µs of C
 (BEGIN, the statement, COMMIT) on top of the pool checkout and greenlet switches. asyncpg does the same
 insert in one round trip for about 125 µs: a single statement commits by itself, and `executemany` of a
 batch is atomic. The statement, the bind processing and the errors' types are SQLAlchemy's, as in
-runtime/sqlite_insert.py. A connection that fails is dropped, and the next insert opens a new one; while
+runtime/store/sqlite_insert.py. A connection that fails is dropped, and the next insert opens a new one; while
 tracing is on, inserts go through the instrumented engine instead, so they show as database spans.
 """
 
@@ -19,7 +19,7 @@ import asyncpg
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from runtime.sqlite_insert import bind_steps, bound
+from runtime.store.sqlite_insert import bind_steps, bound
 
 CONNECT_TIMEOUT = 10.0  # seconds, as the engine's
 # the connection is gone or unusable (the insert may be tried again on a new one); OSError covers

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from runtime.runs import RunStore
+from runtime.store.runs import RunStore
 
 MAX_ROWS = 1000  # rows per statement (SQLite's variable limit is far above this at 20 columns)
 

@@ -46,10 +46,10 @@ from sqlmodel import Field, SQLModel
 
 from runtime import tracing
 from runtime.errors import ConfigError
-from runtime.sqlite_insert import SqliteInsert
+from runtime.store.sqlite_insert import SqliteInsert
 
 if TYPE_CHECKING:
-    from runtime.postgres_insert import PostgresInsert
+    from runtime.store.postgres_insert import PostgresInsert
 
 logger = logging.getLogger("runtime.runs")
 
@@ -273,12 +273,12 @@ class RunStore:
         else:
             kwargs |= {"pool_size": 5, "max_overflow": 5, "pool_pre_ping": True}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        # the enqueue's insert by the driver itself (runtime/sqlite_insert.py, runtime/postgres_insert.py)
+        # the enqueue's insert by the driver itself (runtime/store/sqlite_insert.py, runtime/store/postgres_insert.py)
         self.fast_insert: SqliteInsert | PostgresInsert | None = None
         self._fold_due = time.monotonic() + FOLD_EVERY  # see fold_counts_now_and_then
         self._folding: asyncio.Task[None] | None = None
         if parsed.get_backend_name() == "postgresql" and self.engine.dialect.driver == "asyncpg":
-            from runtime.postgres_insert import PostgresInsert  # imports asyncpg: only on Postgres
+            from runtime.store.postgres_insert import PostgresInsert  # imports asyncpg: only on Postgres
 
             _, connect_args = self.engine.dialect.create_connect_args(self.engine.url)
             self.fast_insert = PostgresInsert(connect_args, self._insert_new, self.engine.dialect)
@@ -652,10 +652,10 @@ PRUNE_CHUNK = 500  # rows per statement in prune, get_many and bulk operations (
 
 
 # --- the schema's revision ------------------------------------------------------------------------------
-# Alembic migrations (runtime/migrations/versions/) change the schema; a process only reads the revision
+# Alembic migrations (runtime/store/migrations/versions/) change the schema; a process only reads the revision
 # a database is at, with plain SQLAlchemy, so starting up never imports Alembic.
 
-# oldest first; a test checks them against runtime/migrations/versions
+# oldest first; a test checks them against runtime/store/migrations/versions
 SCHEMA_REVISIONS = ("0001", "0002", "0003", "0004")
 SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 SCHEMA_BASELINE = SCHEMA_REVISIONS[0]  # what 0.1.0 created, before there was an alembic_version table

@@ -28,15 +28,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runtime.asgi import observed
-from runtime.connections import Runtime
-from runtime.decorators import HttpFunction
+from runtime.app.connections import Runtime
+from runtime.app.decorators import HttpFunction
 from runtime.errors import ArgumentsError
-from runtime.health import dependencies
-from runtime.metrics import HttpMetrics, metrics_route
-from runtime.openapi import openapi_routes
+from runtime.ops.asgi import observed
+from runtime.ops.health import dependencies
+from runtime.ops.metrics import HttpMetrics, metrics_route
 from runtime.redaction import redact
 from runtime.tracing import instrument_asgi, setup_tracing
+from runtime.web.openapi import openapi_routes
 
 logger = logging.getLogger("runtime.http")
 access_logger = logging.getLogger("runtime.access")
@@ -317,7 +317,8 @@ def create_web_app(runtime: Runtime, *, debug: bool = False) -> Starlette:
     if access_logger.isEnabledFor(logging.INFO):  # no extra layer per request when nothing is logged
         app.add_middleware(AccessLog)
     app.add_middleware(HttpMetrics, routes=routes)
-    if setup_tracing(runtime, "web"):  # a server span per request, when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    # a server span per request, when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    if setup_tracing(runtime.app.name, "web", runtime.store.engine):
         app.add_middleware(Traced)
     return app
 

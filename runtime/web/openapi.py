@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from runtime.application import Application
-from runtime.decorators import HttpFunction
+from runtime.app.application import Application
+from runtime.app.decorators import HttpFunction
 
 DOCS = Path(__file__).parent / "static" / "docs"
 ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}

@@ -13,10 +13,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from runtime.context import Context
+from runtime.app.context import Context
 
 if TYPE_CHECKING:
-    from runtime.connections import Runtime
+    from runtime.app.connections import Runtime
 
 logger = logging.getLogger("runtime.worker")
 

@@ -1,7 +1,7 @@
 """Commits: a worker's finished tasks, saved and then acknowledged, in batches.
 
 Run records are saved first, then dead letters, then the entries are acked, each failed one with its next
-attempt in the same script (runtime/broker.py's ack). Only entries whose records this very batch saved are
+attempt in the same script (runtime/queue/broker.py's ack). Only entries whose records this very batch saved are
 acked (a task finishing during the flush waits for the next batch), and only those still this worker's:
 a renewal goes first (the fence), so entries another worker took are dropped before their records are
 written. A busy worker commits at most every COMMIT_EVERY, so batches grow with the load.
@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from runtime.broker import StreamBroker
+from runtime.queue.broker import StreamBroker
 
 logger = logging.getLogger("runtime.worker")
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.health import HealthServer
+from runtime.ops.health import HealthServer
 
 logger = logging.getLogger("runtime.processes")
 

@@ -11,10 +11,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from runtime.decorators import TaskFunction
+from runtime.app.decorators import TaskFunction
+from runtime.app.manifest import format_duration
 from runtime.errors import DeadlineExceeded, TaskTimeout
-from runtime.manifest import format_duration
-from runtime.sync_pool import SyncPool
+from runtime.worker.sync_pool import SyncPool
 
 
 async def call(

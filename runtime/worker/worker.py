@@ -4,7 +4,7 @@
                                                       ──> commit (fence, records flushed, then acked,
                                                                   a retry sent in the same step as its ack)
 
-Every entry this worker holds is under a lease that a thread renews (runtime/leases.py), so a blocked event
+Every entry this worker holds is under a lease that a thread renews (runtime/queue/leases.py), so a blocked event
 loop does not lose it; an entry another worker took anyway (this worker was paused) is stopped here and
 neither recorded nor acked. Entries whose lease lapsed (a dead worker's) are reclaimed on a timer; one that
 was running when its worker died counts as a failed attempt, so a task that kills its worker ends `failed`
@@ -30,29 +30,31 @@ import orjson
 from redis.exceptions import RedisError
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
-from runtime import gc_pause, presence, time_limit
-from runtime.broker import CANCELLED, PAUSED, Delivery
-from runtime.cancellation import Cancellations
-from runtime.commits import Commits
-from runtime.connections import Runtime
-from runtime.context import Context
+from runtime import gc_pause
+from runtime.app.connections import Runtime
+from runtime.app.context import Context
+from runtime.app.manifest import format_duration
 from runtime.errors import ConfigError, UnknownFunction, WorkerDied
-from runtime.health import HealthServer, Heartbeat, dependencies
-from runtime.leases import LeaseKeeper
-from runtime.manifest import format_duration
-from runtime.messages import InvalidMessage, decode, describe, describe_traceback, error_type
-from runtime.middleware import (
+from runtime.ops import presence
+from runtime.ops.health import HealthServer, Heartbeat, dependencies
+from runtime.queue.broker import CANCELLED, PAUSED, Delivery
+from runtime.queue.leases import LeaseKeeper
+from runtime.queue.messages import InvalidMessage, decode, describe, describe_traceback, error_type
+from runtime.queue.priority import QueueOrder
+from runtime.tracing import setup_tracing
+from runtime.worker import time_limit
+from runtime.worker.cancellation import Cancellations
+from runtime.worker.commits import Commits
+from runtime.worker.middleware import (
     DeadLetterMiddleware,
     RetryMiddleware,
     RunRecordMiddleware,
     TaskLogMiddleware,
     UniqueMiddleware,
 )
-from runtime.middleware.log_context import LogContextMiddleware
-from runtime.middleware.metrics import MetricsMiddleware
-from runtime.priority import QueueOrder
-from runtime.sync_pool import SyncPool
-from runtime.tracing import setup_tracing
+from runtime.worker.middleware.log_context import LogContextMiddleware
+from runtime.worker.middleware.metrics import MetricsMiddleware
+from runtime.worker.sync_pool import SyncPool
 
 logger = logging.getLogger("runtime.worker")
 
@@ -107,8 +109,9 @@ class Worker:
             MetricsMiddleware(),
         ]
         self.middlewares.insert(0, LogContextMiddleware())
-        if setup_tracing(runtime, "worker"):  # imports OpenTelemetry only when OTEL_EXPORTER_OTLP_ENDPOINT is set
-            from runtime.middleware.tracing import TracingMiddleware
+        # imports OpenTelemetry only when OTEL_EXPORTER_OTLP_ENDPOINT is set
+        if setup_tracing(runtime.app.name, "worker", runtime.store.engine):
+            from runtime.worker.middleware.tracing import TracingMiddleware
 
             self.middlewares.append(TracingMiddleware())
         self.pre_execute = _overriding(self.middlewares, "pre_execute")
@@ -359,7 +362,7 @@ class Worker:
         started, beats = time.time(), 0
         while True:
             self.heartbeat.beat()
-            if beats % 3 == 0:  # who is alive, for the dashboard (runtime/presence.py); never blocks the beat
+            if beats % 3 == 0:  # who is alive, for the dashboard (runtime/ops/presence.py); never blocks the beat
                 me = presence.info(self.broker.consumer, self.queues, len(self.running), started)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(presence.publish(self.runtime, me), 1.0)

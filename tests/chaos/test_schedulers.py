@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from runtime.scheduler import Scheduler
+from runtime.scheduler.scheduler import Scheduler
 from tests.chaos.harness import FULL, SUMMARIES, client
 
 pytestmark = pytest.mark.chaos

@@ -1,5 +1,5 @@
 """The data behind the dashboard's new views, through its real app (in-process ASGI) on a real Redis and
-database: live workers (runtime/presence.py), throughput per minute, cron schedules, the invoke console
+database: live workers (runtime/ops/presence.py), throughput per minute, cron schedules, the invoke console
 (emulator only), the page's assets, and the read-only dashboard of a broken emulator generation."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runtime import presence
-from runtime.connections import Runtime
-from runtime.dashboard import create_broken_dashboard_app, create_dashboard_app
-from runtime.runs import Run, RunStore, utcnow
+from runtime.app.connections import Runtime
+from runtime.dashboard.app import create_broken_dashboard_app, create_dashboard_app
+from runtime.ops import presence
 from runtime.settings import Settings
-from runtime.web import create_web_app
+from runtime.store.runs import Run, RunStore, utcnow
+from runtime.web.app import create_web_app
 from tests.conftest import write_app
 
 MANIFEST = """

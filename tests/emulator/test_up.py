@@ -349,7 +349,7 @@ from emulator import cli, embedded_redis
 
 
 def spawn(self, port=None):
-    heavy = [name for name in ("sqlalchemy", "taskiq", "uvicorn", "runtime.connections") if name in sys.modules]
+    heavy = [name for name in ("sqlalchemy", "taskiq", "uvicorn", "runtime.app.connections") if name in sys.modules]
     print("imported when Redis was spawned:", heavy, flush=True)
     raise SystemExit(0)
 

@@ -26,8 +26,8 @@ from emulator.embedded_redis import redis_server_binary
 from runtime.errors import ConfigError
 from runtime.logs import configure_logging
 from runtime.redaction import redact, register_secret, reload_secrets
-from runtime.runs import RunStore
 from runtime.settings import Settings, get_settings
+from runtime.store.runs import RunStore
 from tests.conftest import ROOT, Process, free_port, wait_for_port
 
 SECRET = "hunter2-s3cret"
@@ -381,7 +381,7 @@ def test_emulator_data_is_private(spawn: Callable[..., Process], tmp_path: Path)
 
 
 def test_the_emulator_dashboards_own_addresses() -> None:
-    from runtime.dashboard import local_addresses
+    from runtime.dashboard.app import local_addresses
 
     loopback = {"127.0.0.1:8081", "localhost:8081", "[::1]:8081"}
     assert set(local_addresses("127.0.0.1", 8081)) == loopback

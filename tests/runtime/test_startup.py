@@ -7,7 +7,7 @@ import time
 import httpx
 
 from tests.conftest import RedisServer, free_port
-from tests.runtime.test_enqueue import make_app
+from tests.runtime.app.test_enqueue import make_app
 
 
 def test_a_worker_waits_for_redis_with_health_503(tmp_path, spawn):  # type: ignore[no-untyped-def]

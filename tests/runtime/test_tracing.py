@@ -27,8 +27,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from runtime import Runtime, tracing
 from runtime.settings import Settings
-from runtime.web import create_web_app
-from runtime.worker import Worker
+from runtime.web.app import create_web_app
+from runtime.worker.worker import Worker
 from tests.conftest import write_app
 
 MODULE = f"traced_{uuid.uuid4().hex[:8]}"
@@ -202,8 +202,8 @@ import redis  # redis-py 8 imports OpenTelemetry's metrics API itself when it is
 before = {m for m in sys.modules if m.startswith("opentelemetry")}
 from runtime import Runtime
 from runtime.settings import Settings
-from runtime.web import create_web_app
-from runtime.worker import Worker
+from runtime.web.app import create_web_app
+from runtime.worker.worker import Worker
 
 async def main():
     rt = Runtime.from_manifest(sys.argv[1], Settings(redis_url=sys.argv[2], database_url=sys.argv[3]))
@@ -275,7 +275,7 @@ def test_a_worker_joins_the_enqueuers_trace_and_exports_it_over_otlp_http(
 
     async def enqueue() -> Any:
         async with Runtime.from_manifest(app, Settings(redis_url=redis_url, database_url=env["DATABASE_URL"])) as rt:
-            assert tracing.setup_tracing(rt, "script")
+            assert tracing.setup_tracing(rt.app.name, "script", rt.store.engine)
             with trace.get_tracer("test").start_as_current_span("a script"):
                 run_id = await rt.app.tasks["work"].enqueue(n=3)
             return await rt.wait(run_id, timeout=30)

@@ -1,4 +1,4 @@
-// The workers view: the live workers each publish (runtime/presence.py; gone after 30 s of silence).
+// The workers view: the live workers each publish (runtime/ops/presence.py; gone after 30 s of silence).
 import { ago, byTestId, fmtTime, h } from "./dashboard-core.js";
 
 export function renderWorkers(workers) {

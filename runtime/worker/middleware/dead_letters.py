@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
-from runtime.decorators import Failure
+from runtime.app.decorators import Failure
 
 if TYPE_CHECKING:
-    from runtime.connections import Runtime
+    from runtime.app.connections import Runtime
 
 logger = logging.getLogger("runtime.task")
 

@@ -1,5 +1,5 @@
 """Run metrics: each finished attempt counted by function, queue and outcome, with its duration, and each
-run's wait from enqueue to its first start (see runtime/metrics.py for how they are served).
+run's wait from enqueue to its first start (see runtime/ops/metrics.py for how they are served).
 
 It runs in the worker, so sync tasks (whose code runs in child processes) are counted here, in the parent.
 """
@@ -12,7 +12,7 @@ from typing import Any
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.errors import WorkerDied
-from runtime.metrics import metrics
+from runtime.ops.metrics import metrics
 
 
 def _queue(message: TaskiqMessage) -> str:

@@ -23,7 +23,7 @@ from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from runtime.errors import ArgumentsError, DeadlineExceeded, SkipRetry, UnknownFunction
 
 if TYPE_CHECKING:
-    from runtime.connections import Runtime
+    from runtime.app.connections import Runtime
 
 NOT_RETRIED: tuple[type[BaseException], ...] = (SkipRetry, ArgumentsError, UnknownFunction, DeadlineExceeded)
 

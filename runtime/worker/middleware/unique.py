@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 if TYPE_CHECKING:
-    from runtime.connections import Runtime
+    from runtime.app.connections import Runtime
 
 # delete the key only while this run holds it (a later run may hold it already, after the window)
 _RELEASE = """

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from runtime.connections import Runtime
+from runtime.app.connections import Runtime
 from runtime.errors import ArgumentsError, EnqueueFailed, EnqueueUncertain
 from runtime.settings import Settings
 from tests.conftest import write_app
@@ -103,7 +103,7 @@ async def test_an_unanswered_enqueue_gives_the_ids_and_the_record_stays(tmp_path
     [run_id] = caught.value.run_ids
     assert run_id in str(caught.value)
     run = await runtime.store.get(run_id)
-    assert run is not None and run.status == "queued"  # the reconciler settles it (tests/runtime/test_reconciler.py)
+    assert run is not None and run.status == "queued"  # the reconciler settles it (scheduler/test_reconciler.py)
     await runtime.store.close()
 
 
@@ -120,7 +120,7 @@ async def test_a_failed_record_insert_still_returns_the_queued_id(rt):  # type: 
 async def test_concurrent_enqueues_share_one_insert_and_each_record_is_saved_when_it_returns(rt):  # type: ignore[no-untyped-def]
     """Group commit: enqueues made at the same time write their records in one statement, yet each call
     returns only once its own record is saved (read at once from another connection)."""
-    from runtime.runs import RunStore
+    from runtime.store.runs import RunStore
 
     inserts = []
     insert = rt.store.insert_many

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import random
 
-from runtime.connections import Runtime
+from runtime.app.connections import Runtime
 from runtime.errors import ArgumentsError
 from runtime.settings import Settings
-from tests.runtime.test_enqueue import make_app
+from tests.runtime.app.test_enqueue import make_app
 
 
 def random_value(rng: random.Random, depth: int = 0) -> object:

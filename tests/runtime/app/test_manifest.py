@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime.application import load_application
+from runtime.app.application import load_application
+from runtime.app.manifest import format_duration, parse_duration, parse_manifest
 from runtime.errors import ManifestError
-from runtime.manifest import format_duration, parse_duration, parse_manifest
 from tests.conftest import command, write_app
 
 
@@ -198,7 +198,7 @@ def test_runtime_check_lists_every_error_and_exits_1(tmp_path):
 
 
 def test_runtime_check_on_the_example_prints_the_effective_settings():
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     result = subprocess.run([command("runtime"), "check"], capture_output=True, text=True, cwd=root, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "app 'first-sip' is valid: 3 HTTP function(s), 3 task(s)" in result.stdout

@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from runtime import Runtime
-from runtime.dashboard import create_dashboard_app
+from runtime.dashboard.app import create_dashboard_app
 from runtime.errors import ConfigError
-from runtime.runs import STATUSES
 from runtime.settings import Settings
+from runtime.store.runs import STATUSES
 from tests.conftest import Process, write_app
 
 MODULE = """
@@ -444,11 +444,11 @@ async def test_the_page_cannot_be_framed_by_another_site(dash: Dashboard) -> Non
     assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
 
 
-# --- the operations (runtime/operations.py): search, bulk replay / delete, queues, pause ---------------------
+# --- the operations (runtime/ops/operations.py): search, bulk replay / delete, queues, pause ---------------------
 
 
 def _failed(run_id: str, function: str = "boom") -> dict[str, Any]:
-    from runtime.runs import utcnow
+    from runtime.store.runs import utcnow
 
     now = utcnow()
     return {

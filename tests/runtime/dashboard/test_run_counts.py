@@ -7,8 +7,8 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from runtime.run_counts import FAST, RunCounts
-from runtime.runs import RunStore, utcnow
+from runtime.dashboard.run_counts import FAST, RunCounts
+from runtime.store.runs import RunStore, utcnow
 
 
 def rows(count: int, status: str) -> list[dict[str, object]]:

@@ -17,7 +17,8 @@ import pytest
 import yaml
 from packaging.version import Version
 
-from runtime.k8s import (
+from runtime.app.manifest import load_manifest, parse_manifest
+from runtime.deploy.k8s import (
     PRE_STOP_SECONDS,
     dump_yaml,
     k8s_command,
@@ -26,12 +27,11 @@ from runtime.k8s import (
     secret_hint,
     write_kustomize,
 )
-from runtime.keys import Keys
-from runtime.manifest import load_manifest, parse_manifest
+from runtime.queue.keys import Keys
 from runtime.settings import Settings
-from runtime.worker import PREFETCH_FACTOR
+from runtime.worker.worker import PREFETCH_FACTOR
 
-FIXTURES = Path(__file__).parent.parent / "k8s"
+FIXTURES = Path(__file__).parents[2] / "k8s"
 MANIFEST = FIXTURES / "manifest.yaml"
 IMAGE = "ghcr.io/acme/first-sip:1.0.0"
 SHUTDOWN_TIMEOUT = Settings.model_fields["shutdown_timeout"].default
@@ -117,7 +117,7 @@ def test_the_oldest_and_newest_supported_versions_are_covered() -> None:
 
 
 def test_the_repositorys_own_manifest_renders_valid_objects() -> None:
-    repo_manifest = Path(__file__).parents[2] / "manifest.yaml"
+    repo_manifest = Path(__file__).parents[3] / "manifest.yaml"
     if not repo_manifest.exists():
         pytest.skip("no manifest.yaml at the repository root")
     text = repo_manifest.read_text()
@@ -293,7 +293,7 @@ def test_pods_run_as_non_root_with_a_read_only_root(objects: list[dict[str, Any]
 
 
 def test_app_image_user_matches_the_pod_user() -> None:
-    dockerfile = (Path(__file__).parents[2] / "Dockerfile").read_text()
+    dockerfile = (Path(__file__).parents[3] / "Dockerfile").read_text()
     user = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)[-1]
     web = one(render(), "Deployment", "first-sip-web")["spec"]["template"]["spec"]
     assert user.split(":")[0] == str(web["securityContext"]["runAsUser"])
@@ -467,7 +467,7 @@ def test_output_is_deterministic() -> None:
     assert list(yaml.safe_load_all(first)) == render(**options)
     # Another interpreter with another hash seed renders the same bytes.
     code = (
-        "import sys; from runtime.k8s import k8s_command; "
+        "import sys; from runtime.deploy.k8s import k8s_command; "
         f"sys.exit(k8s_command({str(MANIFEST)!r}, {IMAGE!r}, None, keda=True, "
         "ingress_host='briefings.example.com', namespace='prod'))"
     )
@@ -477,7 +477,7 @@ def test_output_is_deterministic() -> None:
             capture_output=True,
             text=True,
             env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
-            cwd=Path(__file__).parents[2],
+            cwd=Path(__file__).parents[3],
             check=True,
         )
         assert result.stdout == first

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from runtime import Runtime
-from runtime.middleware.dead_letters import DeadLetterAlert
-from runtime.runs import utcnow
-from runtime.scheduler import Scheduler
+from runtime.scheduler.scheduler import Scheduler
 from runtime.settings import Settings
+from runtime.store.runs import utcnow
+from runtime.worker.middleware.dead_letters import DeadLetterAlert
 from tests.conftest import Process, command, write_app
 
 MODULE = """

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runtime import Runtime
-from runtime.metrics import render
+from runtime.ops.metrics import render
 from runtime.settings import Settings
 from tests.conftest import free_port, wait_for_port, write_app
 

@@ -297,7 +297,7 @@ async def test_a_paused_queue_accepts_enqueues_and_runs_them_after_resume(spawn,
 async def test_nothing_starts_from_a_queue_once_its_pause_returned(spawn, app, env, rt) -> None:
     """Pausing is atomic: once `pause` returned, no task of that queue starts, not even one a worker was
     already waiting for (a worker blocked on the queue's stream used to run it: it re-read the flag each 1 s)."""
-    from runtime import operations
+    from runtime.ops import operations
 
     start_worker(spawn, app, env)
     warm = await rt.app.tasks["work"].enqueue(n=0)
@@ -324,7 +324,7 @@ async def test_a_task_may_take_its_context(spawn, app, env, rt) -> None:
 
 
 async def test_dead_letters_are_counted_on_their_own_queue(spawn, app, env, rt) -> None:
-    from runtime import operations
+    from runtime.ops import operations
 
     start_worker(spawn, app, env)
     nap = rt.app.tasks["nap"]

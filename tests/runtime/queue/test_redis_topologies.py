@@ -20,8 +20,8 @@ import redis
 
 from emulator.embedded_redis import redis_server_binary
 from runtime import Runtime
-from runtime.redis_client import parse_url
-from runtime.scheduler import Scheduler
+from runtime.queue.redis_client import parse_url
+from runtime.scheduler.scheduler import Scheduler
 from runtime.settings import Settings
 from tests.conftest import free_port, wait_for_port, write_app
 

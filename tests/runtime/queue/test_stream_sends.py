@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from runtime.stream_sends import StreamSends
+from runtime.queue.stream_sends import StreamSends
 
 
 async def test_concurrent_sends_share_one_pipeline_and_every_entry_arrives_in_order(redis_url):

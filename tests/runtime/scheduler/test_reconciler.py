@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from runtime.connections import Runtime
-from runtime.reconciler import Reconciler
+from runtime.app.connections import Runtime
+from runtime.scheduler.reconciler import Reconciler
 from runtime.settings import Settings
-from runtime.worker import Worker
-from tests.runtime.test_enqueue import make_app
+from runtime.worker.worker import Worker
+from tests.runtime.app.test_enqueue import make_app
 
 
 async def test_a_record_without_a_message_is_requeued_and_runs(tmp_path, redis_url):  # type: ignore[no-untyped-def]

@@ -6,8 +6,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
-from runtime.connections import Runtime
-from runtime.scheduler import Scheduler
+from runtime.app.connections import Runtime
+from runtime.scheduler.scheduler import Scheduler
 from runtime.settings import Settings
 from tests.conftest import write_app
 
@@ -119,8 +119,8 @@ def test_two_schedulers_at_once_fire_once(tmp_path, redis_url):
 import asyncio, sys
 from datetime import UTC, datetime, timedelta
 sys.path.insert(0, {str(tmp_path)!r})
-from runtime.connections import Runtime
-from runtime.scheduler import Scheduler
+from runtime.app.connections import Runtime
+from runtime.scheduler.scheduler import Scheduler
 from runtime.settings import Settings
 
 async def main():

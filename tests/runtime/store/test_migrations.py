@@ -1,4 +1,4 @@
-"""The run store's schema migrations: a database made by 0.1.0 (its DDL kept in tests/runtime/data) upgrades
+"""The run store's schema migrations: a database made by 0.1.0 (its DDL kept in tests/runtime/store/data) upgrades
 with `runtime db upgrade` and keeps its rows; processes refuse an old schema in one line, create an empty
 database at the head, and never import Alembic; the emulator upgrades by itself."""
 
@@ -18,10 +18,10 @@ import yaml
 from sqlalchemy import MetaData, Table, create_engine, inspect, text
 
 from runtime import Runtime
-from runtime.dashboard import create_dashboard_app
-from runtime.migrations import alembic_config
-from runtime.runs import SCHEMA_HEAD, SCHEMA_REVISIONS, Run, RunArguments, RunCount, RunStore, utcnow
+from runtime.dashboard.app import create_dashboard_app
 from runtime.settings import Settings
+from runtime.store.migrations import alembic_config
+from runtime.store.runs import SCHEMA_HEAD, SCHEMA_REVISIONS, Run, RunArguments, RunCount, RunStore, utcnow
 from tests.conftest import Process, command, write_app
 from tests.emulator.test_up import make_app, start_emulator
 
@@ -296,8 +296,8 @@ def test_db_upgrade_names_an_unreachable_database(tmp_path: Path) -> None:
 def test_the_kubernetes_pods_upgrade_an_old_database_before_they_start(database_url: str, tmp_path: Path) -> None:
     """Each rendered pod's init container is `runtime db upgrade`, run with the pod's own settings: a new
     release deployed on a 0.1.0 store brings it to the head before its processes meet it."""
-    from runtime.k8s import render_kubernetes
-    from runtime.manifest import parse_manifest
+    from runtime.app.manifest import parse_manifest
+    from runtime.deploy.k8s import render_kubernetes
 
     text = MANIFEST.replace("{module}", "app")
     objects = render_kubernetes(parse_manifest(yaml.safe_load(text)), text, "first-sip:test")

@@ -9,10 +9,10 @@ from datetime import timedelta
 
 from sqlalchemy import event
 
-from runtime.connections import Runtime
-from runtime.middleware.records import FINISHED, RUNNING, version
-from runtime.runs import Run, RunStore, utcnow
+from runtime.app.connections import Runtime
 from runtime.settings import Settings
+from runtime.store.runs import Run, RunStore, utcnow
+from runtime.worker.middleware.records import FINISHED, RUNNING, version
 
 
 def run(run_id: str, function: str = "f", status: str = "queued") -> Run:
@@ -105,8 +105,8 @@ async def test_runtime_tables_are_created_on_start(tmp_path, redis_url, database
 
 
 async def test_the_fast_insert_writes_the_rows_the_engine_writes(database_url):
-    """An enqueue's insert goes through the driver directly (sqlite3: runtime/sqlite_insert.py, asyncpg:
-    runtime/postgres_insert.py); each column must be stored exactly as SQLAlchemy stores it, and its errors
+    """An enqueue's insert goes through the driver directly (sqlite3: runtime/store/sqlite_insert.py, asyncpg:
+    runtime/store/postgres_insert.py); each column must be stored exactly as SQLAlchemy stores it, and its errors
     must be SQLAlchemy's types."""
     import pytest
     import sqlalchemy.exc
@@ -267,7 +267,7 @@ async def test_a_small_insert_on_a_free_sqlite_database_makes_no_thread_hop(tmp_
     the loop's thread, and a long run of such inserts still gets its WAL checkpointed."""
     import threading
 
-    from runtime.sqlite_insert import CHECKPOINT_EVERY
+    from runtime.store.sqlite_insert import CHECKPOINT_EVERY
 
     store = RunStore(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}")
     await store.init()

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import POSTGRES_URL, RedisServer, reset_postgres
-from tests.runtime.test_http_limits import start_web
+from tests.runtime.web.test_http_limits import start_web
 
 BURST = 200
 

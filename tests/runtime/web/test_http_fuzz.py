@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import Process, RedisServer
-from tests.runtime.test_http_limits import MAX_BODY_SIZE, REQUEST_TIMEOUT, exchange, start_web
+from tests.runtime.web.test_http_limits import MAX_BODY_SIZE, REQUEST_TIMEOUT, exchange, start_web
 
 SEED = 20260824
 CASES = 600

@@ -18,10 +18,10 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-import runtime.web
+import runtime.web.app
 from runtime import Runtime
 from runtime.settings import Settings
-from runtime.web import create_web_app
+from runtime.web.app import create_web_app
 from tests.conftest import BIN, ROOT, Process, free_port, wait_for_port, write_app
 
 MODULE = f"openapi_{uuid.uuid4().hex[:8]}"
@@ -266,7 +266,7 @@ def test_the_docs_bundle_is_in_the_wheel(tmp_path: Path) -> None:
     [wheel] = tmp_path.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("index.html", "swagger-ui-bundle.js", "swagger-ui.css", "LICENSE", "NOTICE"):
-        assert f"runtime/static/docs/{name}" in names
+        assert f"runtime/web/static/docs/{name}" in names
 
 
 def start_example(spawn: Callable[..., Process], redis_url: str, tmp_path: Path) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 from runtime import Runtime
 from runtime.settings import Settings
-from runtime.web import create_web_app
+from runtime.web.app import create_web_app
 from tests.conftest import free_port, write_app
 
 MODULE = f"web_{uuid.uuid4().hex[:8]}"

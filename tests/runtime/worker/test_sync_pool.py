@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.sync_pool import SyncPool, SyncProcessError, TaskError
+from runtime.worker.sync_pool import SyncPool, SyncProcessError, TaskError
 
 PREFIX = f"pool_{uuid.uuid4().hex[:8]}"
 

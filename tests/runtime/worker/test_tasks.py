@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from runtime import ArgumentsError, Runtime
-from runtime.runs import Run, utcnow
 from runtime.settings import Settings
+from runtime.store.runs import Run, utcnow
 from tests.conftest import write_app
 from tests.runtime.workers import events, start_worker, started_runtime, worker_env
 
@@ -369,7 +369,7 @@ async def test_a_worker_recreates_its_consumer_groups_when_redis_lost_its_data(s
 
 
 async def test_a_stopped_worker_leaves_the_workers_list_at_once(spawn, app, env, rt):
-    from runtime import presence
+    from runtime.ops import presence
 
     worker = start_worker(spawn, app, env)
     deadline = time.monotonic() + 10

@@ -1,6 +1,6 @@
 """Big arguments out of the run's row: the `run_arguments` table.
 
-A run's arguments over BIG_ARGUMENTS characters (runtime/runs.py) are kept in `run_arguments`, written once,
+A run's arguments over BIG_ARGUMENTS characters (runtime/store/runs.py) are kept in `run_arguments`, written once,
 and its `runs` row holds `{}`: SQLite rewrites a whole row, overflow pages included, on every update, and a
 run's row is updated at each step. Rows written before keep their arguments where they are (every read
 takes `run_arguments` first, then the row's own), so the upgrade moves nothing.

@@ -3,7 +3,7 @@ by when they finished (`ix_runs_finished_at`).
 
 The dashboard shows the runs per function and status every 2 s. Counting them was a scan of `runs` (13 s
 at 10M rows on SQLite, 1 s on Postgres); now it sums `run_counts`, a few rows per function and status
-(runtime/runs.py, RunCount). The upgrade counts the runs already there once, in the transaction that
+(runtime/store/runs.py, RunCount). The upgrade counts the runs already there once, in the transaction that
 creates the triggers, so no write falls between the two.
 
 The dashboard's runs finished per minute over the last hour, and `runtime queues`' succeeded and failed in
@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from runtime.runs import DROP_COUNT_TRIGGERS, count_runs_from_now_on
+from runtime.store.runs import DROP_COUNT_TRIGGERS, count_runs_from_now_on
 
 revision = "0004"
 down_revision = "0003"

@@ -1,0 +1,1 @@
+"""Deployment: Kubernetes objects rendered from the manifest."""

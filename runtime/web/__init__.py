@@ -1,0 +1,1 @@
+"""HTTP: the Starlette app of the HTTP functions, its server settings, and the OpenAPI document."""
