@@ -32,7 +32,7 @@ from emulator.child import preload, run_child
 from emulator.data_dir import prepare_data_dir
 from emulator.embedded_redis import EmbeddedRedis
 from runtime import gc_pause
-from runtime.app.manifest import load_manifest
+from runtime.app.manifest_file import load_manifest
 from runtime.errors import ConfigError, ManifestError
 from runtime.logs import configure_logging
 from runtime.redaction import redact

@@ -10,7 +10,8 @@ from pathlib import Path
 from types import ModuleType
 
 from runtime.app.decorators import HttpFunction, TaskFunction, _Function
-from runtime.app.manifest import Manifest, declared_handlers, read_manifest, validate_manifest
+from runtime.app.manifest import Manifest
+from runtime.app.manifest_file import declared_handlers, read_manifest, validate_manifest
 from runtime.errors import ManifestError, Problem
 
 

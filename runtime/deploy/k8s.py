@@ -17,7 +17,8 @@ from urllib.parse import urlparse
 
 import yaml
 
-from runtime.app.manifest import Manifest, load_manifest
+from runtime.app.manifest import Manifest
+from runtime.app.manifest_file import load_manifest
 from runtime.errors import ManifestError
 from runtime.queue.keys import Keys
 from runtime.settings import Settings

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from packaging.version import Version
 
-from runtime.app.manifest import load_manifest, parse_manifest
+from runtime.app.manifest_file import load_manifest, parse_manifest
 from runtime.deploy.k8s import (
     PRE_STOP_SECONDS,
     dump_yaml,

@@ -296,7 +296,7 @@ def test_db_upgrade_names_an_unreachable_database(tmp_path: Path) -> None:
 def test_the_kubernetes_pods_upgrade_an_old_database_before_they_start(database_url: str, tmp_path: Path) -> None:
     """Each rendered pod's init container is `runtime db upgrade`, run with the pod's own settings: a new
     release deployed on a 0.1.0 store brings it to the head before its processes meet it."""
-    from runtime.app.manifest import parse_manifest
+    from runtime.app.manifest_file import parse_manifest
     from runtime.deploy.k8s import render_kubernetes
 
     text = MANIFEST.replace("{module}", "app")
