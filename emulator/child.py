@@ -29,7 +29,9 @@ from starlette.routing import Route
 
 from runtime import gc_pause
 from runtime.app.connections import Runtime
-from runtime.dashboard.app import create_broken_dashboard_app, create_dashboard_app, local_addresses
+from runtime.dashboard.app import create_dashboard_app
+from runtime.dashboard.broken import create_broken_dashboard_app
+from runtime.dashboard.guards import local_addresses
 from runtime.errors import ConfigError, ManifestError
 from runtime.scheduler.scheduler import Scheduler
 from runtime.settings import Settings

@@ -24,17 +24,16 @@ GET  /assets/{file}                               the page's scripts and styles 
 Writes (POST/PUT/PATCH/DELETE) that carry a body must send it as `application/json`, so a page on
 another site cannot forge one with a "simple" cross-origin request; the emulator's dashboard, which has
 no token, also refuses any request whose `Host` or `Origin` is not one of its own addresses (DNS
-rebinding, cross-site requests). Every JSON answer is redacted (runtime/redaction.py).
+rebinding, cross-site requests): runtime/dashboard/guards.py. Every JSON answer is redacted
+(runtime/redaction.py). While the app fails to load, the emulator serves runtime/dashboard/broken.py instead.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
 import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from croniter import croniter
@@ -43,149 +42,24 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from runtime.app.connections import Runtime
+from runtime.dashboard.guards import RequestGuard, TokenAuth
+from runtime.dashboard.page import PAGE, PAGE_HEADERS, asset
+from runtime.dashboard.responses import RedactedJSONResponse, _error, _limit
 from runtime.dashboard.run_counts import RunCounts
 from runtime.errors import ArgumentsError, ConfigError
 from runtime.ops import operations, presence
 from runtime.ops.metrics import HttpMetrics, dead_letter_threshold, metrics_route
-from runtime.redaction import redact
-from runtime.store.runs import STATUSES, Run, RunStore
-from runtime.web.app import FastJSONResponse, _http_error, health_routes
+from runtime.store.runs import Run
+from runtime.web.app import _http_error, health_routes
 
-PAGE = Path(__file__).parent / "static" / "dashboard.html"
-ASSETS = PAGE.parent  # the page's ES modules and style sheet, static/dashboard*.{js,css}: no build step
-ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
-PAGE_HEADERS = {
-    "cache-control": "no-cache",
-    "x-frame-options": "DENY",  # no other site may frame it (clickjacking its Replay and Delete buttons)
-    "content-security-policy": "frame-ancestors 'none'",
-}
 MIN_TOKEN_LENGTH = 16
-WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-class RedactedJSONResponse(FastJSONResponse):
-    """JSON with every password in a URL and every configured secret masked."""
-
-    def render(self, content: Any) -> bytes:
-        body = super().render(content)
-        redacted = redact(body.decode())
-        return redacted.encode()
-
-
-def _error(status: int, message: str) -> Response:
-    return RedactedJSONResponse({"error": message}, status_code=status)
-
-
-def local_addresses(host: str, port: int) -> list[str]:
-    """The `host:port` values a browser sends in `Host` for a server on `host` (and on loopback) at `port`."""
-    names = {"127.0.0.1", "localhost", "[::1]"}
-    if host:  # as printed by `emulator up`, 0.0.0.0 included (other pages are still refused by Origin)
-        names.add(f"[{host}]" if ":" in host else host)
-    return sorted(f"{name}:{port}" for name in names)
-
-
-class RequestGuard:
-    """Refuses (403) writes whose body is not JSON, and, with `allowed_hosts`, requests whose `Host` or
-    `Origin` is not one of those `host:port` addresses."""
-
-    def __init__(self, app: ASGIApp, allowed_hosts: list[str] | None = None) -> None:
-        self.app = app
-        self.hosts = {host.lower() for host in allowed_hosts} if allowed_hosts is not None else None
-        self.origins = {f"http://{host}" for host in self.hosts or ()}
-
-    def refusal(self, scope: Scope) -> str | None:
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-        if self.hosts is not None:
-            host = headers.get("host", "").lower()
-            if host not in self.hosts:
-                return f"this dashboard answers only on {', '.join(sorted(self.hosts))}, not Host {host!r}"
-            origin = headers.get("origin")
-            if origin is not None and origin.lower() not in self.origins:
-                return f"requests from other sites are refused (Origin {origin!r})"
-            # a browser's no-cors GET from another page carries no Origin, but says where it comes from;
-            # following a link to the dashboard (a navigation) stays allowed
-            fetched_from = headers.get("sec-fetch-site", "same-origin")
-            if fetched_from in ("cross-site", "same-site") and headers.get("sec-fetch-mode") != "navigate":
-                return f"requests from other pages are refused (Sec-Fetch-Site {fetched_from!r})"
-        if scope["method"] in WRITES:
-            has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
-            media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-            if has_body and media_type != "application/json":
-                return "send the request body as JSON, with 'Content-Type: application/json'"
-        return None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (reason := self.refusal(scope)) is not None:
-            await _error(403, reason)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-class TokenAuth:
-    """Requires DASHBOARD_TOKEN as a bearer token, a `token` query parameter or cookie."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.token = token
-
-    @staticmethod
-    def given(request: Request) -> str:
-        """The token the request carries: `Authorization: Bearer <token>` (any case), else the query or cookie."""
-        authorization = request.headers.get("authorization")
-        if authorization is not None:
-            scheme, _, value = authorization.strip().partition(" ")
-            return value.strip() if scheme.lower() == "bearer" else ""
-        return request.query_params.get("token", "") or request.cookies.get("dashboard_token", "")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in ("/health", "/health/live"):
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope)
-        given = self.given(request)
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
-            if scope["path"] == "/" or scope["path"].startswith("/assets/"):
-                # the page and its scripts hold no data; it asks for the token when the API answers 401
-                await self.app(scope, receive, send)
-                return
-            response = _error(401, "this dashboard needs DASHBOARD_TOKEN: send 'Authorization: Bearer <token>'")
-            await response(scope, receive, send)
-            return
-        if request.query_params.get("token"):
-
-            async def send_with_cookie(message: Any) -> None:
-                if message["type"] == "http.response.start":
-                    message.setdefault("headers", []).append(
-                        (b"set-cookie", f"dashboard_token={self.token}; HttpOnly; SameSite=Strict; Path=/".encode())
-                    )
-                await send(message)
-
-            await self.app(scope, receive, send_with_cookie)
-            return
-        await self.app(scope, receive, send)
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _limit(request: Request, default: int = 100) -> int:
-    try:
-        return max(1, min(1000, int(request.query_params.get("limit", default))))
-    except ValueError:
-        raise HTTPException(400, "limit must be a whole number from 1 to 1000") from None
-
-
-async def asset(request: Request) -> Response:
-    """One of the page's files, runtime/dashboard/static/dashboard*.js or .css (package data), by plain name only."""
-    name = request.path_params["name"]
-    path = ASSETS / name
-    if "/" in name or not name.startswith("dashboard") or path.suffix not in ASSET_TYPES or not path.is_file():
-        return _error(404, f"no dashboard asset named {name!r}")
-    return FileResponse(path, media_type=ASSET_TYPES[path.suffix], headers=PAGE_HEADERS)
 
 
 def _next_fire(schedule: str, now: datetime) -> str | None:
@@ -479,55 +353,4 @@ def create_dashboard_app(
         app.add_middleware(TokenAuth, token=token)
     app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)  # refuses before the token check
     app.add_middleware(HttpMetrics, routes=routes)  # outermost: counts refusals too
-    return app
-
-
-def create_broken_dashboard_app(
-    store: RunStore, error: str, *, allowed_hosts: list[str] | None = None, app_name: str = ""
-) -> Starlette:
-    """The emulator's dashboard while the app's code is broken: the same page, read-only. It shows the
-    error on top and the runs from the run store; every other API answers 503 with the error."""
-
-    async def page(request: Request) -> Response:
-        return FileResponse(PAGE, headers=PAGE_HEADERS)
-
-    async def broken(request: Request) -> Response:
-        return RedactedJSONResponse(
-            {"error": "the app failed to load; fix it and save to reload", "detail": error, "app": app_name},
-            status_code=503,
-        )
-
-    async def list_runs(request: Request) -> Response:
-        try:
-            offset = max(0, int(request.query_params.get("offset", 0)))
-        except ValueError:
-            return _error(400, "offset must be a whole number")
-        status = request.query_params.get("status") or None
-        runs = await store.list(
-            function=request.query_params.get("function") or None,
-            status=status if status in STATUSES else None,
-            limit=_limit(request),
-            offset=offset,
-        )
-        return RedactedJSONResponse([run.public() for run in runs])
-
-    async def get_run(request: Request) -> Response:
-        run = await store.get(request.path_params["run_id"])
-        if run is None:
-            return _error(404, f"no run with id {request.path_params['run_id']!r}")
-        return RedactedJSONResponse(run.public())
-
-    async def throughput(request: Request) -> Response:
-        return RedactedJSONResponse(await store.throughput(60))
-
-    routes = [
-        Route("/", page),
-        Route("/assets/{name}", asset),
-        Route("/api/runs", list_runs),
-        Route("/api/runs/{run_id}", get_run, methods=["GET"]),
-        Route("/api/throughput", throughput),
-        Route("/{path:path}", broken, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
-    ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
-    app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)
     return app

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from runtime.app.connections import Runtime
-from runtime.dashboard.app import create_broken_dashboard_app, create_dashboard_app
+from runtime.dashboard.app import create_dashboard_app
+from runtime.dashboard.broken import create_broken_dashboard_app
 from runtime.ops import presence
 from runtime.settings import Settings
 from runtime.store.runs import Run, RunStore, utcnow

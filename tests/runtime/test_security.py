@@ -381,7 +381,7 @@ def test_emulator_data_is_private(spawn: Callable[..., Process], tmp_path: Path)
 
 
 def test_the_emulator_dashboards_own_addresses() -> None:
-    from runtime.dashboard.app import local_addresses
+    from runtime.dashboard.guards import local_addresses
 
     loopback = {"127.0.0.1:8081", "localhost:8081", "[::1]:8081"}
     assert set(local_addresses("127.0.0.1", 8081)) == loopback
