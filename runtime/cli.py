@@ -150,7 +150,8 @@ def _db(args: argparse.Namespace) -> int:
     from runtime.redaction import redact
     from runtime.settings import get_settings
     from runtime.store.migrations import upgrade
-    from runtime.store.runs import DATABASE_ERRORS, SCHEMA_HEAD, SCHEMA_REVISIONS
+    from runtime.store.models import DATABASE_ERRORS
+    from runtime.store.schema import SCHEMA_HEAD, SCHEMA_REVISIONS
 
     url = get_settings().database_url
     try:
@@ -625,7 +626,7 @@ def _run_inspector(args: argparse.Namespace) -> int:
     """An inspector command: its answer on stdout; any error as one line on stderr, exit 1."""
     from redis.exceptions import RedisError
 
-    from runtime.store.runs import DATABASE_ERRORS
+    from runtime.store.models import DATABASE_ERRORS
 
     try:
         return asyncio.run(_inspect(args))

@@ -34,8 +34,9 @@ from runtime.queue.broker import StreamBroker
 from runtime.queue.keys import Keys
 from runtime.redaction import redact
 from runtime.settings import Settings, get_settings
+from runtime.store.models import DATABASE_ERRORS, FINAL, Run, from_timestamp, utcnow
 from runtime.store.record_writer import RecordWriter
-from runtime.store.runs import DATABASE_ERRORS, FINAL, Run, RunStore, from_timestamp, utcnow
+from runtime.store.runs import RunStore
 
 logger = logging.getLogger("runtime.enqueue")
 

@@ -52,7 +52,7 @@ from runtime.dashboard.run_counts import RunCounts
 from runtime.errors import ArgumentsError, ConfigError
 from runtime.ops import operations, presence
 from runtime.ops.metrics import HttpMetrics, dead_letter_threshold, metrics_route
-from runtime.store.runs import Run
+from runtime.store.models import Run
 from runtime.web.app import _http_error, health_routes
 
 MIN_TOKEN_LENGTH = 16

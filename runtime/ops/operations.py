@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.errors import ArgumentsError
 from runtime.ops.metrics import queue_depths
-from runtime.store.runs import PRUNE_CHUNK, STATUSES, Run, utcnow
+from runtime.store.models import STATUSES, Run, utcnow
+from runtime.store.runs import PRUNE_CHUNK
 
 if TYPE_CHECKING:
     from runtime.app.connections import Runtime

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import and_, or_, tuple_, update
 
-from runtime.store.runs import Run, as_run, from_timestamp, utcnow
+from runtime.store.models import Run, as_run, from_timestamp, utcnow
 
 if TYPE_CHECKING:
     from runtime.app.connections import Runtime

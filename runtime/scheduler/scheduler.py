@@ -26,7 +26,7 @@ from croniter import croniter
 from runtime.app.connections import Runtime
 from runtime.ops.health import HealthServer, Heartbeat, dependencies
 from runtime.scheduler.reconciler import Reconciler
-from runtime.store.runs import utcnow
+from runtime.store.models import utcnow
 from runtime.worker.middleware.dead_letters import DeadLetterAlert
 
 logger = logging.getLogger("runtime.scheduler")

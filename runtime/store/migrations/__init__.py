@@ -1,6 +1,6 @@
 """The run store's schema migrations (Alembic, configured here in code: no alembic.ini), run by
 `runtime db upgrade` and by the emulator before it starts. Processes never import Alembic: they only
-compare the database's revision with `runtime.store.runs.SCHEMA_HEAD`."""
+compare the database's revision with `runtime.store.schema.SCHEMA_HEAD`."""
 
 from __future__ import annotations
 
@@ -9,15 +9,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
-from runtime.store.runs import (
-    SCHEMA_BASELINE,
-    SCHEMA_REVISIONS,
-    RunStore,
-    create_at_head,
-    lock_schema,
-    stamp,
-    stored_revision,
-)
+from runtime.store.runs import RunStore
+from runtime.store.schema import SCHEMA_BASELINE, SCHEMA_REVISIONS, create_at_head, lock_schema, stamp, stored_revision
 
 if TYPE_CHECKING:
     from alembic.config import Config

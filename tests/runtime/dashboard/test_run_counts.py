@@ -8,7 +8,8 @@ import uuid
 from pathlib import Path
 
 from runtime.dashboard.run_counts import FAST, RunCounts
-from runtime.store.runs import RunStore, utcnow
+from runtime.store.models import utcnow
+from runtime.store.runs import RunStore
 
 
 def rows(count: int, status: str) -> list[dict[str, object]]:

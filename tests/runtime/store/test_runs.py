@@ -11,7 +11,8 @@ from sqlalchemy import event
 
 from runtime.app.connections import Runtime
 from runtime.settings import Settings
-from runtime.store.runs import Run, RunStore, utcnow
+from runtime.store.models import Run, utcnow
+from runtime.store.runs import RunStore
 from runtime.worker.middleware.records import FINISHED, RUNNING, version
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from runtime import ArgumentsError, Runtime
 from runtime.settings import Settings
-from runtime.store.runs import Run, utcnow
+from runtime.store.models import Run, utcnow
 from tests.conftest import write_app
 from tests.runtime.workers import events, start_worker, started_runtime, worker_env
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from runtime.store.runs import DROP_COUNT_TRIGGERS, count_runs_from_now_on
+from runtime.store.counting import DROP_COUNT_TRIGGERS, count_runs_from_now_on
 
 revision = "0004"
 down_revision = "0003"

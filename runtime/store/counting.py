@@ -1,0 +1,157 @@
+"""Counting runs per function and status without scanning `runs`: the triggers that append each change to
+`run_counts`, and the run store's counts (folded now and then) and its counts of finished runs."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from runtime.store.models import DATABASE_ERRORS, FINAL, Run, RunCount, utcnow
+
+logger = logging.getLogger("runtime.runs")
+
+_COUNT = "INSERT INTO run_counts (function, status, n) VALUES"
+COUNT_TRIGGERS = {
+    "sqlite": (
+        f"CREATE TRIGGER runs_count_insert AFTER INSERT ON runs BEGIN {_COUNT} (NEW.function, NEW.status, 1); END",
+        "CREATE TRIGGER runs_count_update AFTER UPDATE OF function, status ON runs"
+        " WHEN OLD.status IS NOT NEW.status OR OLD.function IS NOT NEW.function"
+        f" BEGIN {_COUNT} (OLD.function, OLD.status, -1), (NEW.function, NEW.status, 1); END",
+        f"CREATE TRIGGER runs_count_delete AFTER DELETE ON runs BEGIN {_COUNT} (OLD.function, OLD.status, -1); END",
+    ),
+    "postgresql": (
+        f"""CREATE OR REPLACE FUNCTION runs_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        {_COUNT} (NEW.function, NEW.status, 1);
+    ELSIF TG_OP = 'DELETE' THEN
+        {_COUNT} (OLD.function, OLD.status, -1);
+    ELSIF OLD.status IS DISTINCT FROM NEW.status OR OLD.function IS DISTINCT FROM NEW.function THEN
+        {_COUNT} (OLD.function, OLD.status, -1), (NEW.function, NEW.status, 1);
+    END IF;
+    RETURN NULL;
+END $$""",
+        "CREATE TRIGGER runs_count AFTER INSERT OR UPDATE OF function, status OR DELETE ON runs"
+        " FOR EACH ROW EXECUTE FUNCTION runs_count()",
+    ),
+}
+DROP_COUNT_TRIGGERS = {
+    "sqlite": tuple(f"DROP TRIGGER IF EXISTS runs_count_{op}" for op in ("insert", "update", "delete")),
+    "postgresql": ("DROP TRIGGER IF EXISTS runs_count ON runs", "DROP FUNCTION IF EXISTS runs_count()"),
+}
+COUNT_ALL = (
+    "INSERT INTO run_counts (function, status, n) SELECT function, status, COUNT(*) FROM runs GROUP BY function, status"
+)
+FOLD_EVERY = 5.0  # seconds between a writer's folds of run_counts
+
+
+def count_runs_from_now_on(conn: Connection) -> None:
+    """Create the triggers that keep `run_counts` and count the runs already there. In one transaction
+    with the triggers, no write falls between the two."""
+    for statement in COUNT_TRIGGERS[conn.dialect.name]:
+        conn.exec_driver_sql(statement)
+    conn.exec_driver_sql("DELETE FROM run_counts")  # left by a `runs` table dropped by hand, say
+    conn.exec_driver_sql(COUNT_ALL)
+
+
+class RunCounting:
+    """What `RunStore` counts: runs per function and status from `run_counts`, whose rows it folds now and
+    then, and the runs finished per minute and per queue."""
+
+    engine: AsyncEngine
+    is_sqlite: bool
+    _fold_due: float  # see fold_counts_now_and_then
+    _folding: asyncio.Task[None] | None
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """Runs per function and status: {function: {status: n}}, summed from `run_counts` (the rows
+        written since the last fold, and one per function and status before it)."""
+        self.fold_counts_now_and_then()
+        table = RunCount.__table__  # type: ignore[attr-defined]
+        query = select(table.c.function, table.c.status, func.sum(table.c.n)).group_by(table.c.function, table.c.status)
+        out: dict[str, dict[str, int]] = {}
+        async with self.engine.connect() as conn:
+            for function, status, count in (await conn.execute(query)).all():
+                if count:  # a function whose runs were all deleted, a status no run has any more
+                    out.setdefault(function, {})[status] = int(count)
+        return out
+
+    async def fold_counts(self) -> None:
+        """Sum `run_counts` into one row per function and status. On Postgres in one statement, which
+        deletes only the rows its snapshot sees (a concurrent writer's rows stay for the next fold); on
+        SQLite with the write lock held from the start."""
+        async with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                await conn.exec_driver_sql(
+                    "WITH gone AS (DELETE FROM run_counts RETURNING function, status, n) "
+                    "INSERT INTO run_counts (function, status, n) "
+                    "SELECT function, status, SUM(n) FROM gone GROUP BY function, status HAVING SUM(n) <> 0"
+                )
+                return
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            last = (await conn.exec_driver_sql("SELECT MAX(id) FROM run_counts")).scalar()
+            if last is None:
+                return
+            await conn.execute(
+                text(
+                    "INSERT INTO run_counts (function, status, n) SELECT function, status, SUM(n) FROM run_counts"
+                    " WHERE id <= :last GROUP BY function, status HAVING SUM(n) <> 0"
+                ),
+                {"last": last},
+            )
+            await conn.execute(text("DELETE FROM run_counts WHERE id <= :last"), {"last": last})
+
+    def fold_counts_now_and_then(self) -> None:
+        """Start a fold of `run_counts` in the background if this process has not folded for FOLD_EVERY
+        seconds (no enqueue or worker batch waits on it). A fold that fails is logged: the rows stay and are
+        summed all the same, and the next fold takes them."""
+        now = time.monotonic()
+        if now < self._fold_due or (self._folding is not None and not self._folding.done()):
+            return
+        self._fold_due = now + FOLD_EVERY
+        self._folding = asyncio.create_task(self._fold_logged())
+
+    async def _fold_logged(self) -> None:
+        try:
+            await self.fold_counts()
+        except DATABASE_ERRORS as exc:
+            logger.warning("cannot fold the run counts: %s", exc)
+
+    async def throughput(self, minutes: int = 60, now: datetime | None = None) -> builtins.list[dict[str, Any]]:
+        """Runs finished per minute over the last `minutes` (oldest first, every minute present):
+        [{"minute": "2026-01-01T10:04:00Z", "succeeded": n, "failed": n, "cancelled": n}]. Counted from
+        `finished_at`."""
+        table = Run.__table__  # type: ignore[attr-defined]
+        end = (now or utcnow()).replace(second=0, microsecond=0)
+        start = end - timedelta(minutes=minutes - 1)
+        buckets = {start + timedelta(minutes=i): dict.fromkeys(FINAL, 0) for i in range(minutes)}
+        # on finished_at alone: given the status too, a SQLite store never ANALYZEd takes the status index
+        # and reads nearly every run
+        query = select(table.c.finished_at, table.c.status).where(table.c.finished_at >= start)
+        async with self.engine.connect() as conn:
+            for finished_at, status in (await conn.execute(query)).all():
+                bucket = buckets.get(finished_at.replace(second=0, microsecond=0))
+                if bucket is not None and status in bucket:  # final statuses only, as before
+                    bucket[status] += 1
+        return [{"minute": minute.isoformat() + "Z", **counts} for minute, counts in buckets.items()]
+
+    async def finished_counts(self, since: datetime) -> dict[str, dict[str, int]]:
+        """Runs that finished at or after `since`, per queue and status: {queue: {status: n}}."""
+        table = Run.__table__  # type: ignore[attr-defined]
+        query = (
+            select(table.c.queue, table.c.status, func.count())
+            .where(table.c.finished_at >= since)
+            .group_by(table.c.queue, table.c.status)
+        )
+        out: dict[str, dict[str, int]] = {}
+        async with self.engine.connect() as conn:
+            for queue, status, count in (await conn.execute(query)).all():
+                out.setdefault(queue, {})[status] = count
+        return out

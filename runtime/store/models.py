@@ -1,0 +1,140 @@
+"""The run store's tables (SQLModel) and the values around them: the statuses a run goes through, times
+in naive UTC, results as JSON, and the errors a database raises."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, String, Text
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Field, SQLModel
+
+# the columns a worker's update writes; the rest are set at enqueue
+MUTABLE = (
+    "status",
+    "attempts",
+    "last_error",
+    "error_type",
+    "started_at",
+    "finished_at",
+    "result",
+    "history",
+    "version",
+)
+# the columns only the enqueue knows (a worker's update that lands first leaves them at their defaults)
+ENQUEUE_ONLY = ("scheduled_for", "replay_of", "queue", "trace_id", "deadline", "idempotency_key")
+STATUSES = ("scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled")
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def from_timestamp(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
+
+
+def to_jsonable(value: Any) -> Any:
+    """A task's return value as JSON-able data (pydantic models dumped; the rest by repr)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+class Run(SQLModel, table=True):
+    """A task run: one row from enqueue to its final status, across all its attempts."""
+
+    __tablename__ = "runs"
+    # the dashboard's and the inspector's lists: newest first, filtered by status or by function
+    __table_args__ = (
+        Index("ix_runs_status_enqueued_at_id", "status", "enqueued_at", "id"),
+        Index("ix_runs_function_enqueued_at_id", "function", "enqueued_at", "id"),
+        # the dashboard's runs finished per minute, and `runtime queues`' last hour (schema revision 0004)
+        Index("ix_runs_finished_at", "finished_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    function: str = Field(max_length=200)
+    arguments: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    max_attempts: int = 1
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    enqueued_at: datetime = Field(sa_column=Column(DateTime, nullable=False, index=True))
+    scheduled_for: datetime | None = Field(default=None, sa_column=Column(DateTime))
+    started_at: datetime | None = Field(default=None, sa_column=Column(DateTime))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime))
+    result: Any = Field(default=None, sa_column=Column(JSON))
+    history: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    replay_of: str | None = Field(default=None, max_length=32)
+    # attempt * 10 + phase: an update never overwrites a newer one that was written first
+    version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    # schema revision 0002: each has a default, so a writer that does not know a column leaves it valid
+    queue: str = Field(
+        default="default", sa_column=Column(String(64), nullable=False, default="default", server_default="default")
+    )
+    error_type: str | None = Field(default=None, max_length=200)
+    trace_id: str | None = Field(default=None, max_length=32)
+    deadline: datetime | None = Field(default=None, sa_column=Column(DateTime))
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(200), index=True))
+
+    def public(self) -> dict[str, Any]:
+        """The run as the API shows it: `id` first, times in ISO 8601 UTC."""
+        data = self.model_dump(exclude={"version"})
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = value.isoformat(timespec="milliseconds") + "Z"
+        return {"id": data.pop("id"), **data}
+
+
+class RunArguments(SQLModel, table=True):
+    """A run's arguments when they are big (over BIG_ARGUMENTS characters), kept out of its `runs` row, whose
+    `arguments` is then `{}`. A run's row is updated at each step of the run while its arguments never
+    change, and SQLite rewrites a whole row, overflow pages included, on every update: with the arguments
+    in the row, a 1 MB document was copied three times per run. Written once with the run; every read of
+    a run joins it (schema revision 0003)."""
+
+    __tablename__ = "run_arguments"
+
+    run_id: str = Field(primary_key=True, max_length=32)
+    arguments: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class RunCount(SQLModel, table=True):
+    """Changes to the number of runs per function and status, so counting them never scans `runs`
+    (schema revision 0004). Triggers on `runs` append a row per change (+1 for the new status, -1 for the
+    old): appending takes no lock another writer waits for, where one counter row per function and
+    status would serialise the writers' commits (and deadlock two Postgres transactions taking them in
+    different orders). `RunStore.fold_counts()` sums the rows into one per function and status, now and
+    then, so what a count reads stays small."""
+
+    __tablename__ = "run_counts"
+
+    # BIGSERIAL on Postgres (every change takes an id); on SQLite, INTEGER PRIMARY KEY is the rowid
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    )
+    function: str = Field(max_length=200)
+    status: str = Field(max_length=16)
+    n: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+def as_run(row: Any) -> Run:
+    """A run from a row of `RunStore.runs()`: its arguments from `run_arguments` when they are big."""
+    data = dict(row)
+    big = data.pop("big_arguments", None)
+    if big is not None:
+        data["arguments"] = big
+    return Run.model_validate(data)
+
+
+# what a database that is down, unreachable or refusing raises
+DATABASE_ERRORS = (DBAPIError, OSError, ConnectionError)
