@@ -192,8 +192,8 @@ def test_starting_a_process_never_imports_alembic(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/runs.db"
     script = (
         "import asyncio, sys\n"
-        "import runtime.worker\n"
-        "from runtime.runs import RunStore\n"
+        "import runtime.worker.worker\n"
+        "from runtime.store.runs import RunStore\n"
         "async def main():\n"
         "    for _ in range(2):\n"
         f"        store = RunStore({url!r})\n"
@@ -393,7 +393,7 @@ def test_processes_starting_at_once_on_an_empty_database_all_start(database_url:
     engine.dispose()
     script = (
         "import asyncio\n"
-        "from runtime.runs import RunStore\n"
+        "from runtime.store.runs import RunStore\n"
         "async def main():\n"
         f"    store = RunStore({url!r})\n"
         "    await store.init()\n"
