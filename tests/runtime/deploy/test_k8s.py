@@ -18,15 +18,9 @@ import yaml
 from packaging.version import Version
 
 from runtime.app.manifest_file import load_manifest, parse_manifest
-from runtime.deploy.k8s import (
-    PRE_STOP_SECONDS,
-    dump_yaml,
-    k8s_command,
-    parity_table,
-    render_kubernetes,
-    secret_hint,
-    write_kustomize,
-)
+from runtime.deploy.k8s import k8s_command, parity_table, render_kubernetes, secret_hint
+from runtime.deploy.output import dump_yaml, write_kustomize
+from runtime.deploy.renderer import PRE_STOP_SECONDS
 from runtime.queue.keys import Keys
 from runtime.settings import Settings
 from runtime.worker.worker import PREFETCH_FACTOR
