@@ -17,43 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
-import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import orjson
 from redis.exceptions import RedisError
-from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime import gc_pause
 from runtime.app.connections import Runtime
 from runtime.app.context import Context
 from runtime.app.manifest import format_duration
-from runtime.errors import ConfigError, UnknownFunction, WorkerDied
+from runtime.errors import ConfigError, WorkerDied
 from runtime.ops import presence
 from runtime.ops.health import HealthServer, Heartbeat, dependencies
 from runtime.queue.broker import CANCELLED, PAUSED, Delivery
 from runtime.queue.leases import LeaseKeeper
-from runtime.queue.messages import InvalidMessage, decode, describe, describe_traceback, error_type
+from runtime.queue.messages import InvalidMessage, decode
 from runtime.queue.priority import QueueOrder
-from runtime.tracing import setup_tracing
-from runtime.worker import time_limit
+from runtime.worker.attempts import Attempts, call
 from runtime.worker.cancellation import Cancellations
 from runtime.worker.commits import Commits
-from runtime.worker.middleware import (
-    DeadLetterMiddleware,
-    RetryMiddleware,
-    RunRecordMiddleware,
-    TaskLogMiddleware,
-    UniqueMiddleware,
-)
-from runtime.worker.middleware.log_context import LogContextMiddleware
-from runtime.worker.middleware.metrics import MetricsMiddleware
 from runtime.worker.sync_pool import SyncPool
 
 logger = logging.getLogger("runtime.worker")
@@ -63,17 +49,6 @@ MAX_UNACKED = 2000  # finished tasks whose records and acks are not written yet 
 HAND_BACK_AFTER = 2.0  # seconds read-ahead may wait behind busy runners before an idle worker gets it
 STALL_LIMIT = 60.0  # seconds the event loop may block before this worker stops renewing its leases
 WORKER_DIED = "worker died while running this task"
-
-
-async def _call(hook: Callable[..., Any], *args: Any) -> Any:
-    value = hook(*args)
-    return await value if inspect.isawaitable(value) else value
-
-
-def _overriding(middlewares: list[TaskiqMiddleware], hook: str) -> list[Callable[..., Any]]:
-    """The middlewares' own `hook` methods, skipping the base class's no-ops (resolved once)."""
-    base = getattr(TaskiqMiddleware, hook)
-    return [getattr(m, hook) for m in middlewares if getattr(type(m), hook) is not base]
 
 
 class Worker:
@@ -96,43 +71,22 @@ class Worker:
         )
         self.next_reclaim = 0.0  # when the fetch loop next looks for lapsed leases
         self.max_attempts = {name: manifest.retries(name) + 1 for name in manifest.tasks()}
-        self.records = RunRecordMiddleware(runtime.store, self.max_attempts)
-        self.retries = RetryMiddleware(runtime)
-        self.dead_letters = DeadLetterMiddleware(runtime)
-        self.unique = UniqueMiddleware(runtime)
-        self.middlewares: list[TaskiqMiddleware] = [
-            self.retries,
-            self.records,
-            self.dead_letters,
-            self.unique,
-            TaskLogMiddleware(self.max_attempts),
-            MetricsMiddleware(),
-        ]
-        self.middlewares.insert(0, LogContextMiddleware())
-        # imports OpenTelemetry only when OTEL_EXPORTER_OTLP_ENDPOINT is set
-        if setup_tracing(runtime.app.name, "worker", runtime.store.engine):
-            from runtime.worker.middleware.tracing import TracingMiddleware
-
-            self.middlewares.append(TracingMiddleware())
-        self.pre_execute = _overriding(self.middlewares, "pre_execute")
-        self.on_error = _overriding(self.middlewares, "on_error")
-        self.post_execute = _overriding(self.middlewares, "post_execute")
+        self.cancels = Cancellations(runtime)
         self.sync_pool = SyncPool(self.concurrency)
+        self.attempts = Attempts(runtime, self.max_attempts, self.sync_pool, self.cancels, self._finished)
         self.warm_after = 0.0  # seconds from start to filling the sync pool (the emulator lets a reload settle first)
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
         self.held: dict[str, Delivery] = {}  # entry id -> delivery, until acked, released or lost
         self.fetched_at: dict[str, float] = {}  # entry id -> when it was read (while it waits to start)
         self.running: dict[str, asyncio.Task[None]] = {}  # entry id -> its execution
         self.run_of: dict[str, str] = {}  # entry id -> run id, once decoded
-        self.cancels = Cancellations(runtime)
         self.room = asyncio.Event()
         self.stopping = asyncio.Event()
         self.heartbeat = Heartbeat()
         self.redis_ok = True
-        self.done_count = 0
         self.commits = Commits(
             self.broker,
-            [self.records.flush, self.dead_letters.flush],
+            [self.attempts.records.flush, self.attempts.dead_letters.flush],
             held=lambda: list(self.held),
             lost=self._lost,
             done=self._acked,
@@ -158,8 +112,8 @@ class Worker:
             health = HealthServer(self._ready, self._live)
             port = await health.start(host, health_port)
             logger.info("worker health on http://%s:%d/health", host, port)
-        for middleware in self.middlewares:
-            await _call(middleware.startup)
+        for middleware in self.attempts.middlewares:
+            await call(middleware.startup)
         logger.info(
             "worker %s ready: %d tasks, concurrency %d",
             self.broker.consumer,
@@ -185,12 +139,12 @@ class Worker:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(presence.withdraw(self.runtime, self.broker.consumer), 2.0)
         self.leases.stop()
-        for middleware in self.middlewares:
-            await _call(middleware.shutdown)
+        for middleware in self.attempts.middlewares:
+            await call(middleware.shutdown)
         self.sync_pool.close()
         if health:
             await health.stop()
-        logger.info("worker %s stopped after %d tasks", self.broker.consumer, self.done_count)
+        logger.info("worker %s stopped after %d tasks", self.broker.consumer, self.attempts.done_count)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -311,7 +265,7 @@ class Worker:
                 extra={"run_id": run_id},
             )
             if run_id is not None:
-                self.records.discard(run_id)
+                self.attempts.records.discard(run_id)
             self.commits.forget(key)
             execution = self.running.get(key)
             if execution is not None:
@@ -352,7 +306,7 @@ class Worker:
             self.commits.forget(key)
             if delivery is not None and delivery.data is not None and started:
                 with contextlib.suppress(Exception):
-                    self.records.released(decode(delivery.data))
+                    self.attempts.records.released(decode(delivery.data))
         with contextlib.suppress(Exception):
             await self.broker.release(keys)
         self.room.set()
@@ -395,7 +349,7 @@ class Worker:
         try:
             message = decode(delivery.data)
         except InvalidMessage as exc:
-            self._reject(delivery, exc)
+            self.attempts.reject(delivery, exc)
             return
         self.run_of[delivery.key] = message.task_id
         labels = message.labels
@@ -406,20 +360,20 @@ class Worker:
             crashed = _start_mark(delivery.started)
             labels["attempt"] = crashed.get("attempt", labels["attempt"])
             labels["started_at"] = crashed.get("started_at", time.time())
-            await self._finish(delivery, message, None, WorkerDied(WORKER_DIED), None)
+            await self.attempts.finish(delivery, message, None, WorkerDied(WORKER_DIED), None)
             return
         labels["started_at"] = time.time()
         mark = {"attempt": labels["attempt"], "started_at": labels["started_at"], "worker": self.broker.consumer}
         verdict = await self.broker.mark_started(delivery, message.task_id, orjson.dumps(mark))
         if verdict == CANCELLED:
-            await self._cancelled(delivery, message, None)  # cancelled before it started: it never does
+            await self.attempts.cancelled(delivery, message, None)  # cancelled before it started: it never does
             return
         if verdict == PAUSED:  # paused since it was read: it waits in its queue for `resume`
             self.order.refresh()
             await self._release([delivery.key], started=False)
             return
-        for hook in self.pre_execute:
-            message = await _call(hook, message)
+        for hook in self.attempts.pre_execute:
+            message = await call(hook, message)
         self.commits.changed()  # the run shows `running` while it runs
         started = time.perf_counter()
         value: Any = None
@@ -430,18 +384,18 @@ class Worker:
         if self.stopping.is_set():
             context.cancelled.set()
         try:
-            value = await self._run(message, context)
+            value = await self.attempts.run(message, context)
         except asyncio.CancelledError:
             if delivery.key not in self.cancels.requested:
                 raise  # the worker is stopping, or another worker took the entry
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            await self._cancelled(delivery, message, time.perf_counter() - started)
+            await self.attempts.cancelled(delivery, message, time.perf_counter() - started)
             return
         except Exception as exc:
             error = exc
         finally:
             self.cancels.contexts.pop(delivery.key, None)
-        await self._finish(delivery, message, value, error, time.perf_counter() - started)
+        await self.attempts.finish(delivery, message, value, error, time.perf_counter() - started)
 
     def _cancel(self, run_id: str) -> None:
         """A cancel was published: if this worker runs that run, stop it (its coroutine sees CancelledError;
@@ -451,85 +405,9 @@ class Worker:
             if owner == run_id and execution is not None:
                 self.cancels.request(key, execution)
 
-    async def _cancelled(self, delivery: Delivery, message: TaskiqMessage, duration: float | None) -> None:
-        labels = message.labels
-        labels["outcome"] = "cancelled"
-        if duration is not None:
-            labels["history"].append(
-                {
-                    "attempt": labels["attempt"],
-                    "started_at": labels["started_at"],
-                    "duration_ms": round(duration * 1000, 2),
-                    "error": "cancelled while running",
-                    "error_type": "Cancelled",
-                    "traceback": None,
-                }
-            )
-        self.cancels.requested.discard(delivery.key)
-        self.records.cancelled(message)
-        await self.unique.release(message)
-        logger.info("cancelled %s %s", message.task_name, message.task_id, extra={"run_id": message.task_id})
-        self._finished(delivery.key)
-
-    async def _finish(
-        self,
-        delivery: Delivery,
-        message: TaskiqMessage,
-        value: Any,
-        error: BaseException | None,
-        duration: float | None,
-    ) -> None:
-        labels = message.labels
-        labels["history"].append(
-            {
-                "attempt": labels["attempt"],
-                "started_at": labels["started_at"],
-                "duration_ms": None if duration is None else round(duration * 1000, 2),
-                "error": None if error is None else describe(error),
-                "error_type": None if error is None else error_type(error),
-                "traceback": None if error is None else describe_traceback(error),
-            }
-        )
-        result: TaskiqResult[Any] = TaskiqResult.model_construct(
-            is_err=error is not None,
-            log=None,
-            return_value=value,
-            execution_time=duration or 0.0,
-            error=error,
-            labels=labels,
-        )
-        if error is not None:
-            for hook in self.on_error:
-                await _call(hook, message, result, error)
-        for hook in self.post_execute:
-            await _call(hook, message, result)
-        self.done_count += 1
-        self._finished(delivery.key, self.retries.take(message.task_id))
-
     def _finished(self, key: str, retry: tuple[bytes, float] | None = None) -> None:
         self.commits.finished(key, retry)
         self.room.set()  # a runner is free: fetch now, not after the records are written and acked
-
-    def _reject(self, delivery: Delivery, error: InvalidMessage) -> None:
-        """An entry no worker can run: dead-lettered with the reason (and its raw text), then acked."""
-        run_id = error.run_id or uuid.uuid4().hex
-        logger.error("dead-lettering entry %s: %s", delivery.key, error, extra={"run_id": run_id})
-        self.records.invalid(run_id, error.function, error.raw, f"invalid task message: {error}")
-        self.dead_letters.add(run_id, delivery.queue)
-        self._finished(delivery.key)
-
-    async def _run(self, message: TaskiqMessage, context: Context) -> Any:
-        fn = self.runtime.app.tasks.get(message.task_name)
-        if fn is None:
-            raise UnknownFunction(
-                f"function '{message.task_name}' is not in the manifest of '{self.runtime.app.name}'; "
-                "restore it, then replay this run"
-            )
-        timeout = self.runtime.app.manifest.timeout(message.task_name)
-        kwargs = fn.validate(message.kwargs)
-        if fn.context_param is not None:
-            kwargs[fn.context_param] = context
-        return await time_limit.call(fn, kwargs, timeout, message.labels.get("deadline"), self.sync_pool)
 
     # --- health ------------------------------------------------------------------------------------
 
@@ -547,7 +425,7 @@ class Worker:
             "consumer": self.broker.consumer,
             "running": len(self.running),
             "held": len(self.held),
-            "done": self.done_count,
+            "done": self.attempts.done_count,
             **deps,
         }
         return (200 if ok else 503), body

@@ -1,0 +1,157 @@
+"""An attempt once the worker has started it: the taskiq middlewares it passes, the function run under its time
+limits, and how it ends (finished, cancelled, or dead-lettered as no task), handed back for the commits."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
+
+from runtime.app.connections import Runtime
+from runtime.app.context import Context
+from runtime.errors import UnknownFunction
+from runtime.queue.broker import Delivery
+from runtime.queue.messages import InvalidMessage, describe, describe_traceback, error_type
+from runtime.tracing import setup_tracing
+from runtime.worker import time_limit
+from runtime.worker.cancellation import Cancellations
+from runtime.worker.middleware import (
+    DeadLetterMiddleware,
+    RetryMiddleware,
+    RunRecordMiddleware,
+    TaskLogMiddleware,
+    UniqueMiddleware,
+)
+from runtime.worker.middleware.log_context import LogContextMiddleware
+from runtime.worker.middleware.metrics import MetricsMiddleware
+from runtime.worker.sync_pool import SyncPool
+
+logger = logging.getLogger("runtime.worker")
+
+
+async def call(hook: Callable[..., Any], *args: Any) -> Any:
+    value = hook(*args)
+    return await value if inspect.isawaitable(value) else value
+
+
+def overriding(middlewares: list[TaskiqMiddleware], hook: str) -> list[Callable[..., Any]]:
+    """The middlewares' own `hook` methods, skipping the base class's no-ops (resolved once)."""
+    base = getattr(TaskiqMiddleware, hook)
+    return [getattr(m, hook) for m in middlewares if getattr(type(m), hook) is not base]
+
+
+class Attempts:
+    def __init__(
+        self,
+        runtime: Runtime,
+        max_attempts: dict[str, int],
+        sync_pool: SyncPool,
+        cancels: Cancellations,
+        finished: Callable[[str, tuple[bytes, float] | None], None],
+    ) -> None:
+        self.records = RunRecordMiddleware(runtime.store, max_attempts)
+        self.retries = RetryMiddleware(runtime)
+        self.dead_letters = DeadLetterMiddleware(runtime)
+        self.unique = UniqueMiddleware(runtime)
+        self.middlewares: list[TaskiqMiddleware] = [
+            self.retries,
+            self.records,
+            self.dead_letters,
+            self.unique,
+            TaskLogMiddleware(max_attempts),
+            MetricsMiddleware(),
+        ]
+        self.middlewares.insert(0, LogContextMiddleware())
+        # imports OpenTelemetry only when OTEL_EXPORTER_OTLP_ENDPOINT is set
+        if setup_tracing(runtime.app.name, "worker", runtime.store.engine):
+            from runtime.worker.middleware.tracing import TracingMiddleware
+
+            self.middlewares.append(TracingMiddleware())
+        self.pre_execute = overriding(self.middlewares, "pre_execute")
+        self.on_error = overriding(self.middlewares, "on_error")
+        self.post_execute = overriding(self.middlewares, "post_execute")
+        self.runtime = runtime
+        self.sync_pool = sync_pool
+        self.cancels = cancels
+        self.finished = finished  # told of an entry whose attempt is over (with its next attempt, if any)
+        self.done_count = 0
+
+    async def cancelled(self, delivery: Delivery, message: TaskiqMessage, duration: float | None) -> None:
+        labels = message.labels
+        labels["outcome"] = "cancelled"
+        if duration is not None:
+            labels["history"].append(
+                {
+                    "attempt": labels["attempt"],
+                    "started_at": labels["started_at"],
+                    "duration_ms": round(duration * 1000, 2),
+                    "error": "cancelled while running",
+                    "error_type": "Cancelled",
+                    "traceback": None,
+                }
+            )
+        self.cancels.requested.discard(delivery.key)
+        self.records.cancelled(message)
+        await self.unique.release(message)
+        logger.info("cancelled %s %s", message.task_name, message.task_id, extra={"run_id": message.task_id})
+        self.finished(delivery.key, None)
+
+    async def finish(
+        self,
+        delivery: Delivery,
+        message: TaskiqMessage,
+        value: Any,
+        error: BaseException | None,
+        duration: float | None,
+    ) -> None:
+        labels = message.labels
+        labels["history"].append(
+            {
+                "attempt": labels["attempt"],
+                "started_at": labels["started_at"],
+                "duration_ms": None if duration is None else round(duration * 1000, 2),
+                "error": None if error is None else describe(error),
+                "error_type": None if error is None else error_type(error),
+                "traceback": None if error is None else describe_traceback(error),
+            }
+        )
+        result: TaskiqResult[Any] = TaskiqResult.model_construct(
+            is_err=error is not None,
+            log=None,
+            return_value=value,
+            execution_time=duration or 0.0,
+            error=error,
+            labels=labels,
+        )
+        if error is not None:
+            for hook in self.on_error:
+                await call(hook, message, result, error)
+        for hook in self.post_execute:
+            await call(hook, message, result)
+        self.done_count += 1
+        self.finished(delivery.key, self.retries.take(message.task_id))
+
+    def reject(self, delivery: Delivery, error: InvalidMessage) -> None:
+        """An entry no worker can run: dead-lettered with the reason (and its raw text), then acked."""
+        run_id = error.run_id or uuid.uuid4().hex
+        logger.error("dead-lettering entry %s: %s", delivery.key, error, extra={"run_id": run_id})
+        self.records.invalid(run_id, error.function, error.raw, f"invalid task message: {error}")
+        self.dead_letters.add(run_id, delivery.queue)
+        self.finished(delivery.key, None)
+
+    async def run(self, message: TaskiqMessage, context: Context) -> Any:
+        fn = self.runtime.app.tasks.get(message.task_name)
+        if fn is None:
+            raise UnknownFunction(
+                f"function '{message.task_name}' is not in the manifest of '{self.runtime.app.name}'; "
+                "restore it, then replay this run"
+            )
+        timeout = self.runtime.app.manifest.timeout(message.task_name)
+        kwargs = fn.validate(message.kwargs)
+        if fn.context_param is not None:
+            kwargs[fn.context_param] = context
+        return await time_limit.call(fn, kwargs, timeout, message.labels.get("deadline"), self.sync_pool)
