@@ -638,7 +638,3 @@ def _run_inspector(args: argparse.Namespace) -> int:
         from runtime.redaction import redact
 
         return _fail(redact(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
