@@ -165,6 +165,16 @@ def test_no_room_imports_one_above_it(edges: dict[str, set[str]]) -> None:
     assert upward(edges) == []
 
 
+LONGEST = 450  # lines; a module past it has two concepts in it (the longest today: app/connections.py, 447)
+
+
+def test_no_module_is_long() -> None:
+    """Each module reads in one sitting: one past LONGEST is split along its seams (Alembic's revisions aside)."""
+    known = {name: path for package in ("runtime", "emulator") for name, path in modules(ROOT, package).items()}
+    lengths = {name: len(path.read_text().splitlines()) for name, path in known.items() if ".versions." not in name}
+    assert {name: n for name, n in lengths.items() if n > LONGEST} == {}
+
+
 def test_a_circle_through_a_late_or_type_only_import_is_found(tmp_path: Path) -> None:
     """The walk itself: a circle closed by an import inside a function, or under TYPE_CHECKING, is reported,
     and so is a lower room importing a higher one."""
