@@ -118,12 +118,10 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def unit(module: str) -> str | None:
-    """The room or top-level module a module belongs to (None for one no rank is given)."""
+    """The room or top-level module a module belongs to (None for one that RANKS does not place)."""
     parts = module.split(".")
-    for end in range(min(len(parts), 2), 0, -1):
-        if ".".join(parts[:end]) in RANKS:
-            return ".".join(parts[:end])
-    return None
+    name = ".".join(parts[:2]) if parts[0] == "runtime" else parts[0]
+    return name if name in RANKS else None
 
 
 def upward(edges: dict[str, set[str]]) -> list[str]:
@@ -131,10 +129,10 @@ def upward(edges: dict[str, set[str]]) -> list[str]:
     wrong = []
     for module, targets in sorted(edges.items()):
         mine = unit(module)
-        assert mine is not None
         for target in sorted(targets):
             theirs = unit(target)
-            assert theirs is not None
+            if mine is None or theirs is None:
+                continue  # test_every_module_has_a_place names it
             if theirs != mine and RANKS[theirs] >= RANKS[mine]:
                 wrong.append(f"{module} ({mine}, rank {RANKS[mine]}) -> {target} ({theirs}, rank {RANKS[theirs]})")
     return wrong
