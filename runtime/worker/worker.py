@@ -70,10 +70,10 @@ class Worker:
             self.queues, manifest.queue_weights(), manifest.priority == "strict", self.broker.paused
         )
         self.next_reclaim = 0.0  # when the fetch loop next looks for lapsed leases
-        self.max_attempts = {name: manifest.retries(name) + 1 for name in manifest.tasks()}
+        max_attempts = {name: manifest.retries(name) + 1 for name in manifest.tasks()}
         self.cancels = Cancellations(runtime)
         self.sync_pool = SyncPool(self.concurrency)
-        self.attempts = Attempts(runtime, self.max_attempts, self.sync_pool, self.cancels, self._finished)
+        self.attempts = Attempts(runtime, max_attempts, self.sync_pool, self.cancels, self._finished)
         self.warm_after = 0.0  # seconds from start to filling the sync pool (the emulator lets a reload settle first)
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
         self.held: dict[str, Delivery] = {}  # entry id -> delivery, until acked, released or lost

@@ -60,7 +60,8 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> Iterator[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                parts = package.split(".")
+                parent = parts[: len(parts) - node.level + 1]
                 base = ".".join([*parent, base] if base else parent)
             for alias in node.names:
                 if f"{base}.{alias.name}" in known:  # `from runtime.ops import metrics`: the submodule
