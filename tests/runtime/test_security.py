@@ -254,23 +254,29 @@ def test_a_bad_redis_url_does_not_print_its_password() -> None:
 # -- where things listen -------------------------------------------------------------------------------
 
 
-def listening_address(pid: int, port: int) -> str:
-    """The address a process listens on at `port`, from /proc/net/tcp (IPv4)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except FileNotFoundError:  # closed since the listing: the process opens and closes files as it starts
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        address, state, inode = fields[1], fields[3], fields[9]
-        host, port_hex = address.split(":")
-        if state == "0A" and int(port_hex, 16) == port and inode in inodes:
-            return socket.inet_ntoa(bytes.fromhex(host)[::-1])
-    raise AssertionError(f"process {pid} does not listen on port {port}")
+def listening_address(pid: int, port: int, timeout: float = 10.0) -> str:
+    """The address a process listens on at `port`, from /proc/net/tcp (IPv4). Waits for a listener: a worker
+    or scheduler answers /health with 503 while it starts, closes that server, then opens its own on the same
+    port, so a look in between finds none."""
+    deadline = time.monotonic() + timeout
+    while True:
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except FileNotFoundError:  # closed since the listing: the process opens and closes files as it starts
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            address, state, inode = fields[1], fields[3], fields[9]
+            host, port_hex = address.split(":")
+            if state == "0A" and int(port_hex, 16) == port and inode in inodes:
+                return socket.inet_ntoa(bytes.fromhex(host)[::-1])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} does not listen on port {port}")
+        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("command", ["worker", "scheduler"])
