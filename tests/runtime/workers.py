@@ -40,8 +40,14 @@ def worker_env(redis_url: str, tmp_path: Path, **more: str) -> dict[str, str]:
 
 def events(env: dict[str, str], fn: str | None = None) -> list[dict[str, Any]]:
     """The lines the tasks marked (of one function, or all)."""
-    path = Path(env["TEST_LOG"])
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return marked_lines(Path(env["TEST_LOG"]), fn)
+
+
+def marked_lines(path: Path, fn: str | None = None) -> list[dict[str, Any]]:
+    """The whole lines of a side-effect log: a task still writing its line is read next time, not half now."""
+    text = path.read_text() if path.exists() else ""
+    whole = text[: text.rfind("\n") + 1]
+    rows = [json.loads(line) for line in whole.splitlines()]
     return [r for r in rows if fn is None or r["fn"] == fn]
 
 

