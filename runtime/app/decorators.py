@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from runtime.app.context import Context
 from runtime.app.current import running
@@ -63,7 +63,7 @@ class HttpFunction(_Function[P, R]):
 @dataclass
 class _Arguments:
     model: type[BaseModel]
-    names: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # the parameter's name -> the model's field for it
     context: str | None = None  # the parameter typed Context, passed by the worker, not an argument
 
 
@@ -83,9 +83,13 @@ def _arguments_model(fn: Callable[..., Any]) -> _Arguments:
             context = name
             continue
         default = ... if param.default is param.empty else param.default
-        fields[name] = (hints.get(name, Any), default)
-    model = create_model(f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid", strict=False), **fields)
-    return _Arguments(model=model, names=list(fields), context=context)
+        # The field is `a0`, `a1`, ... with the parameter's name as its alias: any identifier is a parameter's
+        # name (`_token`, `model_config`, `model_dump`), but pydantic reserves some as field names.
+        fields[name] = (hints.get(name, Any), Field(default, alias=name))
+    config = ConfigDict(extra="forbid", strict=False, populate_by_name=False, protected_namespaces=())
+    internal = {f"a{i}": spec for i, spec in enumerate(fields.values())}
+    model = create_model(f"{fn.__name__}_arguments", __config__=config, **internal)
+    return _Arguments(model=model, names=dict(zip(fields, internal, strict=True)), context=context)
 
 
 def describe_validation_error(function: str, exc: ValidationError) -> str:
@@ -146,7 +150,8 @@ def json_problem(value: Any, path: str = "", *, python: bool = False) -> str | N
 
 
 class TaskFunction(_Function[P, R]):
-    """A task: run by a worker with retries and a timeout; `await fn.enqueue(**kwargs)` queues a run."""
+    """A task: run by a worker with retries and a timeout; `await fn.enqueue(**arguments)` queues a run, and
+    `fn.with_options(queue=..., key=..., delay=..., at=..., deadline=...)` gives the same with options."""
 
     kind = "task"
 
@@ -167,21 +172,21 @@ class TaskFunction(_Function[P, R]):
             raise ArgumentsError(describe_validation_error(self.name or self.fn.__name__, exc)) from None
         if for_json:
             return self._jsonable(parsed)
-        return {name: getattr(parsed, name) for name in self._arguments.names}
+        return {name: getattr(parsed, internal) for name, internal in self._arguments.names.items()}
 
     def _jsonable(self, parsed: BaseModel) -> dict[str, Any]:
         """The arguments as JSON data, or an ArgumentsError naming the argument that cannot be one."""
         name = self.name or self.fn.__name__
         out: dict[str, Any] = {}
-        for field_name in self._arguments.names:
+        for field_name, internal in self._arguments.names.items():
             try:
-                value = parsed.model_dump(mode="json", include={field_name})[field_name]
+                value = parsed.model_dump(mode="json", include={internal})[internal]
             except Exception as exc:  # pydantic cannot serialize it (unknown type, bytes that are not UTF-8)
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise ArgumentsError(
                     f"bad arguments for '{name}': {field_name}: cannot be sent as JSON: {reason}"
                 ) from None
-            problem = json_problem(getattr(parsed, field_name), field_name, python=True) or json_problem(
+            problem = json_problem(getattr(parsed, internal), field_name, python=True) or json_problem(
                 value, field_name
             )
             if problem is not None:
@@ -194,35 +199,73 @@ class TaskFunction(_Function[P, R]):
         self.failure_hooks.append(hook)
         return hook
 
-    async def enqueue(
-        self,
-        *,
-        delay: float | None = None,
-        at: datetime | None = None,
-        queue: str | None = None,
-        deadline: float | datetime | None = None,
-        key: str | None = None,
-        **kwargs: Any,
-    ) -> str:
-        """Queue a run and return its id. `delay` (seconds) or `at` (a datetime, naive = UTC) postpones it;
-        `queue` sends it to another declared queue; `deadline` (seconds or a datetime) fails it, without
-        retry, if it has not finished by then; `key` makes a second enqueue with the same key, while the
-        first run is unfinished, return the first run's id instead."""
-        options = {"delay": delay, "at": at, "queue": queue, "deadline": deadline, "key": key}
-        ids = await self.enqueue_many([kwargs], **{k: v for k, v in options.items() if v is not None})
+    async def enqueue(self, /, **arguments: Any) -> str:
+        """Queue a run with these arguments (the function's own, whatever their names) and return its id.
+        Options go through `with_options`."""
+        ids = await self.enqueue_many([arguments])
         return ids[0]
 
-    async def enqueue_many(self, arguments: list[dict[str, Any]], **options: Any) -> list[str]:
-        """Queue many runs in one round trip each to Redis and the database; returns their ids. Options
-        as `enqueue`'s (unique keys are checked per item)."""
+    async def enqueue_many(self, arguments: list[dict[str, Any]], /) -> list[str]:
+        """Queue many runs, one per dict of arguments, in one round trip each to Redis and the database;
+        returns their ids."""
+        return await TaskWithOptions(self, {}).enqueue_many(arguments)
+
+    def with_options(
+        self,
+        *,
+        queue: str | None = None,
+        key: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
+        deadline: float | datetime | None = None,
+    ) -> TaskWithOptions:
+        """This task with enqueue options, for `.enqueue(**arguments)` and `.enqueue_many([...])`:
+        `queue` sends the runs to another declared queue; `key` makes a second enqueue with the same key,
+        while the first run is unfinished (or within `unique`), return the first run's id instead; `delay`
+        (seconds) or `at` (a datetime, naive = UTC) postpones them; `deadline` (seconds or a datetime) fails
+        a run, without retry, that has not finished by then."""
+        return TaskWithOptions(self, {}).with_options(queue=queue, key=key, delay=delay, at=at, deadline=deadline)
+
+
+class TaskWithOptions:
+    """A task bound to enqueue options (`fn.with_options(...)`): its arguments and our options never share a
+    namespace, so a task parameter may be called `key`, `queue` or `delay`."""
+
+    def __init__(self, fn: TaskFunction[..., Any], options: dict[str, Any]) -> None:
+        self.fn = fn
+        self.options = options
+
+    def with_options(
+        self,
+        *,
+        queue: str | None = None,
+        key: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
+        deadline: float | datetime | None = None,
+    ) -> TaskWithOptions:
+        """These options and the given ones (a given one replaces the same option)."""
+        given = {"queue": queue, "key": key, "delay": delay, "at": at, "deadline": deadline}
+        return TaskWithOptions(self.fn, self.options | {k: v for k, v in given.items() if v is not None})
+
+    async def enqueue(self, /, **arguments: Any) -> str:
+        """Queue a run with these arguments and options; returns its id."""
+        ids = await self.enqueue_many([arguments])
+        return ids[0]
+
+    async def enqueue_many(self, arguments: list[dict[str, Any]], /) -> list[str]:
+        """Queue a run per dict of arguments, all with these options (unique keys are checked per item)."""
         runtime = running()
         if runtime is None:
             raise RuntimeNotStarted(
-                f"cannot enqueue '{self.name or self.fn.__name__}': no runtime is running in this process; "
+                f"cannot enqueue '{self.fn.name or self.fn.fn.__name__}': no runtime is running in this process; "
                 "use `async with Runtime.from_manifest('manifest.yaml'):` in scripts"
             )
-        ids: list[str] = await runtime.enqueue(self, arguments, **options)
+        ids: list[str] = await runtime.enqueue(self.fn, arguments, **self.options)
         return ids
+
+    def __repr__(self) -> str:
+        return f"<task {self.fn.name or self.fn.fn.__name__} with {self.options}>"
 
 
 def http(fn: Callable[P, R]) -> HttpFunction[P, R]:

@@ -77,7 +77,7 @@ async def test_bad_arguments_name_the_argument(rt, function, kwargs, message):  
 )
 async def test_bad_delays_name_delay(rt, delay, message):  # type: ignore[no-untyped-def]
     with pytest.raises(ArgumentsError) as caught:
-        await rt.app.tasks["generate"].enqueue(briefing_id=1, delay=delay)
+        await rt.app.tasks["generate"].with_options(delay=delay).enqueue(briefing_id=1)
     assert str(caught.value) == message
 
 

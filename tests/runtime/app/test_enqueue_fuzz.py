@@ -42,7 +42,7 @@ async def test_random_enqueues_are_runs_or_named_errors(tmp_path, redis_url):  #
                 kwargs["unexpected"] = 1
             delay = rng.choice([None, 0, 1.5, -1, "10", float("inf"), 1e12, 10**30, True])
             try:
-                run_id = await rt.app.tasks[function].enqueue(delay=delay, **kwargs)
+                run_id = await rt.app.tasks[function].with_options(delay=delay).enqueue(**kwargs)
             except ArgumentsError as exc:
                 assert any(f"{name}" in str(exc) for name in [*names, *kwargs, "delay"]), exc
                 continue

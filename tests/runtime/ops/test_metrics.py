@@ -196,7 +196,7 @@ async def test_worker_counts_runs_by_outcome_sync_ones_included(spawn, app, env,
 async def test_queue_depths_with_a_backlog_and_no_worker(spawn, app, env, rt):
     fast = rt.app.tasks["fast"]
     await fast.enqueue_many([{"n": n} for n in range(5)])
-    await fast.enqueue_many([{"n": n} for n in range(2)], delay=600)
+    await fast.with_options(delay=600).enqueue_many([{"n": n} for n in range(2)])
     retry = rt.message("flaky", "retry-1", {}, attempt=2)
     await rt.broker.kick_many([retry], delay=600)
     await rt.broker.ensure_groups()

@@ -121,7 +121,11 @@ def start_worker(spawn: Any, app: Path, env: dict[str, str], *args: str) -> Any:
 
 async def backlog(rt: Runtime, per_queue: int) -> None:
     for queue in ("critical", "default", "low"):
-        await rt.app.tasks["work"].enqueue_many([{"lane": queue, "n": n} for n in range(per_queue)], queue=queue)
+        await (
+            rt.app.tasks["work"]
+            .with_options(queue=queue)
+            .enqueue_many([{"lane": queue, "n": n} for n in range(per_queue)])
+        )
 
 
 async def test_weighted_queues_are_served_in_proportion_to_their_weights(spawn, app, env, rt) -> None:
@@ -150,7 +154,7 @@ async def test_strict_priority_never_starts_a_lighter_queue_while_a_heavier_one_
 
 
 async def test_a_worker_serves_only_the_queues_it_is_given_and_retries_stay_in_their_queue(spawn, app, env, rt) -> None:
-    other = await rt.app.tasks["work"].enqueue(queue="critical", n=1)
+    other = await rt.app.tasks["work"].with_options(queue="critical").enqueue(n=1)
     flaky = await rt.app.tasks["flaky_low"].enqueue(n=1)  # declared on `low`
     start_worker(spawn, app, env, "--queues", "low")
     run = await rt.wait(flaky, timeout=20)
@@ -167,7 +171,7 @@ def test_an_undeclared_queue_is_one_clear_line(spawn, app, env) -> None:
 
 async def test_enqueue_to_an_undeclared_queue_is_an_error(rt) -> None:
     with pytest.raises(ArgumentsError, match="queue: 'nope' is not declared"):
-        await rt.app.tasks["work"].enqueue(queue="nope", n=1)
+        await rt.app.tasks["work"].with_options(queue="nope").enqueue(n=1)
 
 
 UNIQUE_SCRIPT = """
@@ -212,26 +216,26 @@ async def test_unique_tasks_make_one_run_from_50_concurrent_enqueues_in_two_proc
     assert len(events(env, "once")) == 1
     again = await rt.app.tasks["once"].enqueue(n=7)  # finished: the key is free again
     assert again != run_id
-    keyed = await rt.app.tasks["work"].enqueue(n=1, key="report:42")
-    assert await rt.app.tasks["work"].enqueue(n=2, key="report:42") == keyed
+    keyed = await rt.app.tasks["work"].with_options(key="report:42").enqueue(n=1)
+    assert await rt.app.tasks["work"].with_options(key="report:42").enqueue(n=2) == keyed
 
 
 async def test_at_runs_no_sooner_than_then(spawn, app, env, rt) -> None:
     start_worker(spawn, app, env)
     at = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=1.5)  # naive means UTC
-    run_id = await rt.app.tasks["work"].enqueue(queue="default", n=1, at=at)
+    run_id = await rt.app.tasks["work"].with_options(queue="default", at=at).enqueue(n=1)
     assert (await rt.store.get(run_id)).status == "scheduled"  # type: ignore[union-attr]
     await rt.wait(run_id, timeout=20)
     [event] = events(env, "work")
     assert event["t"] >= at.replace(tzinfo=UTC).timestamp()
     with pytest.raises(ArgumentsError, match="at: must be a datetime"):
-        await rt.app.tasks["work"].enqueue(queue="default", n=1, at="tomorrow")  # type: ignore[arg-type]
+        await rt.app.tasks["work"].with_options(queue="default", at="tomorrow").enqueue(n=1)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("function", ["nap", "sync_nap"])
 async def test_a_deadline_stops_the_attempt_and_fails_the_run_without_retry(spawn, app, env, rt, function) -> None:
     start_worker(spawn, app, env)
-    run = await rt.wait(await rt.app.tasks[function].enqueue(n=1, seconds=10, deadline=1.5), timeout=20)
+    run = await rt.wait(await rt.app.tasks[function].with_options(deadline=1.5).enqueue(n=1, seconds=10), timeout=20)
     assert run.status == "failed" and run.attempts == 1
     assert "stopped at its deadline" in (run.last_error or "")
     await asyncio.sleep(1)
@@ -239,7 +243,7 @@ async def test_a_deadline_stops_the_attempt_and_fails_the_run_without_retry(spaw
 
 
 async def test_a_run_whose_deadline_passed_before_it_started_fails_without_running(spawn, app, env, rt) -> None:
-    run_id = await rt.app.tasks["nap"].enqueue(n=1, seconds=0.1, deadline=0.3)
+    run_id = await rt.app.tasks["nap"].with_options(deadline=0.3).enqueue(n=1, seconds=0.1)
     await asyncio.sleep(0.6)
     start_worker(spawn, app, env)
     run = await rt.wait(run_id, timeout=20)
@@ -248,7 +252,7 @@ async def test_a_run_whose_deadline_passed_before_it_started_fails_without_runni
 
 
 async def test_cancel_a_scheduled_and_a_queued_run_they_never_start(spawn, app, env, rt) -> None:
-    scheduled = await rt.app.tasks["work"].enqueue(n=1, delay=1)
+    scheduled = await rt.app.tasks["work"].with_options(delay=1).enqueue(n=1)
     queued = await rt.app.tasks["work"].enqueue(n=2)
     for run_id in (scheduled, queued):
         assert (await rt.cancel(run_id)).status == "cancelled"
@@ -328,8 +332,8 @@ async def test_dead_letters_are_counted_on_their_own_queue(spawn, app, env, rt) 
 
     start_worker(spawn, app, env)
     nap = rt.app.tasks["nap"]
-    ids = [await nap.enqueue(n=1, seconds=5, deadline=0.3)]  # stopped at its deadline: failed, no retry
-    ids += [await nap.enqueue(n=i, seconds=5, deadline=0.3, queue="low") for i in (2, 3)]
+    ids = [await nap.with_options(deadline=0.3).enqueue(n=1, seconds=5)]  # stopped at its deadline: failed, no retry
+    ids += [await nap.with_options(deadline=0.3, queue="low").enqueue(n=i, seconds=5) for i in (2, 3)]
     for run_id in ids:
         assert (await rt.wait(run_id, timeout=20)).status == "failed"
     await asyncio.sleep(0.2)  # the dead letters are written right after the records

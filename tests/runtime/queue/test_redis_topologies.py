@@ -149,8 +149,8 @@ async def test_a_cluster_runs_two_queues_in_different_slots(spawn, app, cluster,
     worker.wait_for("ready", timeout=30)
     fast, flaky = rt.app.tasks["fast"], rt.app.tasks["flaky"]
     now_ids = [await fast.enqueue(n=i) for i in range(5)]
-    delayed = await fast.enqueue(n=99, delay=0.5)
-    assert await fast.enqueue(n=99, delay=0.5) == delayed  # unique: a duplicate gets the first id
+    delayed = await fast.with_options(delay=0.5).enqueue(n=99)
+    assert await fast.with_options(delay=0.5).enqueue(n=99) == delayed  # unique: a duplicate gets the first id
     retried = await flaky.enqueue(n=1)
     for run_id in [*now_ids, delayed, retried]:
         run = await rt.wait(run_id, timeout=20)

@@ -16,7 +16,7 @@ async def test_a_record_without_a_message_is_requeued_and_runs(tmp_path, redis_u
     async with Runtime.from_manifest(make_app(tmp_path), settings) as rt:
         lost = await rt.app.tasks["generate"].enqueue(briefing_id=1)
         kept = await rt.app.tasks["generate"].enqueue(briefing_id=2)
-        later = await rt.app.tasks["generate"].enqueue(briefing_id=3, delay=3600)
+        later = await rt.app.tasks["generate"].with_options(delay=3600).enqueue(briefing_id=3)
         [(_, entries)] = await rt.broker.redis.xread({rt.keys.queue("default").stream: "0"})
         lost_entry = next(entry_id for entry_id, fields in entries if lost.encode() in fields[b"data"])
         await rt.broker.redis.xdel(rt.keys.queue("default").stream, lost_entry)  # Redis lost the message

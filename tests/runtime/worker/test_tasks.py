@@ -190,7 +190,7 @@ async def test_a_task_enqueued_before_any_worker_exists_runs_once_a_worker_start
 async def test_delay_runs_the_task_no_sooner_and_about_then(spawn, app, env, rt):
     start_worker(spawn, app, env)
     enqueued = time.time()
-    run_id = await rt.app.tasks["double"].enqueue(n=1, delay=2)
+    run_id = await rt.app.tasks["double"].with_options(delay=2).enqueue(n=1)
     assert (await rt.store.get(run_id)).status == "scheduled"
     run = await rt.wait(run_id, timeout=15)
     started = events(env, "double")[0]["t"]
