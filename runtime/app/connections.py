@@ -384,13 +384,15 @@ class Runtime:
         if run.status in FINAL:
             raise ValueError(f"run {run_id} already {run.status}; only unfinished runs can be cancelled")
         queue = run.queue if run.queue in self.app.manifest.queue_names() else self.app.manifest.defaults.queue
-        # first the key (a worker that gets the message later will not start it), then tell the running one
+        # first the key (a worker that gets the message later will not start it), then the record, then tell
+        # the running one: a run that started before its `running` was saved is recorded `cancelled` by its
+        # worker after this write, with its attempt, and that later write wins
         await self.broker.redis.set(self.keys.queue(queue).cancel(run_id), "1", px=int(KEY_HOLD * 1000))
-        await self.broker.redis.publish(self.keys.cancel_channel, run_id)
         if run.status != "running":
             # not running: settled here (a worker that later meets its message acks it and records the same)
             row = run.model_dump() | {"status": "cancelled", "finished_at": utcnow(), "version": _cancel_version()}
             await self.store.update_many([row])
+        await self.broker.redis.publish(self.keys.cancel_channel, run_id)
         deadline = time.monotonic() + wait
         while True:
             latest = await self.store.get(run_id)
