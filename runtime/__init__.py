@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from runtime.app.connections import Runtime, cancel, session
     from runtime.app.context import Context
     from runtime.app.decorators import Failure, HttpFunction, TaskFunction, http, task
-    from runtime.errors import ArgumentsError, ConfigError, ManifestError, SkipRetry
+    from runtime.errors import ArgumentsError, ConfigError, ManifestError, SkipRetry, StepFailed
     from runtime.settings import Settings, get_settings
 
 # Imported on first use, so that `runtime worker` is importing nothing heavy yet when it pauses the
@@ -31,6 +31,7 @@ _HOMES = {
     "ConfigError": "runtime.errors",
     "ManifestError": "runtime.errors",
     "SkipRetry": "runtime.errors",
+    "StepFailed": "runtime.errors",
     "Settings": "runtime.settings",
     "get_settings": "runtime.settings",
 }
@@ -55,6 +56,7 @@ __all__ = [
     "Runtime",
     "Settings",
     "SkipRetry",
+    "StepFailed",
     "TaskFunction",
     "cancel",
     "get_settings",

@@ -9,6 +9,22 @@ class SkipRetry(Exception):
     """Raise inside a task to fail the run at once, without retries."""
 
 
+class StepFailed(Exception):
+    """Raised inside a durable function when a step's retries are spent: catch it to compensate. A run that
+    resumes gets the same StepFailed from that step again, without running it."""
+
+    def __init__(self, step: str, error_type: str, message: str) -> None:
+        super().__init__(f"step {step!r} failed: {error_type}: {message}")
+        self.step = step
+        self.error_type = error_type
+        self.message = message
+
+
+class StepLimitExceeded(SkipRetry):
+    """A step whose result is not JSON or too big, or a run over its number or bytes of steps: the run fails
+    at once (its next attempt would do the same)."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a manifest: where it is and what to do about it."""

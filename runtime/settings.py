@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     )
     openapi: bool = Field(True, description="serve GET /openapi.json and GET /docs on the web process")
     max_arguments_size: int = Field(1_048_576, gt=0, description="bytes a run's arguments may take as JSON")
+    max_steps: int = Field(1000, gt=0, description="steps a durable run may save")
+    max_step_size: int = Field(4 * 2**20, gt=0, description="bytes one step's result may take as JSON")
+    max_steps_size: int = Field(32 * 2**20, gt=0, description="bytes all of a run's step results may take")
     startup_timeout: float = Field(60.0, ge=0, description="seconds a process waits for Redis and the database")
     reconcile_seconds: float = Field(10.0, gt=0, description="seconds between passes that settle lost runs")
 

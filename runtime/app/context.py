@@ -2,7 +2,8 @@
 
 It is not one of the task's arguments (enqueue never takes it); the worker passes it in. Long loops use it
 to stop cleanly, the seed's `ctx.Done()` pattern: `cancelled` is set when the run is cancelled, when the
-worker shuts down, or when the run's deadline passes.
+worker shuts down, or when the run's deadline passes. Durable functions run their steps with `ctx.step.run`
+(runtime/durable/steps.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from runtime.durable.steps import Steps
 
 
 @dataclass
@@ -19,3 +22,9 @@ class Context:
     deadline: datetime | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the task should stop: `if ctx.cancelled.is_set(): ...` or `await ctx.cancelled.wait()`."""
+    step: Steps = field(default=None)  # type: ignore[assignment]
+    """The run's steps: `await ctx.step.run(name, fn, *args)` runs `fn` once and saves its result."""
+
+    def __post_init__(self) -> None:
+        if self.step is None:
+            self.step = Steps(self.run_id, None)  # no run store here: using a step says so

@@ -127,6 +127,34 @@ class RunCount(SQLModel, table=True):
     n: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class Step(SQLModel, table=True):
+    """A durable function's step, saved once it has an outcome (schema revision 0005): its result as JSON
+    text, or its final error. A run that resumes or is retried reads its steps in one query and returns a
+    saved step's outcome instead of running it again. `name` carries its occurrence (`charge`, `charge#2`)."""
+
+    __tablename__ = "steps"
+
+    run_id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(primary_key=True, max_length=220)
+    status: str = Field(max_length=16)  # succeeded | failed
+    result: str | None = Field(default=None, sa_column=Column(Text))  # JSON text, as the step returned it
+    error_type: str | None = Field(default=None, max_length=200)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    attempts: int = 1
+    started_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    finished_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+    def public(self) -> dict[str, Any]:
+        """The step as `runtime runs show` and the API show it: its result decoded, times in ISO 8601 UTC."""
+        data = self.model_dump(exclude={"run_id", "result"})
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = value.isoformat(timespec="milliseconds") + "Z"
+        data["result"] = None if self.result is None else json.loads(self.result)
+        data["duration_ms"] = round((self.finished_at - self.started_at).total_seconds() * 1000, 2)
+        return data
+
+
 def as_run(row: Any) -> Run:
     """A run from a row of `RunStore.runs()`: its arguments from `run_arguments` when they are big."""
     data = dict(row)

@@ -22,9 +22,10 @@ from sqlmodel import SQLModel
 from runtime import tracing
 from runtime.errors import ConfigError
 from runtime.store.counting import FOLD_EVERY, RunCounting
-from runtime.store.models import ENQUEUE_ONLY, MUTABLE, Run, RunArguments, as_run, to_jsonable
+from runtime.store.models import ENQUEUE_ONLY, MUTABLE, Run, RunArguments, Step, as_run, to_jsonable
 from runtime.store.schema import check_revision, create_at_head, stored_revision
 from runtime.store.sqlite_insert import SqliteInsert
+from runtime.store.steps import StepJournal
 
 if TYPE_CHECKING:
     from runtime.store.postgres_insert import PostgresInsert
@@ -90,6 +91,7 @@ class RunStore(RunCounting):
         else:
             kwargs |= {"pool_size": 5, "max_overflow": 5, "pool_pre_ping": True}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.steps = StepJournal(self.engine)  # durable functions' saved steps
         # the enqueue's insert by the driver itself (runtime/store/sqlite_insert.py, runtime/store/postgres_insert.py)
         self.fast_insert: SqliteInsert | PostgresInsert | None = None
         self._fold_due = time.monotonic() + FOLD_EVERY  # see fold_counts_now_and_then
@@ -216,14 +218,15 @@ class RunStore(RunCounting):
         return select(*what).select_from(table.outerjoin(side, side.c.run_id == table.c.id))
 
     async def _delete_ids(self, conn: Any, ids: builtins.list[str], *where: Any) -> int:
-        """Delete these runs (those also matching `where`) and their big arguments; returns how many runs."""
+        """Delete these runs (those also matching `where`), their big arguments and their steps; returns how
+        many runs."""
         table = Run.__table__  # type: ignore[attr-defined]
-        side = RunArguments.__table__  # type: ignore[attr-defined]
         result = await conn.execute(table.delete().where(table.c.id.in_(ids), *where))
-        orphans = [side.c.run_id.in_(ids)]
-        if where:  # some of these runs may be kept
-            orphans.append(~select(table.c.id).where(table.c.id == side.c.run_id).exists())
-        await conn.execute(side.delete().where(*orphans))
+        for side in (RunArguments.__table__, Step.__table__):  # type: ignore[attr-defined]
+            orphans = [side.c.run_id.in_(ids)]
+            if where:  # some of these runs may be kept
+                orphans.append(~select(table.c.id).where(table.c.id == side.c.run_id).exists())
+            await conn.execute(side.delete().where(*orphans))
         return int(result.rowcount or 0)
 
     async def get(self, run_id: str) -> Run | None:

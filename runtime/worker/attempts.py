@@ -3,16 +3,19 @@ limits, and how it ends (finished, cancelled, or dead-lettered as no task), hand
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.app.connections import Runtime
 from runtime.app.context import Context
+from runtime.durable.steps import StepLimits, Steps
 from runtime.errors import UnknownFunction
 from runtime.queue.broker import Delivery
 from runtime.queue.messages import InvalidMessage, describe, describe_traceback, error_type
@@ -28,6 +31,7 @@ from runtime.worker.middleware import (
 )
 from runtime.worker.middleware.log_context import LogContextMiddleware
 from runtime.worker.middleware.metrics import MetricsMiddleware
+from runtime.worker.middleware.retries import backoff
 from runtime.worker.sync_pool import SyncPool
 
 logger = logging.getLogger("runtime.worker")
@@ -142,6 +146,23 @@ class Attempts:
         self.records.invalid(run_id, error.function, error.raw, f"invalid task message: {error}")
         self.dead_letters.add(run_id, delivery.queue)
         self.finished(delivery.key, None)
+
+    def context(self, message: TaskiqMessage, deadline: datetime | None) -> Context:
+        """The Context of this attempt: its run, its deadline, and its steps with the function's retries."""
+        name = message.task_name
+        manifest = self.runtime.app.manifest
+        if name not in manifest.functions:
+            return Context(message.task_id, message.labels["attempt"], deadline)
+        settings = self.runtime.settings
+        curve = manifest.backoff(name)
+        steps = Steps(
+            message.task_id,
+            self.runtime.store.steps,
+            retries=manifest.retries(name),
+            backoff=functools.partial(backoff, base=curve.base, cap=curve.max),
+            limits=StepLimits(settings.max_steps, settings.max_step_size, settings.max_steps_size),
+        )
+        return Context(message.task_id, message.labels["attempt"], deadline, step=steps)
 
     async def run(self, message: TaskiqMessage, context: Context) -> Any:
         fn = self.runtime.app.tasks.get(message.task_name)

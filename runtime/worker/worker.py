@@ -28,7 +28,6 @@ from redis.exceptions import RedisError
 
 from runtime import gc_pause
 from runtime.app.connections import Runtime
-from runtime.app.context import Context
 from runtime.app.manifest import format_duration
 from runtime.errors import ConfigError, WorkerDied
 from runtime.ops import presence
@@ -378,9 +377,8 @@ class Worker:
         started = time.perf_counter()
         value: Any = None
         error: BaseException | None = None
-        context = self.cancels.contexts[delivery.key] = Context(
-            message.task_id, labels["attempt"], _datetime(labels.get("deadline"))
-        )
+        context = self.attempts.context(message, _datetime(labels.get("deadline")))
+        self.cancels.contexts[delivery.key] = context
         if self.stopping.is_set():
             context.cancelled.set()
         try:

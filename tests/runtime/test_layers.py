@@ -26,16 +26,17 @@ RANKS = {
     "runtime.store": 2,
     "runtime.settings": 3,  # checks REDIS_URL with queue/redis_client's parser
     "runtime.logs": 4,
-    "runtime.app": 5,
-    "runtime.ops": 6,
-    "runtime.web": 7,
-    "runtime.worker": 7,
-    "runtime.scheduler": 8,
-    "runtime.dashboard": 9,
-    "runtime.deploy": 9,
-    "runtime.cli": 10,
-    "runtime": 11,  # the public API (`from runtime import ...`): for users, never imported from inside
-    "emulator": 12,
+    "runtime.durable": 5,  # steps; the Context of app/ hands them to the task
+    "runtime.app": 6,
+    "runtime.ops": 7,
+    "runtime.web": 8,
+    "runtime.worker": 8,
+    "runtime.scheduler": 9,
+    "runtime.dashboard": 10,
+    "runtime.deploy": 10,
+    "runtime.cli": 11,
+    "runtime": 12,  # the public API (`from runtime import ...`): for users, never imported from inside
+    "emulator": 13,
 }
 
 
@@ -196,5 +197,5 @@ def test_a_circle_through_a_late_or_type_only_import_is_found(tmp_path: Path) ->
         ["runtime.queue.keys", "runtime.queue.names"],
     ]
     assert upward(found) == [
-        "runtime.queue.broker (runtime.queue, rank 2) -> runtime.worker.loop (runtime.worker, rank 7)"
+        "runtime.queue.broker (runtime.queue, rank 2) -> runtime.worker.loop (runtime.worker, rank 8)"
     ]

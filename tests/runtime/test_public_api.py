@@ -19,6 +19,7 @@ PUBLIC = [
     "Runtime",
     "Settings",
     "SkipRetry",
+    "StepFailed",
     "TaskFunction",
     "cancel",
     "get_settings",

@@ -21,7 +21,7 @@ from runtime import Runtime
 from runtime.dashboard.app import create_dashboard_app
 from runtime.settings import Settings
 from runtime.store.migrations import alembic_config
-from runtime.store.models import Run, RunArguments, RunCount, utcnow
+from runtime.store.models import Run, RunArguments, RunCount, Step, utcnow
 from runtime.store.runs import RunStore
 from runtime.store.schema import SCHEMA_HEAD, SCHEMA_REVISIONS
 from tests.conftest import Process, command, write_app
@@ -130,6 +130,7 @@ def create_0_1_0(url: str, rows: list[dict[str, Any]] = OLD_ROWS) -> None:
         conn.execute(text("DROP TABLE IF EXISTS runs"))
         conn.execute(text("DROP TABLE IF EXISTS run_arguments"))
         conn.execute(text("DROP TABLE IF EXISTS run_counts"))
+        conn.execute(text("DROP TABLE IF EXISTS steps"))
         for statement in statements:
             conn.execute(text(statement))
         table = Table("runs", MetaData(), autoload_with=conn)
@@ -259,6 +260,7 @@ async def test_the_upgraded_schema_is_the_models(database_url: str) -> None:
     Run.__table__.to_metadata(metadata)  # type: ignore[attr-defined]
     RunArguments.__table__.to_metadata(metadata)  # type: ignore[attr-defined]
     RunCount.__table__.to_metadata(metadata)  # type: ignore[attr-defined]
+    Step.__table__.to_metadata(metadata)  # type: ignore[attr-defined]
     engine = create_engine(sync_url(database_url))
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_server_default": True})
@@ -274,6 +276,7 @@ def test_upgrade_is_idempotent_and_creates_an_empty_database(database_url: str, 
         conn.execute(text("DROP TABLE IF EXISTS runs"))
         conn.execute(text("DROP TABLE IF EXISTS run_arguments"))
         conn.execute(text("DROP TABLE IF EXISTS run_counts"))
+        conn.execute(text("DROP TABLE IF EXISTS steps"))
     engine.dispose()
     first = runtime_command("db", "upgrade", url=url, cwd=tmp_path)
     assert first.returncode == 0 and f"created at {SCHEMA_HEAD}" in first.stdout, first.stdout + first.stderr
@@ -390,6 +393,7 @@ def test_processes_starting_at_once_on_an_empty_database_all_start(database_url:
         conn.execute(text("DROP TABLE IF EXISTS runs"))
         conn.execute(text("DROP TABLE IF EXISTS run_arguments"))
         conn.execute(text("DROP TABLE IF EXISTS run_counts"))
+        conn.execute(text("DROP TABLE IF EXISTS steps"))
     engine.dispose()
     script = (
         "import asyncio\n"

@@ -1,0 +1,2 @@
+"""Durable functions: steps whose outcomes are saved in the run store, so a run that resumes or is retried
+never runs a saved step again."""

@@ -1,0 +1,167 @@
+"""`ctx.step`: a durable function's steps. `await ctx.step.run(name, fn, *args, retries=N)` runs `fn(*args)`
+once and saves its outcome before the function goes on; when the run is retried (or resumes), a saved step
+gives its saved result, or raises its saved `StepFailed`, without calling `fn`.
+
+Names are the key. A name used again in the same run gets its occurrence (`charge`, `charge#2`), counted
+when `run` is called, not when the step starts: `asyncio.gather(ctx.step.run("a", fa), ...)` names its steps
+in the order they are written, whatever order they run in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from runtime.errors import SkipRetry, StepFailed, StepLimitExceeded
+from runtime.store.models import Step, utcnow
+from runtime.store.steps import StepJournal
+
+MAX_NAME = 200  # characters of a step's name (its occurrence suffix aside)
+
+
+@dataclass(frozen=True)
+class StepLimits:
+    steps: int = 1000  # per run (MAX_STEPS)
+    step_bytes: int = 4 * 2**20  # one result as JSON (MAX_STEP_SIZE)
+    run_bytes: int = 32 * 2**20  # all of a run's results (MAX_STEPS_SIZE)
+
+
+class Steps:
+    """A run's steps, as `ctx.step`. The worker makes one per attempt; its saved steps are read (in one query)
+    when the first step is asked for, so a task that uses no step costs nothing more."""
+
+    def __init__(
+        self,
+        run_id: str,
+        journal: StepJournal | None,
+        *,
+        retries: int = 3,
+        backoff: Callable[[int], float] = lambda attempt: 1.0,
+        limits: StepLimits = StepLimits(),
+    ) -> None:
+        self.run_id = run_id
+        self._journal = journal
+        self._retries = retries
+        self._backoff = backoff  # seconds to wait after failed attempt n of a step
+        self._limits = limits
+        self._seen: dict[str, int] = {}  # name -> how many times `run` was called with it in this attempt
+        self._saved: asyncio.Future[dict[str, Step]] | None = None
+        self._count = 0  # steps saved, and being run, in this run
+        self._bytes = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a sync task's Context goes to its child process without the run store: a step there says so
+        return self.__dict__ | {"_journal": None, "_saved": None, "_backoff": None}
+
+    def run(self, name: str, fn: Callable[..., Any], /, *args: Any, retries: int | None = None) -> Awaitable[Any]:
+        """Run `fn(*args)` (sync or async; its result must be JSON) as the step `name`, once: its result is
+        saved before this returns, and is what every later execution of the run gets. A failing `fn` is tried
+        `retries` more times (default: the function's retries) with the function's backoff; then `StepFailed`
+        is raised here. Pass keyword arguments to `fn` with `functools.partial`."""
+        key = self._occurrence(name)
+        if not callable(fn):
+            raise TypeError(f"step {key!r}: fn must be a function, not {type(fn).__name__}")
+        if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
+            raise ValueError(f"step {key!r}: retries must be a whole number from 0, not {retries!r}")
+        if self._journal is None:
+            raise RuntimeError(
+                f"step {key!r}: ctx.step works in an async task run by a worker (this Context has no run store)"
+            )
+        return self._run(self._journal, key, fn, args, self._retries if retries is None else retries)
+
+    def _occurrence(self, name: str) -> str:
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME or "#" in name:
+            raise ValueError(f"a step's name is 1 to {MAX_NAME} characters without '#', not {name!r:.80}")
+        n = self._seen[name] = self._seen.get(name, 0) + 1
+        return name if n == 1 else f"{name}#{n}"
+
+    async def _run(self, journal: StepJournal, key: str, fn: Callable[..., Any], args: Any, retries: int) -> Any:
+        if self._saved is None:
+            self._saved = asyncio.ensure_future(journal.load(self.run_id))
+            saved = await self._saved
+            self._count = len(saved)
+            self._bytes = sum(len(step.result or "") for step in saved.values())
+        step = (await self._saved).get(key)
+        if step is None:
+            step = await self._execute(journal, key, fn, args, retries)
+        if step.status == "failed":
+            raise StepFailed(key, step.error_type or "Exception", step.error or "")
+        return None if step.result is None else orjson.loads(step.result)
+
+    async def _execute(self, journal: StepJournal, key: str, fn: Callable[..., Any], args: Any, retries: int) -> Step:
+        if self._count >= self._limits.steps:
+            raise StepLimitExceeded(
+                f"step {key!r}: run {self.run_id} has {self._limits.steps} steps already (MAX_STEPS); "
+                "a long loop of steps belongs in child runs"
+            )
+        self._count += 1
+        started = utcnow()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                value = await _call(fn, args)
+            except Exception as exc:
+                if attempt <= retries and not isinstance(exc, SkipRetry):
+                    await asyncio.sleep(self._backoff(attempt))
+                    continue
+                error = str(exc)[:10_000]
+                step = Step(
+                    run_id=self.run_id,
+                    name=key,
+                    status="failed",
+                    error_type=type(exc).__name__,
+                    error=error,
+                    attempts=attempt,
+                    started_at=started,
+                    finished_at=utcnow(),
+                )
+                return await journal.save(step)
+            text = self._encode(key, value)
+            step = Step(
+                run_id=self.run_id,
+                name=key,
+                status="succeeded",
+                result=text,
+                attempts=attempt,
+                started_at=started,
+                finished_at=utcnow(),
+            )
+            saved = await journal.save(step)
+            self._bytes += len(saved.result or "")
+            return saved
+
+    def _encode(self, key: str, value: Any) -> str:
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        try:
+            text = orjson.dumps(value).decode()
+        except TypeError as exc:
+            raise StepLimitExceeded(f"step {key!r} returned what cannot be saved as JSON: {exc}") from None
+        if len(text) > self._limits.step_bytes:
+            raise StepLimitExceeded(
+                f"step {key!r} returned {len(text)} bytes of JSON; a step may save {self._limits.step_bytes} "
+                "(MAX_STEP_SIZE): keep big data elsewhere and return its key"
+            )
+        if self._bytes + len(text) > self._limits.run_bytes:
+            raise StepLimitExceeded(
+                f"step {key!r}: run {self.run_id}'s steps would take {self._bytes + len(text)} bytes; a run may "
+                f"save {self._limits.run_bytes} (MAX_STEPS_SIZE)"
+            )
+        return text
+
+
+async def _call(fn: Callable[..., Any], args: Any) -> Any:
+    """`fn(*args)`: awaited if it is async; in a thread if not, so a blocking step does not stop the worker."""
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    if inspect.iscoroutinefunction(target):
+        return await fn(*args)
+    value = await asyncio.to_thread(fn, *args)
+    return await value if inspect.isawaitable(value) else value
