@@ -4,7 +4,8 @@ Run records are saved first, then dead letters, then the entries are acked, each
 attempt in the same script (runtime/queue/broker.py's ack). Only entries whose records this very batch saved are
 acked (a task finishing during the flush waits for the next batch), and only those still this worker's:
 a renewal goes first (the fence), so entries another worker took are dropped before their records are
-written. A busy worker commits at most every COMMIT_EVERY, so batches grow with the load.
+written. A busy worker commits at most every COMMIT_EVERY, so batches grow with the load. A commit that fails
+(the database or Redis away) is retried with backoff until it succeeds, its writes kept in order.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from runtime.queue.broker import StreamBroker
 logger = logging.getLogger("runtime.worker")
 
 COMMIT_EVERY = 0.01  # seconds between two commits of a busy worker (an idle one commits at once)
+RETRY_FIRST, RETRY_MAX = 0.2, 5.0  # seconds between tries of a failing commit: doubling, capped
 ACK_STALL = 30.0  # seconds finished tasks may wait for their ack before /health says so
 
 
@@ -62,7 +64,12 @@ class Commits:
         return bool(self.to_ack) and time.monotonic() - self.committed > ACK_STALL
 
     async def loop(self) -> None:
-        """Commit as soon as there is something to; what comes meanwhile joins the next batch."""
+        """Commit as soon as there is something to; what comes meanwhile joins the next batch.
+
+        A failed commit keeps its writes and is tried again on its own, backing off from RETRY_FIRST to
+        RETRY_MAX, until it succeeds: once the queue is idle no finishing task would ask for it again."""
+        outage: float | None = None  # since when commits fail
+        delay = RETRY_FIRST
         while True:
             await self.dirty.wait()
             await asyncio.sleep(max(0.0, self.committed + COMMIT_EVERY - time.monotonic()))
@@ -70,8 +77,21 @@ class Commits:
             try:
                 await self.commit()
             except Exception as exc:
-                logger.error("cannot save run records (%s); keeping them to retry", exc)
-                await asyncio.sleep(1.0)
+                self.dirty.set()  # the batch is still to commit, whether or not another task finishes
+                if outage is None:
+                    outage = time.monotonic()
+                    reason = str(exc).partition("\n")[0]  # not the statement and its parameters that follow
+                    logger.warning(
+                        "cannot save run records and ack finished tasks (%s: %s); keeping them, retrying",
+                        type(exc).__name__,
+                        reason,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            if outage is not None:
+                logger.info("run records saved and tasks acked again, after %.1f s", time.monotonic() - outage)
+                outage, delay = None, RETRY_FIRST
 
     async def commit(self) -> None:
         batch, self.to_ack = self.to_ack, []

@@ -1,10 +1,12 @@
 """A database outage while workers run tasks: a TCP proxy in front of Postgres drops every connection and
 refuses new ones for a while (and a worker is killed meanwhile). Once it is back, every task has run and
-every record agrees with what ran."""
+every record agrees with what ran; and finished work is committed (records saved, entries acked) within
+seconds of the restore even when the queue went idle during the outage."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -16,6 +18,7 @@ from tests.chaos.harness import (
     client,
     judge,
     postgres_address,
+    read_records,
     wait_drained,
     wait_until,
     worker_env,
@@ -59,3 +62,71 @@ async def test_database_outage_during_processing(chaos_app, redis_url, effects_l
         "database-outage postgres", ledger, effects, records, fleet, drain, f"outage={outage:.0f}s kills={fleet.kills}"
     )
     assert outcome.ok, outcome.explain()
+
+
+RESTORED_WITHIN = 8.0  # seconds from the restore to every record final and every entry acked (retries back off to 5 s)
+
+
+@pytest.mark.parametrize("restore", ["idle", "busy"])
+async def test_finished_work_is_committed_once_the_database_is_back(restore, chaos_app, redis_url, effects_log, fleets):
+    """The database goes away while 2 workers drain the queue, and comes back once the queue is idle (no task
+    left to finish and wake a commit: the case that stranded finished runs as `running`, unacked) or while
+    tasks still run. Within seconds every record is final and every entry acked; each run ran exactly once;
+    each worker logged the outage once and its end once."""
+    assert POSTGRES_URL is not None
+    tasks = 600 if restore == "idle" else 1_500
+    reset_postgres(POSTGRES_URL)
+    proxy = TcpProxy(postgres_address(POSTGRES_URL))
+    fleet = fleets(chaos_app, worker_env(redis_url, proxy.url(POSTGRES_URL), effects_log, LOG_LEVEL="info"))
+    ledger, effects = Ledger(), SideEffects(effects_log)
+    try:
+        async with client(chaos_app, redis_url, POSTGRES_URL) as runtime:
+            await ledger.enqueue(runtime, "quick", [{"pause": 0.1}] * tasks)
+            fleet.start(2)
+
+            def ran(count: int) -> bool:
+                effects.read()
+                return len(effects.ends) >= count
+
+            await wait_until(lambda: ran(tasks // 10), 30, "a tenth of the tasks ran")
+            proxy.down()
+            down = time.monotonic()
+            if restore == "idle":
+                await wait_until(lambda: ran(tasks), 30, "every task ran during the outage")
+                await asyncio.sleep(2.0)  # idle, the database still away: the last commit has failed
+            else:
+                await asyncio.sleep(2.0)
+                assert not ran(tasks), "set-up: the queue drained before the database came back"
+            proxy.up()
+            restored = time.monotonic()
+            outage = restored - down
+
+            stream, group = runtime.keys.queue("default").stream, runtime.keys.group
+            settled, records, unacked = None, {}, -1
+            while time.monotonic() - restored < RESTORED_WITHIN + 2:
+                effects.read()
+                records = await asyncio.to_thread(read_records, POSTGRES_URL)
+                unacked = int((await runtime.broker.redis.xpending(stream, group))["pending"])
+                final = all(r.status in ("succeeded", "failed") for r in records.values())
+                if final and len(records) == len(ledger.runs) and unacked == 0 and ran(tasks):
+                    settled = time.monotonic() - restored
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        proxy.close()
+    outcome = judge(
+        f"database-outage until {restore}", ledger, effects, records, fleet, settled, f"outage={outage:.1f}s"
+    )
+    print(f"committed {settled if settled is None else round(settled, 2)} s after the restore; unacked {unacked}")
+    assert settled is not None and settled < RESTORED_WITHIN, (
+        f"{unacked} entries unacked, "
+        f"{sum(r.status not in ('succeeded', 'failed') for r in records.values())} records not final "
+        f"{RESTORED_WITHIN} s after the database came back\n{outcome.explain()}\n{fleet.output()}"
+    )
+    assert outcome.ok, outcome.explain()
+    assert all(len(effects.starts[token]) == 1 for token in ledger.runs), "a run executed more than once"
+    for worker in fleet.everyone:
+        lost = [line for line in worker.lines if "cannot save run records" in line]
+        back = [line for line in worker.lines if "acked again" in line]
+        assert len(lost) <= 1 and len(back) == len(lost), f"one warning and one all-clear per outage:\n{lost + back}"
+    assert any("cannot save run records" in line for worker in fleet.everyone for line in worker.lines)
