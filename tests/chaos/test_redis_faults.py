@@ -1,5 +1,6 @@
 """Redis faults: SIGKILL and restart from its AOF while tasks are enqueued and run, and SIGSTOP (a pause
-longer than the lease) while long healthy tasks run. Also a worker whose event loop stalls past the lease.
+longer than the lease) while long healthy tasks run; a Redis that is away as the queue goes idle (the
+finished work is committed once it is back). Also a worker whose event loop stalls past the lease.
 
 What Redis itself may lose on SIGKILL with `appendfsync everysec`: nothing it has written to its AOF file
 (the kernel keeps the page cache across a process kill); only a write postponed while a background fsync
@@ -26,6 +27,7 @@ from tests.chaos.harness import (
     SideEffects,
     client,
     judge,
+    read_records,
     sigkill_redis,
     wait_drained,
     wait_until,
@@ -150,3 +152,40 @@ async def test_event_loop_stall_never_hands_a_held_task_to_another_worker(
         fenced=["long"],
     )
     assert outcome.ok, outcome.explain()
+
+
+async def test_finished_work_is_committed_once_redis_is_back(chaos_app, own_redis, tmp_path, effects_log, fleets):
+    """Redis dies while 2 workers run the last tasks of the queue, and is restarted (from its AOF) once they
+    have all finished: nothing is left to finish and wake a commit, yet within seconds every record is final
+    and every entry acked, and no task ran twice."""
+    database_url = f"sqlite:///{tmp_path}/runs.db"
+    fleet = fleets(chaos_app, worker_env(own_redis.url, database_url, effects_log, LOG_LEVEL="info"))
+    ledger, effects = Ledger(), SideEffects(effects_log)
+    port = own_redis.port
+    async with client(chaos_app, own_redis.url, database_url) as runtime:
+        for worker in fleet.start(2):
+            worker.wait_for("ready")
+        await ledger.enqueue(runtime, "long", [{"seconds": 2.0}] * 8)
+        await wait_until(lambda: effects.read() or len(effects.starts) == 8, 20, "8 long tasks started")
+        sigkill_redis(own_redis)
+        await wait_until(lambda: effects.read() or len(effects.ends) == 8, 20, "8 long tasks ended")
+        await asyncio.sleep(2.0)  # idle, Redis still away: the last commit has failed
+        own_redis.start(port=port)
+        restored = time.monotonic()
+        stream, group = runtime.keys.queue("default").stream, runtime.keys.group
+        settled, records, unacked = None, {}, -1
+        while time.monotonic() - restored < 10:
+            records = await asyncio.to_thread(read_records, database_url)
+            try:
+                unacked = int((await runtime.broker.redis.xpending(stream, group))["pending"])
+            except Exception:  # the client's connection to the restarted Redis
+                unacked = -1
+            if unacked == 0 and len(records) == 8 and all(r.status == "succeeded" for r in records.values()):
+                settled = time.monotonic() - restored
+                break
+            await asyncio.sleep(0.1)
+    outcome = judge("redis-down-until-idle", ledger, effects, records, fleet, settled, "redis_kills=1")
+    print(f"committed {settled if settled is None else round(settled, 2)} s after the restart; unacked {unacked}")
+    assert settled is not None and settled < 8.0, f"{unacked} entries unacked\n{outcome.explain()}\n{fleet.output()}"
+    assert outcome.ok, outcome.explain()
+    assert all(len(starts) == 1 for starts in effects.starts.values()), "a task ran twice"
