@@ -21,6 +21,7 @@ logger = logging.getLogger("runtime.worker")
 
 COMMIT_EVERY = 0.01  # seconds between two commits of a busy worker (an idle one commits at once)
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0  # seconds between tries of a failing commit: doubling, capped
+LAST_COMMIT = 5.0  # seconds a stopping worker tries its last commit at least (K8s' grace leaves it 10)
 ACK_STALL = 30.0  # seconds finished tasks may wait for their ack before /health says so
 
 
@@ -42,6 +43,7 @@ class Commits:
         self.retry_of: dict[str, tuple[bytes, float]] = {}  # entry -> its next attempt, sent with its ack
         self.dirty = asyncio.Event()  # run records or acks to commit
         self.committed = time.monotonic()  # last time run records and acks were written
+        self.failing_since: float | None = None  # since when commits fail (logged once per outage)
 
     def changed(self) -> None:
         """A run record changed (a run started): commit it soon."""
@@ -64,34 +66,51 @@ class Commits:
         return bool(self.to_ack) and time.monotonic() - self.committed > ACK_STALL
 
     async def loop(self) -> None:
-        """Commit as soon as there is something to; what comes meanwhile joins the next batch.
-
-        A failed commit keeps its writes and is tried again on its own, backing off from RETRY_FIRST to
-        RETRY_MAX, until it succeeds: once the queue is idle no finishing task would ask for it again."""
-        outage: float | None = None  # since when commits fail
-        delay = RETRY_FIRST
+        """Commit as soon as there is something to; what comes meanwhile joins the next batch."""
         while True:
             await self.dirty.wait()
             await asyncio.sleep(max(0.0, self.committed + COMMIT_EVERY - time.monotonic()))
             self.dirty.clear()
+            await self.until_committed()
+
+    async def until_committed(self, deadline: float | None = None) -> bool:
+        """Commit; if that fails (the database or Redis away), keep the writes and try again, from RETRY_FIRST
+        doubling to RETRY_MAX, until it succeeds (True) or the `deadline` (monotonic) passes (False). On its
+        own, not when the next task finishes: once the queue is idle, none would."""
+        delay = RETRY_FIRST
+        while True:
             try:
-                await self.commit()
+                if deadline is None:
+                    await self.commit()
+                else:
+                    await asyncio.wait_for(self.commit(), max(0.0, deadline - time.monotonic()))
             except Exception as exc:
-                self.dirty.set()  # the batch is still to commit, whether or not another task finishes
-                if outage is None:
-                    outage = time.monotonic()
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
                     reason = str(exc).partition("\n")[0]  # not the statement and its parameters that follow
                     logger.warning(
                         "cannot save run records and ack finished tasks (%s: %s); keeping them, retrying",
                         type(exc).__name__,
                         reason,
                     )
-                await asyncio.sleep(delay)
+                left = RETRY_MAX if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, RETRY_MAX)
                 continue
-            if outage is not None:
-                logger.info("run records saved and tasks acked again, after %.1f s", time.monotonic() - outage)
-                outage, delay = None, RETRY_FIRST
+            if self.failing_since is not None:
+                outage, self.failing_since = time.monotonic() - self.failing_since, None
+                logger.info("run records saved and tasks acked again, after %.1f s", outage)
+            return True
+
+    async def last(self, deadline: float) -> None:
+        """A stopping worker's last commit, tried until the shutdown `deadline` (LAST_COMMIT at least); what it
+        cannot commit is left to the leases: those tasks run again on another worker."""
+        if not await self.until_committed(max(deadline, time.monotonic() + LAST_COMMIT)):
+            logger.warning(
+                "stopping with %d finished task(s) neither saved nor acked: they will run again", len(self.to_ack)
+            )
 
     async def commit(self) -> None:
         batch, self.to_ack = self.to_ack, []

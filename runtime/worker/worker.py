@@ -132,9 +132,9 @@ class Worker:
             background.start_soon(self.cancels.listen, self._cancel)
             runners = [asyncio.create_task(self._runner()) for _ in range(self.concurrency)]
             await self._fetch_loop()
-            await self._drain(runners)
+            deadline = await self._drain(runners)
             background.cancel_scope.cancel()
-        await self.commits.commit()
+        await self.commits.last(deadline)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(presence.withdraw(self.runtime, self.broker.consumer), 2.0)
         self.leases.stop()
@@ -271,7 +271,7 @@ class Worker:
                 execution.cancel()
         self.room.set()
 
-    async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
+    async def _drain(self, runners: list[asyncio.Task[None]]) -> float:
         """Stop: give back queued entries, wait for running ones, give back those still running."""
         queued = []
         while not self.queue.empty():
@@ -293,6 +293,7 @@ class Worker:
         if unfinished:
             logger.warning("stopping: %d task(s) did not finish in time; handed back", len(unfinished))
             await self._release(unfinished)
+        return deadline
 
     async def _release(self, keys: list[str], started: bool = True) -> None:
         """Hand entries back to the queue (not a failed attempt); started runs show `queued` again."""

@@ -6,6 +6,7 @@ seconds of the restore even when the queue went idle during the outage."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import pytest
@@ -130,3 +131,52 @@ async def test_finished_work_is_committed_once_the_database_is_back(restore, cha
         back = [line for line in worker.lines if "acked again" in line]
         assert len(lost) <= 1 and len(back) == len(lost), f"one warning and one all-clear per outage:\n{lost + back}"
     assert any("cannot save run records" in line for worker in fleet.everyone for line in worker.lines)
+
+
+@pytest.mark.parametrize("database", ["back", "still away"])
+async def test_a_worker_stopped_during_an_outage_keeps_trying_its_last_commit(
+    database, chaos_app, redis_url, effects_log, fleets
+):
+    """A worker asked to stop (SIGTERM) while the database is away keeps trying its last commit. The database
+    back within the shutdown timeout: it saves and acks what it finished and exits 0, and nothing runs again.
+    Still away: it exits 0 after the shutdown timeout, saying what it leaves to the leases. (Before, the last
+    commit was tried once: the worker exited 1 with a traceback and those runs ran again elsewhere.)"""
+    assert POSTGRES_URL is not None
+    reset_postgres(POSTGRES_URL)
+    proxy = TcpProxy(postgres_address(POSTGRES_URL))
+    fleet = fleets(chaos_app, worker_env(redis_url, proxy.url(POSTGRES_URL), effects_log, LOG_LEVEL="info"))
+    ledger, effects = Ledger(), SideEffects(effects_log)
+    try:
+        async with client(chaos_app, redis_url, POSTGRES_URL) as runtime:
+            [worker] = fleet.start(1)
+            await asyncio.to_thread(worker.wait_for, "ready")
+            proxy.down()
+            await ledger.enqueue(runtime, "quick", [{"pause": 0.1}] * 20)
+            await wait_until(lambda: effects.read() or len(effects.ends) == 20, 20, "20 tasks ran")
+            await asyncio.sleep(0.5)
+            worker.signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            if database == "back":
+                await asyncio.sleep(2.0)
+                proxy.up()
+            code = await asyncio.to_thread(worker.wait, 20)
+            took = time.monotonic() - stopped
+            proxy.up()
+            records = await asyncio.to_thread(read_records, POSTGRES_URL)
+            stream, group = runtime.keys.queue("default").stream, runtime.keys.group
+            unacked = int((await runtime.broker.redis.xpending(stream, group))["pending"])
+    finally:
+        proxy.close()
+    assert code == 0, f"the worker exited {code}:\n{worker.output[-3000:]}"
+    if database == "still away":
+        assert 5.0 <= took < 10.0, f"stopped after {took:.1f} s (SHUTDOWN_TIMEOUT=5)"
+        worker.wait_for("20 finished task(s) neither saved nor acked", 1)
+        assert sum("cannot save run records" in line for line in worker.lines) == 1, worker.output
+        assert unacked == 20  # left to the leases: another worker runs them again
+        return
+    outcome = judge("database-outage at shutdown", ledger, effects, records, fleet, took, "sigterm=1")
+    assert unacked == 0, f"{unacked} entries unacked after the worker stopped\n{outcome.explain()}"
+    assert outcome.ok, outcome.explain()
+    assert all(len(effects.starts[token]) == 1 for token in ledger.runs)
+    logged = [line for line in worker.lines if "cannot save run records" in line or "acked again" in line]
+    assert len(logged) == 2 and "acked again" in logged[1], logged
