@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from runtime.durable.steps import Steps
 
@@ -28,3 +28,12 @@ class Context:
     def __post_init__(self) -> None:
         if self.step is None:
             self.step = Steps(self.run_id, None)  # no run store here: using a step says so
+
+    async def sleep(self, name: str, duration: float | timedelta) -> None:
+        """Wait `duration` (seconds or a timedelta) as the step `name`: the run is `waiting`, holds no worker
+        and resumes on any worker when the time comes; code before it runs again then, saved steps do not."""
+        await self.step.sleep(name, duration)
+
+    async def sleep_until(self, name: str, when: datetime) -> None:
+        """Wait until `when` (naive means UTC) as the step `name`; see `sleep`."""
+        await self.step.sleep_until(name, when)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -24,6 +26,19 @@ from runtime.store.models import Step, utcnow
 from runtime.store.steps import StepJournal
 
 MAX_NAME = 200  # characters of a step's name (its occurrence suffix aside)
+MAX_SLEEP = 366 * 86400  # seconds: a year (and a day), as far as an enqueue's delay
+SLEEP_IN_PLACE = 0.05  # seconds: a sleep this short (or what is left of one) is slept without suspending
+
+
+class Suspended(BaseException):
+    """Raised out of a durable function that waits: the worker acks its entry, records the run `waiting`
+    (`what`), and sends its message again, due at `until`. A BaseException, so `except Exception` in the
+    function does not keep it from waiting."""
+
+    def __init__(self, until: float, what: str) -> None:
+        super().__init__(what)
+        self.until = until
+        self.what = what
 
 
 @dataclass(frozen=True)
@@ -70,11 +85,65 @@ class Steps:
             raise TypeError(f"step {key!r}: fn must be a function, not {type(fn).__name__}")
         if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
             raise ValueError(f"step {key!r}: retries must be a whole number from 0, not {retries!r}")
+        journal = self._needs_journal(key)
+        return self._run(journal, key, fn, args, self._retries if retries is None else retries)
+
+    async def sleep(self, name: str, duration: float | timedelta) -> None:
+        """`ctx.sleep`: the run waits `duration` (seconds or a timedelta) holding no worker, then goes on."""
+        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= MAX_SLEEP:
+            raise ValueError(f"sleep {name!r}: a duration is 0 to {MAX_SLEEP} seconds (a year), not {duration!r:.40}")
+        await self._sleep(self._occurrence(name), time.time() + seconds)
+
+    async def sleep_until(self, name: str, when: datetime) -> None:
+        """`ctx.sleep_until`: the run waits until `when` (a datetime; naive means UTC), holding no worker."""
+        if not isinstance(when, datetime):
+            raise TypeError(f"sleep_until {name!r}: when must be a datetime, not {type(when).__name__}")
+        aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        if aware.timestamp() - time.time() > MAX_SLEEP:
+            raise ValueError(f"sleep_until {name!r}: {when.isoformat()} is over a year ahead")
+        await self._sleep(self._occurrence(name), aware.timestamp())
+
+    async def _sleep(self, key: str, until: float) -> None:
+        journal = self._needs_journal(key)
+        saved = await self._load(journal)
+        step = saved.get(key)
+        if step is None:  # the first time here: the wake-up time is saved, and is the same on every resume
+            now = utcnow()
+            step = Step(
+                run_id=self.run_id,
+                name=key,
+                status="sleep",
+                result=orjson.dumps(until).decode(),
+                started_at=now,
+                finished_at=datetime.fromtimestamp(until, UTC).replace(tzinfo=None),
+            )
+            step = saved[key] = await journal.save(step)
+        until = float(orjson.loads(step.result or "0"))
+        left = until - time.time()
+        if left <= 0:
+            return
+        if left <= SLEEP_IN_PLACE:
+            await asyncio.sleep(left)
+            return
+        stamp = datetime.fromtimestamp(until, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        raise Suspended(until, f"sleep {key!r} until {stamp}")
+
+    def _needs_journal(self, key: str) -> StepJournal:
         if self._journal is None:
             raise RuntimeError(
                 f"step {key!r}: ctx.step works in an async task run by a worker (this Context has no run store)"
             )
-        return self._run(self._journal, key, fn, args, self._retries if retries is None else retries)
+        return self._journal
+
+    async def _load(self, journal: StepJournal) -> dict[str, Step]:
+        """The run's saved steps, read once per attempt (concurrent steps share the one read)."""
+        if self._saved is None:
+            self._saved = asyncio.ensure_future(journal.load(self.run_id))
+            saved = await self._saved
+            self._count = len(saved)
+            self._bytes = sum(len(step.result or "") for step in saved.values() if step.status != "sleep")
+        return await self._saved
 
     def _occurrence(self, name: str) -> str:
         if not isinstance(name, str) or not name or len(name) > MAX_NAME or "#" in name:
@@ -83,12 +152,7 @@ class Steps:
         return name if n == 1 else f"{name}#{n}"
 
     async def _run(self, journal: StepJournal, key: str, fn: Callable[..., Any], args: Any, retries: int) -> Any:
-        if self._saved is None:
-            self._saved = asyncio.ensure_future(journal.load(self.run_id))
-            saved = await self._saved
-            self._count = len(saved)
-            self._bytes = sum(len(step.result or "") for step in saved.values())
-        step = (await self._saved).get(key)
+        step = (await self._load(journal)).get(key)
         if step is None:
             step = await self._execute(journal, key, fn, args, retries)
         if step.status == "failed":

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("runtime.reconciler")
 
-UNFINISHED = ("scheduled", "queued", "running", "retrying")
+UNFINISHED = ("scheduled", "queued", "running", "retrying", "waiting")
 
 
 def _task_id(data: Any) -> str | None:

@@ -23,10 +23,11 @@ MUTABLE = (
     "result",
     "history",
     "version",
+    "waiting_for",
 )
 # the columns only the enqueue knows (a worker's update that lands first leaves them at their defaults)
 ENQUEUE_ONLY = ("scheduled_for", "replay_of", "queue", "trace_id", "deadline", "idempotency_key")
-STATUSES = ("scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled")
+STATUSES = ("scheduled", "queued", "running", "retrying", "waiting", "succeeded", "failed", "cancelled")
 FINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -85,6 +86,8 @@ class Run(SQLModel, table=True):
     trace_id: str | None = Field(default=None, max_length=32)
     deadline: datetime | None = Field(default=None, sa_column=Column(DateTime))
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(200), index=True))
+    # schema revision 0005: what a `waiting` run waits for ("sleep 'cool-off' until 2026-12-07T06:00:00Z")
+    waiting_for: str | None = Field(default=None, sa_column=Column(Text))
 
     def public(self) -> dict[str, Any]:
         """The run as the API shows it: `id` first, times in ISO 8601 UTC."""

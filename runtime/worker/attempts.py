@@ -11,11 +11,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import orjson
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.app.connections import Runtime
 from runtime.app.context import Context
-from runtime.durable.steps import StepLimits, Steps
+from runtime.durable.steps import StepLimits, Steps, Suspended
 from runtime.errors import UnknownFunction
 from runtime.queue.broker import Delivery
 from runtime.queue.messages import InvalidMessage, describe, describe_traceback, error_type
@@ -112,6 +113,9 @@ class Attempts:
         error: BaseException | None,
         duration: float | None,
     ) -> None:
+        if isinstance(value, Suspended):
+            self.suspend(delivery, message, value, duration or 0.0)
+            return
         labels = message.labels
         labels["history"].append(
             {
@@ -175,4 +179,46 @@ class Attempts:
         kwargs = fn.validate(message.kwargs)
         if fn.context_param is not None:
             kwargs[fn.context_param] = context
-        return await time_limit.call(fn, kwargs, timeout, message.labels.get("deadline"), self.sync_pool)
+        try:
+            return await time_limit.call(fn, kwargs, timeout, message.labels.get("deadline"), self.sync_pool)
+        except Suspended as suspended:
+            return suspended  # `finish` sends the run again for later, and records it waiting
+
+    def suspend(self, delivery: Delivery, message: TaskiqMessage, suspended: Suspended, duration: float) -> None:
+        """The run waits (a sleep): its entry is acked with its message sent again, due when it wakes, at the
+        same attempt; it holds no worker meanwhile, keeps its unique key, and is recorded `waiting`."""
+        labels = message.labels
+        labels["history"].append(
+            {
+                "attempt": labels["attempt"],
+                "started_at": labels["started_at"],
+                "duration_ms": round(duration * 1000, 2),
+                "error": None,
+                "error_type": None,
+                "traceback": None,
+                "waited_for": suspended.what,
+            }
+        )
+        labels["waiting_for"] = suspended.what
+        queue = str(labels.get("queue") or self.runtime.queue_of(self.runtime.app.tasks[message.task_name]))
+        again = self.runtime.message(
+            message.task_name,
+            message.task_id,
+            message.kwargs,
+            labels["attempt"],
+            labels["history"],
+            labels.get("enqueued_at"),
+            queue=queue,
+            deadline=labels.get("deadline"),
+        )
+        again = _due_at(again, suspended.until)
+        self.records.waiting(message)
+        logger.info("run %s waits: %s", message.task_id, suspended.what, extra={"run_id": message.task_id})
+        self.finished(delivery.key, (again, suspended.until))
+
+
+def _due_at(message: bytes, due: float) -> bytes:
+    """The message with when it is due, from which its start's latency is measured (not from its enqueue)."""
+    data = orjson.loads(message)
+    data["labels"]["due_at"] = due
+    return orjson.dumps(data)

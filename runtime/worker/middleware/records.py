@@ -75,6 +75,10 @@ class RunRecordMiddleware(TaskiqMiddleware):
         """The run was cancelled: it stopped here (or never started) and is never retried."""
         self.pending[message.task_id] = (message, "cancelled", version(FINISHED), time.time(), None)
 
+    def waiting(self, message: TaskiqMessage) -> None:
+        """The run waits (a durable sleep): no worker holds it until it wakes."""
+        self.pending[message.task_id] = (message, "waiting", version(FINISHED), None, None)
+
     def released(self, message: TaskiqMessage) -> None:
         """A stopping worker gave the run back to the queue before it finished."""
         self.pending[message.task_id] = (message, "queued", version(QUEUED), None, None)
@@ -101,6 +105,7 @@ class RunRecordMiddleware(TaskiqMiddleware):
             "history": history,
             "version": row_version,
             "trace_id": trace_id_of(labels),
+            "waiting_for": labels.get("waiting_for") if status == "waiting" else None,
         }
 
     async def flush(self) -> int:

@@ -1,4 +1,5 @@
-"""Durable functions' steps: the `steps` table, one row per saved step (runtime/store/steps.py, Step)."""
+"""Durable functions: the `steps` table, one row per saved step (runtime/store/steps.py, Step), and what a
+`waiting` run waits for (`runs.waiting_for`)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("run_id", "name"),
     )
+    op.add_column("runs", sa.Column("waiting_for", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_column("waiting_for")
     op.drop_table("steps")
