@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from runtime.app.connections import Runtime, cancel, session
     from runtime.app.context import Context
     from runtime.app.decorators import Failure, HttpFunction, TaskFunction, http, task
+    from runtime.app.events import send_event
     from runtime.errors import ArgumentsError, ConfigError, ManifestError, SkipRetry, StepFailed
     from runtime.settings import Settings, get_settings
 
@@ -27,6 +28,7 @@ _HOMES = {
     "TaskFunction": "runtime.app.decorators",
     "http": "runtime.app.decorators",
     "task": "runtime.app.decorators",
+    "send_event": "runtime.app.events",
     "ArgumentsError": "runtime.errors",
     "ConfigError": "runtime.errors",
     "ManifestError": "runtime.errors",
@@ -61,6 +63,7 @@ __all__ = [
     "cancel",
     "get_settings",
     "http",
+    "send_event",
     "session",
     "task",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from runtime.durable.steps import Steps
 
@@ -37,3 +38,11 @@ class Context:
     async def sleep_until(self, name: str, when: datetime) -> None:
         """Wait until `when` (naive means UTC) as the step `name`; see `sleep`."""
         await self.step.sleep_until(name, when)
+
+    async def wait_for_event(
+        self, name: str, *, event: str, match: str | None = None, timeout: float | timedelta = 86400.0
+    ) -> Any:
+        """Wait, as the step `name`, for an event called `event` (sent with `send_event`, the CLI or the API),
+        holding no worker: returns its data, or None after `timeout` (seconds or a timedelta). With `match`,
+        only an event whose data's `match` field equals this run's argument of that name counts."""
+        return await self.step.wait_for_event(name, event=event, match=match, timeout=timeout)

@@ -16,6 +16,8 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.convertors import CONVERTOR_TYPES
 
+from runtime.durable.events import EVENT_NAME
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -164,6 +166,15 @@ class TaskSpec(_Strict):
     retention: Duration | None = None
     backoff: Backoff | None = None
     dead_letter_alert: int | None = Field(None, ge=1)
+    on: list[str] | None = Field(None, description="events that each start a run; the event's data are its arguments")
+
+    @field_validator("on")
+    @classmethod
+    def _on(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not EVENT_NAME.fullmatch(name) or len(name) > 200:
+                raise ValueError(f"{name[:80]!r} is not an event name: dotted words of letters, digits, '_' and '-'")
+        return value
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -283,6 +294,10 @@ class Manifest(_Strict):
         if spec is not None and spec.dead_letter_alert is not None:
             return spec.dead_letter_alert
         return self.defaults.dead_letter_alert
+
+    def listeners(self, event: str) -> list[str]:
+        """The tasks that start a run for each event of this name (`task: {on: [...]}`)."""
+        return [name for name, spec in self.tasks().items() if spec.task is not None and event in (spec.task.on or [])]
 
     def retries(self, name: str) -> int:
         spec = self.functions[name].task

@@ -137,7 +137,14 @@ def declared_handlers(data: Any) -> dict[str, tuple[str, Literal["http", "task"]
 
 
 class _ManifestLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with a depth limit: its composer recurses once per nesting level."""
+    """PyYAML's safe loader with a depth limit (its composer recurses once per nesting level), and YAML 1.2's
+    booleans: only true and false. YAML 1.1 also reads on/off/yes/no (any case) as booleans, which would make
+    `task: {on: [briefing.created]}` a key `True`."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -156,6 +163,11 @@ class _ManifestLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+
+_ManifestLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _yaml_problem(file: str, exc: Exception) -> Problem:

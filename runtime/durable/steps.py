@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
+from runtime.durable.events import EVENT_NAME, Events, Wait
 from runtime.errors import SkipRetry, StepFailed, StepLimitExceeded
 from runtime.store.models import Step, utcnow
 from runtime.store.steps import StepJournal
@@ -35,10 +36,11 @@ class Suspended(BaseException):
     (`what`), and sends its message again, due at `until`. A BaseException, so `except Exception` in the
     function does not keep it from waiting."""
 
-    def __init__(self, until: float, what: str) -> None:
+    def __init__(self, until: float, what: str, wait: Wait | None = None) -> None:
         super().__init__(what)
         self.until = until
         self.what = what
+        self.wait = wait  # an event it waits for (None: a sleep)
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,13 @@ class Steps:
         retries: int = 3,
         backoff: Callable[[int], float] = lambda attempt: 1.0,
         limits: StepLimits = StepLimits(),
+        events: Events | None = None,
+        arguments: dict[str, Any] | None = None,
     ) -> None:
         self.run_id = run_id
         self._journal = journal
+        self._events = events
+        self._arguments = arguments or {}
         self._retries = retries
         self._backoff = backoff  # seconds to wait after failed attempt n of a step
         self._limits = limits
@@ -73,7 +79,7 @@ class Steps:
 
     def __getstate__(self) -> dict[str, Any]:
         # a sync task's Context goes to its child process without the run store: a step there says so
-        return self.__dict__ | {"_journal": None, "_saved": None, "_backoff": None}
+        return self.__dict__ | {"_journal": None, "_saved": None, "_backoff": None, "_events": None}
 
     def run(self, name: str, fn: Callable[..., Any], /, *args: Any, retries: int | None = None) -> Awaitable[Any]:
         """Run `fn(*args)` (sync or async; its result must be JSON) as the step `name`, once: its result is
@@ -128,6 +134,60 @@ class Steps:
             return
         stamp = datetime.fromtimestamp(until, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         raise Suspended(until, f"sleep {key!r} until {stamp}")
+
+    async def wait_for_event(
+        self, name: str, *, event: str, match: str | None = None, timeout: float | timedelta = 86400.0
+    ) -> Any:
+        """`ctx.wait_for_event`: the event's data, or None if none came within `timeout`; see Context."""
+        key = self._occurrence(name)
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= MAX_SLEEP:
+            raise ValueError(f"wait {key!r}: timeout is 0 to {MAX_SLEEP} seconds (a year), not {timeout!r:.40}")
+        if not isinstance(event, str) or not EVENT_NAME.fullmatch(event):
+            raise ValueError(f"wait {key!r}: event {str(event)[:80]!r} is not a dotted name (like briefing.approved)")
+        value = None
+        if match is not None:
+            if match not in self._arguments:
+                raise ValueError(f"wait {key!r}: match={match!r} names no argument of this run")
+            value = self._arguments[match]
+            if not isinstance(value, str | int | float | bool) or value is None:
+                raise ValueError(f"wait {key!r}: match={match!r} is a {type(value).__name__}; match a string or number")
+        journal = self._needs_journal(key)
+        if self._events is None:
+            raise RuntimeError(f"wait {key!r}: this Context has no Redis to wait on")
+        saved = await self._load(journal)
+        step = saved.get(key)
+        if step is None:
+            now = time.time()
+            began = Step(
+                run_id=self.run_id,
+                name=key,
+                status="wait",
+                result=orjson.dumps({"since": now, "until": now + seconds, "event": event}).decode(),
+                started_at=utcnow(),
+                finished_at=datetime.fromtimestamp(now + seconds, UTC).replace(tzinfo=None),
+            )
+            step = saved[key] = await journal.save(began)
+        if step.status == "succeeded":
+            return None if step.result is None else orjson.loads(step.result)
+        meta = orjson.loads(step.result or "{}")
+        wait = Wait(event, f"{self.run_id}/{key}", int(meta["since"] * 1000), match, value)
+        got = await self._events.got(wait)
+        if got is None and time.time() >= meta["until"]:
+            got = await self._events.expire(wait)
+        elif got is None:
+            what = f"event {event!r}" + (f" with {match}={value!r}" if match is not None else "")
+            raise Suspended(meta["until"], what, wait)
+        done = Step(
+            run_id=self.run_id,
+            name=key,
+            status="succeeded",
+            result=orjson.dumps(got).decode(),
+            started_at=step.started_at,
+            finished_at=utcnow(),
+        )
+        step = saved[key] = await journal.resolve(done)
+        return None if step.result is None else orjson.loads(step.result)
 
     def _needs_journal(self, key: str) -> StepJournal:
         if self._journal is None:

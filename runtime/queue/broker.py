@@ -118,7 +118,7 @@ for i = 3, #ARGV, 3 do
       if due <= now then
         redis.call('XADD', KEYS[1], '*', 'data', retry)
       else
-        redis.call('ZADD', KEYS[3], due / 1000, retry)
+        redis.call('ZADD', KEYS[3], 'LT', due / 1000, retry)  -- LT: a waiting run woken early stays early
       end
     end
   else

@@ -103,3 +103,22 @@ class Keys:
     def workers(self) -> str:
         """Hash of live workers -> last heartbeat, for the dashboard and health."""
         return f"{self.app}:workers"
+
+    # --- events (one hash tag, `{app:events}`, so their Lua scripts stay in one Redis Cluster slot) -----------
+
+    @property
+    def events(self) -> str:
+        """Stream of recent events (name, data, id, the runs each started and woke), capped."""
+        return f"{{{self.app}:events}}:log"
+
+    def event_seen(self, event_id: str) -> str:
+        """Set for 24 h once an event with this id was sent: the same id again is ignored."""
+        return f"{{{self.app}:events}}:seen:{event_id}"
+
+    def event_waits(self, name: str) -> str:
+        """Hash of the runs waiting for an event of this name: `run_id/step` -> what they wait for."""
+        return f"{{{self.app}:events}}:waits:{name}"
+
+    def event_got(self, member: str) -> str:
+        """The event that ended a run's wait (`run_id/step`), until the run has saved it as its step."""
+        return f"{{{self.app}:events}}:got:{member}"

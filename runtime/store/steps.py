@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,6 +43,20 @@ class StepJournal:
                 .mappings()
                 .first()
             )
+        return Step.model_validate(dict(row)) if row is not None else step
+
+    async def resolve(self, step: Step) -> Step:
+        """Give a wait its outcome (the event's data, or none): the row saved when it began becomes `succeeded`,
+        once; the outcome saved first is returned."""
+        table = Step.__table__  # type: ignore[attr-defined]
+        where = (table.c.run_id == step.run_id, table.c.name == step.name)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(table)
+                .where(*where, table.c.status == "wait")
+                .values(status="succeeded", result=step.result, finished_at=step.finished_at)
+            )
+            row = (await conn.execute(select(table).where(*where))).mappings().first()
         return Step.model_validate(dict(row)) if row is not None else step
 
     async def of_run(self, run_id: str) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -16,6 +17,7 @@ from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.app.connections import Runtime
 from runtime.app.context import Context
+from runtime.durable.events import Events
 from runtime.durable.steps import StepLimits, Steps, Suspended
 from runtime.errors import UnknownFunction
 from runtime.queue.broker import Delivery
@@ -80,6 +82,7 @@ class Attempts:
         self.on_error = overriding(self.middlewares, "on_error")
         self.post_execute = overriding(self.middlewares, "post_execute")
         self.runtime = runtime
+        self.events = Events(runtime.broker.redis, runtime.keys)
         self.sync_pool = sync_pool
         self.cancels = cancels
         self.finished = finished  # told of an entry whose attempt is over (with its next attempt, if any)
@@ -114,7 +117,7 @@ class Attempts:
         duration: float | None,
     ) -> None:
         if isinstance(value, Suspended):
-            self.suspend(delivery, message, value, duration or 0.0)
+            await self.suspend(delivery, message, value, duration or 0.0)
             return
         labels = message.labels
         labels["history"].append(
@@ -165,6 +168,8 @@ class Attempts:
             retries=manifest.retries(name),
             backoff=functools.partial(backoff, base=curve.base, cap=curve.max),
             limits=StepLimits(settings.max_steps, settings.max_step_size, settings.max_steps_size),
+            events=self.events,
+            arguments=message.kwargs,
         )
         return Context(message.task_id, message.labels["attempt"], deadline, step=steps)
 
@@ -184,9 +189,11 @@ class Attempts:
         except Suspended as suspended:
             return suspended  # `finish` sends the run again for later, and records it waiting
 
-    def suspend(self, delivery: Delivery, message: TaskiqMessage, suspended: Suspended, duration: float) -> None:
-        """The run waits (a sleep): its entry is acked with its message sent again, due when it wakes, at the
-        same attempt; it holds no worker meanwhile, keeps its unique key, and is recorded `waiting`."""
+    async def suspend(self, delivery: Delivery, message: TaskiqMessage, suspended: Suspended, duration: float) -> None:
+        """The run waits (a sleep, an event): its entry is acked with its message sent again, due when it wakes
+        (or its wait times out), at the same attempt; it holds no worker meanwhile, keeps its unique key, and is
+        recorded `waiting`. A wait for an event is registered first; an event that came already resumes it now
+        (an event sent later moves its message to now: the ack's ZADD LT keeps it there)."""
         labels = message.labels
         labels["history"].append(
             {
@@ -212,9 +219,19 @@ class Attempts:
             deadline=labels.get("deadline"),
         )
         again = _due_at(again, suspended.until)
+        due = suspended.until
+        if suspended.wait is not None:
+            wait = suspended.wait
+            waiter = {"field": wait.field, "value": wait.value, "queue": queue, "run_id": message.task_id}
+            waiter["message"] = again.decode()
+            try:
+                if await self.events.register(wait, waiter) is not None:
+                    due = time.time()  # its event is there: it goes on at once
+            except Exception as exc:  # Redis away: it wakes at its timeout, when the wait checks again
+                logger.warning("run %s: cannot register its wait (%s)", message.task_id, exc)
         self.records.waiting(message)
         logger.info("run %s waits: %s", message.task_id, suspended.what, extra={"run_id": message.task_id})
-        self.finished(delivery.key, (again, suspended.until))
+        self.finished(delivery.key, (again, due))
 
 
 def _due_at(message: bytes, due: float) -> bytes:

@@ -24,6 +24,7 @@ PUBLIC = [
     "cancel",
     "get_settings",
     "http",
+    "send_event",
     "session",
     "task",
 ]

@@ -1,0 +1,176 @@
+"""Events on real workers: `task: {on: [...]}` starts one run per event (an id seen in 24 h starts none; data
+that do not fit make a failed run that says why); `ctx.wait_for_event` holds no worker, ends with the matching
+event's data or None at its timeout, and never misses an event sent while the run was on its way to waiting
+or while no worker was up. Counted from the tasks' side-effect log."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime import ArgumentsError, Runtime
+from runtime.app.events import deliver
+from runtime.durable.events import Events, Wait
+from tests.conftest import write_app
+from tests.runtime.workers import MARK, events, start_worker, started_runtime, worker_env
+
+MODULE = f"events_{uuid.uuid4().hex[:8]}"
+
+SOURCE = (
+    MARK
+    + """
+import asyncio
+from runtime import Context, task
+
+@task
+async def on_created(briefing_id: int) -> int:
+    mark(fn="on_created", briefing_id=briefing_id)
+    return briefing_id
+
+@task
+async def approve(ctx: Context, briefing_id: int, timeout: float = 20, pause: float = 0) -> object:
+    mark(fn="approve", phase="start")
+    await ctx.step.run("pause", asyncio.sleep, pause)
+    data = await ctx.wait_for_event("approval", event="briefing.approved", match="briefing_id", timeout=timeout)
+    mark(fn="approve", phase="end", data=data)
+    return data if data is not None else "expired"
+"""
+)
+
+MANIFEST = f"""
+app: events-test
+functions:
+  on_created: {{handler: "{MODULE}:on_created", task: {{on: [briefing.created]}}}}
+  approve: {{handler: "{MODULE}:approve", task: {{}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_app(tmp_path_factory.mktemp("events"), MANIFEST, {f"{MODULE}.py": SOURCE})
+
+
+@pytest.fixture
+def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    return worker_env(redis_url, tmp_path, LOG_LEVEL="info")
+
+
+@pytest.fixture
+async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
+    async with started_runtime(app, env) as runtime:
+        yield runtime
+
+
+async def until_status(rt: Runtime, run_id: str, status: str, timeout: float = 20) -> None:
+    async def check() -> bool:
+        run = await rt.store.get(run_id)
+        return run is not None and run.status == status
+
+    for _ in range(int(timeout / 0.05)):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} never became {status}: {await rt.store.get(run_id)}")
+
+
+async def test_an_event_starts_one_run_per_listener_once_per_id(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
+    start_worker(spawn, app, env)
+    sent = await deliver(rt, "briefing.created", {"briefing_id": 3}, "created-3")
+    assert sent["duplicate"] is False and len(sent["started"]) == 1 and sent["woke"] == []
+    run = await rt.wait(sent["started"][0], timeout=20)
+    assert (run.function, run.status, run.result) == ("on_created", "succeeded", 3)
+    again = await deliver(rt, "briefing.created", {"briefing_id": 3}, "created-3")
+    assert again["duplicate"] is True and again["started"] == []
+    misfit = await deliver(rt, "briefing.created", {"briefing": "three"}, None)
+    failed = await rt.store.get(misfit["started"][0])
+    assert failed is not None and (failed.status, failed.error_type) == ("failed", "ArgumentsError")
+    assert "briefing_id: Field required" in (failed.last_error or "")
+    await asyncio.sleep(0.5)
+    assert [e["briefing_id"] for e in events(env, "on_created")] == [3]
+    listed = await Events(rt.broker.redis, rt.keys).recent()
+    assert [e["name"] for e in listed] == ["briefing.created", "briefing.created"]
+
+
+async def test_a_wait_ends_with_the_matching_event_and_holds_no_worker(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
+    start_worker(spawn, app, env)
+    run_id = await rt.app.tasks["approve"].enqueue(briefing_id=7)
+    await until_status(rt, run_id, "waiting")
+    run = await rt.store.get(run_id)
+    assert run is not None and run.waiting_for == "event 'briefing.approved' with briefing_id=7"
+    other = await deliver(rt, "briefing.approved", {"briefing_id": 8, "by": "eve"}, None)
+    assert other["woke"] == []
+    sent = await deliver(rt, "briefing.approved", {"briefing_id": 7, "by": "ann"}, None)
+    assert sent["woke"] == [run_id]
+    done = await rt.wait(run_id, timeout=10)
+    assert (done.status, done.result, done.attempts) == ("succeeded", {"briefing_id": 7, "by": "ann"}, 1)
+    assert [e["phase"] for e in events(env, "approve")] == ["start", "start", "end"]
+
+
+async def test_a_wait_times_out_with_none(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
+    start_worker(spawn, app, env)
+    run = await rt.wait(await rt.app.tasks["approve"].enqueue(briefing_id=1, timeout=1.5), timeout=20)
+    assert (run.status, run.result) == ("succeeded", "expired")
+
+
+async def test_an_event_sent_between_a_waits_start_and_its_registration_is_not_missed(rt: Runtime) -> None:
+    # a run saves when its wait began, then its worker registers it: an event sent in between is in the log,
+    # and the registration finds it in the same script instead of registering
+    bus = Events(rt.broker.redis, rt.keys)
+    began = int(time.time() * 1000)
+    wait = Wait("briefing.approved", "r1/approval", began, "briefing_id", 5)
+    sent = await deliver(rt, "briefing.approved", {"briefing_id": 5}, None)
+    assert sent["woke"] == []  # nothing was registered yet
+    waiter = {"field": "briefing_id", "value": 5, "queue": "default", "run_id": "r1", "message": "{}"}
+    assert await bus.register(wait, waiter) == {"briefing_id": 5}
+    # a wait that began after that event does not take it: it registers, and the next event ends it
+    later = Wait("briefing.approved", "r2/approval", int(time.time() * 1000) + 1, "briefing_id", 5)
+    await asyncio.sleep(0.01)
+    assert await bus.register(later, waiter | {"run_id": "r2"}) is None
+    assert (await deliver(rt, "briefing.approved", {"briefing_id": 5}, None))["woke"] == ["r2"]
+    assert await bus.got(later) == {"briefing_id": 5}
+    # a wait whose time is up takes an event that came in time, else unregisters and gets None
+    assert await bus.expire(Wait("briefing.approved", "r3/approval", began, "briefing_id", 5)) == {"briefing_id": 5}
+    none = Wait("briefing.approved", "r4/approval", began, "briefing_id", 6)
+    assert await bus.register(none, waiter | {"run_id": "r4"}) is None
+    assert await bus.expire(none) is None
+    assert (await deliver(rt, "briefing.approved", {"briefing_id": 6}, None))["woke"] == []
+
+
+async def test_an_event_sent_while_no_worker_runs_wakes_the_run_when_one_starts(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
+    worker = start_worker(spawn, app, env)
+    run_id = await rt.app.tasks["approve"].enqueue(briefing_id=9)
+    await until_status(rt, run_id, "waiting")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+    assert (await deliver(rt, "briefing.approved", {"briefing_id": 9}, None))["woke"] == [run_id]
+    await asyncio.sleep(1)
+    assert (await rt.store.get(run_id)).status == "waiting"  # type: ignore[union-attr]
+    start_worker(spawn, app, env)
+    done = await rt.wait(run_id, timeout=20)
+    assert (done.status, done.result) == ("succeeded", {"briefing_id": 9})
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "event_id", "message"),
+    [
+        ("bad name", {}, None, "event name 'bad name' is not a dotted name"),
+        ("a..b", {}, None, "event name 'a..b' is not a dotted name"),
+        ("ok.name", [1], None, "event ok.name: data must be a JSON object, not list"),
+        ("ok.name", {"x": {1, 2}}, None, "event ok.name: data cannot be sent as JSON"),
+        ("ok.name", {"x": "y" * 2_000_000}, None, "event ok.name: data is 2000008 bytes of JSON; at most 1048576"),
+        ("ok.name", {}, "", "event ok.name: id must be a string of 1 to 200 characters"),
+    ],
+)
+async def test_a_bad_event_is_refused_in_one_line(
+    rt: Runtime, name: Any, data: Any, event_id: Any, message: str
+) -> None:
+    with pytest.raises(ArgumentsError) as caught:
+        await deliver(rt, name, data, event_id)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
