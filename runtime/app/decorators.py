@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, PydanticUserError, ValidationError, create_model
 
 from runtime.app.context import Context
 from runtime.app.current import running
@@ -173,6 +173,14 @@ class TaskFunction(_Function[P, R]):
         if for_json:
             return self._jsonable(parsed)
         return {name: getattr(parsed, internal) for name, internal in self._arguments.names.items()}
+
+    def arguments_schema(self) -> dict[str, Any]:
+        """The JSON schema of the arguments (from the type hints); a bare object schema for hints that
+        have none (arbitrary classes)."""
+        try:
+            return self._arguments.model.model_json_schema()
+        except PydanticUserError:  # PydanticInvalidForJsonSchema: a hint JSON schema cannot describe
+            return {"type": "object"}
 
     def _jsonable(self, parsed: BaseModel) -> dict[str, Any]:
         """The arguments as JSON data, or an ArgumentsError naming the argument that cannot be one."""

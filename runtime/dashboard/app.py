@@ -11,7 +11,9 @@ DELETE /api/runs/{id}                             forget a run (and its dead let
 GET  /api/queues                                  per queue: depths, paused, finished in the last hour
 POST /api/queues/{name}/pause, .../resume         pause / resume a queue
 GET  /api/dead-letters                            runs that spent their retries
-GET  /api/functions                               the manifest's functions, effective settings
+GET  /api/app                                     the app's name, for the page's header in every view
+GET  /api/functions                               the manifest's functions, effective settings; a task's
+                                                  `arguments` is the JSON schema of its parameters
 POST /api/functions/{name}/runs                   enqueue a task (JSON body: its arguments)
 GET  /api/stats                                   counts per function and status, queue depths
 GET  /metrics                                     Prometheus text (runtime/ops/metrics.py); needs the token too
@@ -19,7 +21,7 @@ GET  /api/workers                                 live workers (runtime/ops/pres
 GET  /api/throughput                              runs finished per minute, succeeded and failed, last hour
 GET  /api/schedules                               cron functions: next fire time and last run
 POST /api/invoke                                  call an HTTP function (emulator only): {method, path, body}
-GET  /assets/{file}                               the page's scripts and styles (runtime/dashboard/static/dashboard*)
+GET  /assets/{file}, /favicon.ico                 the page's scripts, styles, icon (runtime/dashboard/static/dashboard*)
 
 Writes (POST/PUT/PATCH/DELETE) that carry a body must send it as `application/json`, so a page on
 another site cannot forge one with a "simple" cross-origin request; the emulator's dashboard, which has
@@ -46,7 +48,7 @@ from starlette.types import ASGIApp
 
 from runtime.app.connections import Runtime
 from runtime.dashboard.guards import RequestGuard, TokenAuth
-from runtime.dashboard.page import PAGE, PAGE_HEADERS, asset
+from runtime.dashboard.page import PAGE, PAGE_HEADERS, asset, favicon
 from runtime.dashboard.responses import RedactedJSONResponse, _error, _limit
 from runtime.dashboard.run_counts import RunCounts
 from runtime.errors import ArgumentsError, ConfigError
@@ -207,8 +209,16 @@ def create_dashboard_app(
         runs = {run.id: run for run in await store.list(ids=ids, limit=len(ids) or 1)} if ids else {}
         return RedactedJSONResponse([runs[i].public() for i in ids if i in runs])
 
+    async def app_name(request: Request) -> Response:
+        return RedactedJSONResponse({"app": runtime.app.name})
+
     async def functions(request: Request) -> Response:
-        return RedactedJSONResponse(runtime.app.manifest.summary())
+        rows = runtime.app.manifest.summary()
+        for row in rows:
+            task = runtime.app.tasks.get(row["name"])
+            if task is not None:  # what the "Run a task" form starts from
+                row["arguments"] = task.arguments_schema()
+        return RedactedJSONResponse(rows)
 
     async def enqueue(request: Request) -> Response:
         name = request.path_params["name"]
@@ -326,6 +336,7 @@ def create_dashboard_app(
     routes = [
         Route("/", page),
         Route("/assets/{name}", asset),
+        Route("/favicon.ico", favicon),
         *health_routes(runtime),
         Route("/api/runs", list_runs),
         Route("/api/runs/replay", functools.partial(bulk, action="replay"), methods=["POST"]),
@@ -338,6 +349,7 @@ def create_dashboard_app(
         Route("/api/queues/{name}/pause", functools.partial(pause_queue, action="pause"), methods=["POST"]),
         Route("/api/queues/{name}/resume", functools.partial(pause_queue, action="resume"), methods=["POST"]),
         Route("/api/dead-letters", dead_letters),
+        Route("/api/app", app_name),
         Route("/api/functions", functions),
         Route("/api/functions/{name}/runs", enqueue, methods=["POST"]),
         Route("/api/stats", stats),

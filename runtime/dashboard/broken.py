@@ -10,7 +10,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from runtime.dashboard.guards import RequestGuard
-from runtime.dashboard.page import PAGE, PAGE_HEADERS, asset
+from runtime.dashboard.page import PAGE, PAGE_HEADERS, asset, favicon
 from runtime.dashboard.responses import RedactedJSONResponse, _error, _limit
 from runtime.store.models import STATUSES
 from runtime.store.runs import RunStore
@@ -58,6 +58,7 @@ def create_broken_dashboard_app(
     routes = [
         Route("/", page),
         Route("/assets/{name}", asset),
+        Route("/favicon.ico", favicon),
         Route("/api/runs", list_runs),
         Route("/api/runs/{run_id}", get_run, methods=["GET"]),
         Route("/api/throughput", throughput),

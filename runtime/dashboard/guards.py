@@ -82,8 +82,8 @@ class TokenAuth:
         request = Request(scope)
         given = self.given(request)
         if not hmac.compare_digest(given.encode(), self.token.encode()):
-            if scope["path"] == "/" or scope["path"].startswith("/assets/"):
-                # the page and its scripts hold no data; it asks for the token when the API answers 401
+            if scope["path"] in ("/", "/favicon.ico") or scope["path"].startswith("/assets/"):
+                # the page, its scripts and icon hold no data; it asks for the token when the API answers 401
                 await self.app(scope, receive, send)
                 return
             response = _error(401, "this dashboard needs DASHBOARD_TOKEN: send 'Authorization: Bearer <token>'")

@@ -12,6 +12,7 @@ from runtime.dashboard.responses import _error
 
 PAGE = Path(__file__).parent / "static" / "dashboard.html"
 ASSETS = PAGE.parent  # the page's ES modules and style sheet, static/dashboard*.{js,css}: no build step
+ICON = ASSETS / "dashboard-icon.svg"
 ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 PAGE_HEADERS = {
     "cache-control": "no-cache",
@@ -27,3 +28,8 @@ async def asset(request: Request) -> Response:
     if "/" in name or not name.startswith("dashboard") or path.suffix not in ASSET_TYPES or not path.is_file():
         return _error(404, f"no dashboard asset named {name!r}")
     return FileResponse(path, media_type=ASSET_TYPES[path.suffix], headers=PAGE_HEADERS)
+
+
+async def favicon(request: Request) -> Response:
+    """/favicon.ico, which browsers ask for whatever the page links: the page's SVG icon (no 404 per load)."""
+    return FileResponse(ICON, media_type=ASSET_TYPES[".svg"], headers={"cache-control": "max-age=86400"})

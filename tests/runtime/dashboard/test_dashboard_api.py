@@ -338,6 +338,21 @@ async def test_functions(dash: Dashboard) -> None:
     assert functions["boom"]["retries"] == 0 and functions["boom"]["timeout"] == "30s"
     assert functions["nightly"]["schedule"] == "0 3 * * *"
     assert hello["handler"].endswith(":hello") and functions["nightly"]["handler"].endswith(":nightly")
+    # a task's arguments as a JSON schema, from its type hints: what the "Run a task" form starts from
+    assert "arguments" not in hello
+    assert add["arguments"]["required"] == ["a", "b"]
+    assert add["arguments"]["properties"]["a"]["type"] == "integer"
+    assert functions["boom"]["arguments"]["properties"]["n"]["default"] == 0
+    assert "required" not in functions["boom"]["arguments"] and functions["nightly"]["arguments"]["properties"] == {}
+
+
+async def test_app_name_for_every_view_and_the_favicon(locked: Dashboard) -> None:
+    assert (await locked.client.get("/api/app")).status_code == 401
+    answer = await locked.client.get("/api/app", headers={"authorization": "Bearer s3cret-dashboard-token"})
+    assert answer.json() == {"app": "dash-test"}
+    icon = await locked.client.get("/favicon.ico")  # browsers ask for it without the token: it holds no data
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.content.startswith(b"<svg")
 
 
 async def test_stats(dash: Dashboard, spawn: Callable[..., Process]) -> None:
