@@ -107,13 +107,14 @@ def test_runs_run_workers_and_functions_views(spawn: Callable[..., Process], tmp
     emulator.wait_run(failed)
 
     with browser_page(timezone="Asia/Kolkata") as page:
-        # runs: the latest 100, then the older ones on the next page; times carry their timezone
+        # runs: the latest 100, then the older ones on the next page; times in the browser's timezone, which
+        # the header names once
         page.goto(emulator.dashboard)
         expect(page.get_by_test_id("app-name")).to_have_text("views-test")
         rows = page.get_by_test_id("run-row")
         expect(rows).to_have_count(100)
         expect(page.get_by_test_id("runs-page")).to_contain_text("runs 1\u2013100")
-        expect(rows.first.locator("td.time")).to_contain_text("UTC+05:30")
+        expect(rows.first.locator("td.time")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$"))
         expect(page.get_by_test_id("updated")).to_contain_text("(UTC+05:30)")
         page.get_by_test_id("runs-older").click()
         expect(rows).to_have_count(5)
@@ -170,7 +171,7 @@ def test_runs_run_workers_and_functions_views(spawn: Callable[..., Process], tmp
         expect(page.get_by_test_id("function-row")).to_have_count(4)
         schedule = page.get_by_test_id("schedule-row")
         expect(schedule).to_have_count(1)
-        expect(schedule.get_by_test_id("schedule-next")).to_contain_text("11:00:00 UTC+05:30")  # 05:30 UTC
+        expect(schedule.get_by_test_id("schedule-next")).to_contain_text(" 11:00:00")  # 05:30 UTC
         expect(schedule.get_by_test_id("schedule-last")).to_contain_text("never")
         page.get_by_test_id("invoke-function").select_option("ping")
         expect(page.get_by_test_id("invoke-path")).to_have_value("/ping")

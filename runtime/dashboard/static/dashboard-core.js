@@ -1,7 +1,8 @@
-// Shared by every view: DOM helpers (data goes in as text, never as HTML), times with their timezone,
+// Shared by every view: DOM helpers (data goes in as text, never as HTML), times (one 24 h format, in the
+// browser's timezone, which the header names once),
 // the API client (bearer token from this tab), the page's state and the URL hash that keeps it.
 
-export const STATUSES = ["scheduled", "queued", "running", "retrying", "succeeded", "failed"];
+export const STATUSES = ["scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled"];
 export const UNFINISHED = ["scheduled", "queued", "running", "retrying"];
 export const PAGE_SIZE = 100;
 const TOKEN_KEY = "dashboardToken";
@@ -35,25 +36,36 @@ export function badge(status) {
 export function shortId(id) { return String(id || "").slice(0, 8); }
 export function pad(n) { return String(n).padStart(2, "0"); }
 export function parseTime(value) {
+  if (value instanceof Date) return value;
   if (value === null || value === undefined || value === "") return null;
   const d = typeof value === "number" ? new Date(value * 1000) : new Date(value);
   return isNaN(d.getTime()) ? null : d;
 }
-// the browser's timezone, as an offset (and its name when the browser knows it)
+// the browser's timezone as an offset, "UTC+05:30"
 export function tzLabel(d) {
   const minutes = -(d || new Date()).getTimezoneOffset();
   if (minutes === 0) return "UTC";
   const sign = minutes > 0 ? "+" : "-";
   return `UTC${sign}${pad(Math.floor(Math.abs(minutes) / 60))}:${pad(Math.abs(minutes) % 60)}`;
 }
-export function tzName() {
-  try { return Intl.DateTimeFormat().resolvedOptions().timeZone || tzLabel(); } catch (e) { return tzLabel(); }
+// the timezone once, for the header: "Asia/Kolkata (UTC+05:30)", or "UTC" alone
+export function tzText() {
+  const label = tzLabel();
+  let name = "";
+  try { name = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { /* an offset will do */ }
+  const utc = /^(Etc\/)?(UTC|UCT|GMT|Universal|Zulu)$/.test(name) && label === "UTC";
+  return !name || name === label || utc ? label : `${name} (${label})`;
 }
-export function fmtTime(value, withZone = true) {
+// every time on the page: "2026-12-06 22:14:05", 24 h, in the browser's timezone (named in the header)
+export function fmtTime(value) {
   const d = parseTime(value);
   if (!d) return "—";
-  const text = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-  return withZone ? `${text} ${tzLabel(d)}` : text;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${fmtClock(d)}`;
+}
+export function fmtClock(value, seconds = true) {
+  const d = parseTime(value);
+  if (!d) return "—";
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}${seconds ? `:${pad(d.getSeconds())}` : ""}`;
 }
 export function timeCell(value) {
   const d = parseTime(value);

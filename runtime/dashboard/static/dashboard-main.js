@@ -2,8 +2,8 @@
 // while the app's code is broken (the emulator then answers 503 with the error: it shows on top, and
 // the runs still come from the run store).
 import {
-  $, api, ApiError, AuthNeeded, byTestId, describeError, fmtTime, h, hooks, readHash, saveToken, state,
-  tzLabel, tzName, VIEWS, writeHash,
+  $, api, ApiError, AuthNeeded, byTestId, describeError, fmtClock, h, hooks, readHash, saveToken, state,
+  tzText, VIEWS, writeHash,
 } from "./dashboard-core.js";
 import { renderDetail, renderDetailError } from "./dashboard-run.js";
 import {
@@ -58,7 +58,7 @@ async function refresh() {
   if (state.needAuth || state.busy) return;
   state.busy = true;
   try {
-    const calls = { functions: api("/api/functions") };
+    const calls = { app: api("/api/app"), functions: api("/api/functions") };  // every view names the app
     if (state.view === "runs") {
       Object.assign(calls, { stats: api("/api/stats"), runs: api(runsQuery()), dead: api("/api/dead-letters"), throughput: api("/api/throughput") });
     } else if (state.view === "queues") {
@@ -82,16 +82,17 @@ async function refresh() {
       byTestId("app-name").textContent = broken.app || "app not loaded";
     }
     banner.hidden = !broken;
-    for (const id of ["enqueue-section", "dead-letters-section", "stats-counts"]) byTestId(id).hidden = Boolean(broken);
+    for (const id of ["enqueue-section", "dead-letters-section", "stats"]) byTestId(id).hidden = Boolean(broken);
+    if (ok("app")) {
+      byTestId("app-name").textContent = got.app.value.app;
+      document.title = `${got.app.value.app} · dashboard`;
+    }
     if (ok("functions")) {
       state.functions = got.functions.value;
       if (renderFunctions(state.functions)) renderFunctionChoices(state.functions);
     }
     if (ok("stats")) {
-      const stats = got.stats.value;
-      byTestId("app-name").textContent = stats.app;
-      document.title = `${stats.app} · dashboard`;
-      renderStats(stats);
+      renderStats(got.stats.value);
     }
     if (ok("runs")) renderRuns(got.runs.value);
     if (ok("dead")) renderDeadLetters(got.dead.value);
@@ -110,7 +111,7 @@ async function refresh() {
         : `Cannot load the dashboard data: ${describeError(first)} — retrying`;
     }
     connection.hidden = !failures.length;
-    byTestId("updated").textContent = `updated ${fmtTime(new Date().toISOString(), false).slice(11)} · times in ${tzName()} (${tzLabel()}) · every ${REFRESH_MS / 1000} s`;
+    byTestId("updated").textContent = `updated ${fmtClock(new Date())} · times in ${tzText()} · every ${REFRESH_MS / 1000} s`;
   } finally {
     state.busy = false;
   }

@@ -2,7 +2,7 @@
 // error type, traceback), arguments and result, trace id, the replay chain, total duration, Cancel, Replay,
 // and "run again" with edited arguments.
 import {
-  $, api, AuthNeeded, badge, byTestId, describeError, fmtDuration, fmtTime, h, hooks, notify, parseTime,
+  $, api, AuthNeeded, badge, byTestId, describeError, fmtClock, fmtDuration, fmtTime, h, hooks, notify, parseTime,
   pretty, runDuration, runLink, shortId, state, UNFINISHED,
 } from "./dashboard-core.js";
 import { replay } from "./dashboard-runs.js";
@@ -19,24 +19,44 @@ export function attemptsTotal(run) {
   return { sum: history.length ? sum : null, span: first && last ? last - first : null };
 }
 
+// the attempts on one time axis from the first start (a waterfall, as Inngest draws a run's steps): per
+// attempt a bar, and under it its start, duration, worker and outcome; the gaps are the retry delays
 function timeline(run) {
   const history = run.history || [];
   const starts = history.map((a) => parseTime(a.started_at)).filter(Boolean);
   if (!starts.length) return null;
   const begin = Math.min(...starts.map(Number));
-  const ends = history.map((a) => { const s = parseTime(a.started_at); return s ? Number(s) + (Number(a.duration_ms) || 0) : begin; });
+  const length = (a, i) => {
+    if (a.duration_ms !== undefined && a.duration_ms !== null) return Number(a.duration_ms);
+    const s = parseTime(a.started_at);  // still running: up to now
+    return run.status === "running" && i === history.length - 1 && s ? Date.now() - Number(s) : 0;
+  };
+  const ends = history.map((a, i) => Number(parseTime(a.started_at) || begin) + length(a, i));
   const finish = parseTime(run.finished_at);
-  const end = Math.max(begin + 1, ...ends, finish ? Number(finish) : 0, run.status === "running" ? Date.now() : 0);
-  return h("div", { class: "timeline", testid: "attempt-timeline" }, history.map((a, i) => {
+  const span = Math.max(1, ...ends.map((e) => e - begin), finish ? Number(finish) - begin : 0);
+  const at = (ms) => `${Math.min(100, Math.max(0, (ms / span) * 100)).toFixed(2)}%`;
+  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => f * span);
+  const scale = h("div", { class: "scale", testid: "timeline-axis" },
+    ticks.map((ms) => h("span", { class: "tick", testid: "timeline-tick", style: `left:${at(ms)}` }, ms === 0 ? "0 ms" : `+${fmtDuration(ms)}`)));
+  const lanes = history.map((a, i) => {
+    const label = a.attempt ?? i + 1;
     const s = parseTime(a.started_at);
-    const left = s ? ((Number(s) - begin) / (end - begin)) * 100 : 0;
+    const offset = s ? Number(s) - begin : 0;
     const open = a.duration_ms === undefined || a.duration_ms === null;
-    const dur = open ? (run.status === "running" && i === history.length - 1 ? Date.now() - Number(s || begin) : 0) : Number(a.duration_ms);
-    const width = Math.max(0.5, (dur / (end - begin)) * 100);
-    const kind = a.error ? "failed" : (open ? "running" : "ok");
-    return h("div", { class: "track", title: `attempt ${a.attempt ?? i + 1}: ${fmtDuration(dur)}${a.error_type ? ` · ${a.error_type}` : ""}` },
-      h("div", { class: `bar ${kind}`, style: `left:${left.toFixed(2)}%;width:${Math.min(100 - left, width).toFixed(2)}%` }));
-  }));
+    const kind = a.error || a.error_type ? "failed" : (open ? (run.status === "running" ? "running" : "cancelled") : "ok");
+    const outcome = a.error_type || { failed: "failed", running: "running", cancelled: "unfinished", ok: "succeeded" }[kind];
+    return h("div", { class: "lane", testid: "timeline-attempt", "data-attempt": label, "data-outcome": kind },
+      h("span", { class: "n", title: `attempt ${label}` }, `#${label}`),
+      h("div", { class: "track" }, ticks.slice(1, -1).map((ms) => h("span", { class: "grid", style: `left:${at(ms)}` })),
+        h("div", { class: `bar ${kind}`, title: `attempt ${label}: ${fmtDuration(length(a, i))}`,
+          style: `left:${at(offset)};width:${at(Math.min(span - offset, Math.max(length(a, i), span * 0.005)))}` })),
+      h("div", { class: "info" },
+        h("span", { class: "mono", testid: "timeline-start", title: fmtTime(a.started_at) }, fmtClock(a.started_at)), " · ",
+        h("span", { testid: "timeline-duration" }, open && kind === "running" ? `${fmtDuration(length(a, i))} so far` : fmtDuration(a.duration_ms)), " · ",
+        h("span", { class: "mono", testid: "timeline-worker" }, a.worker || "—"), " · ",
+        h("span", { class: `outcome ${kind}`, testid: "timeline-outcome" }, outcome)));
+  });
+  return h("div", { class: "timeline", testid: "attempt-timeline" }, h("div", { class: "lane" }, h("span"), scale), lanes);
 }
 
 function attempt(a, i) {
@@ -47,7 +67,7 @@ function attempt(a, i) {
       a.worker ? [" · ", h("span", { class: "mono meta", testid: "attempt-worker" }, a.worker)] : null),
     a.error_type ? h("div", { class: "meta" }, "error type ", h("span", { class: "mono", testid: "attempt-error-type" }, a.error_type)) : null,
     a.error ? h("div", { class: "err", testid: "attempt-error" }, a.error) : h("div", { class: "muted" }, a.duration_ms === undefined ? "running" : "no error"),
-    a.traceback ? h("details", { testid: "attempt-traceback" }, h("summary", {}, "traceback"), h("pre", {}, a.traceback)) : null);
+    a.traceback ? h("details", { testid: "attempt-traceback", "data-key": `traceback-${label}` }, h("summary", {}, "traceback"), h("pre", {}, a.traceback)) : null);
 }
 
 async function loadChain(run) {
@@ -68,6 +88,13 @@ function chainLinks(ids) {
 
 export function renderDetail(run) {
   const panel = byTestId("run-detail");
+  // the refresh every 2 s: an unchanged finished run is left as it is (a selection, an open traceback);
+  // a changed one is drawn again with the tracebacks that were open still open, at the same scroll
+  const key = JSON.stringify(run);
+  if (panel.dataset.runId === run.id && panel.dataset.key === key && !UNFINISHED.includes(run.status)) return;
+  const same = panel.dataset.runId === run.id;
+  const opened = same ? new Set([...panel.querySelectorAll("details[open]")].map((d) => d.dataset.key)) : new Set();
+  const scrolled = same ? panel.scrollTop : 0;
   const total = attemptsTotal(run);
   const unfinished = UNFINISHED.includes(run.status);
   const keepEdit = panel.dataset.runId === run.id ? $("#rerun-arguments") : null;
@@ -88,7 +115,7 @@ export function renderDetail(run) {
       kv("function", run.function, "detail-function"),
       kv("queue", run.queue || "default", "detail-queue"),
       kv("attempts", `${run.attempts} of at most ${run.max_attempts}`),
-      kv("enqueued", fmtTime(run.enqueued_at)),
+      kv("enqueued", fmtTime(run.enqueued_at), "detail-enqueued"),
       run.scheduled_for ? kv("scheduled for", fmtTime(run.scheduled_for)) : null,
       kv("started", fmtTime(run.started_at)),
       kv("finished", fmtTime(run.finished_at)),
@@ -111,8 +138,11 @@ export function renderDetail(run) {
     h("div", { style: "margin-top:6px" }, h("button", { type: "button", class: "primary", testid: "rerun-submit", onclick: (e) => rerunWith(run, e.currentTarget) }, "Run again")),
     h("div", { testid: "rerun-result" }),
   ].flat().filter((child) => child !== null && child !== undefined));
+  for (const d of panel.querySelectorAll("details")) d.open = opened.has(d.dataset.key);
+  panel.dataset.key = key;
   panel.hidden = false;
   $("#runs-layout").classList.add("with-detail");
+  panel.scrollTop = scrolled;
   loadChain(run);
 }
 

@@ -1,7 +1,7 @@
 // The runs view: the overview counts, throughput per minute, the "run a task" form, dead letters, and the
 // runs list (filters, search by run id or argument text, paging beyond the latest 100, bulk actions).
 import {
-  $, api, AuthNeeded, badge, byTestId, describeError, fmtDuration, h, hooks, notify, PAGE_SIZE, parseTime,
+  $, api, AuthNeeded, badge, byTestId, describeError, fmtClock, fmtDuration, h, hooks, notify, PAGE_SIZE, parseTime,
   runDuration, runLink, shortId, state, STATUSES, timeCell, truncate, writeHash,
 } from "./dashboard-core.js";
 
@@ -73,14 +73,14 @@ export function renderThroughput(minutes) {
     const x = left + i * step + 1, w = Math.max(1, step - 2);
     const ok = scale(m.succeeded), bad = scale(m.failed);
     const at = parseTime(m.minute);
-    const label = `${at ? at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : m.minute}: ${m.succeeded} succeeded, ${m.failed} failed`;
+    const label = `${at ? fmtClock(at, false) : m.minute}: ${m.succeeded} succeeded, ${m.failed} failed`;
     const g = svg("g", { "data-testid": "throughput-minute", "data-succeeded": m.succeeded, "data-failed": m.failed }, svg("title", {}, label));
     if (ok) g.append(svg("rect", { class: "ok", x, y: height - bottom - ok, width: w, height: ok }));
     if (bad) g.append(svg("rect", { class: "bad", x, y: height - bottom - ok - bad, width: w, height: bad }));
     chart.append(g);
   });
   const first = parseTime(minutes[0] && minutes[0].minute);
-  const axis = h("div", { class: "chart-axis" }, h("span", {}, first ? first.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : ""),
+  const axis = h("div", { class: "chart-axis" }, h("span", {}, first ? fmtClock(first, false) : ""),
     h("span", {}, `peak ${max} per minute`), h("span", {}, "now"));
   const total = minutes.reduce((a, m) => [a[0] + m.succeeded, a[1] + m.failed], [0, 0]);
   byTestId("throughput").replaceChildren(chart, axis,
@@ -97,6 +97,36 @@ export function renderFunctionChoices(functions) {
   const chosen = taskSelect.value;
   taskSelect.replaceChildren(...tasks.map((f) => h("option", { value: f.name }, f.name)));
   if (chosen && [...taskSelect.options].some((o) => o.value === chosen)) taskSelect.value = chosen;
+  showArguments();
+}
+
+// ---- "Run a task": the arguments start as a template of the task's parameters --------------------------
+const drafts = new Map(); // task name -> the arguments typed for it (kept while switching tasks)
+
+// a value of the schema's type: its default when it has one, else an empty one ("" 0 false [] {} null)
+function example(schema, defs, depth = 0) {
+  if (!schema || depth > 5) return null;
+  if ("default" in schema) return schema.default;
+  if (schema.$ref) return example(defs[schema.$ref.split("/").pop()], defs, depth + 1);
+  const options = schema.anyOf || schema.oneOf;
+  if (options) return example(options.find((o) => o.type !== "null") || options[0], defs, depth + 1);
+  const type = Array.isArray(schema.type) ? schema.type[0] : schema.type;
+  if (type === "object" && schema.properties) {
+    return Object.fromEntries(Object.entries(schema.properties).map(([k, v]) => [k, example(v, defs, depth + 1)]));
+  }
+  return { string: "", integer: 0, number: 0, boolean: false, array: [], object: {} }[type] ?? null;
+}
+export function argumentsTemplate(schema) {
+  if (!schema || !schema.properties || !Object.keys(schema.properties).length) return "{}";
+  return JSON.stringify(example(schema, schema.$defs || {}), null, 2);
+}
+function showArguments() {
+  const name = $("#enqueue-function").value;
+  const task = state.functions.find((f) => f.name === name);
+  const text = drafts.has(name) ? drafts.get(name) : argumentsTemplate(task && task.arguments);
+  const area = $("#enqueue-arguments");
+  if (area.dataset.task !== name || !drafts.has(name)) area.value = text;
+  area.dataset.task = name;
 }
 
 function updateBulkButtons() {
@@ -226,6 +256,8 @@ export function wireRuns() {
   byTestId("bulk-delete-selected").addEventListener("click", () => bulk("delete", { ids: [...state.selected] }, `${state.selected.size} selected run(s) for good`));
   byTestId("bulk-replay-failed").addEventListener("click", () => bulk("replay", failedFilter(), failedWhat()));
   byTestId("bulk-delete-failed").addEventListener("click", () => bulk("delete", failedFilter(), `${failedWhat()} for good`));
+  $("#enqueue-function").addEventListener("change", showArguments);
+  $("#enqueue-arguments").addEventListener("input", (e) => drafts.set(e.target.dataset.task || "", e.target.value));
   $("#enqueue-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const name = $("#enqueue-function").value;
