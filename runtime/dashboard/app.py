@@ -8,7 +8,8 @@ POST /api/runs/{id}/cancel                        cancel a run; returns it
 POST /api/runs/replay, /api/runs/delete           in bulk: {"ids": [...]} or {"status": "failed",
                                                   "function": ..., "since": seconds}; returns the count
 DELETE /api/runs/{id}                             forget a run (and its dead letter)
-GET  /api/queues                                  per queue: depths, paused, finished in the last hour
+GET  /api/queues                                  per queue: depths, paused, finished in the last hour, its
+                                                  weight and the age of its oldest waiting task
 POST /api/queues/{name}/pause, .../resume         pause / resume a queue
 GET  /api/dead-letters                            runs that spent their retries
 GET  /api/app                                     the app's name, for the page's header in every view
@@ -17,7 +18,8 @@ GET  /api/functions                               the manifest's functions, effe
 POST /api/functions/{name}/runs                   enqueue a task (JSON body: its arguments)
 GET  /api/stats                                   counts per function and status, queue depths
 GET  /metrics                                     Prometheus text (runtime/ops/metrics.py); needs the token too
-GET  /api/workers                                 live workers (runtime/ops/presence.py)
+GET  /api/workers                                 live workers (runtime/ops/presence.py), each with `runs`,
+                                                  the runs it holds now
 GET  /api/throughput                              runs finished per minute, succeeded and failed, last hour
 GET  /api/schedules                               cron functions: next fire time and last run
 POST /api/invoke                                  call an HTTP function (emulator only): {method, path, body}
@@ -47,6 +49,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from runtime.app.connections import Runtime
+from runtime.dashboard import live_state
 from runtime.dashboard.guards import RequestGuard, TokenAuth
 from runtime.dashboard.page import PAGE, PAGE_HEADERS, asset, favicon
 from runtime.dashboard.responses import RedactedJSONResponse, _error, _limit
@@ -187,7 +190,8 @@ def create_dashboard_app(
         return RedactedJSONResponse(answer)
 
     async def queues(request: Request) -> Response:
-        return RedactedJSONResponse(await operations.queue_stats(runtime))
+        stats = await operations.queue_stats(runtime)
+        return RedactedJSONResponse(await live_state.with_weights_and_ages(runtime, stats))
 
     async def pause_queue(request: Request, action: str) -> Response:
         name = request.path_params["name"]
@@ -281,7 +285,9 @@ def create_dashboard_app(
     # --- issue 11 §7: workers, throughput, schedules, the invoke console -----------------------------------
 
     async def workers(request: Request) -> Response:
-        return RedactedJSONResponse(await presence.workers(runtime))
+        running = await live_state.running_by_worker(runtime)
+        live = await presence.workers(runtime)
+        return RedactedJSONResponse([worker | {"runs": running.get(str(worker.get("name")), [])} for worker in live])
 
     async def throughput(request: Request) -> Response:
         return RedactedJSONResponse(await store.throughput(60))

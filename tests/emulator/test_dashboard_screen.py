@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 MANIFEST = """\
     app: screen-test
     defaults: {retries: 0}
+    queues: {default: 3, low: 1}
     functions:
       ping:
         handler: screen_mod:ping
@@ -43,8 +45,16 @@ MANIFEST = """\
       nightly:
         handler: screen_mod:nightly
         task: {schedule: "30 5 * * *"}
+      nap:
+        handler: screen_mod:nap
+        task: {}
+      later:
+        handler: screen_mod:later
+        task: {queue: low}
 """
 MODULE = """\
+    import asyncio
+
     from runtime import http, task
 
 
@@ -70,6 +80,16 @@ MODULE = """\
 
     @task
     async def nightly() -> None:
+        return None
+
+
+    @task
+    async def nap(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+    @task
+    async def later() -> None:
         return None
 """
 VIEWS = ("runs", "queues", "workers", "functions")
@@ -301,6 +321,52 @@ def test_run_a_task_starts_from_the_functions_parameters(spawn: Callable[..., Pr
         form.get_by_test_id("enqueue-function").select_option("add")
         form.get_by_test_id("enqueue-function").select_option("greet")
         expect(form.get_by_test_id("enqueue-arguments")).to_have_value('{"name": "ada"}')  # an edit is kept
+    assert emulator.interrupt() == 0
+
+
+@needs_chromium
+def test_queues_and_workers_views_show_what_asynqmon_and_flower_show(
+    spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    emulator = emulator_app(spawn, tmp_path)
+    assert httpx.post(f"{emulator.dashboard}/api/queues/low/pause", timeout=10).status_code == 200
+    time.sleep(1.5)  # workers read the paused flags once a second
+    waiting = str(emulator.enqueue("later", {})["id"])
+    napping = str(emulator.enqueue("nap", {"seconds": 60})["id"])
+    emulator.wait_run(napping, ("running",))
+    with browser_page() as page:
+        # queues: weight, paused, the waiting task and how long it has waited; the name opens its runs
+        page.goto(f"{emulator.dashboard}/#view=queues")
+        low = page.locator('[data-testid="queue-row"][data-queue="low"]')
+        default = page.locator('[data-testid="queue-row"][data-queue="default"]')
+        expect(default.locator('[data-key="weight"]')).to_have_text("3")
+        expect(low.locator('[data-key="weight"]')).to_have_text("1")
+        expect(low.get_by_test_id("queue-state")).to_have_text("paused")
+        expect(low.locator('[data-key="waiting"]')).to_have_text("1")
+        expect(low.locator('[data-key="oldest_waiting_seconds"]')).to_have_text(re.compile(r"^\d.* s$"))
+        expect(default.locator('[data-key="running"]')).to_have_text("1")
+        expect(default.locator('[data-key="oldest_waiting_seconds"]')).to_have_text("—")
+        shot(page, "queues-busy")
+        low.get_by_test_id("queue-runs-link").click()
+        expect(page.get_by_test_id("view-runs")).to_be_visible()
+        expect(page.get_by_test_id("queue-filter")).to_have_value("low")
+        expect(page.get_by_test_id("run-row")).to_have_count(1)
+        expect(page.get_by_test_id("run-row")).to_have_attribute("data-run-id", waiting)
+        # workers: the run each holds now, as a link to it; uptime and heartbeat
+        page.goto(f"{emulator.dashboard}/#view=workers")
+        worker = page.get_by_test_id("worker-row")
+        expect(worker).to_have_count(1)
+        expect(worker.get_by_test_id("worker-running")).to_have_text("1")
+        expect(worker.get_by_test_id("worker-run-link")).to_have_text(napping[:8])
+        expect(worker.get_by_test_id("worker-uptime")).not_to_have_text("—")
+        expect(worker.get_by_test_id("worker-heartbeat")).to_contain_text("ago")
+        shot(page, "workers-busy")
+        worker.get_by_test_id("worker-run-link").click()
+        expect(page.get_by_test_id("run-detail").get_by_test_id("detail-id")).to_have_text(napping)
+    assert httpx.post(f"{emulator.dashboard}/api/runs/{napping}/cancel", timeout=10).status_code == 200
+    emulator.wait_run(napping, ("cancelled",))
     assert emulator.interrupt() == 0
 
 

@@ -1,7 +1,19 @@
-// The queues view: per queue, its counts per state (GET /api/queues) and Pause / Resume.
-import { api, AuthNeeded, byTestId, describeError, h, hooks, notify } from "./dashboard-core.js";
+// The queues view, after Asynqmon: per queue (GET /api/queues) its weight, paused or active, the tasks
+// waiting (and how long the oldest has waited), running, scheduled, retrying and dead, the runs finished
+// in the last hour, Pause / Resume; a queue's name opens its runs.
+import { api, AuthNeeded, byTestId, describeError, fmtDuration, h, hooks, notify } from "./dashboard-core.js";
 
-const ORDER = ["waiting", "running", "scheduled", "retrying", "dead", "succeeded_last_hour", "failed_last_hour"];
+const COLUMNS = [
+  ["weight", "weight", "its share of the workers' reads (manifest `queues:`)"],
+  ["waiting", "waiting", "in the queue, not yet taken by a worker"],
+  ["oldest_waiting_seconds", "oldest waiting", "how long the oldest waiting task has waited"],
+  ["running", "running", "taken by a worker"],
+  ["scheduled", "scheduled", "waiting for their time (a delay)"],
+  ["retrying", "retrying", "waiting for their next attempt"],
+  ["dead", "dead", "spent their retries"],
+  ["succeeded_last_hour", "succeeded 1 h", "runs that succeeded in the last hour"],
+  ["failed_last_hour", "failed 1 h", "runs that failed in the last hour"],
+];
 
 // accepts a list of {name, ...counts} or a mapping {name: counts} (optionally under "queues")
 export function queueRows(data) {
@@ -9,26 +21,24 @@ export function queueRows(data) {
   if (Array.isArray(data)) return data.map((q) => ({ ...q, name: q.name ?? q.queue }));
   return Object.entries(data || {}).map(([name, counts]) => ({ ...counts, name }));
 }
-function label(key) { return key.replace(/_/g, " "); }
-function cell(value) {
-  if (value && typeof value === "object") return Object.entries(value).map(([k, v]) => `${k} ${v}`).join(", ");
+function cell(q, key) {
+  const value = q[key];
+  if (key === "oldest_waiting_seconds") return value === null || value === undefined ? "—" : fmtDuration(value * 1000);
   return value ?? "—";
 }
 
 export function renderQueues(data) {
   const rows = queueRows(data);
   byTestId("queues-count").textContent = `${rows.length}`;
-  const keys = [...new Set(rows.flatMap((q) => Object.keys(q)))].filter((k) => k !== "name" && k !== "queue" && k !== "paused");
-  keys.sort((a, b) => (ORDER.indexOf(a) + 1 || 99) - (ORDER.indexOf(b) + 1 || 99) || a.localeCompare(b));
   const table = byTestId("queues-table");
   table.querySelector("thead").replaceChildren(h("tr", {}, h("th", {}, "queue"), h("th", {}, "state"),
-    keys.map((k) => h("th", { class: "num" }, label(k))), h("th", {})));
+    COLUMNS.map(([, label, help]) => h("th", { class: "num", title: help }, label)), h("th", {})));
   const body = table.querySelector("tbody");
-  if (!rows.length) { body.replaceChildren(h("tr", {}, h("td", { colspan: keys.length + 3, class: "empty" }, "no queues"))); return; }
+  if (!rows.length) { body.replaceChildren(h("tr", {}, h("td", { colspan: COLUMNS.length + 3, class: "empty" }, "no queues"))); return; }
   body.replaceChildren(...rows.map((q) => h("tr", { testid: "queue-row", "data-queue": q.name, "data-paused": q.paused ? "true" : "false" },
-    h("td", { class: "mono" }, q.name),
+    h("td", { class: "mono" }, h("a", { href: `#${new URLSearchParams({ queue: q.name })}`, testid: "queue-runs-link", title: `the runs of ${q.name}` }, q.name)),
     h("td", {}, q.paused ? h("span", { class: "badge retrying", testid: "queue-state" }, "paused") : h("span", { class: "badge succeeded", testid: "queue-state" }, "active")),
-    keys.map((k) => h("td", { class: "num", "data-key": k }, cell(q[k]))),
+    COLUMNS.map(([key]) => h("td", { class: `num${key === "dead" && q.dead ? " bad" : ""}`, "data-key": key }, cell(q, key))),
     h("td", { style: "text-align:right" }, q.paused
       ? h("button", { type: "button", testid: "queue-resume", onclick: (e) => act(q.name, "resume", e.currentTarget) }, "Resume")
       : h("button", { type: "button", class: "danger", testid: "queue-pause", onclick: (e) => act(q.name, "pause", e.currentTarget) }, "Pause")))));

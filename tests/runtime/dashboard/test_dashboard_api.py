@@ -520,6 +520,7 @@ async def test_queues_pause_resume_and_dead_letter_alert_in_stats(dash: Dashboar
     await dash.enqueue("add", a=1, b=1)
     queues = (await dash.client.get("/api/queues")).json()
     assert queues["default"]["waiting"] == 1 and queues["default"]["paused"] is False
+    assert queues["default"]["weight"] == 1 and 0 <= queues["default"]["oldest_waiting_seconds"] < 30
     assert (await dash.client.post("/api/queues/default/pause")).json() == {"queue": "default", "paused": True}
     assert (await dash.client.get("/api/queues")).json()["default"]["paused"] is True
     assert (await dash.client.post("/api/queues/default/resume")).json()["paused"] is False
