@@ -293,7 +293,7 @@ def test_the_attempts_sit_on_a_time_axis_and_an_open_traceback_stays_open(
         page.wait_for_timeout(4500)
         expect(traceback).to_have_attribute("open", "")
         expect(traceback).to_contain_text("raise ValueError")
-        shot(page, "run")
+        shot(page, "run-traceback-open")
     assert emulator.interrupt() == 0
 
 
