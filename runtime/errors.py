@@ -84,11 +84,25 @@ class WorkerDied(Exception):
     """The worker running an attempt died (killed, crashed) before it finished: a failed attempt."""
 
 
+class Unavailable(RuntimeError):
+    """Redis or the database could not be reached: the request was fine; try again shortly (HTTP 503).
+    `dependency` names what was unavailable ("Redis", "Redis and the database")."""
+
+    def __init__(self, message: str, dependency: str = "Redis") -> None:
+        super().__init__(message)
+        self.dependency = dependency
+
+
 class EnqueueFailed(RuntimeError):
     """Nothing was queued (the message never reached Redis and no record is left): safe to try again."""
 
 
-class EnqueueUncertain(RuntimeError):
+class EnqueueUnavailable(EnqueueFailed, Unavailable):
+    """Nothing was queued because what the enqueue needs was unreachable: Redis and the database both, or
+    Redis for an enqueue only Redis can decide (a `unique` window, a `key`). Safe to try again shortly."""
+
+
+class EnqueueUncertain(Unavailable):
     """Redis's answer was lost: the runs may or may not be queued. Holds their ids; a run whose record
     was saved is settled by the reconciler (queued again if its message is missing), so it will run."""
 

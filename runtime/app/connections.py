@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from runtime import tracing
@@ -29,9 +29,12 @@ from runtime.app.enqueue_options import (
     check_deadline,
     check_delay,
 )
-from runtime.errors import ArgumentsError, ConfigError, EnqueueFailed, EnqueueUncertain, RuntimeNotStarted
+from runtime.app.enqueue_outcome import answer, describe
+from runtime.errors import ArgumentsError, ConfigError, EnqueueUnavailable, RuntimeNotStarted
 from runtime.queue.broker import StreamBroker
 from runtime.queue.keys import Keys
+from runtime.queue.redis_client import is_cluster
+from runtime.queue.stream_sends import NotSent, connect
 from runtime.redaction import redact
 from runtime.settings import Settings, get_settings
 from runtime.store.models import DATABASE_ERRORS, FINAL, Run, from_timestamp, utcnow
@@ -222,10 +225,11 @@ class Runtime:
 
         A run's record and its message are written side by side (the worker's updates are upserts that
         a late insert never overwrites), so enqueue costs one round trip, not two in a row. The answer
-        is the truth about the messages:
-        - returned: the messages are in Redis, so the runs will run (a record that could not be written
-          now is written by the worker when the run starts);
-        - `EnqueueFailed`: Redis refused the messages and the records were removed: nothing will run;
+        is the truth about the runs (runtime/app/enqueue_outcome.py):
+        - returned: the runs will run: their messages are in Redis, or Redis could not be reached and
+          their records are saved as unsent, for the scheduler to queue once Redis answers;
+        - `EnqueueFailed` (`EnqueueUnavailable` when Redis and the database were both down): nothing
+          was queued and no record is left: nothing will run;
         - `EnqueueUncertain` (with the ids): Redis's answer was lost; a saved record whose message is
           missing is queued again by the reconciler, so such a run will run.
         `delay` (seconds) or `at` (a datetime) postpones the runs; `queue` picks another declared queue;
@@ -291,33 +295,10 @@ class Runtime:
         else:
             kick = self.broker.kick_many(messages, queue=queue, delay=seconds)
         outcomes: tuple[Any, Any] = await asyncio.gather(self.records.insert(rows), kick, return_exceptions=True)
-        inserted, kicked = outcomes
-        for outcome in (inserted, kicked):
+        for outcome in outcomes:
             if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
                 raise outcome  # cancelled: the caller is gone
-        if not isinstance(kicked, BaseException):
-            if guard is not None and not kicked:
-                return []  # its guard was there: another scheduler (or an earlier try) queued it already
-            if isinstance(inserted, BaseException):
-                logger.warning(
-                    "queued run(s) %s of %s, but their records could not be saved (%s); the worker records "
-                    "them when they start",
-                    ", ".join(ids),
-                    name,
-                    _describe(inserted),
-                    extra={"function": name},
-                )
-            return rows
-        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-        if isinstance(kicked, ResponseError):  # Redis answered: the script or pipeline did not run
-            removed = isinstance(inserted, BaseException) or await self._forget(ids)
-            if removed:
-                raise EnqueueFailed(f"nothing was queued for '{name}': Redis refused: {_describe(kicked)}")
-        raise EnqueueUncertain(
-            f"enqueue of '{name}' is uncertain: Redis did not confirm it ({_describe(kicked)}); run {shown} "
-            "may still run (it will, once Redis is back, if its record was saved)",
-            list(ids),
-        )
+        return await answer(self.store, name, rows, *outcomes, guarded=guard is not None)
 
     async def _submit_unique(
         self,
@@ -340,8 +321,8 @@ class Runtime:
             token = key if key is not None else hashlib.sha256(canonical).hexdigest()
             unique_key = qk.unique(name, token)
             message = _with_label(message, "unique", unique_key)
-            holder = await self._unique_kick(
-                keys=[qk.stream, qk.delayed, unique_key], args=[due, int(hold * 1000), row["id"], message]
+            holder = await self._kick_unique(
+                name, key, [qk.stream, qk.delayed, unique_key], [due, int(hold * 1000), row["id"], message]
             )
             if holder:
                 out.append(row | {"id": holder.decode() if isinstance(holder, bytes) else str(holder)})
@@ -352,6 +333,23 @@ class Runtime:
                 logger.warning("queued run %s of %s, but its record could not be saved (%s)", row["id"], name, exc)
             out.append(row)
         return out
+
+    async def _kick_unique(self, name: str, key: str | None, keys: list[str], args: list[Any]) -> Any:
+        """Run the unique script; a Redis that cannot be reached is a clear failure: only it can decide."""
+        try:
+            if is_cluster(self.broker.redis):  # a cluster's pipeline picks its own node
+                return await self._unique_kick(keys=keys, args=args)
+            async with self.broker.redis.pipeline(transaction=False) as pipe:
+                await self._unique_kick(keys=keys, args=args, client=pipe)
+                await connect(pipe)
+                [holder] = await pipe.execute()
+                return holder
+        except NotSent as exc:
+            option = "its key" if key is not None else "its function's `unique` window"
+            raise EnqueueUnavailable(
+                f"nothing was queued for '{name}': {option} needs Redis to tell a duplicate, and Redis is "
+                f"unreachable ({describe(exc)}); try again shortly"
+            ) from None
 
     def _check_size(self, name: str, messages: list[bytes], arguments: list[dict[str, Any]]) -> None:
         limit = self.settings.max_arguments_size
@@ -364,15 +362,6 @@ class Runtime:
                     f"as JSON; all arguments may take MAX_ARGUMENTS_SIZE={limit} bytes); pass a reference "
                     "(an id, a path) instead of the data"
                 )
-
-    async def _forget(self, ids: list[str]) -> bool:
-        """Delete records no worker has touched (their messages never reached Redis); False if it failed."""
-        try:
-            await self.store.forget(ids)
-        except Exception as exc:
-            logger.warning("could not remove the records of unqueued run(s) %s: %s", ", ".join(ids), exc)
-            return False
-        return True
 
     async def cancel(self, run_id: str, wait: float = 2.0) -> Run:
         """Cancel a run: a scheduled, queued or retrying run never starts again; a running one is stopped by
@@ -442,8 +431,3 @@ def _refused_for_good(exc: BaseException) -> bool:
     return isinstance(exc, AuthenticationError) or any(
         word in text for word in ("noauth", "wrongpass", "invalid password", "password authentication failed")
     )
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

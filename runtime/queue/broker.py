@@ -28,7 +28,7 @@ from taskiq import AckableMessage, AsyncBroker, BrokerMessage
 
 from runtime.queue.keys import Keys
 from runtime.queue.redis_client import async_client, is_cluster
-from runtime.queue.stream_sends import StreamSends
+from runtime.queue.stream_sends import StreamSends, connect
 
 _MOVE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -270,15 +270,22 @@ class StreamBroker(AsyncBroker):
         delay = float(message.labels.get("delay") or 0)
         await self.kick_many([message.message], queue=str(message.labels.get("queue") or "default"), delay=delay)
 
-    async def kick_many(self, messages: Sequence[bytes], *, queue: str = "default", delay: float = 0) -> None:
-        """Send many messages to one queue in one round trip."""
+    async def kick_many(
+        self, messages: Sequence[bytes], *, queue: str = "default", delay: float = 0, due: float | None = None
+    ) -> None:
+        """Send many messages to one queue in one round trip: to its stream, or to its delayed set for
+        `delay` seconds (or until the time `due`). Raises `NotSent` when Redis could not be reached."""
         if not messages:
             return
         keys = self.keys.queue(queue)
-        if delay <= 0:
+        if delay <= 0 and due is None:
             await self.sends.send(keys.stream, messages)  # with the other enqueues of this loop turn
             return
-        await self.redis.zadd(keys.delayed, {message: time.time() + delay for message in messages})
+        when = due if due is not None else time.time() + delay
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.delayed, dict.fromkeys(messages, when))
+            await connect(pipe)
+            await pipe.execute()
 
     async def move_due(self, limit: int = 500) -> float | None:
         """Move due delayed messages onto their streams; returns when the next one is due (or None)."""

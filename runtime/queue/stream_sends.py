@@ -6,6 +6,11 @@ enqueue's Redis cost. Sends made during one loop turn, or while the previous pip
 one. Each caller waits for its own entries and gets its own outcome: the pipeline runs with
 `raise_on_error=False`, so an error on one caller's XADD fails that caller alone, while a lost connection
 fails everyone in the pipeline (as it would have failed each of them alone).
+
+A pipeline takes its connection before it writes anything, so "Redis could not be reached" (`NotSent`:
+nothing was written, the messages are certainly not in Redis) is told apart from a failure after the
+write (the answer was lost: they may be there). redis-py retries a broken pipeline on a new connection,
+so the last error alone cannot tell: "connection refused" after a retry may follow a write that landed.
 """
 
 from __future__ import annotations
@@ -14,9 +19,41 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
 MAX_ENTRIES = 1000  # XADDs per pipeline
 
 Waiting = tuple[str, Sequence[bytes], "asyncio.Future[None]"]
+
+
+class NotSent(RedisConnectionError):
+    """Redis could not be reached before anything was written: the commands certainly did not run."""
+
+
+async def connect(pipe: Any) -> None:
+    """Give a pipeline its connection now, before it writes; `NotSent` if none can be had. A pooled
+    connection the server has closed (it died) is replaced first: redis-py 8 skips that check when
+    maintenance notifications are on, and a write into it would leave its outcome unknown. A cluster's
+    pipeline picks its nodes itself: there, every failure stays one whose outcome is unknown."""
+    pool = getattr(pipe, "connection_pool", None)
+    if pool is None or getattr(pipe, "connection", None) is not None:
+        return
+    try:
+        connection = await pool.get_connection()
+    except (RedisError, OSError) as exc:
+        raise NotSent(str(exc) or type(exc).__name__) from exc
+    pipe.connection = connection  # the pipeline's reset() hands it back
+    try:
+        stale = await connection.can_read()  # at EOF, or holding a reply nobody read
+    except (RedisError, OSError):
+        stale = True
+    if stale:
+        await connection.disconnect()
+        try:
+            await connection.connect()
+        except (RedisError, OSError) as exc:
+            raise NotSent(str(exc) or type(exc).__name__) from exc
 
 
 class StreamSends:
@@ -55,7 +92,13 @@ class StreamSends:
                 for stream, messages, _ in batch:
                     for message in messages:
                         pipe.xadd(stream, {b"data": message})
+                await connect(pipe)
                 results = await pipe.execute(raise_on_error=False)
+        except NotSent as exc:  # and those waiting behind it are not tried against a Redis that is down
+            for _, _, future in batch + self.waiting:
+                _settle(future, exc)
+            self.waiting.clear()
+            return
         except Exception as exc:
             for _, _, future in batch:
                 _settle(future, exc)

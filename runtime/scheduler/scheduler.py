@@ -8,7 +8,8 @@ and even two schedulers at once queue it exactly once. Each schedule is handled 
 that fails never holds up the others.
 It also moves due delayed tasks, prunes finished runs past their retention (the manifest's `retention`
 per function, `dead_retention` for failed runs and their dead letters), warns when the dead-letter list
-passes `dead_letter_alert`, and settles runs whose message Redis lost (runtime/scheduler/reconciler.py).
+passes `dead_letter_alert`, settles runs whose message Redis lost (runtime/scheduler/reconciler.py), and
+queues the runs accepted while Redis could not be reached (runtime/scheduler/outbox.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from croniter import croniter
 
 from runtime.app.connections import Runtime
 from runtime.ops.health import HealthServer, Heartbeat, dependencies
+from runtime.scheduler.outbox import OUTBOX_SECONDS, Outbox
 from runtime.scheduler.reconciler import Reconciler
 from runtime.store.models import utcnow
 from runtime.worker.middleware.dead_letters import DeadLetterAlert
@@ -51,6 +53,7 @@ class Scheduler:
         self.leader = False
         self._renew = self.redis.register_script(_RENEW)
         self.reconciler = Reconciler(runtime)
+        self.outbox = Outbox(runtime)
         self.dead_letter_alert = DeadLetterAlert(runtime)
         self.failing: dict[str, str] = {}  # schedule -> its last error (logged once until it changes)
         self.schedules = {
@@ -72,7 +75,7 @@ class Scheduler:
             len(self.schedules),
             ", ".join(f"{n} '{s}'" for n, s in self.schedules.items()) or "none",
         )
-        next_prune = next_reconcile = next_alert = 0.0
+        next_prune = next_reconcile = next_alert = next_outbox = 0.0
         try:
             while not self.stopping.is_set():
                 self.heartbeat.beat()
@@ -83,6 +86,9 @@ class Scheduler:
                 if self.leader:
                     await self._guarded("cron", self.tick(datetime.now(UTC)))
                     await self._guarded("moving delayed tasks", self.runtime.broker.move_due())
+                    if time.monotonic() > next_outbox:
+                        next_outbox = time.monotonic() + OUTBOX_SECONDS
+                        await self._guarded("queueing unsent runs", self.outbox.send())
                     if time.monotonic() > next_prune:
                         next_prune = time.monotonic() + 600
                         await self._guarded("pruning", self._prune())

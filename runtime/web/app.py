@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.app.connections import Runtime
 from runtime.app.decorators import HttpFunction
-from runtime.errors import ArgumentsError
+from runtime.errors import ArgumentsError, Unavailable
 from runtime.ops.asgi import observed
 from runtime.ops.health import dependencies
 from runtime.ops.metrics import HttpMetrics, metrics_route
@@ -96,11 +96,13 @@ def failure_response(exc: Exception, where: str, debug: bool = False) -> Respons
     is unavailable (logged as one line), else 500 (logged with its traceback)."""
     reason = redact(f"{type(exc).__name__}: {exc}".splitlines()[0])[:300]
     dependency = "Redis" if isinstance(exc, REDIS_UNAVAILABLE) else None
+    if isinstance(exc, Unavailable):  # e.g. an enqueue that Redis, or it and the database, kept from being sure
+        dependency = exc.dependency
     if dependency is None and isinstance(exc, DATABASE_UNAVAILABLE):
         dependency = "the database"
     if dependency is not None:
         logger.warning("%s: %s is unavailable: %s", where, dependency, reason)
-        message = f"{dependency} is unavailable; retry shortly"
+        message = f"{dependency} {'are' if ' and ' in dependency else 'is'} unavailable; retry shortly"
         response = error_response(503, f"{message} ({reason})" if debug else message)
         response.headers["Retry-After"] = "1"
         return response

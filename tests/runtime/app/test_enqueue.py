@@ -90,20 +90,92 @@ async def test_a_refused_message_leaves_no_record(rt):  # type: ignore[no-untype
     assert await rt.store.list() == []
 
 
-async def test_an_unanswered_enqueue_gives_the_ids_and_the_record_stays(tmp_path, redis_url):  # type: ignore[no-untyped-def]
+async def test_an_enqueue_redis_cannot_take_returns_its_id_and_the_record_waits_unsent(tmp_path, redis_url):  # type: ignore[no-untyped-def]
+    from runtime.store.outbox import UNSENT
     from tests.conftest import RedisServer
 
     server = RedisServer(tmp_path / "redis")
     settings = Settings(redis_url=server.url, database_url=f"sqlite:///{tmp_path}/r.db")
     runtime = Runtime.from_manifest(make_app(tmp_path), settings)
     await runtime.start()
-    server.stop()  # Redis goes away: the client cannot know whether the message landed
-    with pytest.raises(EnqueueUncertain, match="may still run") as caught:
-        await runtime.app.tasks["generate"].enqueue(briefing_id=1)
+    server.stop()  # Redis goes away: connection refused, nothing is sent
+    await asyncio.sleep(0.1)  # the pooled connection sees the server gone
+    run_id = await runtime.app.tasks["generate"].enqueue(briefing_id=1)
+    run = await runtime.store.get(run_id)
+    assert run is not None and run.status == "queued" and run.version == UNSENT  # sent by the scheduler's outbox
+    await runtime.store.close()
+
+
+async def test_an_answer_lost_after_the_write_is_uncertain_and_the_record_stays(tmp_path):  # type: ignore[no-untyped-def]
+    """A proxy passes the XADD to Redis, then drops the connection before the answer: the message is in
+    Redis, so the enqueue is uncertain (never kept for the outbox, which would send it again)."""
+    from tests.conftest import RedisServer, free_port
+
+    server = RedisServer(tmp_path / "redis")
+    cut = asyncio.Event()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        lost = asyncio.Event()  # this connection carried an XADD: no answer goes back any more
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, upward: bool) -> None:
+            while data := await source.read(65536):
+                if upward and cut.is_set() and b"XADD" in data:
+                    lost.set()
+                if upward or not lost.is_set():
+                    sink.write(data)
+                    await sink.drain()
+                if lost.is_set() and upward:
+                    await asyncio.sleep(0.2)  # Redis has it; its answer never comes back
+                    writer.transport.abort()
+                    return
+
+        await asyncio.wait(
+            [asyncio.create_task(pump(reader, up_writer, True)), asyncio.create_task(pump(up_reader, writer, False))],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        writer.close()
+        up_writer.close()
+
+    port = free_port()
+    proxy = await asyncio.start_server(relay, "127.0.0.1", port)
+    settings = Settings(redis_url=f"redis://127.0.0.1:{port}/0", database_url=f"sqlite:///{tmp_path}/r.db")
+    runtime = Runtime.from_manifest(make_app(tmp_path), settings)
+    try:
+        await runtime.start()
+        cut.set()
+        with pytest.raises(EnqueueUncertain, match="may still run") as caught:
+            await runtime.app.tasks["generate"].enqueue(briefing_id=1)
+    finally:
+        proxy.close()
     [run_id] = caught.value.run_ids
     assert run_id in str(caught.value)
     run = await runtime.store.get(run_id)
-    assert run is not None and run.status == "queued"  # the reconciler settles it (scheduler/test_reconciler.py)
+    assert run is not None and run.status == "queued" and run.version == 0  # not in the outbox: never sent twice
+    entries = server.client().xrange(runtime.keys.queue("default").stream)
+    assert [fields[b"data"] for _, fields in entries if run_id.encode() in fields[b"data"]]  # it did land
+    await runtime.store.close()
+    server.stop()
+
+
+async def test_with_redis_and_the_database_down_the_enqueue_fails_and_leaves_nothing(tmp_path):  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    from runtime.errors import EnqueueUnavailable
+    from tests.conftest import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    settings = Settings(redis_url=server.url, database_url=f"sqlite:///{tmp_path}/r.db")
+    runtime = Runtime.from_manifest(make_app(tmp_path), settings)
+    await runtime.start()
+    async with runtime.store.engine.begin() as conn:  # the database refuses the insert
+        await conn.execute(text("ALTER TABLE runs RENAME TO runs_away"))
+    server.stop()
+    await asyncio.sleep(0.1)
+    with pytest.raises(EnqueueUnavailable, match=r"Redis is unreachable .* and the run.s record could not be saved"):
+        await runtime.app.tasks["generate"].enqueue(briefing_id=1)
+    async with runtime.store.engine.begin() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM runs_away"))).scalar() == 0
     await runtime.store.close()
 
 
