@@ -89,9 +89,9 @@ async def test_5000_runs_accepted_while_redis_is_down_are_queued_within_10_s_of_
 async def test_every_accepted_enqueue_runs_exactly_once_across_a_redis_sigkill(
     tmp_path: Path, own_redis: EmbeddedRedis, spawn: Any
 ) -> None:
-    """Four loops enqueue one run at a time; Redis is SIGKILLed and restarted 3 s later. Every enqueue that
+    """Four loops enqueue one run at a time; Redis is SIGKILLed and restarted 5 s later. Every enqueue that
     returned an id runs exactly once (counted from the task's own side effects); none runs twice; and
-    enqueues made while Redis was down were accepted."""
+    enqueues made while Redis was down returned their ids before it came back."""
     app = write_app(tmp_path / "app", MANIFEST, {f"{MODULE}.py": SOURCE})
     env = worker_env(own_redis.url, tmp_path, RECONCILE_SECONDS="1")
     scheduler = spawn(["runtime", "scheduler", "--manifest", str(app)], app.parent, env)
@@ -102,7 +102,7 @@ async def test_every_accepted_enqueue_runs_exactly_once_across_a_redis_sigkill(
     during_outage: list[int] = []
     down = asyncio.Event()
     numbers = iter(range(1_000_000))
-    stop_at = time.monotonic() + 8.0
+    stop_at = time.monotonic() + 9.0
     async with started_runtime(app, env) as rt:
         fn = rt.app.tasks["effect"]
 
@@ -116,7 +116,7 @@ async def test_every_accepted_enqueue_runs_exactly_once_across_a_redis_sigkill(
                     uncertain.append(n)
                     continue
                 accepted[n] = run_id
-                if outage:
+                if outage and down.is_set():  # returned while Redis was still down
                     during_outage.append(n)
                 await asyncio.sleep(0.01)
 
@@ -124,7 +124,7 @@ async def test_every_accepted_enqueue_runs_exactly_once_across_a_redis_sigkill(
             await asyncio.sleep(2.0)
             sigkill(own_redis)
             down.set()
-            await asyncio.sleep(3.0)
+            await asyncio.sleep(5.0)
             down.clear()
             own_redis.start(port=own_redis.port)
 
@@ -140,7 +140,7 @@ async def test_every_accepted_enqueue_runs_exactly_once_across_a_redis_sigkill(
     twice = {n: count for n, count in runs.items() if count > 1}
     assert not twice, f"ran more than once: {twice}"
     assert set(runs) - set(accepted) <= set(uncertain)  # nothing that was not enqueued ran
-    assert len(during_outage) >= 4, f"only {len(during_outage)} enqueues accepted while Redis was down"
+    assert len(during_outage) >= 4, f"only {len(during_outage)} enqueues returned while Redis was down"
     print(
         f"accepted={len(accepted)} during_outage={len(during_outage)} uncertain={len(uncertain)} "
         f"uncertain_that_ran={len(set(uncertain) & set(runs))}"
