@@ -218,8 +218,9 @@ def replicated(master_port: int, replica_port: int) -> bool:
 async def test_sentinel_failover_keeps_tasks_flowing_and_loses_no_replicated_enqueue(spawn, app, sentinel, tmp_path):
     """Replication is asynchronous: an enqueue acknowledged by the master but not yet copied to the replica
     when the master dies is lost with it (the reconciler later re-queues such a run from its record). So
-    the guarantee asserted here: every enqueue acknowledged and replicated before the master died, and every
-    one acknowledged by the new master after, runs."""
+    the guarantee asserted here: every enqueue acknowledged and replicated before the master died, every one
+    accepted while no master was known (kept in the outbox, queued by the scheduler), and every one
+    acknowledged by the new master after, runs."""
     log = tmp_path / "events.jsonl"
     os.environ["TEST_LOG"] = str(log)
     env = {
@@ -231,6 +232,8 @@ async def test_sentinel_failover_keeps_tasks_flowing_and_loses_no_replicated_enq
     }
     worker = spawn(["runtime", "worker", "--manifest", str(app)], app.parent, env)
     worker.wait_for("ready", timeout=30)
+    scheduler = spawn(["runtime", "scheduler", "--manifest", str(app)], app.parent, env)
+    scheduler.wait_for("holds the lock", timeout=30)
     rt = Runtime.from_manifest(app, Settings(redis_url=env["REDIS_URL"], database_url=env["DATABASE_URL"]))
     await rt.start()
     try:
@@ -245,7 +248,7 @@ async def test_sentinel_failover_keeps_tasks_flowing_and_loses_no_replicated_enq
         sentinel["master"].send_signal(signal.SIGKILL)
         sentinel["master"].wait()
         n, deadline = 20, time.monotonic() + 40
-        while n < 40 and time.monotonic() < deadline:  # enqueue on: errors until the replica is promoted
+        while n < 40 and time.monotonic() < deadline:  # enqueue on: accepted or refused until the promotion
             try:
                 acked[n] = await flaky.enqueue(n=n)
                 n += 1
