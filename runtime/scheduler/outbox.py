@@ -1,6 +1,8 @@
 """Sending the outbox: the scheduler's leader queues the runs that were accepted while Redis could not be
 reached (their records are saved and marked unsent: runtime/store/outbox.py), page by page, one pipeline
-of messages each, every OUTBOX_SECONDS, so a backlog is in the streams within seconds of Redis answering.
+of messages each, so a backlog is in the streams within seconds of Redis answering. It looks every
+OUTBOX_SECONDS while Redis was unreachable lately (to the scheduler, or to the look itself) or runs were
+found, else every RECONCILE_SECONDS: a look reads the index of queued runs, as a reconciler pass does.
 
 A page Redis could not be reached for goes back to the outbox (nothing of it was sent). A page whose
 answer was lost stays claimed: those runs are `queued` with a fresh version, so the reconciler looks for
@@ -10,6 +12,7 @@ their messages after its grace and queues again only the ones that are missing; 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -23,13 +26,34 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("runtime.outbox")
 
-OUTBOX_SECONDS = 1.0  # how often the leader looks for unsent runs
+OUTBOX_SECONDS = 1.0  # how often the leader looks for unsent runs while there may be some
+BUSY_SECONDS = 60.0  # how long after Redis was unreachable (or runs were found) it looks that often
 
 
 class Outbox:
     def __init__(self, runtime: Runtime, *, page: int = 500) -> None:
         self.runtime = runtime
         self.page = page
+        self.next_look = 0.0
+        self.busy_until = 0.0
+
+    def redis_unreachable(self) -> None:
+        """Redis failed someone: runs may be waiting, or arriving; look every OUTBOX_SECONDS for a while."""
+        self.busy_until = time.monotonic() + BUSY_SECONDS
+        self.next_look = min(self.next_look, time.monotonic() + OUTBOX_SECONDS)
+
+    async def look(self) -> int:
+        """Send the outbox if it is time to look; returns how many runs were sent."""
+        now = time.monotonic()
+        if now < self.next_look:
+            return 0
+        self.next_look = now + OUTBOX_SECONDS  # a look that fails is tried again soon
+        sent = await self.send()
+        if sent:
+            self.busy_until = time.monotonic() + BUSY_SECONDS
+        if time.monotonic() > self.busy_until:
+            self.next_look = now + self.runtime.settings.reconcile_seconds
+        return sent
 
     async def send(self) -> int:
         """Queue every unsent run, a page at a time; returns how many were sent."""
@@ -43,6 +67,7 @@ class Outbox:
                 try:
                     await self.runtime.broker.kick_many(batch.messages, queue=batch.queue, due=batch.due)
                 except NotSent:  # this batch and the rest of the page were not sent: back to the outbox
+                    self.redis_unreachable()
                     unsent = [run.id for run in runs if run.id not in done]
                     await put_back(self.runtime.store, unsent, version)
                     raise

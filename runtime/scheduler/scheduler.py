@@ -26,7 +26,7 @@ from croniter import croniter
 
 from runtime.app.connections import Runtime
 from runtime.ops.health import HealthServer, Heartbeat, dependencies
-from runtime.scheduler.outbox import OUTBOX_SECONDS, Outbox
+from runtime.scheduler.outbox import Outbox
 from runtime.scheduler.reconciler import Reconciler
 from runtime.store.models import utcnow
 from runtime.worker.middleware.dead_letters import DeadLetterAlert
@@ -75,7 +75,7 @@ class Scheduler:
             len(self.schedules),
             ", ".join(f"{n} '{s}'" for n, s in self.schedules.items()) or "none",
         )
-        next_prune = next_reconcile = next_alert = next_outbox = 0.0
+        next_prune = next_reconcile = next_alert = 0.0
         try:
             while not self.stopping.is_set():
                 self.heartbeat.beat()
@@ -83,12 +83,11 @@ class Scheduler:
                     await self._hold_lock()
                 except Exception as exc:
                     logger.error("scheduler cannot reach Redis: %s", exc)
+                    self.outbox.redis_unreachable()  # enqueues elsewhere may be keeping runs for later
                 if self.leader:
                     await self._guarded("cron", self.tick(datetime.now(UTC)))
                     await self._guarded("moving delayed tasks", self.runtime.broker.move_due())
-                    if time.monotonic() > next_outbox:
-                        next_outbox = time.monotonic() + OUTBOX_SECONDS
-                        await self._guarded("queueing unsent runs", self.outbox.send())
+                    await self._guarded("queueing unsent runs", self.outbox.look())
                     if time.monotonic() > next_prune:
                         next_prune = time.monotonic() + 600
                         await self._guarded("pruning", self._prune())
