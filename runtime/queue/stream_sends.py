@@ -9,8 +9,8 @@ fails everyone in the pipeline (as it would have failed each of them alone).
 
 A pipeline takes its connection before it writes anything, so "Redis could not be reached" (`NotSent`:
 nothing was written, the messages are certainly not in Redis) is told apart from a failure after the
-write (the answer was lost: they may be there). redis-py retries a broken pipeline on a new connection,
-so the last error alone cannot tell: "connection refused" after a retry may follow a write that landed.
+write (the answer was lost: they may be there). The last error alone cannot tell: where redis-py
+retries (a Sentinel client does, by default), "connection refused" may follow a write that landed.
 """
 
 from __future__ import annotations
