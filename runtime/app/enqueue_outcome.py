@@ -71,9 +71,10 @@ async def answer(
         return rows
     if isinstance(kicked, ResponseError | NotSent):  # Redis answered, or was never reached: nothing is queued
         removed = isinstance(inserted, BaseException) or await forget(store, ids)
+        if removed and isinstance(kicked, NotSent):
+            raise EnqueueUnavailable(f"nothing was queued for '{name}': Redis is unreachable: {describe(kicked)}")
         if removed:
-            why = "Redis refused" if isinstance(kicked, ResponseError) else "Redis is unreachable"
-            raise EnqueueFailed(f"nothing was queued for '{name}': {why}: {describe(kicked)}")
+            raise EnqueueFailed(f"nothing was queued for '{name}': Redis refused: {describe(kicked)}")
     raise EnqueueUncertain(
         f"enqueue of '{name}' is uncertain: Redis did not confirm it ({describe(kicked)}); run {shown} "
         "may still run (it will, once Redis is back, if its record was saved)",

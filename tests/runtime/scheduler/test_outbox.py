@@ -8,6 +8,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ import redis
 
 from emulator.embedded_redis import EmbeddedRedis
 from runtime.errors import EnqueueUncertain
+from runtime.queue.stream_sends import NotSent
+from runtime.scheduler.outbox import Outbox
+from runtime.store.outbox import UNSENT
 from tests.conftest import write_app
 from tests.runtime.workers import MARK, marked_lines, start_worker, started_runtime, wait_until, worker_env
 
@@ -144,3 +148,35 @@ async def test_every_accepted_enqueue_runs_exactly_once_across_a_redis_sigkill(
         f"accepted={len(accepted)} during_outage={len(during_outage)} uncertain={len(uncertain)} "
         f"uncertain_that_ran={len(set(uncertain) & set(runs))}"
     )
+
+
+async def test_a_delayed_run_keeps_its_due_time_and_a_page_redis_refuses_goes_back(tmp_path: Path) -> None:
+    """In process: a delayed enqueue made while Redis is down waits unsent; a send while Redis is still
+    down puts the page back; once Redis answers it lands in the delayed set at its own due time."""
+    server = EmbeddedRedis(tmp_path / "redis", persistent=True)
+    server.start()
+    app = write_app(tmp_path / "app", MANIFEST, {f"{MODULE}.py": SOURCE})
+    try:
+        async with started_runtime(app, worker_env(server.url, tmp_path)) as rt:
+            sigkill(server)
+            await asyncio.sleep(0.1)
+            [later] = await rt.enqueue(rt.app.tasks["effect"], [{"n": 1}], delay=600)
+            [now] = await rt.enqueue(rt.app.tasks["effect"], [{"n": 2}])
+            outbox = Outbox(rt)
+            with pytest.raises(NotSent):
+                await outbox.send()
+            runs = await rt.store.get_many([later, now])
+            assert {run.version for run in runs.values()} == {UNSENT}  # put back: nothing was sent
+            server.start(port=server.port)
+            assert await outbox.send() == 2
+            assert await outbox.send() == 0  # sent once
+            client = redis.Redis.from_url(server.url)
+            [(member, score)] = client.zrange("{outbox-test:default}:delayed", 0, -1, withscores=True)
+            scheduled_for = runs[later].scheduled_for
+            assert later.encode() in member and scheduled_for is not None
+            assert abs(score - scheduled_for.replace(tzinfo=UTC).timestamp()) < 0.01
+            [(_, fields)] = client.xrange("{outbox-test:default}:tasks")
+            assert now.encode() in fields[b"data"]
+            assert {run.status for run in (await rt.store.get_many([later, now])).values()} == {"scheduled", "queued"}
+    finally:
+        server.stop()
