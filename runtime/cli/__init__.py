@@ -92,7 +92,7 @@ async def _resuming_gc(command: Coroutine[Any, Any, None]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("runs", "queues"):
+        if args.command in ("runs", "queues", "events"):
             return _run_inspector(args)
         if args.command in _SYNC:
             return _SYNC[args.command](args)

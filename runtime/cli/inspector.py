@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from runtime.cli.events import EVENT_COMMANDS, add_event_commands
 from runtime.errors import ConfigError
 
 PROGRESS_ABOVE = 100  # bulk operations over this many runs draw a progress bar on stderr
@@ -273,6 +274,7 @@ INSPECTOR: dict[str, Callable[[Any, argparse.Namespace], Coroutine[Any, Any, int
     "runs replay": _runs_replay,
     "runs delete": _runs_delete,
     "runs cancel": _runs_cancel,
+    **EVENT_COMMANDS,
     "queues": _queues_list,
     "queues pause": _queues_pause,
     "queues resume": _queues_pause,
@@ -320,3 +322,4 @@ def _inspector_commands(commands: Any) -> None:
         ("resume", "resume a queue"),
     ):
         common(queue_commands.add_parser(name, help=text, description=text), f"queues {name}").add_argument("name")
+    add_event_commands(commands, common)

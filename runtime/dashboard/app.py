@@ -50,6 +50,7 @@ from starlette.types import ASGIApp
 
 from runtime.app.connections import Runtime
 from runtime.dashboard import live_state
+from runtime.dashboard.events import event_routes
 from runtime.dashboard.guards import RequestGuard, TokenAuth
 from runtime.dashboard.page import PAGE, PAGE_HEADERS, asset, favicon
 from runtime.dashboard.responses import RedactedJSONResponse, _error, _limit
@@ -365,6 +366,7 @@ def create_dashboard_app(
         Route("/api/throughput", throughput),
         Route("/api/schedules", schedules),
         Route("/api/invoke", invoke, methods=["POST"]),
+        *event_routes(runtime),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     if token:

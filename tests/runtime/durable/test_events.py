@@ -6,19 +6,24 @@ or while no worker was up. Counted from the tasks' side-effect log."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from runtime import ArgumentsError, Runtime
 from runtime.app.events import deliver
+from runtime.dashboard.app import create_dashboard_app
 from runtime.durable.events import Events, Wait
-from tests.conftest import write_app
+from tests.conftest import command, write_app
 from tests.runtime.workers import MARK, events, start_worker, started_runtime, worker_env
 
 MODULE = f"events_{uuid.uuid4().hex[:8]}"
@@ -174,3 +179,48 @@ async def test_a_bad_event_is_refused_in_one_line(
     with pytest.raises(ArgumentsError) as caught:
         await deliver(rt, name, data, event_id)
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def cli(*args: str, app: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`runtime ARGS` as a real subprocess on the test's Redis and database."""
+    full = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    full |= {"REDIS_URL": env["REDIS_URL"], "DATABASE_URL": env["DATABASE_URL"]}
+    return subprocess.run(
+        [command("runtime"), *args, "--manifest", str(app)], env=full, capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_the_cli_sends_and_lists_events(app: Path, env: dict[str, str], rt: Runtime) -> None:
+    sent = await asyncio.to_thread(
+        cli, "events", "send", "briefing.created", "--data", '{"briefing_id": 4}', "--id", "c4", app=app, env=env
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith("sent briefing.created (c4): started 1 run(s), woke 0")
+    again = await asyncio.to_thread(
+        cli, "events", "send", "briefing.created", "--data", '{"briefing_id": 4}', "--id", "c4", app=app, env=env
+    )
+    assert again.stdout.strip() == "event c4 was sent within 24 h already: nothing done"
+    listed = await asyncio.to_thread(cli, "events", "list", "--json", app=app, env=env)
+    assert [(e["name"], e["id"], e["data"]) for e in json.loads(listed.stdout)] == [
+        ("briefing.created", "c4", {"briefing_id": 4})
+    ]
+    for args, message in (
+        (["events", "send", "no good"], "error: event name 'no good' is not a dotted name"),
+        (["events", "send", "a.b", "--data", "[1]"], "error: event a.b: data must be a JSON object, not list"),
+        (["events", "send", "a.b", "--data", "{"], "error: --data is not JSON"),
+    ):
+        bad = await asyncio.to_thread(cli, *args, app=app, env=env)
+        assert bad.returncode == 1 and bad.stderr.startswith(message) and bad.stderr.count("\n") == 1, bad.stderr
+
+
+async def test_the_dashboard_api_sends_and_lists_events(rt: Runtime) -> None:
+    transport = httpx.ASGITransport(app=create_dashboard_app(rt))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        sent = await client.post("/api/events", json={"name": "briefing.created", "data": {"briefing_id": 2}})
+        assert sent.status_code == 202 and len(sent.json()["started"]) == 1
+        bad = await client.post("/api/events", json={"name": "x y"})
+        assert bad.status_code == 422 and "is not a dotted name" in bad.json()["error"]
+        shape = await client.post("/api/events", json={"event": "a.b"})
+        assert shape.status_code == 422
+        listed = (await client.get("/api/events")).json()
+        assert [e["name"] for e in listed] == ["briefing.created"]
