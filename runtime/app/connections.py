@@ -173,8 +173,10 @@ class Runtime:
         *,
         queue: str = "default",
         deadline: float | None = None,
+        parent: str | None = None,
     ) -> bytes:
-        """A task message in taskiq's JSON format (what `TaskiqMessage` serializes to)."""
+        """A task message in taskiq's JSON format (what `TaskiqMessage` serializes to). `parent`: the run that
+        invoked this one (`ctx.invoke`), told when it ends."""
         labels: dict[str, Any] = {
             "attempt": attempt,
             "history": history or [],
@@ -183,6 +185,8 @@ class Runtime:
         }
         if deadline is not None:
             labels["deadline"] = deadline
+        if parent is not None:
+            labels["parent"] = parent
         tracing.inject(labels, function)  # a producer span and its W3C context (`traceparent`), when tracing
         message: dict[str, Any] = {
             "task_id": run_id,
@@ -220,6 +224,7 @@ class Runtime:
         run_ids: list[str] | None = None,
         guard: str | None = None,
         guard_seconds: float = 172800.0,
+        parent: str | None = None,
     ) -> list[dict[str, Any]]:
         """Validate, record and queue runs of a task; returns their records as enqueued.
 
@@ -278,7 +283,8 @@ class Runtime:
         pairs = list(zip(ids, validated, strict=True))
         rows = [common | {"id": run_id, "arguments": kwargs} for run_id, kwargs in pairs]
         messages = [
-            self.message(name, run_id, kwargs, enqueued_at=now, queue=queue, deadline=ends) for run_id, kwargs in pairs
+            self.message(name, run_id, kwargs, enqueued_at=now, queue=queue, deadline=ends, parent=parent)
+            for run_id, kwargs in pairs
         ]
         if tracing.enabled() and common["trace_id"] is None:  # outside any span: each enqueue began a trace
             for row, message in zip(rows, messages, strict=True):

@@ -46,3 +46,9 @@ class Context:
         holding no worker: returns its data, or None after `timeout` (seconds or a timedelta). With `match`,
         only an event whose data's `match` field equals this run's argument of that name counts."""
         return await self.step.wait_for_event(name, event=event, match=match, timeout=timeout)
+
+    async def invoke(self, name: str, task: Any, /, **arguments: Any) -> Any:
+        """Run `task(**arguments)` as a child run, as the step `name`, holding no worker while it runs: returns
+        its result, or raises StepFailed if it failed or was cancelled. Queued once, however often this run
+        resumes."""
+        return await self.step.invoke(name, task, **arguments)

@@ -83,6 +83,11 @@ _EXPIRE = (
 )
 
 
+def finished_event(run_id: str) -> str:
+    """The event a run sends when it ends, if a parent invoked it (`ctx.invoke`)."""
+    return f"run.r{run_id}.finished"
+
+
 def check_event(name: Any, data: Any, event_id: Any, max_size: int) -> bytes:
     """The event's data as JSON, or an ArgumentsError that names what is wrong (in one line)."""
     if not isinstance(name, str) or not EVENT_NAME.fullmatch(name) or len(name) > 200:

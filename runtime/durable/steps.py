@@ -13,6 +13,7 @@ import asyncio
 import functools
 import inspect
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from runtime.durable.events import EVENT_NAME, Events, Wait
+from runtime.durable.events import EVENT_NAME, Events, Wait, finished_event
 from runtime.errors import SkipRetry, StepFailed, StepLimitExceeded
 from runtime.store.models import Step, utcnow
 from runtime.store.steps import StepJournal
@@ -64,11 +65,13 @@ class Steps:
         limits: StepLimits = StepLimits(),
         events: Events | None = None,
         arguments: dict[str, Any] | None = None,
+        spawn: Callable[[Any, dict[str, Any], str], Awaitable[None]] | None = None,
     ) -> None:
         self.run_id = run_id
         self._journal = journal
         self._events = events
         self._arguments = arguments or {}
+        self._spawn = spawn  # queues a child run (task, arguments, run id), at most once
         self._retries = retries
         self._backoff = backoff  # seconds to wait after failed attempt n of a step
         self._limits = limits
@@ -79,7 +82,7 @@ class Steps:
 
     def __getstate__(self) -> dict[str, Any]:
         # a sync task's Context goes to its child process without the run store: a step there says so
-        return self.__dict__ | {"_journal": None, "_saved": None, "_backoff": None, "_events": None}
+        return self.__dict__ | {"_journal": None, "_saved": None, "_backoff": None, "_events": None, "_spawn": None}
 
     def run(self, name: str, fn: Callable[..., Any], /, *args: Any, retries: int | None = None) -> Awaitable[Any]:
         """Run `fn(*args)` (sync or async; its result must be JSON) as the step `name`, once: its result is
@@ -187,6 +190,52 @@ class Steps:
             finished_at=utcnow(),
         )
         step = saved[key] = await journal.resolve(done)
+        return None if step.result is None else orjson.loads(step.result)
+
+    async def invoke(self, name: str, task: Any, /, **arguments: Any) -> Any:
+        """`ctx.invoke`: run `task` as a child run and return its result; StepFailed if it failed."""
+        key = self._occurrence(name)
+        journal = self._needs_journal(key)
+        if self._events is None or self._spawn is None:
+            raise RuntimeError(f"invoke {key!r}: this Context cannot queue runs")
+        if not hasattr(task, "enqueue_many"):
+            raise TypeError(f"invoke {key!r}: {task!r:.60} is not a @task")
+        saved = await self._load(journal)
+        step = saved.get(key)
+        child = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.run_id}/{key}").hex
+        if step is None:
+            now = time.time()
+            began = Step(
+                run_id=self.run_id,
+                name=key,
+                status="wait",
+                result=orjson.dumps({"since": now, "until": now + MAX_SLEEP, "child": child}).decode(),
+                started_at=utcnow(),
+                finished_at=datetime.fromtimestamp(now + MAX_SLEEP, UTC).replace(tzinfo=None),
+            )
+            step = saved[key] = await journal.save(began)
+        if step.status == "wait":
+            meta = orjson.loads(step.result or "{}")
+            wait = Wait(finished_event(child), f"{self.run_id}/{key}", int(meta["since"] * 1000), None, None)
+            ended = await self._events.got(wait)
+            if ended is None:
+                await self._spawn(task, arguments, child)  # queued once, however often the parent gets here
+                raise Suspended(meta["until"], f"run {child} of {getattr(task, 'name', None) or task!r:.60}", wait)
+            failed = ended.get("status") != "succeeded"
+            why = f"child run {child} {ended.get('status')}: {ended.get('error') or ''}".strip()
+            done = Step(
+                run_id=self.run_id,
+                name=key,
+                status="failed" if failed else "succeeded",
+                result=None if failed else orjson.dumps(ended.get("result")).decode(),
+                error_type=(ended.get("error_type") or "ChildFailed") if failed else None,
+                error=why if failed else None,
+                started_at=step.started_at,
+                finished_at=utcnow(),
+            )
+            step = saved[key] = await journal.resolve(done)
+        if step.status == "failed":
+            raise StepFailed(key, step.error_type or "ChildFailed", step.error or "")
         return None if step.result is None else orjson.loads(step.result)
 
     def _needs_journal(self, key: str) -> StepJournal:

@@ -46,15 +46,21 @@ class StepJournal:
         return Step.model_validate(dict(row)) if row is not None else step
 
     async def resolve(self, step: Step) -> Step:
-        """Give a wait its outcome (the event's data, or none): the row saved when it began becomes `succeeded`,
-        once; the outcome saved first is returned."""
+        """Give a wait its outcome (an event's data or none, a child run's result or failure): the row saved
+        when it began takes it, once; the outcome saved first is returned."""
         table = Step.__table__  # type: ignore[attr-defined]
         where = (table.c.run_id == step.run_id, table.c.name == step.name)
         async with self.engine.begin() as conn:
             await conn.execute(
                 update(table)
                 .where(*where, table.c.status == "wait")
-                .values(status="succeeded", result=step.result, finished_at=step.finished_at)
+                .values(
+                    status=step.status,
+                    result=step.result,
+                    error_type=step.error_type,
+                    error=step.error,
+                    finished_at=step.finished_at,
+                )
             )
             row = (await conn.execute(select(table).where(*where))).mappings().first()
         return Step.model_validate(dict(row)) if row is not None else step

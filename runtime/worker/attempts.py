@@ -17,11 +17,13 @@ from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.app.connections import Runtime
 from runtime.app.context import Context
-from runtime.durable.events import Events
-from runtime.durable.steps import StepLimits, Steps, Suspended
-from runtime.errors import UnknownFunction
+from runtime.app.events import deliver
+from runtime.durable.events import Events, finished_event
+from runtime.durable.steps import MAX_SLEEP, StepLimits, Steps, Suspended
+from runtime.errors import ArgumentsError, UnknownFunction
 from runtime.queue.broker import Delivery
 from runtime.queue.messages import InvalidMessage, describe, describe_traceback, error_type
+from runtime.store.models import to_jsonable
 from runtime.tracing import setup_tracing
 from runtime.worker import time_limit
 from runtime.worker.cancellation import Cancellations
@@ -103,6 +105,8 @@ class Attempts:
                 }
             )
         self.cancels.requested.discard(delivery.key)
+        if labels.get("parent"):
+            await self._tell_parent(message, "cancelled", None, None)
         self.records.cancelled(message)
         await self.unique.release(message)
         logger.info("cancelled %s %s", message.task_name, message.task_id, extra={"run_id": message.task_id})
@@ -143,6 +147,8 @@ class Attempts:
                 await call(hook, message, result, error)
         for hook in self.post_execute:
             await call(hook, message, result)
+        if labels.get("parent") and labels.get("outcome") in ("succeeded", "failed"):
+            await self._tell_parent(message, labels["outcome"], value, error)
         self.done_count += 1
         self.finished(delivery.key, self.retries.take(message.task_id))
 
@@ -153,6 +159,32 @@ class Attempts:
         self.records.invalid(run_id, error.function, error.raw, f"invalid task message: {error}")
         self.dead_letters.add(run_id, delivery.queue)
         self.finished(delivery.key, None)
+
+    async def _spawn(self, parent: str, task: Any, arguments: dict[str, Any], child: str) -> None:
+        """Queue a parent's child run (`ctx.invoke`), at most once for its id (a guard key in its queue)."""
+        runtime = self.runtime
+        fn = runtime.app.tasks.get(getattr(task, "name", None) or "")
+        if fn is None or fn is not task:
+            raise ValueError(f"{task!r:.60} is not a task of the app '{runtime.app.name}' (is it in the manifest?)")
+        guard = runtime.keys.queue(runtime.queue_of(fn)).fire_guard(f"invoke:{child}", 0)
+        await runtime.submit(fn, [arguments], run_ids=[child], guard=guard, guard_seconds=MAX_SLEEP, parent=parent)
+
+    async def _tell_parent(self, message: TaskiqMessage, status: str, value: Any, error: BaseException | None) -> None:
+        """A child run ended: its parent, waiting in `ctx.invoke`, goes on with its result or its failure."""
+        data: dict[str, Any] = {"run_id": message.task_id, "status": status, "result": None}
+        if status == "succeeded":
+            data["result"] = to_jsonable(value)
+        elif error is not None:
+            data |= {"error_type": error_type(error), "error": describe(error)}
+        try:
+            try:
+                await deliver(self.runtime, finished_event(message.task_id), data, None)
+            except ArgumentsError as exc:  # a result too big to hand over
+                data = {"run_id": message.task_id, "status": "failed", "error_type": "ResultTooLarge"}
+                data["error"] = str(exc)
+                await deliver(self.runtime, finished_event(message.task_id), data, None)
+        except Exception as exc:  # Redis away: the parent wakes at its wait's end instead
+            logger.error("run %s: cannot tell its parent run it %s (%s)", message.task_id, status, exc)
 
     def context(self, message: TaskiqMessage, deadline: datetime | None) -> Context:
         """The Context of this attempt: its run, its deadline, and its steps with the function's retries."""
@@ -170,6 +202,7 @@ class Attempts:
             limits=StepLimits(settings.max_steps, settings.max_step_size, settings.max_steps_size),
             events=self.events,
             arguments=message.kwargs,
+            spawn=functools.partial(self._spawn, message.task_id),
         )
         return Context(message.task_id, message.labels["attempt"], deadline, step=steps)
 
@@ -217,6 +250,7 @@ class Attempts:
             labels.get("enqueued_at"),
             queue=queue,
             deadline=labels.get("deadline"),
+            parent=labels.get("parent"),
         )
         again = _due_at(again, suspended.until)
         due = suspended.until

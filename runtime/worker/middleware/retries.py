@@ -73,5 +73,6 @@ class RetryMiddleware(TaskiqMiddleware):
             labels.get("enqueued_at"),
             queue=queue,
             deadline=deadline,
+            parent=labels.get("parent"),
         )
         self.pending[message.task_id] = (next_message, time.time() + delay)
