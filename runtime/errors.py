@@ -33,9 +33,10 @@ class Problem:
     function: str | None
     field: str | None
     message: str
+    line: int | None = None  # in a Python file: the line that failed to import
 
     def __str__(self) -> str:
-        where = self.file
+        where = self.file if self.line is None else f"{self.file}, line {self.line}"
         if self.function:
             where += f": function '{_printable(self.function)}'"
         if self.field:
@@ -57,7 +58,8 @@ class ManifestError(Exception):
         self.problems = problems
         count = len(problems)
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the manifest:\n{lines}")
+        where = "the app" if any(p.line is not None for p in problems) else "the manifest"
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in {where}:\n{lines}")
 
 
 class ConfigError(Exception):

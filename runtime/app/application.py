@@ -29,7 +29,39 @@ class Application:
         return self.manifest.app
 
 
-def _import(module_name: str, file: str, function: str) -> ModuleType | Problem:
+def _where(path: str, root: Path) -> str:
+    """A file as the user knows it: relative to the manifest's folder when it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return path
+
+
+def _failed_import(module_name: str, exc: BaseException, root: Path) -> Problem:
+    """One problem for a module that raised while imported, at the line that raised: the import machinery's own
+    frames (`<frozen importlib._bootstrap>`, importlib/__init__.py) say nothing to the user and are left out."""
+    frames = [  # the first frame is _import's own
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)[1:]
+        if not frame.filename.startswith("<frozen ") and frame.filename != importlib.__file__
+    ]
+    if isinstance(exc, SyntaxError) and exc.filename:  # raised compiling the file: no frame of it ran
+        text = (exc.text or "").strip()
+        what = f"{type(exc).__name__}: {exc.msg}" + (f" in `{text}`" if text else "")
+        file, line, callers = _where(exc.filename, root), exc.lineno, frames
+    elif frames:
+        if isinstance(exc, SystemExit):
+            what = f"importing '{module_name}' called sys.exit({exc.code!r}); a module must not exit when imported"
+        else:
+            what = " ".join("".join(traceback.format_exception_only(exc)).split())
+        file, line, callers = _where(frames[-1].filename, root), frames[-1].lineno, frames[:-1]
+    else:
+        return Problem(module_name, None, None, " ".join("".join(traceback.format_exception_only(exc)).split()))
+    chain = ", ".join(f"{_where(f.filename, root)}, line {f.lineno}" for f in reversed(callers))
+    return Problem(file, None, None, what + (f" (imported from {chain})" if chain else ""), line=line)
+
+
+def _import(module_name: str, file: str, function: str, root: Path) -> ModuleType | Problem:
     """Import a handler's module, or say why it cannot be: user code may raise anything, even SystemExit."""
     try:
         return importlib.import_module(module_name)
@@ -44,17 +76,9 @@ def _import(module_name: str, file: str, function: str) -> ModuleType | Problem:
                 f"cannot import '{module_name}': no module named '{exc.name}'; the module path is relative to "
                 "the folder of the manifest",
             )
-        message = "".join(traceback.format_exception(exc, limit=-4)).rstrip()
-    except SystemExit as exc:
-        return Problem(
-            file,
-            function,
-            "handler",
-            f"importing '{module_name}' called sys.exit({exc.code!r}); a module must not exit when imported",
-        )
+        return _failed_import(module_name, exc, root)
     except BaseException as exc:
-        message = "".join(traceback.format_exception(exc, limit=-4)).rstrip()
-    return Problem(file, function, "handler", f"cannot import '{module_name}':\n{message}")
+        return _failed_import(module_name, exc, root)
 
 
 def load_application(manifest_path: str | Path = "manifest.yaml") -> Application:
@@ -78,11 +102,10 @@ def load_application(manifest_path: str | Path = "manifest.yaml") -> Application
     handlers = declared_handlers(data)
     for name, (handler, kind) in handlers.items():
         module_name, attribute = handler.split(":")
-        if module_name in broken:
-            problems.append(Problem(file, name, "handler", f"cannot import '{module_name}' (see above)"))
+        if module_name in broken:  # reported once, for the module, not again for each of its functions
             continue
         if module_name not in modules:
-            imported = _import(module_name, file, name)
+            imported = _import(module_name, file, name, path.parent)
             if isinstance(imported, Problem):
                 broken.add(module_name)
                 problems.append(imported)
