@@ -56,10 +56,12 @@ class ManifestError(Exception):
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        count = len(problems)
+        if len(problems) == 1:  # one line, like every other error a command answers
+            super().__init__(str(problems[0]))
+            return
         lines = "\n".join(f"  - {p}" for p in problems)
         where = "the app" if any(p.line is not None for p in problems) else "the manifest"
-        super().__init__(f"{count} problem{'s' if count != 1 else ''} in {where}:\n{lines}")
+        super().__init__(f"{len(problems)} problems in {where}:\n{lines}")
 
 
 class ConfigError(Exception):

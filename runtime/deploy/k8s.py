@@ -119,10 +119,10 @@ def k8s_command(
             prometheus_operator=prometheus_operator,
         )
     except ManifestError as exc:
-        print(exc, file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
-        print(f"runtime k8s: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     notes = parity_table(manifest) + "\nThe pods read credentials from a Secret you create:\n"
     notes += "  " + secret_hint(manifest, external_redis, namespace)

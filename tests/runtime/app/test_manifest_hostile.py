@@ -32,10 +32,13 @@ def check(path: Path) -> list[str]:
     assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     head, *lines = result.stderr.rstrip("\n").split("\n")
+    if not lines:  # one problem is one line
+        assert head.startswith("error: "), result.stderr
+        head, lines = "error: 1 problem in the manifest:", ["  - " + head.removeprefix("error: ")]
     count = len(lines)
     # a module that does not import is a problem of the app (named by its file and line), not of the manifest
     where = "the app" if any(".py, line " in line for line in lines) else "the manifest"
-    assert head == f"error: {count} problem{'s' if count != 1 else ''} in {where}:", result.stderr
+    assert count == 1 or head == f"error: {count} problems in {where}:", result.stderr
     assert all(line.startswith("  - ") for line in lines), result.stderr
     return [line.removeprefix(f"  - {path}").removeprefix("  - ") for line in lines]
 
