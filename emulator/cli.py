@@ -16,14 +16,19 @@ if TYPE_CHECKING:
 STARTED = time.time()
 
 
+class InvokeError(Exception):
+    """What `emulator invoke` answers when it cannot do what was asked: one line, exit 1."""
+
+
 def _state(manifest: str) -> dict[str, Any]:
     path = Path(manifest).resolve().parent / ".emulator" / "state.json"
     try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        raise SystemExit(
-            f"error: no running emulator found ({path} is missing); start one with `emulator up`"
-        ) from None
+        state = json.loads(path.read_text())
+        return {"web": str(state["web"]), "dashboard": str(state["dashboard"])}
+    except OSError:
+        raise InvokeError(f"no running emulator found ({path} is missing); start one with `emulator up`") from None
+    except (ValueError, KeyError, TypeError):
+        raise InvokeError(f"{path} is not an emulator's state; start the emulator again with `emulator up`") from None
 
 
 def _boot_redis(manifest: Path) -> EmbeddedRedis | None:
@@ -56,48 +61,79 @@ def up(args: argparse.Namespace) -> int:
 def invoke(args: argparse.Namespace) -> int:
     import httpx
 
-    state = _state(args.manifest)
     try:
-        data = json.loads(args.data) if args.data else {}
-    except ValueError as exc:
-        print(f"error: --data is not valid JSON: {exc}", file=sys.stderr)
-        return 2
-    try:
+        state = _state(args.manifest)
+        try:
+            data = json.loads(args.data) if args.data else {}
+        except ValueError as exc:
+            raise InvokeError(f"--data is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvokeError('--data must be a JSON object of arguments, e.g. {"briefing_id": 1}')
         with httpx.Client(timeout=30) as client:
-            functions = {f["name"]: f for f in client.get(f"{state['dashboard']}/api/functions").json()}
-            spec = functions.get(args.name)
-            if spec is None:
-                print(f"error: no function named {args.name!r}; functions: {', '.join(functions)}", file=sys.stderr)
-                return 2
-            if spec["kind"] == "http":
-                return _invoke_http(client, state["web"], spec, data)
-            response = client.post(f"{state['dashboard']}/api/functions/{args.name}/runs", json=data)
-            if response.status_code != 202:
-                print(f"error: {response.json().get('error', response.text)}", file=sys.stderr)
-                return 1
-            run = response.json()
-            print(f"run {run['id']} {run['status']}")
-            if not args.wait:
-                return 0
-            deadline = time.monotonic() + args.timeout
-            while time.monotonic() < deadline:
-                run = client.get(f"{state['dashboard']}/api/runs/{run['id']}").json()
-                if run["status"] in ("succeeded", "failed"):
-                    break
-                time.sleep(0.05)
-            else:
-                print(f"error: run {run['id']} is still {run['status']} after {args.timeout} s", file=sys.stderr)
-                return 1
-            if run["status"] == "succeeded":
-                print(json.dumps(run["result"], indent=2))
-                return 0
-            print(f"failed after {run['attempts']} attempt(s): {run['last_error']}", file=sys.stderr)
-            return 1
+            return _invoke(client, state, args, data)
+    except InvokeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except httpx.ConnectError:
         print(
             f"error: the emulator at {state['dashboard']} does not answer; is `emulator up` running?", file=sys.stderr
         )
         return 1
+    except httpx.HTTPError as exc:
+        print(f"error: the emulator at {state['dashboard']} did not answer: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _invoke(client: Any, state: dict[str, str], args: argparse.Namespace, data: dict[str, Any]) -> int:
+    dashboard = state["dashboard"]
+    functions = {f["name"]: f for f in _api(client, "GET", f"{dashboard}/api/functions")}
+    spec = functions.get(args.name)
+    if spec is None:
+        raise InvokeError(f"no function named {args.name!r}; functions: {', '.join(functions)}")
+    if spec["kind"] == "http":
+        return _invoke_http(client, state["web"], spec, data)
+    run = _api(client, "POST", f"{dashboard}/api/functions/{args.name}/runs", json=data)
+    print(f"run {run['id']} {run['status']}")
+    if not args.wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while run["status"] not in ("succeeded", "failed", "cancelled"):
+        if time.monotonic() > deadline:
+            raise InvokeError(f"run {run['id']} is still {run['status']} after {args.timeout} s")
+        time.sleep(0.05)
+        run = _api(client, "GET", f"{dashboard}/api/runs/{run['id']}")
+    if run["status"] == "succeeded":
+        print(json.dumps(run["result"], indent=2))
+        return 0
+    error = _first_line(run.get("last_error")) or run["status"]
+    print(f"{run['status']} after {run['attempts']} attempt(s): {error}", file=sys.stderr)
+    return 1
+
+
+def _api(client: Any, method: str, url: str, **options: Any) -> Any:
+    """The dashboard API's answer to a request; an InvokeError in one line when it is not a success (a 503
+    while the app fails to load says why it fails)."""
+    response = client.request(method, url, **options)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.is_success and body is not None:
+        return body
+    if response.status_code == 503 and isinstance(body, dict) and body.get("detail"):
+        lines = [line.strip().removeprefix("- ") for line in str(body["detail"]).splitlines() if line.strip()]
+        more = f" (and {len(lines) - 2} more: `runtime check` lists them)" if len(lines) > 2 else ""
+        reason = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[1]}{more}"
+        raise InvokeError(f"the app failed to load; fix it and save: {reason}")
+    error = body.get("error") if isinstance(body, dict) else None
+    path = "/" + url.split("/", 3)[-1]
+    raise InvokeError(_first_line(str(error)) if error else f"{method} {path} answered {response.status_code}")
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().split("\n", 1)[0]
 
 
 def _invoke_http(client: Any, web: str, spec: dict[str, Any], data: dict[str, Any]) -> int:
@@ -106,8 +142,7 @@ def _invoke_http(client: Any, web: str, spec: dict[str, Any], data: dict[str, An
     path = spec["route"]
     for name in re.findall(r"\{(\w+)(?::\w+)?\}", path):
         if name not in data:
-            print(f"error: --data needs '{name}' for the route {path}", file=sys.stderr)
-            return 2
+            raise InvokeError(f"--data needs '{name}' for the route {path}")
         path = re.sub(r"\{" + name + r"(?::\w+)?\}", str(data.pop(name)), path)
     methods = spec["methods"]
     method = "POST" if data and "POST" in methods else methods[0]

@@ -160,3 +160,15 @@ def load_application(manifest_path: str | Path = "manifest.yaml") -> Application
     if problems or manifest is None:
         raise ManifestError(problems)
     return Application(manifest=manifest, path=path, http=http_functions, tasks=tasks)
+
+
+def load_declarations(manifest_path: str | Path = "manifest.yaml") -> Application:
+    """The manifest alone, its handlers not imported: enough for what reads and manages runs and queues (the
+    inspector), which must keep working while the app's code is broken. Raises ManifestError for an invalid
+    manifest."""
+    path = Path(manifest_path).resolve()
+    data, problems = read_manifest(path, str(manifest_path))
+    manifest, schema_problems = validate_manifest(data, str(manifest_path))
+    if problems or schema_problems or manifest is None:
+        raise ManifestError(problems + schema_problems)
+    return Application(manifest=manifest, path=path, http={}, tasks={})

@@ -17,33 +17,10 @@ PROGRESS_ABOVE = 100  # bulk operations over this many runs draw a progress bar 
 
 def _inspector_settings(manifest: str) -> Any:
     """REDIS_URL / DATABASE_URL when either is set; else those of the `emulator up` running next to the
-    manifest (its `.emulator/state.json`); else a ConfigError saying what to set."""
-    import os
-    from pathlib import Path
+    manifest; else a ConfigError saying what to set (runtime/cli/discovery.py)."""
+    from runtime.cli.discovery import command_settings
 
-    from runtime.settings import Settings, get_settings
-
-    if os.environ.get("REDIS_URL") or os.environ.get("DATABASE_URL"):
-        settings = get_settings()
-    else:
-        path = Path(manifest).resolve().parent / ".emulator" / "state.json"
-        fix = "set REDIS_URL and DATABASE_URL to the app's, or run this in the folder where `emulator up` runs"
-        try:
-            state = json.loads(path.read_text())
-            pid, redis_url, database_url = int(state["pid"]), str(state["redis_url"]), str(state["database_url"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise ConfigError(
-                f"no app to inspect: REDIS_URL and DATABASE_URL are not set and no emulator runs here; {fix}"
-            ) from None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            raise ConfigError(
-                f"the emulator of {path.parent.parent} is not running (pid {pid} is gone); {fix}"
-            ) from None
-        except PermissionError:
-            pass  # alive, another user's
-        settings = Settings(redis_url=redis_url, database_url=database_url)
+    settings, _ = command_settings(manifest, need_app=True)
     # a command answers within seconds: it does not wait a minute for a dependency to come up
     return settings.model_copy(update={"startup_timeout": min(settings.startup_timeout, 5.0)})
 
@@ -51,10 +28,21 @@ def _inspector_settings(manifest: str) -> Any:
 async def _inspect(args: argparse.Namespace) -> int:
     import logging
 
+    from runtime.app.application import load_application, load_declarations
     from runtime.app.connections import Runtime
+    from runtime.errors import ManifestError
 
     logging.basicConfig(level=logging.ERROR, format="%(message)s")  # progress lines are not for this face
-    runtime = Runtime.from_manifest(args.manifest, _inspector_settings(args.manifest))
+    settings = _inspector_settings(args.manifest)
+    if args.inspector == "runs replay":  # a replay checks the arguments against the functions: it imports them
+        try:
+            app = load_application(args.manifest)
+        except ManifestError as exc:
+            first = str(exc).splitlines()[-1 if len(exc.problems) == 1 else 1].strip().removeprefix("- ")
+            raise ConfigError(f"cannot replay while the app fails to load ({first}); fix it and replay") from None
+    else:  # Redis and the database are enough: these work while the app's code is broken
+        app = load_declarations(args.manifest)
+    runtime = Runtime(app, settings)
     await runtime.start()
     try:
         return int(await INSPECTOR[args.inspector](runtime, args))

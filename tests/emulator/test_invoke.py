@@ -91,22 +91,38 @@ def test_manifest_option_from_another_folder(emulator: Emulator, tmp_path: Path)
     assert '{"marker":"v1"}' in result.stdout
 
 
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """Every answer to an error: one line on stderr, exit 1."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
 def test_unknown_function_lists_the_functions(emulator: Emulator) -> None:
-    result = invoke(emulator.app, "nope")
-    assert result.returncode == 2
-    assert "nope" in result.stderr and "add" in result.stderr and "hello" in result.stderr
+    error = one_line_error(invoke(emulator.app, "nope"))
+    assert "nope" in error and "add" in error and "hello" in error
 
 
-def test_invalid_data_is_an_error(emulator: Emulator) -> None:
-    result = invoke(emulator.app, "add", "--data", "{not json")
-    assert result.returncode == 2
-    assert "--data" in result.stderr
+@pytest.mark.parametrize("data", ["{not json", "[1, 2]", "7"])
+def test_invalid_data_is_an_error(emulator: Emulator, data: str) -> None:
+    assert "--data" in one_line_error(invoke(emulator.app, "add", "--data", data))
+
+
+def test_a_missing_route_parameter_is_an_error(emulator: Emulator) -> None:
+    assert "--data needs 'n'" in one_line_error(invoke(emulator.app, "echo", "--data", '{"topic": "tea"}'))
+
+
+def test_a_state_file_that_is_not_an_emulators_is_an_error(tmp_path: Path) -> None:
+    make_app(tmp_path)
+    (tmp_path / ".emulator").mkdir()
+    (tmp_path / ".emulator" / "state.json").write_text('["not", "a", "state"]')
+    assert "emulator up" in one_line_error(invoke(tmp_path, "add"))
 
 
 def test_no_running_emulator_is_a_clear_error(tmp_path: Path) -> None:
     make_app(tmp_path)
     result = invoke(tmp_path, "hello")
-    assert result.returncode != 0
+    assert result.returncode == 1
     assert "emulator up" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
 
