@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -12,14 +13,29 @@ from typing import Any
 from runtime.errors import ConfigError
 
 
+def _settings(args: argparse.Namespace) -> Any:
+    """The process's settings (runtime/cli/discovery.py), its logging set up, and a first line saying which Redis
+    and which database it uses."""
+    from runtime.cli.discovery import command_settings
+    from runtime.logs import configure_logging
+    from runtime.redaction import redact
+
+    settings, source = command_settings(args.manifest, need_app=False)
+    configure_logging(settings)
+    logging.getLogger("runtime").info(
+        "%s uses redis %s and database %s (%s)",
+        args.command,
+        redact(settings.redis_url),
+        redact(settings.database_url),
+        source,
+    )
+    return settings
+
+
 def _runtime(args: argparse.Namespace) -> Any:
     from runtime.app.connections import Runtime
-    from runtime.logs import configure_logging
-    from runtime.settings import get_settings
 
-    settings = get_settings()
-    configure_logging(settings)
-    return Runtime.from_manifest(args.manifest, settings)
+    return Runtime.from_manifest(args.manifest, _settings(args))
 
 
 def _on_stop(callback: Callable[[], None]) -> None:
@@ -106,10 +122,11 @@ async def _worker(args: argparse.Namespace) -> None:
 async def _worker_processes(args: argparse.Namespace) -> None:
     """`--processes N`: a supervisor of N `runtime worker` children (runtime/worker/processes.py)."""
     from runtime.app.application import load_application
-    from runtime.settings import get_settings
+    from runtime.cli.discovery import command_settings
     from runtime.worker.processes import supervise
 
-    get_settings()  # a bad setting or manifest is one line now, not a child restarted over and over
+    command_settings(args.manifest, need_app=False)  # a bad setting or manifest is one line now, not a child
+    # restarted over and over
     load_application(args.manifest)
     forwarded = ["--manifest", args.manifest]
     forwarded += ["--concurrency", str(args.concurrency)] if args.concurrency is not None else []
