@@ -158,13 +158,15 @@ def _invoke_http(client: Any, web: str, spec: dict[str, Any], data: dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="emulator", description=__doc__)
+    from runtime.cli.parser import Parser, port
+
+    parser = Parser(prog="emulator", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("up", help="run the HTTP functions, a worker, the scheduler and the dashboard")
     run.add_argument("--manifest", default="manifest.yaml")
     run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8000)
-    run.add_argument("--dashboard-port", type=int, default=8081)
+    run.add_argument("--port", type=port, default=8000)
+    run.add_argument("--dashboard-port", type=port, default=8081)
     run.add_argument("--no-reload", action="store_true", help="do not reload on save")
     call = commands.add_parser("invoke", help="run a function against the running emulator")
     call.add_argument("name")

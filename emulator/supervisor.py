@@ -78,6 +78,11 @@ def bind(host: str, port: int, flag: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except OverflowError:  # a port past 65535
+        sock.close()
+        raise PortInUse(
+            f"cannot listen on port {port}: a port is a number from 0 to 65535; choose another with {flag}"
+        ) from None
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:

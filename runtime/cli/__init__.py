@@ -10,6 +10,7 @@ from typing import Any
 
 from runtime import gc_pause
 from runtime.cli.inspector import _inspect, _inspector_commands
+from runtime.cli.parser import Parser, port, positive
 from runtime.cli.processes import _dashboard, _scheduler, _web, _worker
 from runtime.cli.tools import _check, _db, _k8s, _schema
 from runtime.errors import ConfigError, ManifestError
@@ -21,7 +22,7 @@ def _fail(message: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="runtime", description=__doc__)
+    parser = Parser(prog="runtime", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -31,17 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     web = command("web", "serve the HTTP functions")
     web.add_argument("--host", default="0.0.0.0")
-    web.add_argument("--port", type=int, default=8000)
+    web.add_argument("--port", type=port, default=8000)
     worker = command("worker", "run tasks from the queue")
-    worker.add_argument("--concurrency", type=int, default=None, help="default: the manifest's defaults.concurrency")
+    worker.add_argument(
+        "--concurrency", type=positive, default=None, help="default: the manifest's defaults.concurrency"
+    )
     worker.add_argument("--queues", default=None, help="serve only these queues, e.g. critical,default (default: all)")
     worker.add_argument(
-        "--processes", type=int, default=1, help="run N worker processes under one supervisor (default: %(default)s)"
+        "--processes",
+        type=int,
+        default=1,
+        help="run N worker processes under one supervisor (default: %(default)s)",
     )
     command("scheduler", "enqueue cron functions on time (run exactly one)")
     dashboard = command("dashboard", "serve the dashboard and its JSON API")
     dashboard.add_argument("--host", default=None, help="default: 0.0.0.0 with ENV=production, else 127.0.0.1")
-    dashboard.add_argument("--port", type=int, default=8081)
+    dashboard.add_argument("--port", type=port, default=8081)
     command("check", "validate the manifest and its handlers; exit 1 listing every error")
     command("schema", "print the manifest's JSON schema (for editors)")
     k8s = command("k8s", "render Kubernetes objects from the manifest")

@@ -37,7 +37,10 @@ def command_settings(manifest: str, *, need_app: bool) -> tuple[Settings, str]:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        raise ConfigError(f"the emulator of {path.parent.parent} is not running (pid {pid} is gone); {FIX}") from None
+        raise ConfigError(
+            f"the emulator of {path.parent.parent} is not running (pid {pid} is gone); start it with `emulator up`, "
+            "or set REDIS_URL and DATABASE_URL to the app's"
+        ) from None
     except PermissionError:
         pass  # alive, another user's
     settings = get_settings().model_copy(update={"redis_url": redis_url, "database_url": database_url})

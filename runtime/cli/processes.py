@@ -100,6 +100,10 @@ async def _start_with_health(runtime: Any) -> None:
             await health.stop()
 
 
+def _queues(args: argparse.Namespace) -> list[str] | None:
+    return [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+
+
 async def _worker(args: argparse.Namespace) -> None:
     from runtime.worker.worker import Worker
 
@@ -109,8 +113,7 @@ async def _worker(args: argparse.Namespace) -> None:
         await _worker_processes(args)
         return
     runtime = _runtime(args)
-    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
-    worker = Worker(runtime, args.concurrency, queues)  # an undeclared queue is an error before connecting
+    worker = Worker(runtime, args.concurrency, _queues(args))  # an undeclared queue is an error before connecting
     await _start_with_health(runtime)
     _on_stop(worker.stop)
     try:
@@ -123,11 +126,12 @@ async def _worker_processes(args: argparse.Namespace) -> None:
     """`--processes N`: a supervisor of N `runtime worker` children (runtime/worker/processes.py)."""
     from runtime.app.application import load_application
     from runtime.cli.discovery import command_settings
+    from runtime.queue.priority import served_queues
     from runtime.worker.processes import supervise
 
-    command_settings(args.manifest, need_app=False)  # a bad setting or manifest is one line now, not a child
-    # restarted over and over
-    load_application(args.manifest)
+    # a bad setting, manifest or --queues is one line now, not a child restarted over and over
+    command_settings(args.manifest, need_app=False)
+    served_queues(load_application(args.manifest).manifest, _queues(args))
     forwarded = ["--manifest", args.manifest]
     forwarded += ["--concurrency", str(args.concurrency)] if args.concurrency is not None else []
     forwarded += ["--queues", args.queues] if args.queues else []

@@ -130,7 +130,11 @@ def k8s_command(
         sys.stdout.write(dump_yaml(objects))
         sys.stderr.write(notes)
         return 0
-    paths = write_kustomize(objects, Path(out))
+    try:
+        paths = write_kustomize(objects, Path(out))
+    except OSError as exc:
+        print(f"error: cannot write the kustomize folder {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     sys.stdout.write(notes + "\nWrote:\n" + "".join(f"  {path}\n" for path in paths))
     sys.stdout.write(f"Apply with: kubectl apply -k {out}\n")
     return 0

@@ -11,8 +11,23 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+from runtime.errors import ConfigError
 
 PAUSED_CHECK = 1.0  # seconds a worker trusts what it last read of the paused flags
+
+
+def served_queues(manifest: Any, queues: list[str] | None) -> list[str]:
+    """The queues a worker serves: those given (`--queues`), all declared ones by default; ConfigError for one the
+    manifest does not declare."""
+    declared = list(manifest.queue_names())
+    unknown = [q for q in queues or [] if q not in declared]
+    if unknown:
+        raise ConfigError(
+            f"--queues names {', '.join(unknown)}, not declared in the manifest; its queues: {', '.join(declared)}"
+        )
+    return list(queues or declared)
 
 
 class QueueOrder:

@@ -29,13 +29,13 @@ from redis.exceptions import RedisError
 from runtime import gc_pause
 from runtime.app.connections import Runtime
 from runtime.app.manifest import format_duration
-from runtime.errors import ConfigError, WorkerDied
+from runtime.errors import WorkerDied
 from runtime.ops import presence
 from runtime.ops.health import HealthServer, Heartbeat, dependencies
 from runtime.queue.broker import CANCELLED, PAUSED, Delivery
 from runtime.queue.leases import LeaseKeeper
 from runtime.queue.messages import InvalidMessage, decode
-from runtime.queue.priority import QueueOrder
+from runtime.queue.priority import QueueOrder, served_queues
 from runtime.worker.attempts import Attempts, call
 from runtime.worker.cancellation import Cancellations
 from runtime.worker.commits import Commits
@@ -58,13 +58,7 @@ class Worker:
         self.concurrency = concurrency or manifest.defaults.concurrency
         self.prefetch = self.concurrency * PREFETCH_FACTOR  # running + read ahead
         self.lease = runtime.settings.lease_seconds
-        declared = manifest.queue_names()
-        unknown = [q for q in queues or [] if q not in declared]
-        if unknown:
-            raise ConfigError(
-                f"--queues names {', '.join(unknown)}, not declared in the manifest; its queues: {', '.join(declared)}"
-            )
-        self.queues = list(queues or declared)
+        self.queues = served_queues(manifest, queues)
         self.order = QueueOrder(
             self.queues, manifest.queue_weights(), manifest.priority == "strict", self.broker.paused
         )
