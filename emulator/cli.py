@@ -46,8 +46,13 @@ def _boot_redis(manifest: Path) -> EmbeddedRedis | None:
 
 
 def up(args: argparse.Namespace) -> int:
+    from emulator.data_dir import running_emulator
     from runtime import gc_pause
 
+    root = Path(args.manifest).resolve().parent
+    if (other := running_emulator(root)) is not None:  # a second one would share its Redis data and state
+        print(f"error: an emulator already runs in {root} ({other}); stop it first, or use that one", file=sys.stderr)
+        return 1
     gc_pause.pause()  # back on once ready; a forked child turns its own on when it reports (child._report)
     redis = _boot_redis(Path(args.manifest))
     from emulator.supervisor import Emulator

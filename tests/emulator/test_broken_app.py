@@ -80,3 +80,12 @@ def test_replay_refuses_in_one_line_while_the_app_fails_to_load(broken: tuple[Em
     emulator, _, line = broken
     error = assert_one_line_error(run("runtime", emulator.app, "runs", "replay", "--failed"))
     assert "cannot replay while the app fails to load" in error and f"app_mod.py, line {line}" in error, error
+
+
+def test_a_second_emulator_in_the_same_folder_refuses_in_one_line(broken: tuple[Emulator, str, int]) -> None:
+    """It started, on other ports, over the first one's Redis data and state.json."""
+    emulator, _, _ = broken
+    args = ["up", "--port", str(free_port()), "--dashboard-port", str(free_port())]
+    error = assert_one_line_error(run("emulator", emulator.app, *args))
+    assert "an emulator already runs in" in error and emulator.dashboard in error, error
+    assert emulator.state()["dashboard"] == emulator.dashboard
