@@ -37,6 +37,12 @@ def _where(path: str, root: Path) -> str:
         return path
 
 
+def _is_own(path: str, root: Path) -> bool:
+    """A file of the app: under the manifest's folder, not in a virtualenv or site-packages there."""
+    resolved = Path(path).resolve()
+    return resolved.is_relative_to(root) and not {"site-packages", ".venv", "venv"} & set(resolved.parts)
+
+
 def _failed_import(module_name: str, exc: BaseException, root: Path) -> Problem:
     """One problem for a module that raised while imported, at the line that raised: the import machinery's own
     frames (`<frozen importlib._bootstrap>`, importlib/__init__.py) say nothing to the user and are left out."""
@@ -54,7 +60,10 @@ def _failed_import(module_name: str, exc: BaseException, root: Path) -> Problem:
             what = f"importing '{module_name}' called sys.exit({exc.code!r}); a module must not exit when imported"
         else:
             what = " ".join("".join(traceback.format_exception_only(exc)).split())
-        file, line, callers = _where(frames[-1].filename, root), frames[-1].lineno, frames[:-1]
+        # the line in the app's own code, when the error was raised inside a library it called
+        own = [i for i, f in enumerate(frames) if _is_own(f.filename, root)]
+        at = own[-1] if own else len(frames) - 1
+        file, line, callers = _where(frames[at].filename, root), frames[at].lineno, frames[:at]
     else:
         return Problem(module_name, None, None, " ".join("".join(traceback.format_exception_only(exc)).split()))
     chain = ", ".join(f"{_where(f.filename, root)}, line {f.lineno}" for f in reversed(callers))

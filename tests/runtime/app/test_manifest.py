@@ -216,6 +216,16 @@ def test_an_error_raised_while_importing_names_the_line_that_raised_and_who_impo
     ]
 
 
+def test_an_error_raised_in_a_library_names_the_apps_line_that_called_it(tmp_path):
+    module = f"mod_{uuid.uuid4().hex[:8]}"
+    source = "import json\nfrom runtime import task\n\nSETTINGS = json.loads('{not json')\n"
+    write_app(tmp_path, f"app: x\nfunctions:\n  f: {{handler: '{module}:f', task: {{}}}}\n", {f"{module}.py": source})
+    with pytest.raises(ManifestError) as info:
+        load_application(tmp_path / "manifest.yaml")
+    [problem] = [str(p) for p in info.value.problems]
+    assert problem.startswith(f"{module}.py, line 4: json.decoder.JSONDecodeError: Expecting property name"), problem
+
+
 def test_runtime_check_lists_every_error_and_exits_1(tmp_path):
     manifest, _ = broken_app(tmp_path)
     result = subprocess.run(
