@@ -34,12 +34,13 @@ async def _inspect(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.ERROR, format="%(message)s")  # progress lines are not for this face
     settings = _inspector_settings(args.manifest)
-    if args.inspector == "runs replay":  # a replay checks the arguments against the functions: it imports them
+    if args.inspector in ("runs replay", "events send"):  # they check arguments against the functions: import them
         try:
             app = load_application(args.manifest)
         except ManifestError as exc:
             first = str(exc).splitlines()[-1 if len(exc.problems) == 1 else 1].strip().removeprefix("- ")
-            raise ConfigError(f"cannot replay while the app fails to load ({first}); fix it and replay") from None
+            what = "replay" if args.inspector == "runs replay" else "send events"
+            raise ConfigError(f"cannot {what} while the app fails to load ({first}); fix it and {what}") from None
     else:  # Redis and the database are enough: these work while the app's code is broken
         app = load_declarations(args.manifest)
     runtime = Runtime(app, settings)
