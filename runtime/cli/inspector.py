@@ -231,11 +231,11 @@ async def _queues_list(runtime: Any, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(stats)
         return 0
-    header = ("queue", "waiting", "running", "scheduled", "retrying", "dead", "paused", "succeeded 1h", "failed 1h")
-    rows: list[tuple[str, ...]] = [header]
+    finals = ("succeeded", "failed", "cancelled")
+    rows: list[tuple[str, ...]] = [("queue", *operations.QUEUE_STATES, "paused", *(f"{s} 1h" for s in finals))]
     for name, row in stats.items():
-        counts = [str(row[k]) for k in ("waiting", "running", "scheduled", "retrying", "dead")]
-        finished = [str(row["succeeded_last_hour"]), str(row["failed_last_hour"])]
+        counts = [str(row[state]) for state in operations.QUEUE_STATES]
+        finished = [str(row[f"{status}_last_hour"]) for status in finals]
         rows.append((name, *counts, "yes" if row["paused"] else "no", *finished))
     print(_table(rows))
     return 0

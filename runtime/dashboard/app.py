@@ -16,7 +16,7 @@ GET  /api/app                                     the app's name, for the page's
 GET  /api/functions                               the manifest's functions, effective settings; a task's
                                                   `arguments` is the JSON schema of its parameters
 POST /api/functions/{name}/runs                   enqueue a task (JSON body: its arguments)
-GET  /api/stats                                   counts per function and status, queue depths
+GET  /api/stats                                   runs per status and per function and status, queue depths
 GET  /metrics                                     Prometheus text (runtime/ops/metrics.py); needs the token too
 GET  /api/workers                                 live workers (runtime/ops/presence.py), each with `runs`,
                                                   the runs it holds now
@@ -58,7 +58,7 @@ from runtime.dashboard.run_counts import RunCounts
 from runtime.errors import ArgumentsError, ConfigError
 from runtime.ops import operations, presence
 from runtime.ops.metrics import HttpMetrics, dead_letter_threshold, metrics_route
-from runtime.store.models import Run
+from runtime.store.models import STATUSES, Run
 from runtime.web.app import _http_error, health_routes
 
 MIN_TOKEN_LENGTH = 16
@@ -245,40 +245,25 @@ def create_dashboard_app(
         return RedactedJSONResponse(Run.model_validate(run).public(), status_code=202)
 
     async def stats(request: Request) -> Response:
-        queues: dict[str, dict[str, int]] = {}
-        consumers: dict[str, int] = {}
-        for name in runtime.app.manifest.queue_names():
-            qk = keys.queue(name)
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.xlen(qk.stream)
-                pipe.xpending(qk.stream, keys.group)
-                pipe.zcard(qk.delayed)
-                pipe.exists(qk.paused)
-                length, pending, delayed, paused = await pipe.execute()
-            in_flight = int(pending["pending"]) if isinstance(pending, dict) else 0
-            for consumer in (pending or {}).get("consumers", []):
-                consumers[_text(consumer["name"])] = consumers.get(_text(consumer["name"]), 0) + int(
-                    consumer["pending"]
-                )
-            queues[name] = {
-                "waiting": max(0, int(length) - in_flight),
-                "in_flight": in_flight,
-                "delayed": int(delayed),
-                "paused": int(paused),
-            }
-        dead = int(await redis.zcard(keys.dead))
+        queues = await operations.queue_stats(runtime)  # the numbers of GET /api/queues and `runtime queues`
+        dead = sum(row["dead"] for row in queues.values())
         threshold = dead_letter_threshold(runtime)
         alert = {"threshold": threshold, "count": dead, "over": threshold is not None and dead > threshold}
-        total = {state: sum(q[state] for q in queues.values()) for state in ("waiting", "in_flight", "delayed")}
         runs, age = await counts.get()
+        statuses = dict.fromkeys(STATUSES, 0)  # every status, so a page lists each (cancelled too)
+        for per_status in runs.values():
+            for status, n in per_status.items():
+                statuses[status] = statuses.get(status, 0) + n
+        busy = await operations.running_per_worker(runtime)
         return RedactedJSONResponse(
             {
                 "app": runtime.app.name,
-                "queue": total | {"dead": dead},
+                "queue": {state: sum(row[state] for row in queues.values()) for state in operations.QUEUE_STATES},
                 "queues": queues,
+                "statuses": statuses,
                 "runs": runs,
                 "runs_age_seconds": round(age, 1),
-                "consumers": [{"name": name, "pending": n} for name, n in consumers.items()],
+                "workers_running": [{"name": name, "running": n} for name, n in sorted(busy.items())],
                 "dead_letter_alert": alert,
             }
         )

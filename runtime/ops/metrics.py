@@ -119,11 +119,13 @@ def _queue_of(raw: bytes) -> tuple[str, bool]:
 
 
 async def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
-    """{queue: {state: count}} for every state in STATES, read from Redis in one round trip.
+    """{queue: {state: count}} for every state in STATES, read from Redis in one round trip per queue.
 
-    waiting = stream entries no worker holds; running = held (pending in the group); scheduled and retrying
-    = the delayed set, split by the message's attempt (a retry's backoff has attempt > 1); dead = the
-    queue's dead-letter set. Beyond MAX_DELAYED_READ delayed messages the rest is counted as scheduled.
+    running = entries whose task is executing (a worker's start mark, `QueueKeys.started`); waiting = the
+    rest of the stream, whether no worker read it yet, a worker holds it read ahead, or a worker handed it
+    back (as it does from a paused queue): none of those runs. scheduled and retrying = the delayed set, split
+    by the message's attempt (a retry's backoff has attempt > 1); dead = the queue's dead-letter set. Beyond
+    MAX_DELAYED_READ delayed messages the rest is counted as scheduled.
     """
     keys = runtime.keys
     manifest = runtime.app.manifest
@@ -132,19 +134,14 @@ async def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
         qk = keys.queue(queue)
         async with runtime.broker.redis.pipeline(transaction=False) as pipe:
             pipe.xlen(qk.stream)
-            pipe.xpending(qk.stream, keys.group)
+            pipe.hlen(qk.started)
             pipe.zcard(qk.delayed)
             pipe.zrange(qk.delayed, 0, MAX_DELAYED_READ - 1)
             pipe.zcard(qk.dead)
-            length, pending, delayed_count, delayed, dead = await pipe.execute(raise_on_error=False)
-        if isinstance(pending, Exception):  # no consumer group yet: no worker ever started, nothing held
-            pending = {"pending": 0}
-        for value in (length, delayed_count, delayed, dead):
-            if isinstance(value, Exception):
-                raise value
-        running = int(pending["pending"]) if isinstance(pending, dict) else 0
+            length, started, delayed_count, delayed, dead = await pipe.execute()
+        running = min(int(started), int(length))
         row = depths[queue] = dict.fromkeys(STATES, 0)
-        row.update(waiting=max(0, int(length) - running), running=running, dead=int(dead))
+        row.update(waiting=int(length) - running, running=running, dead=int(dead))
         for raw in delayed:
             row["retrying" if _queue_of(raw)[1] else "scheduled"] += 1
         row["scheduled"] += max(0, int(delayed_count) - len(delayed))

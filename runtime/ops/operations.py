@@ -13,17 +13,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from runtime.errors import ArgumentsError
+from runtime.ops import metrics
 from runtime.ops.metrics import queue_depths
-from runtime.store.models import STATUSES, Run, utcnow
+from runtime.store.models import FINAL, STATUSES, Run, utcnow
 from runtime.store.runs import PRUNE_CHUNK
 
 if TYPE_CHECKING:
     from runtime.app.connections import Runtime
 
 Progress = Callable[[int, int], None]  # (done, total), called as a bulk operation advances
+QUEUE_STATES = metrics.STATES  # a queue's depths, named once: waiting, running, scheduled, retrying, dead
 REPLAY_CONCURRENCY = 16  # replays in flight at once: Redis and the database overlap, neither is flooded
-QUEUE_STATES = ("waiting", "running", "scheduled", "retrying", "dead")
 
 
 @dataclass(frozen=True)
@@ -200,9 +203,9 @@ async def cancel(runtime: Runtime, ids: list[str]) -> Outcome:
 
 
 async def queue_stats(runtime: Runtime) -> dict[str, dict[str, Any]]:
-    """Per declared queue: waiting, running, scheduled, retrying, dead (its own dead letters; those from
-    before queues had their own lists are shown on the default queue), paused, and the runs that
-    succeeded / failed in the last hour."""
+    """Per declared queue: waiting, running, scheduled, retrying, dead (`queue_depths`; its own dead letters,
+    those from before queues had their own lists shown on the default queue), paused, and the runs that
+    succeeded / failed / were cancelled in the last hour (`<status>_last_hour`)."""
     depths = await queue_depths(runtime)
     names = runtime.app.manifest.queue_names()
     paused = await runtime.broker.paused()
@@ -211,10 +214,24 @@ async def queue_stats(runtime: Runtime) -> dict[str, dict[str, Any]]:
     for name in names:
         row: dict[str, Any] = {state: depths.get(name, {}).get(state, 0) for state in QUEUE_STATES}
         row["paused"] = name in paused
-        row["succeeded_last_hour"] = finished.get(name, {}).get("succeeded", 0)
-        row["failed_last_hour"] = finished.get(name, {}).get("failed", 0)
+        for status in FINAL:
+            row[f"{status}_last_hour"] = finished.get(name, {}).get(status, 0)
         out[name] = row
     return out
+
+
+async def running_per_worker(runtime: Runtime) -> dict[str, int]:
+    """{worker name: tasks it is executing}, from the start marks `queue_depths` counts as running (a task a
+    worker only read ahead, or handed back, is not counted)."""
+    running: dict[str, int] = {}
+    for name in runtime.app.manifest.queue_names():
+        for mark in await runtime.broker.redis.hvals(runtime.keys.queue(name).started):
+            try:
+                worker = str(orjson.loads(mark)["worker"])
+            except (orjson.JSONDecodeError, TypeError, KeyError):
+                worker = "unknown"
+            running[worker] = running.get(worker, 0) + 1
+    return running
 
 
 async def pause(runtime: Runtime, queue: str) -> None:

@@ -297,7 +297,7 @@ async def test_enqueue_with_a_delay_is_scheduled(dash: Dashboard) -> None:
     assert response.status_code == 202
     assert response.json()["status"] == "scheduled" and response.json()["scheduled_for"]
     stats = (await dash.client.get("/api/stats")).json()
-    assert stats["queue"]["delayed"] == 1
+    assert stats["queue"]["scheduled"] == 1
 
 
 async def test_enqueue_errors(dash: Dashboard) -> None:
@@ -357,21 +357,25 @@ async def test_app_name_for_every_view_and_the_favicon(locked: Dashboard) -> Non
 
 async def test_stats(dash: Dashboard, spawn: Callable[..., Process]) -> None:
     empty = (await dash.client.get("/api/stats")).json()
+    idle = {"waiting": 0, "running": 0, "scheduled": 0, "retrying": 0, "dead": 0}
+    finished = {"succeeded_last_hour": 0, "failed_last_hour": 0, "cancelled_last_hour": 0}
     assert empty == {
         "app": "dash-test",
-        "queue": {"waiting": 0, "in_flight": 0, "delayed": 0, "dead": 0},
-        "queues": {"default": {"waiting": 0, "in_flight": 0, "delayed": 0, "paused": 0}},
+        "queue": idle,
+        "queues": {"default": idle | {"paused": False} | finished},  # as GET /api/queues
+        "statuses": dict.fromkeys(STATUSES, 0),
         "runs": {},
         "runs_age_seconds": 0.0,  # counted for this call (a big store answers its last count, with its age)
-        "consumers": [],
+        "workers_running": [],
         "dead_letter_alert": {"threshold": None, "count": 0, "over": False},
     }
 
     await dash.enqueue("add", a=1, b=2)
     await dash.enqueue("add", a=3, b=4)
     stats = (await dash.client.get("/api/stats")).json()
-    assert stats["queue"] == {"waiting": 2, "in_flight": 0, "delayed": 0, "dead": 0}
+    assert stats["queue"] == idle | {"waiting": 2}
     assert stats["runs"] == {"add": {"queued": 2}}
+    assert stats["statuses"] == dict.fromkeys(STATUSES, 0) | {"queued": 2}
 
     run_id = await failed_run(dash, spawn)
     await dash.runtime.wait(run_id)
@@ -379,7 +383,20 @@ async def test_stats(dash: Dashboard, spawn: Callable[..., Process]) -> None:
     assert stats["queue"]["dead"] == 1
     assert stats["runs"]["boom"] == {"failed": 1}
     assert set(stats["runs"]["add"]) <= set(STATUSES)
-    assert stats["consumers"] == []  # only consumers with tasks in flight are listed
+    assert stats["workers_running"] == []  # only workers executing a task are listed
+    assert stats["queues"] == (await dash.client.get("/api/queues")).json()
+
+
+async def test_cancelled_runs_are_counted_overall_per_function_and_per_queue(dash: Dashboard) -> None:
+    add = dash.runtime.app.tasks["add"]
+    [run_id] = await dash.runtime.enqueue(add, [{"a": 1, "b": 1}], delay=60)
+    await dash.runtime.enqueue(add, [{"a": 2, "b": 2}], delay=60)
+    assert (await dash.client.post(f"/api/runs/{run_id}/cancel")).status_code == 200
+    stats = (await dash.client.get("/api/stats")).json()
+    assert stats["statuses"] == dict.fromkeys(STATUSES, 0) | {"scheduled": 1, "cancelled": 1}
+    assert stats["runs"] == {"add": {"scheduled": 1, "cancelled": 1}}
+    queues = (await dash.client.get("/api/queues")).json()
+    assert queues["default"]["cancelled_last_hour"] == 1
 
 
 # --- DASHBOARD_TOKEN ----------------------------------------------------------------------------------

@@ -242,7 +242,10 @@ async def test_queues_shows_depths_and_pause_resume(app: App) -> None:
     )
     table = app.cli("queues")
     assert table.returncode == 0, table.stderr
-    assert table.stdout.splitlines()[0].split()[:3] == ["queue", "waiting", "running"]
+    assert table.stdout.splitlines()[0].split() == [
+        *("queue", "waiting", "running", "scheduled", "retrying", "dead", "paused"),
+        *("succeeded", "1h", "failed", "1h", "cancelled", "1h"),
+    ]
     stats = json.loads(app.cli("queues", "--json").stdout)
     assert list(stats) == ["critical", "default"]
     assert stats["critical"] | {"waiting": 1, "paused": False, "failed_last_hour": 1} == stats["critical"]

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from runtime import Runtime
 from runtime.ops.metrics import render
+from runtime.queue.broker import STARTED
 from runtime.settings import Settings
 from tests.conftest import free_port, wait_for_port, write_app
 
@@ -200,13 +201,14 @@ async def test_queue_depths_with_a_backlog_and_no_worker(spawn, app, env, rt):
     retry = rt.message("flaky", "retry-1", {}, attempt=2)
     await rt.broker.kick_many([retry], delay=600)
     await rt.broker.ensure_groups()
-    taken = await rt.broker.read(["default"], 2, block_ms=None)  # held by a worker that is not there: running
+    taken = await rt.broker.read(["default"], 2, block_ms=None)  # read by a worker, not started: waiting
     assert len(taken) == 2
+    assert await rt.broker.mark_started(taken[0], "run-1", b"{}") == STARTED  # started: running
     await rt.broker.redis.zadd(rt.keys.dead, {"dead-1": time.time()})
 
     port = start(spawn, app, env, "web", ready="Uvicorn running")
     samples = scrape(port)
-    assert queue_depths(samples) == {"waiting": 3, "running": 2, "scheduled": 2, "retrying": 1, "dead": 1}
+    assert queue_depths(samples) == {"waiting": 4, "running": 1, "scheduled": 2, "retrying": 1, "dead": 1}
     assert value(samples, "firstsip_dead_letters") == 1
 
 

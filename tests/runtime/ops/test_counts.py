@@ -1,0 +1,142 @@
+"""Counts that tell the truth, with a real `runtime worker`: the same queue depths in `runtime queues`,
+`GET /api/queues`, `GET /api/stats` and `/metrics`, where `running` means a task is executing (a stream entry
+a worker read and handed back, as it does from a paused queue, is `waiting`); cancelled runs in the
+counts; one time format in every JSON answer; and the `unique` window as the contract words it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from runtime import Runtime
+from runtime.dashboard.app import create_dashboard_app
+from runtime.ops import operations
+from runtime.ops.metrics import render
+from runtime.settings import Settings
+from tests.conftest import write_app
+from tests.runtime.workers import MARK, events, start_worker, wait_until, worker_env
+
+MODULE = f"counts_{uuid.uuid4().hex[:8]}"
+
+SOURCE = (
+    MARK
+    + """
+import asyncio
+from runtime import task
+
+@task
+async def work(n: int) -> int:
+    mark(fn="work", n=n)
+    return n
+
+@task
+async def nap(seconds: float) -> None:
+    mark(fn="nap", phase="start")
+    await asyncio.sleep(seconds)
+"""
+)
+
+MANIFEST = f"""
+app: counts-test
+defaults: {{retries: 0, concurrency: 1}}
+functions:
+  work: {{handler: "{MODULE}:work", task: {{}}}}
+  nap: {{handler: "{MODULE}:nap", task: {{}}}}
+"""
+
+STATES = ("waiting", "running", "scheduled", "retrying", "dead")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_app(tmp_path_factory.mktemp("counts"), MANIFEST, {f"{MODULE}.py": SOURCE})
+
+
+@pytest.fixture
+def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    return worker_env(redis_url, tmp_path, SHUTDOWN_TIMEOUT="5", LOG_LEVEL="info")
+
+
+@pytest.fixture
+async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
+    os.environ["TEST_LOG"] = env["TEST_LOG"]
+    runtime = Runtime.from_manifest(app, Settings(redis_url=env["REDIS_URL"], database_url=env["DATABASE_URL"]))
+    await runtime.start()
+    yield runtime
+    await runtime.stop()
+
+
+@pytest.fixture
+async def api(rt: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_dashboard_app(rt))
+    async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as client:
+        yield client
+
+
+def cli(app: Path, env: dict[str, str], *args: str) -> Any:
+    """`runtime ARGS --json`, as a user runs it, parsed."""
+    command = [sys.executable, "-m", "runtime.cli", *args, "--manifest", str(app), "--json"]
+    done = subprocess.run(command, env=os.environ | env, capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(done.stdout)
+
+
+async def depths_everywhere(rt: Runtime, api: httpx.AsyncClient, app: Path, env: dict[str, str]) -> list[Any]:
+    """The default queue's depths as each face shows them: `runtime queues --json`, /api/queues, /api/stats
+    (its queue and its totals) and /metrics."""
+    queues = cli(app, env, "queues")["default"]
+    from_api = (await api.get("/api/queues")).json()["default"]
+    stats = (await api.get("/api/stats")).json()
+    text = (await render(rt))[0].decode()
+    gauges = {
+        sample.labels["state"]: int(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "firstsip_queue_depth" and sample.labels["queue"] == "default"
+    }
+    return [
+        {state: queues[state] for state in STATES},
+        {state: from_api[state] for state in STATES},
+        {state: stats["queues"]["default"][state] for state in STATES},
+        {state: stats["queue"][state] for state in STATES},
+        gauges,
+    ]
+
+
+async def test_a_paused_queue_counts_what_a_worker_handed_back_as_waiting_and_running_as_executing(
+    spawn, app, env, rt, api
+) -> None:
+    start_worker(spawn, app, env)
+    nap = await rt.app.tasks["nap"].enqueue(seconds=4)
+    await wait_until(lambda: len(events(env, "nap")) == 1, 20, "the nap to start")
+    await operations.pause(rt, "default")
+    ids = await rt.app.tasks["work"].enqueue_many([{"n": n} for n in range(6)])
+    await asyncio.sleep(2.5)  # the worker reads ahead behind its busy runner, then hands what it read back
+    expected = {"waiting": 6, "running": 1, "scheduled": 0, "retrying": 0, "dead": 0}
+    assert await depths_everywhere(rt, api, app, env) == [expected] * 5
+
+    assert (await rt.wait(nap, timeout=20)).status == "succeeded"
+    await asyncio.sleep(1.0)
+    expected = {"waiting": 6, "running": 0, "scheduled": 0, "retrying": 0, "dead": 0}
+    assert await depths_everywhere(rt, api, app, env) == [expected] * 5
+    assert events(env, "work") == []
+    assert {(await rt.store.get(run_id)).status for run_id in ids} == {"queued"}  # type: ignore[union-attr]
+    listed = cli(app, env, "runs", "--function", "work")
+    assert [run["status"] for run in listed] == ["queued"] * 6
+
+    await operations.resume(rt, "default")
+    for run_id in ids:
+        assert (await rt.wait(run_id, timeout=20)).status == "succeeded"
+    expected = {"waiting": 0, "running": 0, "scheduled": 0, "retrying": 0, "dead": 0}
+    await asyncio.sleep(0.5)
+    assert await depths_everywhere(rt, api, app, env) == [expected] * 5
