@@ -117,7 +117,7 @@ async def test_a_paused_queue_counts_what_a_worker_handed_back_as_waiting_and_ru
     spawn, app, env, rt, api
 ) -> None:
     start_worker(spawn, app, env)
-    nap = await rt.app.tasks["nap"].enqueue(seconds=4)
+    nap = await rt.app.tasks["nap"].enqueue(seconds=10)
     await wait_until(lambda: len(events(env, "nap")) == 1, 20, "the nap to start")
     await operations.pause(rt, "default")
     ids = await rt.app.tasks["work"].enqueue_many([{"n": n} for n in range(6)])
