@@ -66,6 +66,10 @@ def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
 
 
+def _took(ms: float) -> str:
+    return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+
+
 def _one_line(text: str | None, width: int = 60) -> str:
     line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
     return line if len(line) <= width else line[: width - 1] + "…"
@@ -132,6 +136,7 @@ async def _runs_list(runtime: Any, args: argparse.Namespace) -> int:
 async def _runs_show(runtime: Any, args: argparse.Namespace) -> int:
     from runtime.ops import operations
     from runtime.redaction import redact
+    from runtime.store.models import from_timestamp
 
     run = await operations.show_run(runtime, args.id)
     if args.json:
@@ -141,7 +146,7 @@ async def _runs_show(runtime: Any, args: argparse.Namespace) -> int:
         f"run        {run.id}",
         f"function   {run.function} (queue {run.queue})",
         f"status     {run.status}, {run.attempts} of at most {run.max_attempts} attempt(s)",
-        f"enqueued   {_when(run.enqueued_at)}",
+        f"enqueued   {_when(run.enqueued_at)} (UTC)",
     ]
     for label, value in (
         ("scheduled", run.scheduled_for),
@@ -151,15 +156,23 @@ async def _runs_show(runtime: Any, args: argparse.Namespace) -> int:
     ):
         if value is not None:
             lines.append(f"{label:<10} {_when(value)}")
+    for label, ms in (("duration", run.duration_ms()), ("in attempts", run.time_in_attempts_ms())):
+        if ms is not None:
+            lines.append(f"{label:<10} {_took(ms)}")
     for label, text in (("replay of", run.replay_of), ("key", run.idempotency_key), ("trace", run.trace_id)):
         if text:
             lines.append(f"{label:<10} {text}")
     lines.append(f"arguments  {json.dumps(run.arguments, default=str)}")
     for entry in run.history:
         took = entry.get("duration_ms")
-        took_text = f" ({took:.0f} ms)" if isinstance(took, int | float) else ""
+        took_text = f" ({_took(took)})" if isinstance(took, int | float) else ""
         error = entry.get("error")
         lines.append(f"attempt {entry.get('attempt', '?')}{took_text}: {'error: ' + str(error) if error else 'ok'}")
+        started = entry.get("started_at")
+        when = f"started {_when(from_timestamp(started))}" if isinstance(started, int | float) else ""
+        worker = f"on {entry['worker']} ({entry.get('host')}, pid {entry.get('pid')})" if entry.get("worker") else ""
+        if when or worker:
+            lines.append(f"    {' '.join(part for part in (when, worker) if part)}")
         trace = entry.get("traceback")
         if trace:
             lines += ["    " + line for line in str(trace).rstrip().splitlines()]

@@ -58,7 +58,7 @@ from runtime.dashboard.run_counts import RunCounts
 from runtime.errors import ArgumentsError, ConfigError
 from runtime.ops import operations, presence
 from runtime.ops.metrics import HttpMetrics, dead_letter_threshold, metrics_route
-from runtime.store.models import STATUSES, Run
+from runtime.store.models import STATUSES, Run, iso
 from runtime.web.app import _http_error, health_routes
 
 MIN_TOKEN_LENGTH = 16
@@ -73,7 +73,7 @@ def _next_fire(schedule: str, now: datetime) -> str | None:
         fire = croniter(schedule, now).get_next(datetime)
     except (ValueError, KeyError):
         return None
-    return f"{fire.isoformat(timespec='seconds')}Z"
+    return iso(fire)
 
 
 def _selection(spec: Any) -> tuple[list[str] | None, operations.RunFilter | None] | str:
@@ -272,8 +272,13 @@ def create_dashboard_app(
 
     async def workers(request: Request) -> Response:
         running = await live_state.running_by_worker(runtime)
-        live = await presence.workers(runtime)
-        return RedactedJSONResponse([worker | {"runs": running.get(str(worker.get("name")), [])} for worker in live])
+        live = await presence.workers(runtime)  # its times are Unix seconds; the API's are iso()
+        return RedactedJSONResponse(
+            [
+                w | {key: iso(w.get(key)) for key in ("heartbeat", "started")} | {"runs": running.get(str(w.get("name")), [])}
+                for w in live
+            ]
+        )
 
     async def throughput(request: Request) -> Response:
         return RedactedJSONResponse(await store.throughput(60))

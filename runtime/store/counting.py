@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from runtime.store.models import DATABASE_ERRORS, FINAL, Run, RunCount, utcnow
+from runtime.store.models import DATABASE_ERRORS, FINAL, Run, RunCount, iso, utcnow
 
 logger = logging.getLogger("runtime.runs")
 
@@ -126,7 +126,7 @@ class RunCounting:
 
     async def throughput(self, minutes: int = 60, now: datetime | None = None) -> builtins.list[dict[str, Any]]:
         """Runs finished per minute over the last `minutes` (oldest first, every minute present):
-        [{"minute": "2026-01-01T10:04:00Z", "succeeded": n, "failed": n, "cancelled": n}]. Counted from
+        [{"minute": "2026-01-01T10:04:00.000000+00:00", "succeeded": n, "failed": n, "cancelled": n}]. Counted from
         `finished_at`."""
         table = Run.__table__  # type: ignore[attr-defined]
         end = (now or utcnow()).replace(second=0, microsecond=0)
@@ -140,7 +140,7 @@ class RunCounting:
                 bucket = buckets.get(finished_at.replace(second=0, microsecond=0))
                 if bucket is not None and status in bucket:  # final statuses only, as before
                     bucket[status] += 1
-        return [{"minute": minute.isoformat() + "Z", **counts} for minute, counts in buckets.items()]
+        return [{"minute": iso(minute), **counts} for minute, counts in buckets.items()]
 
     async def finished_counts(self, since: datetime) -> dict[str, dict[str, int]]:
         """Runs that finished at or after `since`, per queue and status: {queue: {status: n}}."""

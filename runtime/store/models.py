@@ -39,6 +39,18 @@ def from_timestamp(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
 
 
+def iso(value: datetime | float | None) -> str | None:
+    """A time as every JSON answer shows it: ISO 8601 with microseconds and the UTC offset,
+    `2026-12-06T22:10:00.123456+00:00`. Takes a datetime (naive ones are UTC) or Unix seconds."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    else:
+        moment = datetime.fromtimestamp(float(value), UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 def to_jsonable(value: Any) -> Any:
     """A task's return value as JSON-able data (pydantic models dumped; the rest by repr)."""
     if isinstance(value, BaseModel):
@@ -89,13 +101,35 @@ class Run(SQLModel, table=True):
     # schema revision 0005: what a `waiting` run waits for ("sleep 'cool-off' until 2026-12-07T06:00:00Z")
     waiting_for: str | None = Field(default=None, sa_column=Column(Text))
 
+    def duration_ms(self) -> float | None:
+        """The run's duration: from its first attempt's start to its end (retry backoffs included); None
+        until it has both."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return round((self.finished_at - self.started_at).total_seconds() * 1000, 2)
+
+    def time_in_attempts_ms(self) -> float | None:
+        """The time its attempts ran, summed (backoffs left out); None before an attempt ended."""
+        took = [entry["duration_ms"] for entry in self.history if isinstance(entry.get("duration_ms"), int | float)]
+        return round(sum(took), 2) if took else None
+
     def public(self) -> dict[str, Any]:
-        """The run as the API shows it: `id` first, times in ISO 8601 UTC."""
+        """The run as the API and `--json` show it: `id` first, every time (its attempts' too) as `iso()`,
+        and its `duration_ms` and `time_in_attempts_ms`."""
         data = self.model_dump(exclude={"version"})
         for key, value in data.items():
             if isinstance(value, datetime):
-                data[key] = value.isoformat(timespec="milliseconds") + "Z"
+                data[key] = iso(value)
+        data["history"] = [_public_attempt(entry) for entry in self.history]
+        data["duration_ms"] = self.duration_ms()
+        data["time_in_attempts_ms"] = self.time_in_attempts_ms()
         return {"id": data.pop("id"), **data}
+
+
+def _public_attempt(entry: dict[str, Any]) -> dict[str, Any]:
+    """A `history[]` entry as the API shows it: its start (Unix seconds in the store) as `iso()`."""
+    started = entry.get("started_at")
+    return entry | {"started_at": iso(started)} if isinstance(started, int | float) else entry
 
 
 class RunArguments(SQLModel, table=True):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -53,6 +55,25 @@ def overriding(middlewares: list[TaskiqMiddleware], hook: str) -> list[Callable[
     return [getattr(m, hook) for m in middlewares if getattr(type(m), hook) is not base]
 
 
+def identity(name: str) -> dict[str, Any]:
+    """Who runs an attempt, as its start mark and its `history[]` entry say: the worker (its consumer name, as
+    the workers view lists it), its host and its pid."""
+    return {"worker": name, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def attempt(labels: dict[str, Any], duration: float | None, **outcome: Any) -> dict[str, Any]:
+    """One `history[]` entry: the attempt, when it started, how long it ran, the worker that ran it (from
+    its start mark: a dead worker's, for an attempt that died with it) and how it ended."""
+    ran_on = labels.get("ran_on") or {}
+    return {
+        "attempt": labels["attempt"],
+        "started_at": labels["started_at"],
+        "duration_ms": None if duration is None else round(duration * 1000, 2),
+        **{key: ran_on.get(key) for key in ("worker", "host", "pid")},
+        **outcome,
+    }
+
+
 class Attempts:
     def __init__(
         self,
@@ -95,15 +116,10 @@ class Attempts:
         labels["outcome"] = "cancelled"
         if duration is not None:
             labels["history"].append(
-                {
-                    "attempt": labels["attempt"],
-                    "started_at": labels["started_at"],
-                    "duration_ms": round(duration * 1000, 2),
-                    "error": "cancelled while running",
-                    "error_type": "Cancelled",
-                    "traceback": None,
-                }
+                attempt(labels, duration, error="cancelled while running", error_type="Cancelled", traceback=None)
             )
+        else:  # it never started (this time): the run's start is its first attempt's, if it had one
+            labels.pop("started_at", None)
         self.cancels.requested.discard(delivery.key)
         if labels.get("parent"):
             await self._tell_parent(message, "cancelled", None, None)
@@ -125,14 +141,13 @@ class Attempts:
             return
         labels = message.labels
         labels["history"].append(
-            {
-                "attempt": labels["attempt"],
-                "started_at": labels["started_at"],
-                "duration_ms": None if duration is None else round(duration * 1000, 2),
-                "error": None if error is None else describe(error),
-                "error_type": None if error is None else error_type(error),
-                "traceback": None if error is None else describe_traceback(error),
-            }
+            attempt(
+                labels,
+                duration,
+                error=None if error is None else describe(error),
+                error_type=None if error is None else error_type(error),
+                traceback=None if error is None else describe_traceback(error),
+            )
         )
         result: TaskiqResult[Any] = TaskiqResult.model_construct(
             is_err=error is not None,
@@ -229,15 +244,7 @@ class Attempts:
         (an event sent later moves its message to now: the ack's ZADD LT keeps it there)."""
         labels = message.labels
         labels["history"].append(
-            {
-                "attempt": labels["attempt"],
-                "started_at": labels["started_at"],
-                "duration_ms": round(duration * 1000, 2),
-                "error": None,
-                "error_type": None,
-                "traceback": None,
-                "waited_for": suspended.what,
-            }
+            attempt(labels, duration, error=None, error_type=None, traceback=None, waited_for=suspended.what)
         )
         labels["waiting_for"] = suspended.what
         queue = str(labels.get("queue") or self.runtime.queue_of(self.runtime.app.tasks[message.task_name]))

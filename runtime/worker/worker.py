@@ -36,7 +36,7 @@ from runtime.queue.broker import CANCELLED, PAUSED, Delivery
 from runtime.queue.leases import LeaseKeeper
 from runtime.queue.messages import InvalidMessage, decode
 from runtime.queue.priority import QueueOrder, served_queues
-from runtime.worker.attempts import Attempts, call
+from runtime.worker.attempts import Attempts, call, identity
 from runtime.worker.cancellation import Cancellations
 from runtime.worker.commits import Commits
 from runtime.worker.sync_pool import SyncPool
@@ -67,6 +67,7 @@ class Worker:
         self.cancels = Cancellations(runtime)
         self.sync_pool = SyncPool(self.concurrency)
         self.attempts = Attempts(runtime, max_attempts, self.sync_pool, self.cancels, self._finished)
+        self.identity = identity(self.broker.consumer)  # in each start mark, so each attempt names its worker
         self.warm_after = 0.0  # seconds from start to filling the sync pool (the emulator lets a reload settle first)
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
         self.held: dict[str, Delivery] = {}  # entry id -> delivery, until acked, released or lost
@@ -354,10 +355,11 @@ class Worker:
             crashed = _start_mark(delivery.started)
             labels["attempt"] = crashed.get("attempt", labels["attempt"])
             labels["started_at"] = crashed.get("started_at", time.time())
+            labels["ran_on"] = crashed
             await self.attempts.finish(delivery, message, None, WorkerDied(WORKER_DIED), None)
             return
         labels["started_at"] = time.time()
-        mark = {"attempt": labels["attempt"], "started_at": labels["started_at"], "worker": self.broker.consumer}
+        mark = labels["ran_on"] = {"attempt": labels["attempt"], "started_at": labels["started_at"], **self.identity}
         verdict = await self.broker.mark_started(delivery, message.task_id, orjson.dumps(mark))
         if verdict == CANCELLED:
             await self.attempts.cancelled(delivery, message, None)  # cancelled before it started: it never does

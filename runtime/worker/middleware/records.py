@@ -35,6 +35,13 @@ def version(phase: int) -> int:
     return int(time.time() * 1000) * 10 + phase
 
 
+def first_start(labels: dict[str, Any]) -> float | None:
+    """When the run started: its first attempt's start (each attempt keeps its own in `history`)."""
+    history = labels.get("history") or []
+    first = history[0].get("started_at") if history else None
+    return first if isinstance(first, int | float) else labels.get("started_at")
+
+
 class RunRecordMiddleware(TaskiqMiddleware):
     def __init__(self, store: RunStore, max_attempts: dict[str, int]) -> None:
         super().__init__()
@@ -99,7 +106,7 @@ class RunRecordMiddleware(TaskiqMiddleware):
             "attempts": int(labels.get("attempt", 1)),
             "last_error": history[-1]["error"] if history else None,
             "error_type": history[-1].get("error_type") if history else None,
-            "started_at": from_timestamp(labels.get("started_at")),
+            "started_at": from_timestamp(first_start(labels)),
             "finished_at": from_timestamp(finished),
             "result": value,
             "history": history,

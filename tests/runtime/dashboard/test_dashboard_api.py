@@ -172,7 +172,7 @@ async def test_list_runs_newest_first_with_filters_and_limit(dash: Dashboard) ->
         "replay_of",
     } <= set(first)
     assert first["function"] == "boom" and first["arguments"] == {"n": 1} and first["status"] == "queued"
-    assert first["max_attempts"] == 1 and first["enqueued_at"].endswith("Z")
+    assert first["max_attempts"] == 1 and first["enqueued_at"].endswith("+00:00")
 
     adds = (await dash.client.get("/api/runs", params={"function": "add"})).json()
     assert [r["id"] for r in adds] == list(reversed(ids))
@@ -221,7 +221,7 @@ async def test_a_failed_run_shows_attempts_and_error(dash: Dashboard, spawn: Cal
     assert "boom number 7 always fails" in run["last_error"]
     [attempt] = run["history"]
     assert attempt["attempt"] == 1 and "boom number 7" in attempt["error"]
-    assert attempt["duration_ms"] >= 0 and attempt["started_at"] > 0
+    assert attempt["duration_ms"] >= 0 and attempt["started_at"] == run["started_at"]
     assert run["started_at"] and run["finished_at"]
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ MODULE = f"counts_{uuid.uuid4().hex[:8]}"
 SOURCE = (
     MARK
     + """
-import asyncio
+import asyncio, os
 from runtime import task
 
 @task
@@ -44,6 +47,18 @@ async def work(n: int) -> int:
 async def nap(seconds: float) -> None:
     mark(fn="nap", phase="start")
     await asyncio.sleep(seconds)
+
+@task
+async def flaky(tag: str) -> str:
+    mark(fn="flaky", tag=tag)
+    await asyncio.sleep(0.2)
+    if len([line for line in open(os.environ["TEST_LOG"]) if tag in line]) == 1:
+        raise RuntimeError("the first attempt fails")
+    return tag
+
+@task
+async def nightly() -> None:
+    pass
 """
 )
 
@@ -53,6 +68,8 @@ defaults: {{retries: 0, concurrency: 1}}
 functions:
   work: {{handler: "{MODULE}:work", task: {{}}}}
   nap: {{handler: "{MODULE}:nap", task: {{}}}}
+  flaky: {{handler: "{MODULE}:flaky", task: {{retries: 1, backoff: {{base: 1s, max: 1s}}}}}}
+  nightly: {{handler: "{MODULE}:nightly", task: {{schedule: "0 3 * * *"}}}}
 """
 
 STATES = ("waiting", "running", "scheduled", "retrying", "dead")
@@ -140,3 +157,69 @@ async def test_a_paused_queue_counts_what_a_worker_handed_back_as_waiting_and_ru
     expected = {"waiting": 0, "running": 0, "scheduled": 0, "retrying": 0, "dead": 0}
     await asyncio.sleep(0.5)
     assert await depths_everywhere(rt, api, app, env) == [expected] * 5
+
+
+async def test_each_attempt_names_its_worker_and_a_run_starts_with_its_first_attempt(spawn, app, env, rt, api) -> None:
+    start_worker(spawn, app, env)
+    run_id = await rt.app.tasks["flaky"].enqueue(tag=uuid.uuid4().hex)
+    run = await rt.wait(run_id, timeout=30)
+    assert (run.status, run.attempts) == ("succeeded", 2)
+    first, second = run.history
+    # the run started with its first attempt (it was the last one's start); the backoff is in its duration
+    assert run.started_at is not None and first["started_at"] < second["started_at"]
+    assert abs(run.started_at.replace(tzinfo=UTC).timestamp() - first["started_at"]) < 0.001
+    shown = (await api.get(f"/api/runs/{run_id}")).json()
+    assert shown["started_at"] == shown["history"][0]["started_at"]
+    assert shown["duration_ms"] == run.duration_ms() and shown["duration_ms"] >= 500 + 400
+    assert shown["time_in_attempts_ms"] == round(first["duration_ms"] + second["duration_ms"], 2)
+    assert 400 <= shown["time_in_attempts_ms"] < shown["duration_ms"]
+
+    [worker] = (await api.get("/api/workers")).json()
+    for attempt in (first, second):
+        assert (attempt["worker"], attempt["host"], attempt["pid"]) == (
+            worker["name"],
+            socket.gethostname(),
+            worker["pid"],
+        )
+
+    text = cli_text(app, env, "runs", "show", run_id)
+    assert f" on {worker['name']} ({socket.gethostname()}, pid {worker['pid']})\n" in text
+    assert f"duration   {shown['duration_ms']:.0f} ms" in text
+    assert cli(app, env, "runs", "show", run_id) == shown
+
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
+TIME_KEYS = {"heartbeat", "started", "minute", "next_fire"}
+
+
+def times_in(value: Any, key: str = "") -> list[Any]:
+    """Every time in a JSON answer: values of `*_at` and the other time keys, and any string that looks like one."""
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in times_in(v, k)]
+    if isinstance(value, list):
+        return [t for v in value for t in times_in(v, key)]
+    timed = key.endswith("_at") or key in TIME_KEYS or key in ("scheduled_for", "deadline")
+    looks_like_one = isinstance(value, str) and re.match(r"^\d{4}-\d\d-\d\d[T ]", value)
+    return [value] if (timed and value is not None) or looks_like_one else []
+
+
+async def test_every_time_in_json_is_iso_8601_with_its_offset(spawn, app, env, rt, api) -> None:
+    start_worker(spawn, app, env)
+    run_id = await rt.app.tasks["flaky"].enqueue(tag=uuid.uuid4().hex)
+    await rt.wait(run_id, timeout=30)
+    await rt.enqueue(rt.app.tasks["work"], [{"n": 1}], delay=60)
+    answers = {path: (await api.get(path)).json() for path in ("/api/runs", f"/api/runs/{run_id}", "/api/workers")}
+    answers |= {path: (await api.get(path)).json() for path in ("/api/throughput", "/api/schedules", "/api/stats")}
+    answers["runs --json"] = cli(app, env, "runs")
+    answers["runs show --json"] = cli(app, env, "runs", "show", run_id)
+    for face, answer in answers.items():
+        times = times_in(answer)
+        assert face == "/api/stats" or times, face  # /api/stats has no times
+        assert all(isinstance(t, str) and ISO.match(t) for t in times), (face, times)
+    assert len(times_in(answers[f"/api/runs/{run_id}"])) == 5  # enqueued, started, finished, and each attempt's start
+
+
+def cli_text(app: Path, env: dict[str, str], *args: str) -> str:
+    command = [sys.executable, "-m", "runtime.cli", *args, "--manifest", str(app)]
+    done = subprocess.run(command, env=os.environ | env, capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout

@@ -174,6 +174,9 @@ async def test_a_task_that_kills_its_worker_fails_after_its_retries(spawn, app, 
     assert "worker died while running this task" in (run.last_error or "")
     assert [h["attempt"] for h in run.history] == [1, 2, 3]
     assert len(events(env, "poison")) == 3  # it ran three times: retries 2, as declared
+    # each attempt names the worker it died with (from its start mark), not the one that found it dead
+    assert [h["pid"] for h in run.history] == [e["pid"] for e in events(env, "poison")]
+    assert len({h["worker"] for h in run.history}) == 3
     assert await rt.broker.redis.zscore(rt.keys.dead, poison_id) is not None
     for run_id in fine:
         assert (await rt.wait(run_id, timeout=30)).status == "succeeded"

@@ -244,7 +244,7 @@ async def test_a_0_1_0_database_upgrades_with_its_rows_intact(
             assert [run["id"] for run in failed] == ["b" * 32]
             one = (await client.get(f"/api/runs/{'c' * 32}")).json()
             assert one == expected_public(OLD_ROWS[2])
-            assert one["queue"] == "default" and one["scheduled_for"] == "2026-01-03T03:04:05.678Z"
+            assert one["queue"] == "default" and one["scheduled_for"] == "2026-01-03T03:04:05.678000+00:00"
     finally:
         await runtime.stop()
 
