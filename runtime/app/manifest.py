@@ -162,7 +162,11 @@ class TaskSpec(_Strict):
     timeout: Duration | None = None
     schedule: str | None = Field(None, description="cron expression, UTC")
     queue: str | None = Field(None, pattern=QUEUE_NAME)
-    unique: Duration | None = Field(None, description="a duplicate enqueue within this window returns the first id")
+    unique: Duration | None = Field(
+        None,
+        description="a second enqueue with the same arguments while the first run is not finished, and for at "
+        "most this long after it was enqueued, returns the first run's id and queues nothing",
+    )
     retention: Duration | None = None
     backoff: Backoff | None = None
     dead_letter_alert: int | None = Field(None, ge=1)

@@ -59,6 +59,14 @@ async def flaky(tag: str) -> str:
 @task
 async def nightly() -> None:
     pass
+
+@task
+async def briefing(briefing_id: int) -> int:
+    return briefing_id
+
+@task
+async def briefing_1s(briefing_id: int) -> int:
+    return briefing_id
 """
 )
 
@@ -70,6 +78,8 @@ functions:
   nap: {{handler: "{MODULE}:nap", task: {{}}}}
   flaky: {{handler: "{MODULE}:flaky", task: {{retries: 1, backoff: {{base: 1s, max: 1s}}}}}}
   nightly: {{handler: "{MODULE}:nightly", task: {{schedule: "0 3 * * *"}}}}
+  briefing: {{handler: "{MODULE}:briefing", task: {{unique: 10m}}}}
+  briefing_1s: {{handler: "{MODULE}:briefing_1s", task: {{unique: 1s}}}}
 """
 
 STATES = ("waiting", "running", "scheduled", "retrying", "dead")
@@ -223,3 +233,27 @@ def cli_text(app: Path, env: dict[str, str], *args: str) -> str:
     command = [sys.executable, "-m", "runtime.cli", *args, "--manifest", str(app)]
     done = subprocess.run(command, env=os.environ | env, capture_output=True, text=True, timeout=60, check=True)
     return done.stdout
+
+
+async def test_unique_returns_the_first_run_while_it_is_unfinished_and_within_its_window(spawn, app, env, rt) -> None:
+    """The contract's `unique: 10m`: a second enqueue with the same arguments while the first run is not
+    finished, and for at most 10m after it was enqueued, returns the first run's id and queues nothing. So a
+    second ask once the first run has finished makes a new run, as does one after the window."""
+    briefing, short = rt.app.tasks["briefing"], rt.app.tasks["briefing_1s"]
+    await operations.pause(rt, "default")
+    first = await briefing.enqueue(briefing_id=7)
+    assert await briefing.enqueue(briefing_id=7) == first  # unfinished: the same run
+    assert await briefing.enqueue(briefing_id=8) != first  # other arguments: another run
+    early = await short.enqueue(briefing_id=7)
+    assert await short.enqueue(briefing_id=7) == early
+    await asyncio.sleep(1.2)
+    late = await short.enqueue(briefing_id=7)  # the first is still unfinished, but its 1 s window passed
+    assert late != early
+    assert (await operations.queue_stats(rt))["default"]["waiting"] == 4  # nothing else was queued
+
+    start_worker(spawn, app, env)
+    await operations.resume(rt, "default")
+    assert (await rt.wait(first, timeout=20)).status == "succeeded"
+    again = await briefing.enqueue(briefing_id=7)  # finished: asking again makes a new run
+    assert again != first and (await rt.wait(again, timeout=20)).status == "succeeded"
+    assert len(await rt.store.find(function="briefing", limit=10)) == 3  # 7, 8, and 7 again
