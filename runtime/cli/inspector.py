@@ -297,7 +297,8 @@ def _inspector_commands(commands: Any) -> None:
         commands.add_parser("runs", help="list and manage runs", description=f"runs, newest first ({where})"), "runs"
     )
     runs.add_argument("--function", default=None)
-    runs.add_argument("--status", default=None, help="scheduled, queued, running, retrying, succeeded, failed, ...")
+    statuses = "scheduled, queued, running, retrying, succeeded, failed or cancelled"
+    runs.add_argument("--status", default=None, help=statuses)
     runs.add_argument("--queue", default=None)
     runs.add_argument("--search", default=None, help="a run id prefix, or text in the arguments")
     runs.add_argument("--limit", type=int, default=50, help="default: %(default)s")

@@ -16,7 +16,9 @@ GET  /api/app                                     the app's name, for the page's
 GET  /api/functions                               the manifest's functions, effective settings; a task's
                                                   `arguments` is the JSON schema of its parameters
 POST /api/functions/{name}/runs                   enqueue a task (JSON body: its arguments)
-GET  /api/stats                                   runs per status and per function and status, queue depths
+GET  /api/stats                                   runs per status (`statuses`) and per function and status
+                                                  (`runs`), queue depths (`queue`: totals; `queues`: as
+                                                  /api/queues without the last hour), the workers executing
 GET  /metrics                                     Prometheus text (runtime/ops/metrics.py); needs the token too
 GET  /api/workers                                 live workers (runtime/ops/presence.py), each with `runs`,
                                                   the runs it holds now
@@ -245,7 +247,8 @@ def create_dashboard_app(
         return RedactedJSONResponse(Run.model_validate(run).public(), status_code=202)
 
     async def stats(request: Request) -> Response:
-        queues = await operations.queue_stats(runtime)  # the numbers of GET /api/queues and `runtime queues`
+        # the depths of GET /api/queues and `runtime queues` (not their last hour: a query on every poll)
+        queues = await operations.queue_stats(runtime, last_hour=False)
         dead = sum(row["dead"] for row in queues.values())
         threshold = dead_letter_threshold(runtime)
         alert = {"threshold": threshold, "count": dead, "over": threshold is not None and dead > threshold}
