@@ -36,6 +36,7 @@ rebinding, cross-site requests): runtime/dashboard/guards.py. Every JSON answer 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import time
@@ -248,7 +249,9 @@ def create_dashboard_app(
 
     async def stats(request: Request) -> Response:
         # the depths of GET /api/queues and `runtime queues` (not their last hour: a query on every poll)
-        queues = await operations.queue_stats(runtime, last_hour=False)
+        queues, busy = await asyncio.gather(
+            operations.queue_stats(runtime, last_hour=False), operations.running_per_worker(runtime)
+        )
         dead = sum(row["dead"] for row in queues.values())
         threshold = dead_letter_threshold(runtime)
         alert = {"threshold": threshold, "count": dead, "over": threshold is not None and dead > threshold}
@@ -257,7 +260,6 @@ def create_dashboard_app(
         for per_status in runs.values():
             for status, n in per_status.items():
                 statuses[status] = statuses.get(status, 0) + n
-        busy = await operations.running_per_worker(runtime)
         return RedactedJSONResponse(
             {
                 "app": runtime.app.name,

@@ -207,9 +207,8 @@ async def queue_stats(runtime: Runtime, *, last_hour: bool = True) -> dict[str, 
     those from before queues had their own lists shown on the default queue), paused, and (unless not
     `last_hour`: that reads the runs of the last hour, a query to spare a view polled every 2 s) the runs
     that succeeded / failed / were cancelled in the last hour (`<status>_last_hour`)."""
-    depths = await queue_depths(runtime)
+    depths, paused = await asyncio.gather(queue_depths(runtime), runtime.broker.paused())
     names = runtime.app.manifest.queue_names()
-    paused = await runtime.broker.paused()
     since = utcnow() - timedelta(hours=1)
     finished = await runtime.store.finished_counts(since) if last_hour else {}
     out: dict[str, dict[str, Any]] = {}
@@ -226,13 +225,16 @@ async def running_per_worker(runtime: Runtime) -> dict[str, int]:
     """{worker name: tasks it is executing}, from the start marks `queue_depths` counts as running (a task a
     worker only read ahead, or handed back, is not counted)."""
     running: dict[str, int] = {}
-    for name in runtime.app.manifest.queue_names():
-        for mark in await runtime.broker.redis.hvals(runtime.keys.queue(name).started):
-            try:
-                worker = str(orjson.loads(mark)["worker"])
-            except (orjson.JSONDecodeError, TypeError, KeyError):
-                worker = "unknown"
-            running[worker] = running.get(worker, 0) + 1
+    async with runtime.broker.redis.pipeline(transaction=False) as pipe:
+        for name in runtime.app.manifest.queue_names():
+            pipe.hvals(runtime.keys.queue(name).started)
+        marks = [mark for per_queue in await pipe.execute() for mark in per_queue]
+    for mark in marks:
+        try:
+            worker = str(orjson.loads(mark)["worker"])
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            worker = "unknown"
+        running[worker] = running.get(worker, 0) + 1
     return running
 
 

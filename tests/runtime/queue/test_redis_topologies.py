@@ -165,6 +165,13 @@ async def test_a_cluster_runs_two_queues_in_different_slots(spawn, app, cluster,
     assert len(fired) == 1 and await scheduler.tick(now) == []
     assert (await rt.wait(fired[0], timeout=20)).status == "succeeded"
     assert len(marked_lines(Path(env["TEST_LOG"]), "nightly")) == 1
+    # the queue depths (a script and a pipeline per queue's slot) and the workers running tasks, on a cluster
+    from runtime.ops import operations
+
+    later = await fast.enqueue(n=100, delay=600)
+    stats = await operations.queue_stats(rt)
+    assert sum(row["scheduled"] for row in stats.values()) == 1 and await operations.running_per_worker(rt) == {}
+    await rt.cancel(later)
     assert "CROSSSLOT" not in worker.output and "Traceback" not in worker.output, worker.output[-3000:]
 
 
