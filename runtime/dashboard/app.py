@@ -278,11 +278,9 @@ def create_dashboard_app(
     async def workers(request: Request) -> Response:
         running = await live_state.running_by_worker(runtime)
         live = await presence.workers(runtime)  # its times are Unix seconds; the API's are iso()
+        times = ("heartbeat", "started")
         return RedactedJSONResponse(
-            [
-                w | {key: iso(w.get(key)) for key in ("heartbeat", "started")} | {"runs": running.get(str(w.get("name")), [])}
-                for w in live
-            ]
+            [w | {key: iso(w.get(key)) for key in times} | {"runs": running.get(str(w.get("name")), [])} for w in live]
         )
 
     async def throughput(request: Request) -> Response:
