@@ -139,8 +139,9 @@ async def _runs_show(runtime: Any, args: argparse.Namespace) -> int:
     from runtime.store.models import from_timestamp
 
     run = await operations.show_run(runtime, args.id)
+    steps = await runtime.store.steps.of_run(run.id)
     if args.json:
-        _print_json(run.public())
+        _print_json(run.public() | {"steps": steps})
         return 0
     lines = [
         f"run        {run.id}",
@@ -176,6 +177,12 @@ async def _runs_show(runtime: Any, args: argparse.Namespace) -> int:
         trace = entry.get("traceback")
         if trace:
             lines += ["    " + line for line in str(trace).rstrip().splitlines()]
+    if run.waiting_for:
+        lines.append(f"waiting    for {run.waiting_for}")
+    for step in steps:
+        outcome = json.dumps(step["result"], default=str) if step["status"] != "failed" else f"error: {step['error']}"
+        took = f"{step['attempts']} attempt(s), {step['duration_ms']:.0f} ms"
+        lines.append(f"step {step['name']:<20} {step['status']:<9} {took}: {_one_line(outcome)}")
     if run.status == "succeeded" or run.result is not None:
         lines.append(f"result     {json.dumps(run.result, default=str)}")
     elif run.last_error:

@@ -151,7 +151,7 @@ def create_dashboard_app(
         run = await store.get(request.path_params["run_id"])
         if run is None:
             return _error(404, f"no run with id {request.path_params['run_id']!r}")
-        return RedactedJSONResponse(run.public())
+        return RedactedJSONResponse(run.public() | {"steps": await store.steps.of_run(run.id)})
 
     async def replay(request: Request) -> Response:
         try:

@@ -182,11 +182,12 @@ class Step(SQLModel, table=True):
     finished_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
 
     def public(self) -> dict[str, Any]:
-        """The step as `runtime runs show` and the API show it: its result decoded, times in ISO 8601 UTC."""
+        """The step as `runtime runs show` and the API show it: its result decoded, times as `iso()`. A sleep's
+        or a wait's `finished_at` is when it wakes, or when its wait ends at the latest."""
         data = self.model_dump(exclude={"run_id", "result"})
         for key, value in data.items():
             if isinstance(value, datetime):
-                data[key] = value.isoformat(timespec="milliseconds") + "Z"
+                data[key] = iso(value)
         data["result"] = None if self.result is None else json.loads(self.result)
         data["duration_ms"] = round((self.finished_at - self.started_at).total_seconds() * 1000, 2)
         return data

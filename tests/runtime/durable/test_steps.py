@@ -6,17 +6,21 @@ reason. Step bodies are counted from their own side-effect log, never from our r
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from runtime import Context, Runtime, StepFailed
-from tests.conftest import write_app
+from runtime.dashboard.app import create_dashboard_app
+from tests.conftest import command, write_app
 from tests.runtime.workers import MARK, events, start_worker, started_runtime, wait_until, worker_env
 
 MODULE = f"steps_{uuid.uuid4().hex[:8]}"
@@ -237,3 +241,26 @@ async def test_step_names_and_options_are_checked_when_run_is_called() -> None:
     # the step's own arguments may be called anything: they are positional, the options keyword-only
     assert StepFailed("s", "ValueError", "no").step == "s"
     await asyncio.sleep(0)
+
+
+async def test_runs_show_and_the_api_list_the_steps(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
+    start_worker(spawn, app, env)
+    run = await rt.wait(await rt.app.tasks["flow"].enqueue(n=2), timeout=30)
+    full = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    full |= {"REDIS_URL": env["REDIS_URL"], "DATABASE_URL": env["DATABASE_URL"]}
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [command("runtime"), "runs", "show", run.id, "--manifest", str(app)],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = [line for line in shown.stdout.splitlines() if line.startswith("step ")]
+    assert [line.split()[1:3] for line in lines] == [["add", "succeeded"], ["double", "succeeded"]]
+    assert lines[0].endswith(': {"n": 3}')
+    transport = httpx.ASGITransport(app=create_dashboard_app(rt))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        body = (await client.get(f"/api/runs/{run.id}")).json()
+    assert [(s["name"], s["result"]) for s in body["steps"]] == [("add", {"n": 3}), ("double", 9)]
