@@ -1,5 +1,9 @@
 """Briefings: `POST /briefings` creates one and queues its generation; `GET /briefings/{id}` shows it.
 
+Once generated, a briefing goes to review, a durable function: `review_briefing` starts on the event
+`briefing.completed`, saves its draft as a step, then waits up to a day for `briefing.approved`
+(`POST /briefings/{id}/approve`) holding no worker, and publishes the briefing, or lets the review expire.
+
 `generate_briefing` calls the briefing source over httpx with its own timeout: BRIEFING_SOURCE_URL,
 or a built-in simulated source with a few seconds of latency (BRIEFING_SOURCE_LATENCY) when unset.
 Once its retries are spent, the briefing is `failed` with the error message.
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from pydantic import BaseModel, Field
@@ -17,9 +21,10 @@ from sqlmodel import Field as Column
 from sqlmodel import SQLModel
 from starlette.exceptions import HTTPException
 
-from runtime import Failure, cancel, get_settings, http, session, task
+from runtime import Context, Failure, cancel, get_settings, http, send_event, session, task
 
 SOURCE_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+REVIEW_WINDOW = timedelta(days=1)  # how long a review waits for `briefing.approved`
 
 
 def now() -> datetime:
@@ -123,7 +128,45 @@ async def generate_briefing(briefing_id: int) -> dict[str, object]:
         return {"skipped": f"no briefing {briefing_id}"}
     content = await _fetch(briefing.topic)
     await _set(briefing_id, status="completed", content=content, error=None)
+    # starts its review (`review_briefing`, on: [briefing.completed]); the id makes a retry send it once
+    await send_event("briefing.completed", {"briefing_id": briefing_id}, id=f"briefing-{briefing_id}-completed")
     return {"id": briefing_id, "chars": len(content)}
+
+
+async def _draft(briefing_id: int) -> dict[str, object]:
+    async with session() as db:
+        briefing = await db.get(Briefing, briefing_id)
+    content = briefing.content if briefing is not None else None
+    return {"briefing_id": briefing_id, "summary": (content or "")[:80]}
+
+
+async def _publish(briefing_id: int, approved_by: str) -> str:
+    await _set(briefing_id, status="published")
+    return f"published, approved by {approved_by}"
+
+
+@task
+async def review_briefing(ctx: Context, briefing_id: int) -> str:
+    """Durable: the draft is a saved step; the wait for `briefing.approved` (matching this briefing) holds no
+    worker for up to a day; then the briefing is published, or the review expires."""
+    draft = await ctx.step.run("draft", _draft, briefing_id)
+    approval = await ctx.wait_for_event(
+        "approval", event="briefing.approved", match="briefing_id", timeout=REVIEW_WINDOW
+    )
+    if approval is None:
+        return f"expired: nobody approved {draft['summary']!r} within {REVIEW_WINDOW}"
+    return str(await ctx.step.run("publish", _publish, briefing_id, str(approval.get("by", "someone"))))
+
+
+class Approval(BaseModel):
+    by: str = Field("someone", min_length=1, max_length=100)
+
+
+@http
+async def approve_briefing(briefing_id: int, body: Approval) -> dict[str, object]:
+    """Approve a briefing in review: sends `briefing.approved`, which its waiting review goes on with."""
+    sent = await send_event("briefing.approved", {"briefing_id": briefing_id, "by": body.by})
+    return {"briefing_id": briefing_id, "woke": sent["woke"]}
 
 
 @generate_briefing.on_failure

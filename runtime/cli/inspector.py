@@ -168,7 +168,9 @@ async def _runs_show(runtime: Any, args: argparse.Namespace) -> int:
         took = entry.get("duration_ms")
         took_text = f" ({_took(took)})" if isinstance(took, int | float) else ""
         error = entry.get("error")
-        lines.append(f"attempt {entry.get('attempt', '?')}{took_text}: {'error: ' + str(error) if error else 'ok'}")
+        waited = entry.get("waited_for")
+        ended = f"error: {error}" if error else f"then waited for {waited}" if waited else "ok"
+        lines.append(f"attempt {entry.get('attempt', '?')}{took_text}: {ended}")
         started = entry.get("started_at")
         when = f"started {_when(from_timestamp(started))}" if isinstance(started, int | float) else ""
         worker = f"on {entry['worker']} ({entry.get('host')}, pid {entry.get('pid')})" if entry.get("worker") else ""
@@ -180,7 +182,11 @@ async def _runs_show(runtime: Any, args: argparse.Namespace) -> int:
     if run.waiting_for:
         lines.append(f"waiting    for {run.waiting_for}")
     for step in steps:
-        outcome = json.dumps(step["result"], default=str) if step["status"] != "failed" else f"error: {step['error']}"
+        outcome = json.dumps(step["result"], default=str)
+        if step["status"] == "failed":
+            outcome = f"error: {step['error']}"
+        elif step["status"] in ("sleep", "wait"):  # a sleep's or a wait's finished_at is when it ends at the latest
+            outcome = f"until {step['finished_at']}"
         took = f"{step['attempts']} attempt(s), {step['duration_ms']:.0f} ms"
         lines.append(f"step {step['name']:<20} {step['status']:<9} {took}: {_one_line(outcome)}")
     if run.status == "succeeded" or run.result is not None:
