@@ -158,19 +158,7 @@ class Steps:
         journal = self._needs_journal(key)
         if self._events is None:
             raise RuntimeError(f"wait {key!r}: this Context has no Redis to wait on")
-        saved = await self._load(journal)
-        step = saved.get(key)
-        if step is None:
-            now = time.time()
-            began = Step(
-                run_id=self.run_id,
-                name=key,
-                status="wait",
-                result=orjson.dumps({"since": now, "until": now + seconds, "event": event}).decode(),
-                started_at=utcnow(),
-                finished_at=datetime.fromtimestamp(now + seconds, UTC).replace(tzinfo=None),
-            )
-            step = saved[key] = await journal.save(began)
+        step = await self._begin(journal, key, seconds, event=event)
         if step.status == "succeeded":
             return None if step.result is None else orjson.loads(step.result)
         meta = orjson.loads(step.result or "{}")
@@ -189,8 +177,26 @@ class Steps:
             started_at=step.started_at,
             finished_at=utcnow(),
         )
-        step = saved[key] = await journal.resolve(done)
+        step = (await self._load(journal))[key] = await journal.resolve(done)
         return None if step.result is None else orjson.loads(step.result)
+
+    async def _begin(self, journal: StepJournal, key: str, seconds: float, **meta: Any) -> Step:
+        """The step of a wait (for an event, for a child run): saved when it is first reached, with when it
+        began (events from then on count) and when it ends at the latest; the same on every resume."""
+        saved = await self._load(journal)
+        step = saved.get(key)
+        if step is None:
+            now = time.time()
+            began = Step(
+                run_id=self.run_id,
+                name=key,
+                status="wait",
+                result=orjson.dumps({"since": now, "until": now + seconds, **meta}).decode(),
+                started_at=utcnow(),
+                finished_at=datetime.fromtimestamp(now + seconds, UTC).replace(tzinfo=None),
+            )
+            step = saved[key] = await journal.save(began)
+        return step
 
     async def invoke(self, name: str, task: Any, /, **arguments: Any) -> Any:
         """`ctx.invoke`: run `task` as a child run and return its result; StepFailed if it failed."""
@@ -200,20 +206,8 @@ class Steps:
             raise RuntimeError(f"invoke {key!r}: this Context cannot queue runs")
         if not hasattr(task, "enqueue_many"):
             raise TypeError(f"invoke {key!r}: {task!r:.60} is not a @task")
-        saved = await self._load(journal)
-        step = saved.get(key)
         child = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.run_id}/{key}").hex
-        if step is None:
-            now = time.time()
-            began = Step(
-                run_id=self.run_id,
-                name=key,
-                status="wait",
-                result=orjson.dumps({"since": now, "until": now + MAX_SLEEP, "child": child}).decode(),
-                started_at=utcnow(),
-                finished_at=datetime.fromtimestamp(now + MAX_SLEEP, UTC).replace(tzinfo=None),
-            )
-            step = saved[key] = await journal.save(began)
+        step = await self._begin(journal, key, MAX_SLEEP, child=child)
         if step.status == "wait":
             meta = orjson.loads(step.result or "{}")
             wait = Wait(finished_event(child), f"{self.run_id}/{key}", int(meta["since"] * 1000), None, None)
@@ -233,7 +227,7 @@ class Steps:
                 started_at=step.started_at,
                 finished_at=utcnow(),
             )
-            step = saved[key] = await journal.resolve(done)
+            step = (await self._load(journal))[key] = await journal.resolve(done)
         if step.status == "failed":
             raise StepFailed(key, step.error_type or "ChildFailed", step.error or "")
         return None if step.result is None else orjson.loads(step.result)

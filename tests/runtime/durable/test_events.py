@@ -12,7 +12,6 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from runtime.app.events import deliver
 from runtime.dashboard.app import create_dashboard_app
 from runtime.durable.events import Events, Wait
 from tests.conftest import command, write_app
-from tests.runtime.workers import MARK, events, start_worker, started_runtime, worker_env
+from tests.runtime.workers import MARK, events, start_worker
 
 MODULE = f"events_{uuid.uuid4().hex[:8]}"
 
@@ -60,17 +59,6 @@ functions:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_app(tmp_path_factory.mktemp("events"), MANIFEST, {f"{MODULE}.py": SOURCE})
-
-
-@pytest.fixture
-def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return worker_env(redis_url, tmp_path, LOG_LEVEL="info")
-
-
-@pytest.fixture
-async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
-    async with started_runtime(app, env) as runtime:
-        yield runtime
 
 
 async def until_status(rt: Runtime, run_id: str, status: str, timeout: float = 20) -> None:

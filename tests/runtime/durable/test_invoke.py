@@ -5,15 +5,13 @@ tasks' side-effect log."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runtime import Runtime
 from tests.conftest import write_app
-from tests.runtime.workers import MARK, events, start_worker, started_runtime, worker_env
+from tests.runtime.workers import MARK, events, start_worker
 
 MODULE = f"invoke_{uuid.uuid4().hex[:8]}"
 
@@ -58,17 +56,6 @@ functions:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_app(tmp_path_factory.mktemp("invoke"), MANIFEST, {f"{MODULE}.py": SOURCE})
-
-
-@pytest.fixture
-def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return worker_env(redis_url, tmp_path, LOG_LEVEL="info")
-
-
-@pytest.fixture
-async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
-    async with started_runtime(app, env) as runtime:
-        yield runtime
 
 
 async def test_the_parent_gets_its_childs_result_and_never_queues_it_twice(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,6 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 
 from runtime import Context, Runtime
 from tests.conftest import write_app
-from tests.runtime.workers import MARK, events, start_worker, started_runtime, worker_env
+from tests.runtime.workers import MARK, events, start_worker
 
 MODULE = f"sleep_{uuid.uuid4().hex[:8]}"
 
@@ -68,17 +67,6 @@ functions:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_app(tmp_path_factory.mktemp("sleep"), MANIFEST, {f"{MODULE}.py": SOURCE})
-
-
-@pytest.fixture
-def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return worker_env(redis_url, tmp_path, LOG_LEVEL="info")
-
-
-@pytest.fixture
-async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
-    async with started_runtime(app, env) as runtime:
-        yield runtime
 
 
 async def status_of(rt: Runtime, run_id: str) -> str:

@@ -11,17 +11,16 @@ import signal
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from runtime import Context, Runtime, StepFailed
+from runtime import Context, StepFailed
 from runtime.dashboard.app import create_dashboard_app
 from tests.conftest import command, write_app
-from tests.runtime.workers import MARK, events, start_worker, started_runtime, wait_until, worker_env
+from tests.runtime.workers import MARK, events, start_worker, wait_until
 
 MODULE = f"steps_{uuid.uuid4().hex[:8]}"
 
@@ -123,17 +122,6 @@ functions:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_app(tmp_path_factory.mktemp("steps"), MANIFEST, {f"{MODULE}.py": SOURCE})
-
-
-@pytest.fixture
-def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return worker_env(redis_url, tmp_path, LOG_LEVEL="info")
-
-
-@pytest.fixture
-async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
-    async with started_runtime(app, env) as runtime:
-        yield runtime
 
 
 def bodies(env: dict[str, str]) -> Counter[tuple[str, int]]:
