@@ -2,8 +2,10 @@
 // browser's timezone, which the header names once),
 // the API client (bearer token from this tab), the page's state and the URL hash that keeps it.
 
-export const STATUSES = ["scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled"];
-export const UNFINISHED = ["scheduled", "queued", "running", "retrying"];
+// every run status the API has (runtime/store/models.py STATUSES); `waiting`: suspended in ctx.sleep,
+// ctx.wait_for_event or ctx.invoke, holding no worker
+export const STATUSES = ["scheduled", "queued", "running", "retrying", "waiting", "succeeded", "failed", "cancelled"];
+export const UNFINISHED = ["scheduled", "queued", "running", "retrying", "waiting"];
 export const PAGE_SIZE = 100;
 const TOKEN_KEY = "dashboardToken";
 
@@ -82,17 +84,11 @@ export function ago(value) {
 export function fmtDuration(ms) {
   if (ms === null || ms === undefined || isNaN(ms)) return "—";
   if (ms < 1) return "<1 ms";
-  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (Math.round(ms) < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60000) return `${(ms / 1000).toFixed(2)} s`;
   const s = Math.round(ms / 1000);
   if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
   return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
-}
-export function runDuration(run) {
-  const a = parseTime(run.started_at), b = parseTime(run.finished_at);
-  if (a && b) return b - a;
-  if (a && run.status === "running") return Date.now() - a;
-  return null;
 }
 export function truncate(text, n) { text = String(text ?? ""); return text.length > n ? text.slice(0, n - 1) + "…" : text; }
 export function pretty(value) { return value === undefined ? "" : JSON.stringify(value, null, 2); }

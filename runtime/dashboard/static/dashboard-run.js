@@ -1,23 +1,15 @@
-// The run view (the detail panel beside the runs): a timeline of its attempts (start, duration, worker,
-// error type, traceback), arguments and result, trace id, the replay chain, total duration, Cancel, Replay,
-// and "run again" with edited arguments.
+// The run view (the detail panel beside the runs): what a waiting run waits for, its durable steps as a
+// waterfall, a timeline of its attempts (start, duration, worker, error type, traceback), arguments and
+// result, trace id, the replay chain, total duration, Cancel, Replay, and "run again" with edited arguments.
 import {
   $, api, AuthNeeded, badge, byTestId, describeError, fmtClock, fmtDuration, fmtTime, h, hooks, notify, parseTime,
-  pretty, runDuration, runLink, shortId, state, UNFINISHED,
+  pretty, runLink, shortId, state, UNFINISHED,
 } from "./dashboard-core.js";
 import { replay } from "./dashboard-runs.js";
 
 const chains = new Map(); // run id -> the ids it replays, oldest last (loaded once per run)
 
 function kv(label, value, testid) { return [h("dt", {}, label), h("dd", { testid }, value)]; }
-
-export function attemptsTotal(run) {
-  const history = run.history || [];
-  const sum = history.reduce((total, a) => total + (Number(a.duration_ms) || 0), 0);
-  const first = parseTime(history.length ? history[0].started_at : run.started_at) || parseTime(run.started_at);
-  const last = parseTime(run.finished_at);
-  return { sum: history.length ? sum : null, span: first && last ? last - first : null };
-}
 
 // the attempts on one time axis from the first start (a waterfall, as Inngest draws a run's steps): per
 // attempt a bar, and under it its start, duration, worker and outcome; the gaps are the retry delays
@@ -43,8 +35,10 @@ function timeline(run) {
     const s = parseTime(a.started_at);
     const offset = s ? Number(s) - begin : 0;
     const open = a.duration_ms === undefined || a.duration_ms === null;
-    const kind = a.error || a.error_type ? "failed" : (open ? (run.status === "running" ? "running" : "cancelled") : "ok");
-    const outcome = a.error_type || { failed: "failed", running: "running", cancelled: "unfinished", ok: "succeeded" }[kind];
+    const kind = a.error || a.error_type ? "failed" : a.waited_for ? "suspended"
+      : (open ? (run.status === "running" ? "running" : "cancelled") : "ok");
+    const outcome = a.error_type || (a.waited_for ? `suspended: ${a.waited_for}` : null)
+      || { failed: "failed", running: "running", cancelled: "unfinished", ok: "succeeded" }[kind];
     return h("div", { class: "lane", testid: "timeline-attempt", "data-attempt": label, "data-outcome": kind },
       h("span", { class: "n", title: `attempt ${label}` }, `#${label}`),
       h("div", { class: "track" }, ticks.slice(1, -1).map((ms) => h("span", { class: "grid", style: `left:${at(ms)}` })),
@@ -54,9 +48,47 @@ function timeline(run) {
         h("span", { class: "mono", testid: "timeline-start", title: fmtTime(a.started_at) }, fmtClock(a.started_at)), " · ",
         h("span", { testid: "timeline-duration" }, open && kind === "running" ? `${fmtDuration(length(a, i))} so far` : fmtDuration(a.duration_ms)), " · ",
         h("span", { class: "mono", testid: "timeline-worker" }, a.worker || "—"), " · ",
-        h("span", { class: `outcome ${kind}`, testid: "timeline-outcome" }, outcome)));
+        h("span", { class: `outcome ${kind}`, testid: "timeline-outcome", title: outcome }, outcome)));
   });
   return h("div", { class: "timeline", testid: "attempt-timeline" }, h("div", { class: "lane" }, h("span"), scale), lanes);
+}
+
+// the durable steps on one time axis, as Inngest's dev server draws a run: a bar per step from its start
+// to its end (a sleep's or a wait's end is when it wakes), and under it its name, status and duration
+function waterfall(steps) {
+  // a sleep or a wait not over yet ends (in the record) when it wakes at the latest: drawn up to now
+  const now = Date.now();
+  const spans = steps.map((st) => {
+    const a = parseTime(st.started_at), b = parseTime(st.finished_at);
+    return [a, b && Number(b) > now ? new Date(now) : b, Boolean(b && Number(b) > now)];
+  });
+  const starts = spans.map(([a]) => a).filter(Boolean).map(Number);
+  if (!starts.length) return null;
+  const begin = Math.min(...starts);
+  const span = Math.max(1, ...spans.map(([a, b]) => Number(b || a || begin) - begin));
+  const at = (ms) => `${Math.min(100, Math.max(0, (ms / span) * 100)).toFixed(2)}%`;
+  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => f * span);
+  const scale = h("div", { class: "scale", testid: "steps-axis" },
+    ticks.map((ms) => h("span", { class: "tick", testid: "steps-tick", style: `left:${at(ms)}` }, ms === 0 ? "0 ms" : `+${fmtDuration(ms)}`)));
+  const lanes = steps.map((st, i) => {
+    const [start, end, pending] = spans[i];
+    const offset = start ? Number(start) - begin : 0;
+    const length = start && end ? Number(end) - Number(start) : Number(st.duration_ms) || 0;
+    const kind = ["succeeded", "failed", "sleep", "wait"].includes(st.status) ? st.status : "other";
+    const retries = st.attempts > 1 ? ` · ${st.attempts} attempts` : "";
+    const took = pending ? `${fmtDuration(length)} so far, until ${fmtClock(st.finished_at)}` : fmtDuration(st.duration_ms);
+    const what = `${st.name} · ${st.status} · ${took}${retries}`;
+    return h("div", { class: "lane step", testid: "step", "data-step": st.name, "data-status": st.status, "data-pending": pending ? "true" : null },
+      h("div", { class: "track" }, ticks.slice(1, -1).map((ms) => h("span", { class: "grid", style: `left:${at(ms)}` })),
+        h("div", { class: `bar ${kind}${pending ? " pending" : ""}`, testid: "step-bar", title: `${what}\n${fmtTime(st.started_at)} → ${fmtTime(st.finished_at)}`,
+          style: `left:${at(offset)};width:${at(Math.min(span - offset, Math.max(length, span * 0.005)))}` })),
+      h("div", { class: "info", title: what },
+        h("strong", { class: "mono", testid: "step-name" }, st.name), " · ",
+        h("span", { class: `outcome ${kind}`, testid: "step-status" }, st.status), " · ",
+        h("span", { testid: "step-duration" }, took), retries,
+        st.error ? [" · ", h("span", { class: "outcome failed", testid: "step-error", title: st.error }, `${st.error_type || "error"}: ${st.error}`)] : null));
+  });
+  return h("div", { class: "timeline steps", testid: "steps-waterfall" }, h("div", { class: "lane step" }, scale), lanes);
 }
 
 function attempt(a, i) {
@@ -66,7 +98,8 @@ function attempt(a, i) {
       " · ", h("span", { testid: "attempt-duration" }, fmtDuration(a.duration_ms)),
       a.worker ? [" · ", h("span", { class: "mono meta", testid: "attempt-worker" }, a.worker)] : null),
     a.error_type ? h("div", { class: "meta" }, "error type ", h("span", { class: "mono", testid: "attempt-error-type" }, a.error_type)) : null,
-    a.error ? h("div", { class: "err", testid: "attempt-error" }, a.error) : h("div", { class: "muted" }, a.duration_ms === undefined ? "running" : "no error"),
+    a.error ? h("div", { class: "err", testid: "attempt-error" }, a.error)
+      : h("div", { class: "muted" }, a.waited_for ? `suspended: ${a.waited_for}` : a.duration_ms === undefined ? "running" : "no error"),
     a.traceback ? h("details", { testid: "attempt-traceback", "data-key": `traceback-${label}` }, h("summary", {}, "traceback"), h("pre", {}, a.traceback)) : null);
 }
 
@@ -95,13 +128,13 @@ export function renderDetail(run) {
   const same = panel.dataset.runId === run.id;
   const opened = same ? new Set([...panel.querySelectorAll("details[open]")].map((d) => d.dataset.key)) : new Set();
   const scrolled = same ? panel.scrollTop : 0;
-  const total = attemptsTotal(run);
   const unfinished = UNFINISHED.includes(run.status);
   const keepEdit = panel.dataset.runId === run.id ? $("#rerun-arguments") : null;
   // a notice (cancelled, replayed) outlives the refresh that re-renders the same run
   const notice = panel.dataset.runId === run.id && byTestId("detail-notice") ? [...byTestId("detail-notice").childNodes] : [];
   const edited = keepEdit && keepEdit.dataset.dirty ? keepEdit.value : null;
   const history = run.history || [];
+  const steps = run.steps || [];
   panel.dataset.runId = run.id;
   const rerun = h("textarea", { id: "rerun-arguments", testid: "rerun-arguments", spellcheck: "false",
     oninput: (e) => { e.target.dataset.dirty = "1"; } }, edited ?? pretty(run.arguments));
@@ -119,9 +152,10 @@ export function renderDetail(run) {
       run.scheduled_for ? kv("scheduled for", fmtTime(run.scheduled_for)) : null,
       kv("started", fmtTime(run.started_at)),
       kv("finished", fmtTime(run.finished_at)),
-      kv("duration", fmtDuration(runDuration(run))),
-      kv("time in attempts", total.sum === null ? "—" : `${fmtDuration(total.sum)} over ${history.length} attempt${history.length === 1 ? "" : "s"}`, "detail-attempts-total"),
-      kv("first start → finish", fmtDuration(total.span), "detail-span"),
+      run.waiting_for ? kv("waiting for", run.waiting_for, "detail-waiting-for") : null,
+      kv("duration", fmtDuration(run.duration_ms), "detail-span"),
+      kv("time in attempts", run.time_in_attempts_ms === null || run.time_in_attempts_ms === undefined ? "—"
+        : `${fmtDuration(run.time_in_attempts_ms)} over ${history.length} attempt${history.length === 1 ? "" : "s"}`, "detail-attempts-total"),
       kv("trace id", run.trace_id || "—", "detail-trace-id"),
       run.deadline ? kv("deadline", fmtTime(run.deadline)) : null,
       run.replay_of ? kv("replay of", h("span", { class: "chain", testid: "replay-chain" }, chainLinks(chain))) : null),
@@ -130,6 +164,7 @@ export function renderDetail(run) {
       unfinished ? h("button", { type: "button", class: "danger", testid: "detail-cancel-button", onclick: (e) => cancel(run.id, e.currentTarget) }, "Cancel") : null),
     h("div", { testid: "detail-notice" }, ...notice),
     run.last_error ? [h("h3", {}, "last error", run.error_type ? ` · ${run.error_type}` : ""), h("pre", { class: "notice err", testid: "detail-error" }, run.last_error)] : null,
+    steps.length ? [h("h3", {}, "steps ", h("span", { class: "count", testid: "steps-count" }, `${steps.length}`)), waterfall(steps)] : null,
     h("h3", {}, "attempts"),
     history.length ? [timeline(run), h("ol", { class: "attempts", testid: "detail-attempts" }, history.map(attempt))] : h("div", { class: "empty" }, "not started yet"),
     h("h3", {}, "arguments"), h("pre", { testid: "detail-arguments" }, pretty(run.arguments)),

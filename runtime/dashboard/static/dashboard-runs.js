@@ -2,10 +2,11 @@
 // runs list (filters, search by run id or argument text, paging beyond the latest 100, bulk actions).
 import {
   $, api, AuthNeeded, badge, byTestId, describeError, fmtClock, fmtDuration, h, hooks, notify, PAGE_SIZE, parseTime,
-  runDuration, runLink, shortId, state, STATUSES, timeCell, truncate, writeHash,
+  runLink, shortId, state, STATUSES, timeCell, truncate, writeHash,
 } from "./dashboard-core.js";
 
-const QUEUE = [["waiting", "waiting"], ["in_flight", "in flight"], ["delayed", "delayed"], ["dead", "dead"]];
+// /api/stats `queue`: the tasks in the queues now, summed over the queues (as GET /api/queues counts them)
+const QUEUE = [["waiting", "waiting"], ["running", "running"], ["scheduled", "scheduled"], ["retrying", "retrying"], ["dead", "dead"]];
 
 export function runsQuery() {
   const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
@@ -29,17 +30,16 @@ export function syncFilters() {
 
 export function renderStats(stats) {
   const perFunction = stats.runs || {};
-  const totals = Object.fromEntries(STATUSES.map((s) => [s, 0]));
-  for (const counts of Object.values(perFunction)) for (const [s, n] of Object.entries(counts)) totals[s] = (totals[s] || 0) + n;
+  const totals = stats.statuses || {};  // every status, counted by the API
   byTestId("status-counts").replaceChildren(...STATUSES.map((s) =>
     h("div", { class: `card ${s}`, testid: `stat-${s}` }, h("div", { class: "n" }, totals[s] || 0), h("div", { class: "label" }, s))));
   const queue = stats.queue || {};
-  const consumers = stats.consumers || [];
-  byTestId("queue-depths").replaceChildren(
-    ...QUEUE.map(([key, label]) => h("div", { class: `card ${key}`, testid: `queue-${key.replace("_", "-")}` },
+  const busy = stats.workers_running || [];
+  byTestId("queue-depths").replaceChildren(h("div", { class: "caption" }, "in the", h("br"), "queues"),
+    ...QUEUE.map(([key, label]) => h("div", { class: `card ${key}`, testid: `queue-${key}`, title: `${label}: in the queues now` },
       h("div", { class: "n" }, queue[key] ?? 0), h("div", { class: "label" }, label))),
-    h("div", { class: "card", testid: "consumers", title: consumers.map((c) => `${c.name}: ${c.pending} in flight`).join("\n") },
-      h("div", { class: "n" }, consumers.length), h("div", { class: "label" }, "busy workers")));
+    h("div", { class: "card", testid: "workers-running", title: busy.map((w) => `${w.name}: ${w.running} running`).join("\n") || "no worker runs anything" },
+      h("div", { class: "n" }, busy.filter((w) => w.running > 0).length), h("div", { class: "label" }, "busy workers")));
   const names = Object.keys(perFunction).sort();
   if (!names.length) {
     byTestId("function-counts").replaceChildren(h("div", { class: "empty" }, "no runs yet"));
@@ -159,7 +159,7 @@ export function renderRuns(runs) {
     h("td", {}, runLink(run.id)), h("td", { class: "mono" }, run.function), h("td", { class: "mono muted" }, run.queue || ""),
     h("td", {}, badge(run.status)),
     h("td", { class: "num" }, `${run.attempts}/${run.max_attempts}`), timeCell(run.enqueued_at),
-    h("td", { class: "num" }, fmtDuration(runDuration(run))),
+    h("td", { class: "num", testid: "run-duration" }, fmtDuration(run.duration_ms)),
     h("td", { class: "error-text", title: run.last_error || null, testid: "run-error" }, truncate(run.last_error || "", 300)))));
   updateBulkButtons();
 }
