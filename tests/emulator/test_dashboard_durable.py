@@ -1,7 +1,8 @@
 """Durable functions in the dashboard, in a real browser against a real `emulator up`: a run suspended in
 ctx.wait_for_event is `waiting` wherever statuses are listed and says what it waits for; its steps sit on one
 time axis (a bar per step, the failed one in the failed colour); each attempt names its worker; the overview
-shows the queue depths and busy workers of /api/stats. With DASHBOARD_SHOTS=DIR, screenshots land in DIR."""
+shows the queue depths and busy workers of /api/stats; the events view lists the events with links to the
+runs each started and woke, and sends one. With DASHBOARD_SHOTS=DIR, screenshots land in DIR."""
 
 from __future__ import annotations
 
@@ -142,4 +143,54 @@ def test_a_waiting_run_shows_what_it_waits_for_and_its_steps_on_a_time_axis(
             expect(page.get_by_test_id(f"queue-{key}").locator(".n")).to_have_text(str(stats["queue"][key]))
         busy = sum(1 for w in stats["workers_running"] if w["running"])
         expect(page.get_by_test_id("workers-running").locator(".n")).to_have_text(str(busy))
+    assert emulator.interrupt() == 0
+
+
+@needs_chromium
+def test_the_events_view_lists_events_with_their_runs_and_sends_one(
+    spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    emulator = durable_app(spawn, tmp_path)
+    run_id = waiting_for_the_event(emulator)
+    sent = httpx.post(f"{emulator.dashboard}/api/events", json={"name": "briefing.created", "data": {"briefing_id": 3}})
+    assert sent.status_code == 202, sent.text
+    [started] = sent.json()["started"]
+    with browser_page(width=1280) as page:
+        page.goto(f"{emulator.dashboard}/#view=events")  # loaded directly from its URL
+        expect(page.get_by_test_id("view-events")).to_be_visible()
+        created = page.locator('[data-testid="event-row"][data-event="briefing.created"]')
+        expect(created).to_have_count(1)
+        expect(created.get_by_test_id("event-data")).to_have_text('{"briefing_id":3}')
+        expect(created.get_by_test_id("event-started-link")).to_have_text(str(started)[:8])
+        # the form sends the approval: the waiting run wakes, and the event links to it
+        form = page.get_by_test_id("event-form")
+        form.get_by_test_id("event-name-input").fill("briefing.approved")
+        form.get_by_test_id("event-data-input").fill('{"briefing_id": 7, "by": "ada"}')
+        form.get_by_test_id("event-id-input").fill("approve-7")
+        form.get_by_test_id("event-submit").click()
+        expect(form.get_by_test_id("event-result")).to_contain_text("woke 1")
+        approved = page.locator('[data-testid="event-row"][data-event="briefing.approved"]')
+        expect(approved.get_by_test_id("event-woke-link")).to_have_text(run_id[:8])
+        assert page.evaluate(SIDEWAYS) == [], "events"
+        page.set_viewport_size({"width": 1400, "height": 900})
+        shot(page, "events-sent")
+        form.get_by_test_id("event-submit").click()  # the same id again: nothing new
+        expect(form.get_by_test_id("event-result")).to_contain_text("already sent")
+        approved.get_by_test_id("event-woke-link").click()
+        expect(page.get_by_test_id("view-runs")).to_be_visible()
+        detail = page.get_by_test_id("run-detail")
+        expect(detail.get_by_test_id("detail-id")).to_have_text(run_id)
+        expect(detail.get_by_test_id("run-status").first).to_have_text("succeeded", timeout=30_000)
+        expect(detail.get_by_test_id("detail-waiting-for")).to_have_count(0)
+        wait = detail.locator('[data-testid="step"][data-step="approval"]')
+        expect(wait.get_by_test_id("step-status")).to_have_text("succeeded")  # it was `wait` until the event came
+        expect(detail.get_by_test_id("detail-result")).to_contain_text('"by": "ada"')
+        run = emulator.run(run_id)
+        expect(detail.get_by_test_id("detail-span")).not_to_have_text("—")
+        assert run["duration_ms"] and run["time_in_attempts_ms"], run
+        expect(page.get_by_test_id("run-row")).to_have_count(2)  # the runs list, loaded beside it
+        expect(page.get_by_test_id("stat-succeeded")).to_contain_text("2")
+        shot(page, "run-steps-finished")
     assert emulator.interrupt() == 0

@@ -92,8 +92,14 @@ MODULE = """\
     async def later() -> None:
         return None
 """
-VIEWS = ("runs", "queues", "workers", "functions")
-LOADED = {"runs": "run-row", "queues": "queue-row", "workers": "worker-row", "functions": "function-row"}
+VIEWS = ("runs", "queues", "workers", "functions", "events")
+LOADED = {
+    "runs": "run-row",
+    "queues": "queue-row",
+    "workers": "worker-row",
+    "functions": "function-row",
+    "events": "event-row",
+}
 
 # the elements that scroll sideways: the page itself, and any element narrower than its content that
 # clips or scrolls it (a table-wrap, a section)
@@ -111,7 +117,7 @@ def emulator_app(spawn: Callable[..., Process], tmp_path: Path) -> Emulator:
 
 
 def a_run_of_each_kind(emulator: Emulator) -> dict[str, str]:
-    """A succeeded, a failed (two attempts, so a dead letter) and a cancelled run."""
+    """A succeeded, a failed (two attempts, so a dead letter) and a cancelled run; and an event, that starts none."""
     ids = {
         "succeeded": str(emulator.enqueue("add", {"a": 1, "b": 2})["id"]),
         "failed": str(emulator.enqueue("boom", {"reason": "on purpose "})["id"]),
@@ -121,6 +127,9 @@ def a_run_of_each_kind(emulator: Emulator) -> dict[str, str]:
     assert response.status_code == 200, response.text
     for run_id in ids.values():
         emulator.wait_run(run_id, ("succeeded", "failed", "cancelled"))
+    event = {"name": "screen.checked", "data": {"by": "the screen test", "note": "a long note " * 30}}
+    response = httpx.post(f"{emulator.dashboard}/api/events", json=event, timeout=10)  # for the events view
+    assert response.status_code == 202, response.text
     return ids
 
 

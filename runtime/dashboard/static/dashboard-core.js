@@ -140,7 +140,7 @@ export function askForToken(message) {
 export function saveToken(token) { sessionStorage.setItem(TOKEN_KEY, token); }
 
 // ---- the URL hash keeps the view, the filters and the open run -----------------------------------
-export const VIEWS = ["runs", "queues", "workers", "functions"];
+export const VIEWS = ["runs", "queues", "workers", "functions", "events"];
 export function readHash() {
   const params = new URLSearchParams(location.hash.replace(/^#/, ""));
   state.view = VIEWS.includes(params.get("view")) ? params.get("view") : "runs";

@@ -12,6 +12,7 @@ import {
 import { renderQueues } from "./dashboard-queues.js";
 import { renderWorkers } from "./dashboard-workers.js";
 import { renderFunctions, renderSchedules, wireFunctions } from "./dashboard-functions.js";
+import { renderEvents, wireEvents } from "./dashboard-events.js";
 
 const REFRESH_MS = 2000;
 
@@ -67,6 +68,8 @@ async function refresh() {
       calls.workers = api("/api/workers");
     } else if (state.view === "functions") {
       calls.schedules = api("/api/schedules");
+    } else if (state.view === "events") {
+      calls.events = api("/api/events");
     }
     const names = Object.keys(calls);
     const results = await Promise.allSettled(Object.values(calls));
@@ -100,6 +103,7 @@ async function refresh() {
     if (ok("queues")) renderQueues(got.queues.value);
     if (ok("workers")) renderWorkers(got.workers.value);
     if (ok("schedules")) renderSchedules(got.schedules.value);
+    if (ok("events")) renderEvents(got.events.value);
     if (state.view === "runs" && state.run) await loadDetail();
     // a failure other than the app's own error (which has its banner) is a connection problem
     const failures = results.filter((r) => r.status === "rejected" && !(r.reason instanceof ApiError && r.reason.status === 503 && broken));
@@ -140,6 +144,7 @@ for (const a of document.querySelectorAll("nav.tabs a")) {
 window.addEventListener("hashchange", () => { readHash(); syncFilters(); showView(); refresh(); });
 wireRuns();
 wireFunctions(() => state.functions);
+wireEvents();
 readHash();
 syncFilters();
 showView();
