@@ -87,6 +87,7 @@ class Runtime:
         self._guarded_kick = self.broker.redis.register_script(_GUARDED_KICK)
         self._unique_kick = self.broker.redis.register_script(_UNIQUE_KICK)
         self.waiting: dict[str, str] = {}  # dependency -> why start() still waits for it
+        self.origin: str | None = None  # which Redis and database, and why: logged once connected
 
     @classmethod
     def from_manifest(cls, path: str | Path = "manifest.yaml", settings: Settings | None = None) -> Runtime:
@@ -101,6 +102,14 @@ class Runtime:
         database_url = f"the database at DATABASE_URL={redact(self.settings.database_url)}"
         await self._wait_for("database", database_url, self.store.init, DATABASE_ERRORS, deadline)
         set_running(self)
+        self._say_origin()
+
+    def _say_origin(self) -> None:
+        """Which Redis and database this process uses, once: when it connected, or when it starts waiting for
+        one (a process that fails at once says only why, in one line)."""
+        if self.origin is not None:
+            logging.getLogger("runtime").info("%s", self.origin)
+            self.origin = None
 
     async def _connect_redis(self) -> None:
         await self.broker.redis.ping()
@@ -136,6 +145,7 @@ class Runtime:
                     verb = "reach" if name == "redis" else "use"
                     raise ConfigError(f"cannot {verb} {what}: {reason}. {fix}") from None
                 if reason != said:  # one line per dependency (and per new reason), not one per try
+                    self._say_origin()
                     logger.warning("waiting for %s: %s; retrying for up to %.0f s", what, reason, left)
                     said = reason
                 await asyncio.sleep(min(delay, left))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -13,29 +12,26 @@ from typing import Any
 from runtime.errors import ConfigError
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    """The process's settings (runtime/cli/discovery.py), its logging set up, and a first line saying which Redis
-    and which database it uses."""
+def _settings(args: argparse.Namespace) -> tuple[Any, str]:
+    """The process's settings (runtime/cli/discovery.py), its logging set up, and the line it logs once it has
+    connected: which Redis and which database it uses, and why those."""
     from runtime.cli.discovery import command_settings
     from runtime.logs import configure_logging
     from runtime.redaction import redact
 
     settings, source = command_settings(args.manifest, need_app=False)
     configure_logging(settings)
-    logging.getLogger("runtime").info(
-        "%s uses redis %s and database %s (%s)",
-        args.command,
-        redact(settings.redis_url),
-        redact(settings.database_url),
-        source,
-    )
-    return settings
+    uses = f"{args.command} uses redis {redact(settings.redis_url)} and database {redact(settings.database_url)}"
+    return settings, f"{uses} ({source})"
 
 
 def _runtime(args: argparse.Namespace) -> Any:
     from runtime.app.connections import Runtime
 
-    return Runtime.from_manifest(args.manifest, _settings(args))
+    settings, origin = _settings(args)
+    runtime = Runtime.from_manifest(args.manifest, settings)
+    runtime.origin = origin  # logged once connected: a process that cannot start says only why, in one line
+    return runtime
 
 
 def _on_stop(callback: Callable[[], None]) -> None:

@@ -168,7 +168,7 @@ async def test_a_cluster_runs_two_queues_in_different_slots(spawn, app, cluster,
     # the queue depths (a script and a pipeline per queue's slot) and the workers running tasks, on a cluster
     from runtime.ops import operations
 
-    later = await fast.enqueue(n=100, delay=600)
+    later = await fast.with_options(delay=600).enqueue(n=100)
     stats = await operations.queue_stats(rt)
     assert sum(row["scheduled"] for row in stats.values()) == 1 and await operations.running_per_worker(rt) == {}
     await rt.cancel(later)
