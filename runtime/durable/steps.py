@@ -99,9 +99,7 @@ class Steps:
 
     async def sleep(self, name: str, duration: float | timedelta) -> None:
         """`ctx.sleep`: the run waits `duration` (seconds or a timedelta) holding no worker, then goes on."""
-        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= MAX_SLEEP:
-            raise ValueError(f"sleep {name!r}: a duration is 0 to {MAX_SLEEP} seconds (a year), not {duration!r:.40}")
+        seconds = _seconds(duration, f"sleep {name!r}: a duration")
         await self._sleep(self._occurrence(name), time.time() + seconds)
 
     async def sleep_until(self, name: str, when: datetime) -> None:
@@ -143,9 +141,7 @@ class Steps:
     ) -> Any:
         """`ctx.wait_for_event`: the event's data, or None if none came within `timeout`; see Context."""
         key = self._occurrence(name)
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= MAX_SLEEP:
-            raise ValueError(f"wait {key!r}: timeout is 0 to {MAX_SLEEP} seconds (a year), not {timeout!r:.40}")
+        seconds = _seconds(timeout, f"wait {key!r}: timeout")
         if not isinstance(event, str) or not EVENT_NAME.fullmatch(event):
             raise ValueError(f"wait {key!r}: event {str(event)[:80]!r} is not a dotted name (like briefing.approved)")
         value = None
@@ -323,6 +319,14 @@ class Steps:
                 f"save {self._limits.run_bytes} (MAX_STEPS_SIZE)"
             )
         return text
+
+
+def _seconds(value: float | timedelta, what: str) -> float:
+    """Seconds (a number or a timedelta) from 0 to a year, or a ValueError that starts with `what`."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= MAX_SLEEP:
+        raise ValueError(f"{what} is 0 to {MAX_SLEEP} seconds (a year), not {value!r:.40}")
+    return float(seconds)
 
 
 async def _call(fn: Callable[..., Any], args: Any) -> Any:

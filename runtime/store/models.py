@@ -116,10 +116,7 @@ class Run(SQLModel, table=True):
     def public(self) -> dict[str, Any]:
         """The run as the API and `--json` show it: `id` first, every time (its attempts' too) as `iso()`,
         and its `duration_ms` and `time_in_attempts_ms`."""
-        data = self.model_dump(exclude={"version"})
-        for key, value in data.items():
-            if isinstance(value, datetime):
-                data[key] = iso(value)
+        data = _iso_times(self.model_dump(exclude={"version"}))
         data["history"] = [_public_attempt(entry) for entry in self.history]
         data["duration_ms"] = self.duration_ms()
         data["time_in_attempts_ms"] = self.time_in_attempts_ms()
@@ -184,13 +181,15 @@ class Step(SQLModel, table=True):
     def public(self) -> dict[str, Any]:
         """The step as `runtime runs show` and the API show it: its result decoded, times as `iso()`. A sleep's
         or a wait's `finished_at` is when it wakes, or when its wait ends at the latest."""
-        data = self.model_dump(exclude={"run_id", "result"})
-        for key, value in data.items():
-            if isinstance(value, datetime):
-                data[key] = iso(value)
+        data = _iso_times(self.model_dump(exclude={"run_id", "result"}))
         data["result"] = None if self.result is None else json.loads(self.result)
         data["duration_ms"] = round((self.finished_at - self.started_at).total_seconds() * 1000, 2)
         return data
+
+
+def _iso_times(data: dict[str, Any]) -> dict[str, Any]:
+    """A row's values with its datetimes as `iso()`, as every JSON answer shows them."""
+    return {key: iso(value) if isinstance(value, datetime) else value for key, value in data.items()}
 
 
 def as_run(row: Any) -> Run:

@@ -38,7 +38,7 @@ from runtime.worker.middleware import (
 )
 from runtime.worker.middleware.log_context import LogContextMiddleware
 from runtime.worker.middleware.metrics import MetricsMiddleware
-from runtime.worker.middleware.retries import backoff
+from runtime.worker.middleware.retries import backoff, resend
 from runtime.worker.sync_pool import SyncPool
 
 logger = logging.getLogger("runtime.worker")
@@ -205,7 +205,8 @@ class Attempts:
         """The Context of this attempt: its run, its deadline, and its steps with the function's retries."""
         name = message.task_name
         manifest = self.runtime.app.manifest
-        if name not in manifest.functions:
+        fn = self.runtime.app.tasks.get(name)
+        if fn is None or fn.context_param is None:  # the task never sees its Context: no steps to make
             return Context(message.task_id, message.labels["attempt"], deadline)
         settings = self.runtime.settings
         curve = manifest.backoff(name)
@@ -247,22 +248,11 @@ class Attempts:
             attempt(labels, duration, error=None, error_type=None, traceback=None, waited_for=suspended.what)
         )
         labels["waiting_for"] = suspended.what
-        queue = str(labels.get("queue") or self.runtime.queue_of(self.runtime.app.tasks[message.task_name]))
-        again = self.runtime.message(
-            message.task_name,
-            message.task_id,
-            message.kwargs,
-            labels["attempt"],
-            labels["history"],
-            labels.get("enqueued_at"),
-            queue=queue,
-            deadline=labels.get("deadline"),
-            parent=labels.get("parent"),
-        )
-        again = _due_at(again, suspended.until)
+        again = _due_at(resend(self.runtime, message, labels["attempt"]), suspended.until)
         due = suspended.until
         if suspended.wait is not None:
             wait = suspended.wait
+            queue = str(labels.get("queue") or self.runtime.app.manifest.queue(message.task_name))
             waiter = {"field": wait.field, "value": wait.value, "queue": queue, "run_id": message.task_id}
             waiter["message"] = again.decode()
             try:

@@ -34,6 +34,23 @@ def backoff(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
     return float(ceiling * random.uniform(0.5, 1.0))
 
 
+def resend(runtime: Runtime, message: TaskiqMessage, attempt: int) -> bytes:
+    """The run's message, to send again (a retry, or a durable run resuming): the same run on its own queue, with
+    its history, enqueue time, deadline and parent, at `attempt`."""
+    labels = message.labels
+    return runtime.message(
+        message.task_name,
+        message.task_id,
+        message.kwargs,
+        attempt,
+        labels.get("history"),
+        labels.get("enqueued_at"),
+        queue=str(labels.get("queue") or runtime.app.manifest.queue(message.task_name)),
+        deadline=labels.get("deadline"),
+        parent=labels.get("parent"),
+    )
+
+
 class RetryMiddleware(TaskiqMiddleware):
     def __init__(self, runtime: Runtime) -> None:
         super().__init__()
@@ -63,16 +80,4 @@ class RetryMiddleware(TaskiqMiddleware):
             return
         labels["outcome"] = "retrying"
         labels["retry_in"] = delay
-        queue = str(labels.get("queue") or manifest.queue(message.task_name))  # back to its own queue
-        next_message = self.runtime.message(
-            message.task_name,
-            message.task_id,
-            message.kwargs,
-            attempt + 1,
-            labels.get("history"),
-            labels.get("enqueued_at"),
-            queue=queue,
-            deadline=deadline,
-            parent=labels.get("parent"),
-        )
-        self.pending[message.task_id] = (next_message, time.time() + delay)
+        self.pending[message.task_id] = (resend(self.runtime, message, attempt + 1), time.time() + delay)
