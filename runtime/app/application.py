@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from runtime.app.decorators import HttpFunction, TaskFunction, _Function
+from runtime.app.flow_check import flow_problems
 from runtime.app.manifest import Manifest
 from runtime.app.manifest_file import declared_handlers, read_manifest, validate_manifest
 from runtime.errors import ManifestError, Problem
@@ -166,6 +167,8 @@ def load_application(manifest_path: str | Path = "manifest.yaml") -> Application
                         f"does not declare it; add it under 'functions:' or remove the decorator",
                     )
                 )
+    if manifest is not None:
+        problems += flow_problems(manifest, tasks, file)
     if problems or manifest is None:
         raise ManifestError(problems)
     return Application(manifest=manifest, path=path, http=http_functions, tasks=tasks)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
@@ -20,21 +19,20 @@ from runtime import tracing
 from runtime.app.application import Application, load_application
 from runtime.app.current import clear_running, running, set_running
 from runtime.app.decorators import TaskFunction
+from runtime.app.enqueue_flow import submit_flow
 from runtime.app.enqueue_options import (
     _GUARDED_KICK,
     _UNIQUE_KICK,
     KEY_HOLD,
-    _with_label,
     check_at,
     check_deadline,
     check_delay,
 )
-from runtime.app.enqueue_outcome import answer, describe
-from runtime.errors import ArgumentsError, ConfigError, EnqueueUnavailable, RuntimeNotStarted
+from runtime.app.enqueue_outcome import answer
+from runtime.app.enqueue_unique import submit_unique
+from runtime.errors import ArgumentsError, ConfigError, RuntimeNotStarted
 from runtime.queue.broker import StreamBroker
 from runtime.queue.keys import Keys
-from runtime.queue.redis_client import is_cluster
-from runtime.queue.stream_sends import NotSent, connect
 from runtime.redaction import redact
 from runtime.settings import Settings, get_settings
 from runtime.store.models import DATABASE_ERRORS, FINAL, Run, from_timestamp, utcnow
@@ -300,9 +298,14 @@ class Runtime:
             for row, message in zip(rows, messages, strict=True):
                 row["trace_id"] = tracing.trace_id_of(orjson.loads(message)["labels"])
         self._check_size(name, messages, validated)
+        spec = self.app.manifest.functions[name].task
+        if spec is not None and spec.flow():  # rate limits, debounce, batches (runtime/app/enqueue_flow.py)
+            flowed = await submit_flow(self, name, spec, rows, messages, seconds)
+            if flowed is not None:
+                return flowed
         window = self.app.manifest.unique(name)
         if key is not None or window is not None:
-            return await self._submit_unique(name, queue, rows, messages, seconds, key, window or KEY_HOLD)
+            return await submit_unique(self, name, queue, rows, messages, seconds, key, window or KEY_HOLD)
         qk = self.keys.queue(queue)
         if guard is not None:
             keys = [qk.stream, qk.delayed, guard]
@@ -315,57 +318,6 @@ class Runtime:
             if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
                 raise outcome  # cancelled: the caller is gone
         return await answer(self.store, name, rows, *outcomes, guarded=guard is not None)
-
-    async def _submit_unique(
-        self,
-        name: str,
-        queue: str,
-        rows: list[dict[str, Any]],
-        messages: list[bytes],
-        seconds: float,
-        key: str | None,
-        hold: float,
-    ) -> list[dict[str, Any]]:
-        """Each run queued unless its key (given, or its function and canonical arguments) is held: then
-        the holder's id comes back and nothing is queued. Atomic in Redis, so concurrent callers in any
-        process get one run. The key goes when the run finishes, or after `hold`."""
-        qk = self.keys.queue(queue)
-        due = time.time() + seconds if seconds else 0
-        out = []
-        for row, message in zip(rows, messages, strict=True):
-            canonical = orjson.dumps(row["arguments"], option=orjson.OPT_SORT_KEYS)
-            token = key if key is not None else hashlib.sha256(canonical).hexdigest()
-            unique_key = qk.unique(name, token)
-            message = _with_label(message, "unique", unique_key)
-            holder = await self._kick_unique(
-                name, key, [qk.stream, qk.delayed, unique_key], [due, int(hold * 1000), row["id"], message]
-            )
-            if holder:
-                out.append(row | {"id": holder.decode() if isinstance(holder, bytes) else str(holder)})
-                continue
-            try:
-                await self.records.insert([row])
-            except Exception as exc:  # queued: the worker's first update writes the record
-                logger.warning("queued run %s of %s, but its record could not be saved (%s)", row["id"], name, exc)
-            out.append(row)
-        return out
-
-    async def _kick_unique(self, name: str, key: str | None, keys: list[str], args: list[Any]) -> Any:
-        """Run the unique script; a Redis that cannot be reached is a clear failure: only it can decide."""
-        try:
-            if is_cluster(self.broker.redis):  # a cluster's pipeline picks its own node
-                return await self._unique_kick(keys=keys, args=args)
-            async with self.broker.redis.pipeline(transaction=False) as pipe:
-                await self._unique_kick(keys=keys, args=args, client=pipe)
-                await connect(pipe)
-                [holder] = await pipe.execute()
-                return holder
-        except NotSent as exc:
-            option = "its key" if key is not None else "its function's `unique` window"
-            raise EnqueueUnavailable(
-                f"nothing was queued for '{name}': {option} needs Redis to tell a duplicate, and Redis is "
-                f"unreachable ({describe(exc)}); try again shortly"
-            ) from None
 
     def _check_size(self, name: str, messages: list[bytes], arguments: list[dict[str, Any]]) -> None:
         limit = self.settings.max_arguments_size

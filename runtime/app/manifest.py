@@ -7,22 +7,20 @@ its errors into problems is `manifest_file.py`.
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from starlette.convertors import CONVERTOR_TYPES
 
+from runtime.app.durations import Duration, _short, _Strict, format_duration, parse_duration
+from runtime.app.flow_specs import LIMIT_NAME, Batch, Concurrency, Debounce, NamedLimit, RateLimit, Throttle, as_list
 from runtime.durable.events import EVENT_NAME
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 HANDLER_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
-MAX_DURATION = 24 * 3600.0
 MAX_KEEP = 3650 * 86400.0  # retention and uniqueness windows: up to ten years
 QUEUE_NAME = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 # Paths the runtime serves itself on the web process; a function there would never be reached.
@@ -35,54 +33,6 @@ RESERVED_PATHS = {
 }
 _PATH_PARAM = re.compile(r"\{([^{}]*)\}")
 _PARAM_BODY = re.compile(r"^[A-Za-z_]\w*(:[A-Za-z_]\w*)?$")
-
-
-def parse_duration(value: Any, maximum: float = MAX_DURATION) -> float:
-    """Seconds from an int/float (seconds) or a string like "500ms", "30s", "5m", "1h", "7d"."""
-    shown = _short(repr(value), quote=False)
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '30s', '5m', '1h'")
-    if isinstance(value, int) and abs(value) > maximum:
-        seconds = math.inf if value > 0 else -math.inf  # float() of a huge int overflows
-    elif isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise ValueError(f"{shown} is not a duration: use seconds (30) or a string like '500ms', '30s', '5m', '1h'")
-    if math.isnan(seconds):
-        raise ValueError("nan is not a duration: use seconds (30) or a string like '500ms', '30s', '5m', '1h'")
-    if seconds < 0.001:
-        raise ValueError(f"{shown}: a duration must be at least 1ms")
-    if seconds > maximum:
-        limit = format_duration(maximum) if maximum > MAX_DURATION else f"{maximum / 3600:g}h"
-        raise ValueError(f"{shown}: a duration must be at most {limit}")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact string for a duration: 300 -> '5m', 0.5 -> '500ms'."""
-    for unit in ("d", "h", "m", "s"):
-        amount = seconds / _UNIT_SECONDS[unit]
-        if amount >= 1 and amount == int(amount):
-            return f"{int(amount)}{unit}"
-    return f"{round(seconds * 1000)}ms"
-
-
-def _short(value: str, limit: int = 40, quote: bool = True) -> str:
-    value = value if len(value) <= limit else value[:limit] + "..."
-    return repr(value) if quote else value
-
-
-Duration = Annotated[
-    float,
-    Field(json_schema_extra={"anyOf": [{"type": "number"}, {"type": "string", "pattern": _DURATION.pattern}]}),
-]
-
-
-class _Strict(BaseModel):
-    # strict: `retries: "3"` or `concurrency: true` is a mistake to report, not a value to coerce
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Backoff(_Strict):
@@ -171,6 +121,29 @@ class TaskSpec(_Strict):
     backoff: Backoff | None = None
     dead_letter_alert: int | None = Field(None, ge=1)
     on: list[str] | None = Field(None, description="events that each start a run; the event's data are its arguments")
+    concurrency: list[Concurrency] | None = Field(None, max_length=2, description="one mapping or a list of two")
+    limits: list[Annotated[str, Field(pattern=LIMIT_NAME)]] | None = Field(
+        None, description="app-wide named limits (declared under the top-level `limits:`) this task counts against"
+    )
+    throttle: Throttle | None = None
+    rate_limit: RateLimit | None = None
+    debounce: Debounce | None = None
+    batch: Batch | None = None
+
+    _concurrency = field_validator("concurrency", mode="before")(lambda cls, v: as_list(v))
+
+    @model_validator(mode="after")
+    def _flow(self) -> TaskSpec:
+        if self.batch is not None and self.debounce is not None:
+            raise ValueError("a task has 'batch:' or 'debounce:', not both")
+        if self.unique is not None and (self.batch is not None or self.debounce is not None):
+            raise ValueError("'unique:' does not combine with 'batch:' or 'debounce:' (they already merge enqueues)")
+        return self
+
+    def flow(self) -> bool:
+        """Whether any flow control applies to this task."""
+        fields = (self.concurrency, self.limits, self.throttle, self.rate_limit, self.debounce, self.batch)
+        return any(value for value in fields)
 
     @field_validator("on")
     @classmethod
@@ -252,6 +225,9 @@ class Manifest(_Strict):
         None, description="queue name -> weight; without it there is one queue, `default`"
     )
     priority: Literal["weighted", "strict"] = Field("weighted", description="strict: heavier queues first, always")
+    limits: dict[Annotated[str, Field(pattern=LIMIT_NAME)], NamedLimit] | None = Field(
+        None, description="app-wide named limits, shared by the tasks that name them: {openai: {concurrency: 20}}"
+    )
     functions: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")], FunctionSpec]
 
     @model_validator(mode="after")
@@ -265,6 +241,15 @@ class Manifest(_Strict):
         for where, queue in wanted.items():
             if queue not in declared:
                 raise ValueError(f"{where}: queue {queue!r} is not declared under 'queues:' ({', '.join(declared)})")
+        named = list(self.limits or {})
+        for name, spec in self.functions.items():
+            for limit in (spec.task.limits or []) if spec.task is not None else []:
+                if limit not in named:
+                    known = f"declared: {', '.join(named)}" if named else "none is declared"
+                    raise ValueError(
+                        f"functions.{name}.task.limits: {limit!r} is not declared under the top-level 'limits:' "
+                        f"({known})"
+                    )
         return self
 
     def queue_names(self) -> list[str]:

@@ -12,7 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError
 
-from runtime.app.manifest import HANDLER_PATTERN, Manifest, _short
+from runtime.app.durations import _short
+from runtime.app.manifest import HANDLER_PATTERN, Manifest
 from runtime.errors import ManifestError, Problem
 
 # Hostile-input bounds: a real manifest is a few KB, a few levels deep, with a few hundred values.

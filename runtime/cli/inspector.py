@@ -76,7 +76,8 @@ def _one_line(text: str | None, width: int = 60) -> str:
 
 
 def _since(value: str | None) -> float | None:
-    from runtime.app.manifest import MAX_KEEP, parse_duration
+    from runtime.app.durations import parse_duration
+    from runtime.app.manifest import MAX_KEEP
 
     if value is None:
         return None

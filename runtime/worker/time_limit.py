@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runtime.app.decorators import TaskFunction
-from runtime.app.manifest import format_duration
+from runtime.app.durations import format_duration
 from runtime.errors import DeadlineExceeded, TaskTimeout
 from runtime.worker.sync_pool import SyncPool
 

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from runtime import gc_pause
 from runtime.app.connections import Runtime
-from runtime.app.manifest import format_duration
+from runtime.app.durations import format_duration
 from runtime.errors import WorkerDied
 from runtime.ops import presence
 from runtime.ops.health import HealthServer, Heartbeat, dependencies

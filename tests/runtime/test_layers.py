@@ -27,6 +27,7 @@ RANKS = {
     "runtime.settings": 3,  # checks REDIS_URL with queue/redis_client's parser
     "runtime.logs": 4,
     "runtime.durable": 5,  # steps; the Context of app/ hands them to the task
+    "runtime.flow": 5,  # limits held in Redis; enqueue (app/) and the worker use them
     "runtime.app": 6,
     "runtime.ops": 7,
     "runtime.web": 8,

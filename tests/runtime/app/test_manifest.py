@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from runtime.app.application import load_application
-from runtime.app.manifest import format_duration, parse_duration
+from runtime.app.durations import format_duration, parse_duration
 from runtime.app.manifest_file import parse_manifest
 from runtime.errors import ManifestError
 from tests.conftest import command, write_app

