@@ -122,3 +122,13 @@ class Keys:
     def event_got(self, member: str) -> str:
         """The event that ended a run's wait (`run_id/step`), until the run has saved it as its step."""
         return f"{{{self.app}:events}}:got:{member}"
+
+    # --- flow control (one hash tag, `{app:flow}`; their scripts also touch a queue's stream: a single Redis) ----
+
+    def flow(self, name: str) -> str:
+        """A flow-control key: `running:<limit>` (sorted set of the runs holding a slot, scored by when their hold
+        lapses), `waiting:<limit>` (list of the runs waiting for a slot), `throttle:<function>:<key>` (GCRA's
+        theoretical arrival time), `clock`/`fence` (a gap means Redis paused: expired holds are kept a lease
+        longer), `waiting` (the set of waiting lists), `limits` (waiting list -> its running set and limit),
+        `counts:<function>` (throttled and skipped per key)."""
+        return f"{{{self.app}:flow}}:{name}"

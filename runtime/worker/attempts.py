@@ -11,7 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -270,3 +270,15 @@ def _due_at(message: bytes, due: float) -> bytes:
     data = orjson.loads(message)
     data["labels"]["due_at"] = due
     return orjson.dumps(data)
+
+
+def start_mark(data: bytes) -> dict[str, Any]:
+    try:
+        mark = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return {}
+    return mark if isinstance(mark, dict) else {}
+
+
+def as_datetime(timestamp: Any) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(float(timestamp), UTC)

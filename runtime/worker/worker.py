@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -30,13 +29,14 @@ from runtime import gc_pause
 from runtime.app.connections import Runtime
 from runtime.app.durations import format_duration
 from runtime.errors import WorkerDied
+from runtime.flow.gate import RUN, gate_for
 from runtime.ops import presence
 from runtime.ops.health import HealthServer, Heartbeat, dependencies
 from runtime.queue.broker import CANCELLED, PAUSED, Delivery
 from runtime.queue.leases import LeaseKeeper
 from runtime.queue.messages import InvalidMessage, decode
 from runtime.queue.priority import QueueOrder, served_queues
-from runtime.worker.attempts import Attempts, call, identity
+from runtime.worker.attempts import Attempts, as_datetime, call, identity, start_mark
 from runtime.worker.cancellation import Cancellations
 from runtime.worker.commits import Commits
 from runtime.worker.sync_pool import SyncPool
@@ -78,6 +78,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self.heartbeat = Heartbeat()
         self.redis_ok = True
+        self.gate = gate_for(runtime, self.broker.consumer)  # concurrency and throttle (runtime/flow/gate.py)
         self.commits = Commits(
             self.broker,
             [self.attempts.records.flush, self.attempts.dead_letters.flush],
@@ -125,6 +126,8 @@ class Worker:
             background.start_soon(self._delayed_loop)
             background.start_soon(self.commits.loop)
             background.start_soon(self.cancels.listen, self._cancel)
+            if self.gate is not None:
+                background.start_soon(self.gate.loop)
             runners = [asyncio.create_task(self._runner()) for _ in range(self.concurrency)]
             await self._fetch_loop()
             deadline = await self._drain(runners)
@@ -249,6 +252,8 @@ class Worker:
     def _lost(self, keys: list[str]) -> None:
         """Another worker holds these entries now: stop them here, and record and ack nothing of them."""
         for key in keys:
+            if self.gate is not None:
+                self.gate.release(key)
             if self.held.pop(key, None) is None:
                 continue
             run_id = self.run_of.pop(key, None)
@@ -295,6 +300,8 @@ class Worker:
         if not keys:
             return
         for key in keys:
+            if self.gate is not None:
+                self.gate.release(key)
             delivery = self.held.pop(key, None)
             self.fetched_at.pop(key, None)
             self.run_of.pop(key, None)
@@ -352,12 +359,17 @@ class Worker:
         labels["history"] = list(labels.get("history") or [])
         if delivery.started is not None:
             # its last holder died while running it: that attempt failed, like any other failure
-            crashed = _start_mark(delivery.started)
+            crashed = start_mark(delivery.started)
             labels["attempt"] = crashed.get("attempt", labels["attempt"])
             labels["started_at"] = crashed.get("started_at", time.time())
             labels["ran_on"] = crashed
             await self.attempts.finish(delivery, message, None, WorkerDied(WORKER_DIED), None)
             return
+        if self.gate is not None and message.task_name in self.gate.limits:
+            gated, _ = await self.gate.admit(delivery, message)
+            if gated != RUN:  # it waits for a slot or for its turn (acked by the gate), or is another's now
+                self._acked([delivery.key])
+                return
         labels["started_at"] = time.time()
         mark = labels["ran_on"] = {"attempt": labels["attempt"], "started_at": labels["started_at"], **self.identity}
         verdict = await self.broker.mark_started(delivery, message.task_id, orjson.dumps(mark))
@@ -374,7 +386,7 @@ class Worker:
         started = time.perf_counter()
         value: Any = None
         error: BaseException | None = None
-        context = self.attempts.context(message, _datetime(labels.get("deadline")))
+        context = self.attempts.context(message, as_datetime(labels.get("deadline")))
         self.cancels.contexts[delivery.key] = context
         if self.stopping.is_set():
             context.cancelled.set()
@@ -401,6 +413,8 @@ class Worker:
                 self.cancels.request(key, execution)
 
     def _finished(self, key: str, retry: tuple[bytes, float] | None = None) -> None:
+        if self.gate is not None:
+            self.gate.release(key)
         self.commits.finished(key, retry)
         self.room.set()  # a runner is free: fetch now, not after the records are written and acked
 
@@ -424,15 +438,3 @@ class Worker:
             **deps,
         }
         return (200 if ok else 503), body
-
-
-def _start_mark(data: bytes) -> dict[str, Any]:
-    try:
-        mark = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return {}
-    return mark if isinstance(mark, dict) else {}
-
-
-def _datetime(timestamp: Any) -> datetime | None:
-    return None if timestamp is None else datetime.fromtimestamp(float(timestamp), UTC)

@@ -3,17 +3,30 @@ The numbers of every scenario are printed at the end of the session, one line ea
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from emulator.embedded_redis import EmbeddedRedis
 from tests.chaos.harness import SUMMARIES, Fleet, write_chaos_app
 
 
 @pytest.fixture(scope="module")
 def chaos_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_chaos_app(tmp_path_factory.mktemp("chaos-app"))
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A Redis of this test's own, with its AOF on (it is killed, paused and restarted)."""
+    server = EmbeddedRedis(tmp_path / "redis", persistent=True)
+    server.start()
+    yield server
+    if server.process and server.process.poll() is None:
+        server.process.send_signal(signal.SIGCONT)
+    server.stop()
 
 
 @pytest.fixture

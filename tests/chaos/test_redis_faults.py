@@ -14,11 +14,9 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from emulator.embedded_redis import EmbeddedRedis
 from tests.chaos.harness import (
     FULL,
     LEASE,
@@ -35,17 +33,6 @@ from tests.chaos.harness import (
 )
 
 pytestmark = pytest.mark.chaos
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A Redis of this test's own, with its AOF on (it is killed, paused and restarted)."""
-    server = EmbeddedRedis(tmp_path / "redis", persistent=True)
-    server.start()
-    yield server
-    if server.process and server.process.poll() is None:
-        server.process.send_signal(signal.SIGCONT)
-    server.stop()
 
 
 async def test_redis_sigkill_and_restart_from_aof(chaos_app, own_redis, tmp_path, effects_log, fleets):

@@ -1,0 +1,360 @@
+"""Concurrency and throttle, held at a run's start across every worker (Inngest's order: rate limits, debounce and
+batches act at enqueue; these at start).
+
+A run of a limited function passes the gate before it starts, in the same round trip as the other runs starting
+in that loop turn (one pipelined script per run):
+- **concurrency** (`concurrency: {limit, key}`, and the app-wide `limits:`): a slot is a member of the limit's
+  running set (`running:<limit>`), the run's id scored by when its hold lapses. Its worker renews it (every quarter
+  lease), so a SIGKILLed worker's slots lapse within the lease; after a gap in which no worker reached Redis (Redis
+  paused) lapsed holds are kept a lease longer, for their owners to renew (the stream leases' fence). A run that
+  finds the limit full is *parked*: its stream entry is acked and its message waits in the limit's list
+  (`waiting:<limit>`), holding no worker. The run that frees a slot (finished, failed, cancelled, suspended, handed
+  back) sends the next waiting one to its queue; a sweep does it for slots that lapsed. Per key, so one key's
+  backlog waits in its own list and other keys' runs go by it (round robin across keys).
+- **throttle** (`throttle: {limit, period, burst, key}`): GCRA with reservations: a run over the rate reserves its
+  turn and is sent to its queue's delayed set for then (in order, never dropped); its message says it has a turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from runtime.errors import ConfigError
+from runtime.flow.paths import key_value
+from runtime.queue.keys import Keys
+from runtime.queue.redis_client import is_cluster
+
+logger = logging.getLogger("runtime.flow")
+
+RUN, PARKED, DELAYED, LOST = "run", "parked", "delayed", "lost"
+SWEEP_EVERY = 1.0  # seconds between a worker's sweeps of waiting lists whose slots lapsed
+
+_CLOCK = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- a gap since any worker last reached Redis (Redis paused): lapsed holds are kept a lease longer
+local function fenced(clock, fence, lease)
+  local now = now_ms()
+  local last = tonumber(redis.call('GET', clock) or '0')
+  redis.call('SET', clock, now)
+  if now - last > lease / 2 then
+    redis.call('SET', fence, now + lease, 'PX', lease * 2)
+  end
+  return now, now < tonumber(redis.call('GET', fence) or '0')
+end
+-- send up to `count` waiting runs of a limit to their queues (a list item: stream key, newline, message)
+local function promote(waiting, index, limits, count)
+  for _ = 1, count do
+    local item = redis.call('LPOP', waiting)
+    if not item then break end
+    local cut = string.find(item, '\\n', 1, true)
+    redis.call('XADD', string.sub(item, 1, cut - 1), '*', 'data', string.sub(item, cut + 1))
+  end
+  if redis.call('LLEN', waiting) == 0 then
+    redis.call('SREM', index, waiting)
+    redis.call('HDEL', limits, waiting)
+  end
+end
+"""
+
+# KEYS: clock, fence, waiting index, limits, stream, started, delayed, throttle TAT, then (running, waiting) per
+# limit. ARGV: group, consumer, lease ms, entry id, run id, parked message, throttled message, interval ms (0: no
+# throttle), tolerance ms, has a turn ('1'), parked before ('1': back to the front), then each limit.
+_ADMIT = (
+    _CLOCK
+    + """
+local lease = tonumber(ARGV[3])
+local now, fence = fenced(KEYS[1], KEYS[2], lease)
+local p = redis.call('XPENDING', KEYS[5], ARGV[1], ARGV[4], ARGV[4], 1)
+if p[1] == nil or p[1][2] ~= ARGV[2] then return {'lost', 0} end
+local run, pairs = ARGV[5], (#KEYS - 8) / 2
+local function done()
+  redis.call('XACK', KEYS[5], ARGV[1], ARGV[4])
+  redis.call('XDEL', KEYS[5], ARGV[4])
+  redis.call('HDEL', KEYS[6], ARGV[4])
+end
+for i = 1, pairs do
+  local running, waiting, limit = KEYS[7 + 2 * i], KEYS[8 + 2 * i], tonumber(ARGV[11 + i])
+  if not fence then redis.call('ZREMRANGEBYSCORE', running, '-inf', now) end
+  if not redis.call('ZSCORE', running, run) and redis.call('ZCARD', running) >= limit then
+    done()
+    local item = KEYS[5] .. '\\n' .. ARGV[6]
+    if ARGV[11] == '1' then redis.call('LPUSH', waiting, item) else redis.call('RPUSH', waiting, item) end
+    redis.call('SADD', KEYS[3], waiting)
+    redis.call('HSET', KEYS[4], waiting, running .. '\\n' .. limit)
+    return {'parked', i}
+  end
+end
+local interval = tonumber(ARGV[8])
+if interval > 0 and ARGV[10] ~= '1' then
+  local tat = math.max(tonumber(redis.call('GET', KEYS[8]) or '0'), now)
+  local at = tat - tonumber(ARGV[9])
+  redis.call('SET', KEYS[8], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
+  if at > now then
+    done()
+    redis.call('ZADD', KEYS[7], at / 1000, ARGV[7])
+    return {'delayed', at}
+  end
+end
+for i = 1, pairs do
+  redis.call('ZADD', KEYS[7 + 2 * i], now + lease, run)
+end
+return {'run', 0}
+"""
+)
+
+# KEYS: clock, fence, waiting index, limits, then (running, waiting) per limit. ARGV: lease ms, run id, each limit.
+_RELEASE = (
+    _CLOCK
+    + """
+local now, fence = fenced(KEYS[1], KEYS[2], tonumber(ARGV[1]))
+for i = 1, (#KEYS - 4) / 2 do
+  local running, waiting = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  redis.call('ZREM', running, ARGV[2])
+  if not fence then redis.call('ZREMRANGEBYSCORE', running, '-inf', now) end
+  promote(waiting, KEYS[3], KEYS[4], tonumber(ARGV[2 + i]) - redis.call('ZCARD', running))
+end
+return 0
+"""
+)
+
+# KEYS: clock, fence, waiting index, limits. ARGV: lease ms: the waiting lists whose slots lapsed get their turn.
+_SWEEP = (
+    _CLOCK
+    + """
+local now, fence = fenced(KEYS[1], KEYS[2], tonumber(ARGV[1]))
+if fence then return 0 end
+local moved = 0
+for _, waiting in ipairs(redis.call('SRANDMEMBER', KEYS[3], 200)) do
+  local spec = redis.call('HGET', KEYS[4], waiting)
+  if spec then
+    local cut = string.find(spec, '\\n', 1, true)
+    local running = string.sub(spec, 1, cut - 1)
+    redis.call('ZREMRANGEBYSCORE', running, '-inf', now)
+    local free = tonumber(string.sub(spec, cut + 1)) - redis.call('ZCARD', running)
+    if free > 0 then
+      moved = moved + math.min(free, redis.call('LLEN', waiting))
+      promote(waiting, KEYS[3], KEYS[4], free)
+    end
+  else
+    redis.call('SREM', KEYS[3], waiting)
+  end
+end
+return moved
+"""
+)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One concurrency limit of a function: `name` names its keys (`<function>:<i>` or `@<named limit>`)."""
+
+    name: str
+    limit: int
+    key: str | None
+
+
+@dataclass(frozen=True)
+class Throttle:
+    interval: float  # seconds between starts: period / limit
+    tolerance: float  # burst x interval
+    key: str | None
+
+
+@dataclass(frozen=True)
+class StartLimits:
+    slots: tuple[Slot, ...]
+    throttle: Throttle | None
+    batch: bool  # keys are read from the run's first item
+
+    def arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if not self.batch:
+            return kwargs
+        items = next(iter(kwargs.values()), None) if len(kwargs) == 1 else None
+        first = items[0] if isinstance(items, list) and items else {}
+        return first if isinstance(first, dict) else {"item": first}
+
+
+def start_limits(manifest: Any) -> dict[str, StartLimits]:
+    """The functions with limits held at start, from the manifest (runtime/app/manifest.py's Manifest)."""
+    out = {}
+    named = manifest.limits or {}
+    for name, fn in manifest.tasks().items():
+        spec = fn.task
+        slots = [Slot(f"{name}:{i}", c.limit, c.key) for i, c in enumerate(spec.concurrency or [])]
+        slots += [Slot(f"@{limit}", named[limit].concurrency, None) for limit in spec.limits or []]
+        throttle = None
+        if spec.throttle is not None:
+            interval = spec.throttle.period / spec.throttle.limit
+            throttle = Throttle(interval, spec.throttle.burst * interval, spec.throttle.key)
+        if slots or throttle is not None:
+            out[name] = StartLimits(tuple(slots), throttle, spec.batch is not None)
+    return out
+
+
+@dataclass
+class Held:
+    """The slots a running run holds: its id, and (running set, waiting list, limit) per slot."""
+
+    run_id: str
+    slots: list[tuple[str, str, int]]
+
+
+class Gate:
+    def __init__(self, redis: Redis, keys: Keys, limits: dict[str, StartLimits], lease: float, consumer: str) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.limits = limits
+        self.lease_ms = int(lease * 1000)
+        self.consumer = consumer
+        self.held: dict[str, Held] = {}  # delivery key -> the slots its run holds
+        self._admit = redis.register_script(_ADMIT)
+        self._release = redis.register_script(_RELEASE)
+        self._sweep = redis.register_script(_SWEEP)
+        self._waiting: list[tuple[list[str], list[Any], asyncio.Future[list[Any]]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._releases: set[asyncio.Task[None]] = set()
+
+    def _common(self) -> list[str]:
+        return [self.keys.flow(name) for name in ("clock", "fence", "waiting", "limits")]
+
+    async def admit(self, delivery: Any, message: Any) -> tuple[str, float]:
+        """RUN (its slots are held), PARKED (acked; it waits for a slot), DELAYED (acked; sent again at its turn,
+        the Unix time returned) or LOST (the entry is no longer this worker's)."""
+        limits = self.limits[message.task_name]
+        arguments = limits.arguments(message.kwargs)
+        queue = self.keys.queue(delivery.queue)
+        labels = message.labels
+        slots = [(self._slot_keys(slot, arguments, message.task_name), slot.limit) for slot in limits.slots]
+        throttle = limits.throttle
+        tat = self.keys.flow("clock")
+        if throttle is not None:
+            tat = self.keys.flow(f"throttle:{message.task_name}:{_value(arguments, throttle.key)}")
+        keys = [*self._common(), queue.stream, queue.started, queue.delayed, tat]
+        keys += [key for (running, waiting), _ in slots for key in (running, waiting)]
+        raw = delivery.data
+        args: list[Any] = [
+            self.keys.group,
+            self.consumer,
+            self.lease_ms,
+            delivery.entry_id,
+            message.task_id,
+            _labelled(raw, parked=1),
+            _labelled(raw, turn=1),
+            0 if throttle is None else int(throttle.interval * 1000),
+            0 if throttle is None else int(throttle.tolerance * 1000),
+            "1" if labels.get("turn") else "0",
+            "1" if labels.get("parked") else "0",
+            *(limit for _, limit in slots),
+        ]
+        verdict, detail = await self._pipelined(keys, args)
+        verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        if verdict == RUN and slots:
+            self.held[delivery.key] = Held(message.task_id, [(r, w, limit) for (r, w), limit in slots])
+        return verdict, float(detail) / 1000 if verdict == DELAYED else 0.0
+
+    def _slot_keys(self, slot: Slot, arguments: dict[str, Any], function: str) -> tuple[str, str]:
+        name = slot.name if slot.name.startswith("@") else f"{slot.name}:{_value(arguments, slot.key)}"
+        return self.keys.flow(f"running:{name}"), self.keys.flow(f"waiting:{name}")
+
+    async def _pipelined(self, keys: list[str], args: list[Any]) -> list[Any]:
+        """Admit, with the other runs starting in this loop turn, in one round trip."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((keys, args, future))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for keys, args, _ in batch:
+                        await self._admit(keys=keys, args=args, client=pipe)
+                    replies = await pipe.execute(raise_on_error=False)
+            except Exception as exc:
+                replies = [exc] * len(batch)
+            for (*_, future), reply in zip(batch, replies, strict=True):
+                if future.done():
+                    continue
+                if isinstance(reply, BaseException):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+
+    def release(self, delivery_key: str) -> None:
+        """The run of this entry holds its slots no more (it ended, waits, or was handed back): free them, and send
+        the next waiting runs to their queues. In the background; if Redis is away, the holds lapse instead."""
+        held = self.held.pop(delivery_key, None)
+        if held is None:
+            return
+        keys = self._common() + [key for running, waiting, _ in held.slots for key in (running, waiting)]
+        args: list[Any] = [self.lease_ms, held.run_id, *(limit for *_, limit in held.slots)]
+        task = asyncio.create_task(self._release(keys=keys, args=args))
+        self._releases.add(task)
+        task.add_done_callback(self._released)
+
+    def _released(self, task: asyncio.Task[None]) -> None:
+        self._releases.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("cannot free a concurrency slot (%s); it lapses within the lease", task.exception())
+
+    async def loop(self) -> None:
+        """Renew the holds of this worker's runs (every quarter lease) and sweep lapsed slots (every second)."""
+        renewed = 0.0
+        while True:
+            loop_time = asyncio.get_running_loop().time()
+            with contextlib.suppress(Exception):
+                if loop_time - renewed >= self.lease_ms / 4000:
+                    renewed = loop_time
+                    await self.renew()
+                await self._sweep(keys=self._common(), args=[self.lease_ms])
+            await asyncio.sleep(min(SWEEP_EVERY, self.lease_ms / 4000))
+
+    async def renew(self) -> None:
+        holds = list(self.held.values())
+        if not holds:
+            return
+        now_ms = int((await self.redis.time())[0] * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for held in holds:
+                for running, _, _ in held.slots:
+                    pipe.zadd(running, {held.run_id: now_ms + self.lease_ms}, xx=True)
+            await pipe.execute()
+
+
+def _value(arguments: dict[str, Any], path: str | None) -> str:
+    try:
+        return key_value(arguments, path)
+    except Exception:  # checked at enqueue; a message from before the key was declared counts under ""
+        return ""
+
+
+def _labelled(message: bytes, **labels: Any) -> bytes:
+    data = orjson.loads(message)
+    data["labels"] |= labels
+    return orjson.dumps(data)
+
+
+def gate_for(runtime: Any, consumer: str) -> Gate | None:
+    """The gate of a worker of this runtime (runtime/app/connections.py's Runtime), None when no function has a
+    limit held at start. Its scripts touch a queue's stream and the flow keys at once: one Redis, not a Cluster."""
+    limits = start_limits(runtime.app.manifest)
+    if not limits:
+        return None
+    if is_cluster(runtime.broker.redis):
+        raise ConfigError(
+            f"{', '.join(limits)}: concurrency and throttle need one Redis (or a Sentinel set), not a Redis Cluster"
+        )
+    return Gate(runtime.broker.redis, runtime.keys, limits, runtime.settings.lease_seconds, consumer)
