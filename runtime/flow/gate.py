@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,8 @@ from runtime.queue.redis_client import is_cluster
 
 logger = logging.getLogger("runtime.flow")
 
-RUN, PARKED, DELAYED, LOST = "run", "parked", "delayed", "lost"
+RUN, PARKED, DELAYED, LOST, MAYBE = "run", "parked", "delayed", "lost", "maybe"
+PARKING_READ = 200  # entries read at once while most of them are parked
 SWEEP_EVERY = 1.0  # seconds between a worker's sweeps of waiting lists whose slots lapsed
 
 _CLOCK = """
@@ -68,7 +70,8 @@ end
 
 # KEYS: clock, fence, waiting index, limits, stream, started, delayed, throttle TAT, then (running, waiting) per
 # limit. ARGV: group, consumer, lease ms, entry id, run id, parked message, throttled message, interval ms (0: no
-# throttle), tolerance ms, has a turn ('1'), parked before ('1': back to the front), then each limit.
+# throttle), tolerance ms, has a turn ('1'), parked before ('1': back to the front), acquire ('0': only park a run
+# whose limit is full; 'maybe' for the others, which pass the gate when a runner takes them), then each limit.
 _ADMIT = (
     _CLOCK
     + """
@@ -83,7 +86,7 @@ local function done()
   redis.call('HDEL', KEYS[6], ARGV[4])
 end
 for i = 1, pairs do
-  local running, waiting, limit = KEYS[7 + 2 * i], KEYS[8 + 2 * i], tonumber(ARGV[11 + i])
+  local running, waiting, limit = KEYS[7 + 2 * i], KEYS[8 + 2 * i], tonumber(ARGV[12 + i])
   if not fence then redis.call('ZREMRANGEBYSCORE', running, '-inf', now) end
   if not redis.call('ZSCORE', running, run) and redis.call('ZCARD', running) >= limit then
     done()
@@ -94,6 +97,7 @@ for i = 1, pairs do
     return {'parked', i}
   end
 end
+if ARGV[12] == '0' then return {'maybe', 0} end
 local interval = tonumber(ARGV[8])
 if interval > 0 and ARGV[10] ~= '1' then
   local tat = math.max(tonumber(redis.call('GET', KEYS[8]) or '0'), now)
@@ -217,6 +221,8 @@ class Gate:
         self.lease_ms = int(lease * 1000)
         self.consumer = consumer
         self.held: dict[str, Held] = {}  # delivery key -> the slots its run holds
+        self.admitted: set[str] = set()  # delivery keys that passed the gate as they were read
+        self.parking = False  # most of the last entries read were parked: read more at once
         self._admit = redis.register_script(_ADMIT)
         self._release = redis.register_script(_RELEASE)
         self._sweep = redis.register_script(_SWEEP)
@@ -227,9 +233,10 @@ class Gate:
     def _common(self) -> list[str]:
         return [self.keys.flow(name) for name in ("clock", "fence", "waiting", "limits")]
 
-    async def admit(self, delivery: Any, message: Any) -> tuple[str, float]:
+    async def admit(self, delivery: Any, message: Any, acquire: bool = True) -> tuple[str, float]:
         """RUN (its slots are held), PARKED (acked; it waits for a slot), DELAYED (acked; sent again at its turn,
-        the Unix time returned) or LOST (the entry is no longer this worker's)."""
+        the Unix time returned) or LOST (the entry is no longer this worker's). Without `acquire` (read ahead, for
+        no free runner): PARKED when a limit is full, else MAYBE (it passes the gate when a runner takes it)."""
         limits = self.limits[message.task_name]
         arguments = limits.arguments(message.kwargs)
         queue = self.keys.queue(delivery.queue)
@@ -254,6 +261,7 @@ class Gate:
             0 if throttle is None else int(throttle.tolerance * 1000),
             "1" if labels.get("turn") else "0",
             "1" if labels.get("parked") else "0",
+            "1" if acquire else "0",
             *(limit for _, limit in slots),
         ]
         verdict, detail = await self._pipelined(keys, args)
@@ -261,6 +269,45 @@ class Gate:
         if verdict == RUN and slots:
             self.held[delivery.key] = Held(message.task_id, [(r, w, limit) for (r, w), limit in slots])
         return verdict, float(detail) / 1000 if verdict == DELAYED else 0.0
+
+    async def screen(self, deliveries: list[Any], free: int, decode: Any) -> list[Any]:
+        """Runs of limited functions as they are read, in one round trip: those for free runners pass the gate now,
+        the others are parked at once when their limit is full (so one key's backlog is set aside quickly). Returns
+        the deliveries to hand to the runners."""
+        checks: list[Coroutine[Any, Any, tuple[str, float]] | None] = []
+        for delivery in deliveries:
+            try:
+                message = decode(delivery.data) if delivery.data is not None and delivery.started is None else None
+            except Exception:
+                message = None
+            if message is None or message.task_name not in self.limits:
+                checks.append(None)
+                continue
+            checks.append(self.admit(delivery, message, acquire=free > 0))
+            free -= 1
+        verdicts = await asyncio.gather(*(c for c in checks if c is not None), return_exceptions=True)
+        answers = iter(verdicts)
+        out = []
+        for delivery, check in zip(deliveries, checks, strict=True):
+            verdict = next(answers) if check is not None else (MAYBE, 0.0)
+            if isinstance(verdict, BaseException) or verdict[0] == MAYBE:
+                out.append(delivery)  # the runner takes it through the gate (or hands it back)
+            elif verdict[0] == RUN:
+                self.admitted.add(delivery.key)
+                out.append(delivery)
+        self.parking = len(deliveries) - len(out) > len(deliveries) // 2
+        return out
+
+    def read_ahead(self, room: int) -> int:
+        """How many entries to read: while most are parked (a key's backlog), many at once, to set it aside fast."""
+        return max(room, PARKING_READ) if self.parking else room
+
+    def passed(self, delivery_key: str) -> bool:
+        """Whether this entry passed the gate as it was read (once)."""
+        if delivery_key in self.admitted:
+            self.admitted.discard(delivery_key)
+            return True
+        return False
 
     def _slot_keys(self, slot: Slot, arguments: dict[str, Any], function: str) -> tuple[str, str]:
         name = slot.name if slot.name.startswith("@") else f"{slot.name}:{_value(arguments, slot.key)}"
@@ -296,6 +343,7 @@ class Gate:
     def release(self, delivery_key: str) -> None:
         """The run of this entry holds its slots no more (it ended, waits, or was handed back): free them, and send
         the next waiting runs to their queues. In the background; if Redis is away, the holds lapse instead."""
+        self.admitted.discard(delivery_key)
         held = self.held.pop(delivery_key, None)
         if held is None:
             return

@@ -160,7 +160,7 @@ class Worker:
                     await asyncio.wait_for(self.room.wait(), 1.0)
                 continue
             try:
-                deliveries = await self._fetch(room)
+                deliveries = await self._fetch(room if self.gate is None else self.gate.read_ahead(room))
                 self.redis_ok = True
             except Exception as exc:  # Redis away: keep trying, and say so once
                 if "NOGROUP" in str(exc):  # Redis came back without its data: the groups go first
@@ -175,6 +175,11 @@ class Worker:
                 self.redis_ok = False
                 await asyncio.sleep(1.0)
                 continue
+            if self.gate is not None and deliveries:  # parked ones are acked: never held here
+                free = self.concurrency - len(self.running) - self.queue.qsize()
+                screened = await self.gate.screen(deliveries, free, decode)
+                self._acked([d.key for d in deliveries if d not in screened])
+                deliveries = screened
             now = time.monotonic()
             for delivery in deliveries:
                 if delivery.key not in self.held:
@@ -365,7 +370,7 @@ class Worker:
             labels["ran_on"] = crashed
             await self.attempts.finish(delivery, message, None, WorkerDied(WORKER_DIED), None)
             return
-        if self.gate is not None and message.task_name in self.gate.limits:
+        if self.gate is not None and message.task_name in self.gate.limits and not self.gate.passed(delivery.key):
             gated, _ = await self.gate.admit(delivery, message)
             if gated != RUN:  # it waits for a slot or for its turn (acked by the gate), or is another's now
                 self._acked([delivery.key])
