@@ -1,6 +1,6 @@
 """Plain Python functions as HTTP endpoints and Redis-backed tasks.
 
-from runtime import http, task, SkipRetry, cancel, Context
+from runtime import http, task, SkipRetry, RetryAfter, cancel, Context
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from runtime.app.context import Context
     from runtime.app.decorators import Failure, HttpFunction, TaskFunction, http, task
     from runtime.app.events import send_event
-    from runtime.errors import ArgumentsError, ConfigError, ManifestError, SkipRetry, StepFailed
+    from runtime.errors import ArgumentsError, ConfigError, ManifestError, RetryAfter, SkipRetry, StepFailed
     from runtime.settings import Settings, get_settings
 
 # Imported on first use, so that `runtime worker` is importing nothing heavy yet when it pauses the
@@ -32,6 +32,7 @@ _HOMES = {
     "ArgumentsError": "runtime.errors",
     "ConfigError": "runtime.errors",
     "ManifestError": "runtime.errors",
+    "RetryAfter": "runtime.errors",
     "SkipRetry": "runtime.errors",
     "StepFailed": "runtime.errors",
     "Settings": "runtime.settings",
@@ -55,6 +56,7 @@ __all__ = [
     "Failure",
     "HttpFunction",
     "ManifestError",
+    "RetryAfter",
     "Runtime",
     "Settings",
     "SkipRetry",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 
 class SkipRetry(Exception):
@@ -117,3 +118,27 @@ class EnqueueUncertain(Unavailable):
 
 class DeadlineExceeded(Exception):
     """A run's deadline passed: the attempt is stopped and the run fails, without retry."""
+
+
+MAX_RETRY_AFTER_SECONDS = 366 * 86400  # a year (and a day), as far as a durable sleep or an enqueue's delay
+
+
+class RetryAfter(Exception):
+    """Raise inside a task to run it again after `seconds` (a number or a timedelta), as an upstream's 429
+    asks: the attempt is not counted as a failure and the run keeps its attempt number. Bounded by the run's
+    deadline and by MAX_RETRY_AFTER times per run, past which the run fails with the reason."""
+
+    def __init__(self, seconds: float | timedelta) -> None:
+        value = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"RetryAfter takes seconds as a number or a timedelta, not {seconds!r:.40}")
+        if not 0 < value <= MAX_RETRY_AFTER_SECONDS:  # NaN fails this too
+            raise ValueError(
+                f"RetryAfter takes more than 0 and at most {MAX_RETRY_AFTER_SECONDS} seconds (a year), "
+                f"not {seconds!r:.40}"
+            )
+        self.seconds = float(value)
+        super().__init__(f"retry after {self.seconds:g}s (not counted as a failure)")
+
+    def __reduce__(self) -> tuple[type[RetryAfter], tuple[float]]:
+        return RetryAfter, (self.seconds,)  # pickled by its seconds, not its message

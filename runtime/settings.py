@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     max_steps: int = Field(1000, gt=0, description="steps a durable run may save")
     max_step_size: int = Field(4 * 2**20, gt=0, description="bytes one step's result may take as JSON")
     max_steps_size: int = Field(32 * 2**20, gt=0, description="bytes all of a run's step results may take")
+    max_retry_after: int = Field(
+        100, ge=0, description="times one run may raise RetryAfter; past that the run fails with the reason"
+    )
     startup_timeout: float = Field(60.0, ge=0, description="seconds a process waits for Redis and the database")
     reconcile_seconds: float = Field(10.0, gt=0, description="seconds between passes that settle lost runs")
 

@@ -171,6 +171,8 @@ async def _runs_show(runtime: Any, args: argparse.Namespace) -> int:
         error = entry.get("error")
         waited = entry.get("waited_for")
         ended = f"error: {error}" if error else f"then waited for {waited}" if waited else "ok"
+        if entry.get("error_type") == "RetryAfter" and str(error).startswith("retry after"):
+            ended = f"asked to {error}"  # honoured: the run went on at this attempt
         lines.append(f"attempt {entry.get('attempt', '?')}{took_text}: {ended}")
         started = entry.get("started_at")
         when = f"started {_when(from_timestamp(started))}" if isinstance(started, int | float) else ""

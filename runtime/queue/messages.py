@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 from taskiq import TaskiqMessage
 
-from runtime.errors import DeadlineExceeded, TaskTimeout, UnknownFunction, WorkerDied
+from runtime.errors import DeadlineExceeded, RetryAfter, TaskTimeout, UnknownFunction, WorkerDied
 from runtime.redaction import redact
 
 MAX_ERROR_LENGTH = 4000  # characters of an error kept in run records and logs
@@ -98,7 +98,7 @@ def describe(error: BaseException) -> str:
     """An attempt's error as stored and shown: type and message, secrets redacted, capped in length."""
     text = redact(str(error))
     if (
-        not isinstance(error, TaskTimeout | UnknownFunction | WorkerDied | DeadlineExceeded)
+        not isinstance(error, TaskTimeout | UnknownFunction | WorkerDied | DeadlineExceeded | RetryAfter)
         and type(error).__name__ != "TaskError"
     ):
         text = f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -117,7 +117,7 @@ def describe_traceback(error: BaseException) -> str | None:
 
     The worker's own frames (the runtime, asyncio, taskiq) say nothing about the task and are left out.
     """
-    if isinstance(error, TaskTimeout | UnknownFunction | WorkerDied | DeadlineExceeded):
+    if isinstance(error, TaskTimeout | UnknownFunction | WorkerDied | DeadlineExceeded | RetryAfter):
         return None
     trace = getattr(error, "trace", None)  # a sync task's traceback, formatted in its process
     if not isinstance(trace, str):

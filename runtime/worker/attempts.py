@@ -38,7 +38,7 @@ from runtime.worker.middleware import (
 )
 from runtime.worker.middleware.log_context import LogContextMiddleware
 from runtime.worker.middleware.metrics import MetricsMiddleware
-from runtime.worker.middleware.retries import backoff, resend
+from runtime.worker.middleware.retries import backoff, relabel, resend
 from runtime.worker.sync_pool import SyncPool
 
 logger = logging.getLogger("runtime.worker")
@@ -248,7 +248,7 @@ class Attempts:
             attempt(labels, duration, error=None, error_type=None, traceback=None, waited_for=suspended.what)
         )
         labels["waiting_for"] = suspended.what
-        again = _due_at(resend(self.runtime, message, labels["attempt"]), suspended.until)
+        again = relabel(resend(self.runtime, message, labels["attempt"]), due_at=suspended.until)
         due = suspended.until
         if suspended.wait is not None:
             wait = suspended.wait
@@ -263,13 +263,6 @@ class Attempts:
         self.records.waiting(message)
         logger.info("run %s waits: %s", message.task_id, suspended.what, extra={"run_id": message.task_id})
         self.finished(delivery.key, (again, due))
-
-
-def _due_at(message: bytes, due: float) -> bytes:
-    """The message with when it is due, from which its start's latency is measured (not from its enqueue)."""
-    data = orjson.loads(message)
-    data["labels"]["due_at"] = due
-    return orjson.dumps(data)
 
 
 def start_mark(data: bytes) -> dict[str, Any]:

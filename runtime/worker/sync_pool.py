@@ -141,7 +141,7 @@ def _watch_parent(parent: int) -> None:
 
 def serve(parent: int, fd: int) -> None:
     """The child's loop: set up, preload, say "ready"; then for each (ref, kwargs) say "started" and reply
-    ("ok", value) or ("err", type, message, traceback)."""
+    ("ok", value) or ("err", type, message, traceback, seconds) (seconds: a RetryAfter's, else None)."""
     if sys.platform != "linux":
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker, which lets running tasks finish
@@ -171,7 +171,8 @@ def serve(parent: int, fd: int) -> None:
             _send(fd, pickle.dumps(("started",)))
             reply = pickle.dumps(("ok", target(**kwargs)), pickle.HIGHEST_PROTOCOL)  # unpicklable: an error
         except BaseException as exc:
-            reply = pickle.dumps(("err", type(exc).__name__, str(exc), traceback.format_exc()))
+            seconds = getattr(exc, "seconds", None) if type(exc).__name__ == "RetryAfter" else None
+            reply = pickle.dumps(("err", type(exc).__name__, str(exc), traceback.format_exc(), seconds))
         _send(fd, reply)
 
 
@@ -365,11 +366,15 @@ class SyncPool:
             self._idle.append(child)
         if reply[0] == "ok":
             return reply[1]
-        _, type_name, message, trace = reply
+        _, type_name, message, trace, seconds = reply
         if type_name == "SkipRetry":
             from runtime.errors import SkipRetry  # here: the child loads this file without the runtime package
 
             raise SkipRetry(message)
+        if type_name == "RetryAfter" and isinstance(seconds, float):
+            from runtime.errors import RetryAfter
+
+            raise RetryAfter(seconds)
         raise TaskError(type_name, message, trace)
 
     def close(self) -> None:

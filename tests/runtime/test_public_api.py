@@ -16,6 +16,7 @@ PUBLIC = [
     "Failure",
     "HttpFunction",
     "ManifestError",
+    "RetryAfter",
     "Runtime",
     "Settings",
     "SkipRetry",

@@ -6,6 +6,10 @@ delay is honoured to the millisecond on Redis. `SkipRetry`, bad arguments and un
 never retried. The decision is written to the result's labels (`outcome`, `retry_in`) for the
 middlewares that follow.
 
+`raise RetryAfter(seconds)` (an upstream's 429) sends the run again after those seconds at the same attempt:
+no failure is counted, so it is not bounded by `retries` but by the run's deadline and by MAX_RETRY_AFTER
+times per run (counted in the `retry_afters` label); past either the run fails, saying why.
+
 The next attempt is not sent here: it waits in `pending` until the worker acks the failed attempt's entry,
 and goes out in the same Redis script as that ack. A worker killed in between acks nothing and sends
 nothing, so the entry's next holder counts the attempt once and sends exactly one next attempt (sending it
@@ -16,11 +20,13 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
-from runtime.errors import ArgumentsError, DeadlineExceeded, SkipRetry, UnknownFunction
+from runtime.errors import ArgumentsError, DeadlineExceeded, RetryAfter, SkipRetry, UnknownFunction
 
 if TYPE_CHECKING:
     from runtime.app.connections import Runtime
@@ -36,9 +42,9 @@ def backoff(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
 
 def resend(runtime: Runtime, message: TaskiqMessage, attempt: int) -> bytes:
     """The run's message, to send again (a retry, or a durable run resuming): the same run on its own queue, with
-    its history, enqueue time, deadline and parent, at `attempt`."""
+    its history, enqueue time, deadline, parent and RetryAfter count, at `attempt`."""
     labels = message.labels
-    return runtime.message(
+    again = runtime.message(
         message.task_name,
         message.task_id,
         message.kwargs,
@@ -49,6 +55,17 @@ def resend(runtime: Runtime, message: TaskiqMessage, attempt: int) -> bytes:
         deadline=labels.get("deadline"),
         parent=labels.get("parent"),
     )
+    if labels.get("retry_afters"):  # counted per run, across its attempts
+        return relabel(again, retry_afters=labels["retry_afters"])
+    return again
+
+
+def relabel(message: bytes, **labels: Any) -> bytes:
+    """The message with these labels set (e.g. `due_at`, when it is due, from which its start's latency is
+    measured rather than from its enqueue)."""
+    data = orjson.loads(message)
+    data["labels"] |= labels
+    return orjson.dumps(data)
 
 
 class RetryMiddleware(TaskiqMiddleware):
@@ -67,6 +84,9 @@ class RetryMiddleware(TaskiqMiddleware):
             labels["outcome"] = "succeeded"
             return
         attempt = int(labels.get("attempt", 1))
+        if isinstance(result.error, RetryAfter):
+            self._retry_after(message, attempt, result.error.seconds)
+            return
         manifest = self.runtime.app.manifest
         retries = manifest.retries(message.task_name) if message.task_name in manifest.functions else 0
         if isinstance(result.error, NOT_RETRIED) or attempt > retries:
@@ -81,3 +101,25 @@ class RetryMiddleware(TaskiqMiddleware):
         labels["outcome"] = "retrying"
         labels["retry_in"] = delay
         self.pending[message.task_id] = (resend(self.runtime, message, attempt + 1), time.time() + delay)
+
+    def _retry_after(self, message: TaskiqMessage, attempt: int, seconds: float) -> None:
+        """The task asked to run again after `seconds`: sent again at the same attempt, unless the run asked
+        too often or its deadline comes first; then it fails, and its last attempt says why."""
+        labels = message.labels
+        asked = int(labels.get("retry_afters") or 0) + 1
+        cap = self.runtime.settings.max_retry_after
+        deadline = labels.get("deadline")
+        if asked > cap:
+            why = f"asked to retry after {seconds:g}s {asked} times; the cap is {cap} per run (MAX_RETRY_AFTER)"
+        elif deadline is not None and time.time() + seconds >= float(deadline):
+            ends = datetime.fromtimestamp(float(deadline), UTC).isoformat(timespec="seconds")
+            why = f"asked to retry after {seconds:g}s (RetryAfter), past the run's deadline ({ends})"
+        else:
+            labels["outcome"] = "retrying"
+            labels["retry_in"] = seconds
+            labels["retry_afters"] = asked
+            due = time.time() + seconds
+            self.pending[message.task_id] = (relabel(resend(self.runtime, message, attempt), due_at=due), due)
+            return
+        labels["outcome"] = "failed"
+        labels["history"][-1] |= {"error": why, "error_type": "RetryAfter"}

@@ -47,6 +47,9 @@ class TaskLogMiddleware(TaskiqMiddleware):
         if outcome == "succeeded":
             if logger.isEnabledFor(logging.INFO):
                 logger.info("done %s in %.1f ms", where, extra["duration_ms"], extra=extra)
+        elif outcome == "retrying" and history[-1].get("error_type") == "RetryAfter":
+            delay = float(message.labels.get("retry_in", 0))
+            logger.info("%s asked to retry after %.2f s (not counted as a failure)", where, delay, extra=extra)
         elif outcome == "retrying":
             delay = float(message.labels.get("retry_in", 0))
             logger.warning(
