@@ -23,7 +23,7 @@ import orjson
 from pydantic import BaseModel
 
 from runtime.durable.events import EVENT_NAME, Events, Wait, finished_event
-from runtime.errors import SkipRetry, StepFailed, StepLimitExceeded
+from runtime.errors import RetryAfter, SkipRetry, StepFailed, StepLimitExceeded
 from runtime.store.models import Step, utcnow
 from runtime.store.steps import StepJournal
 
@@ -271,6 +271,8 @@ class Steps:
             attempt += 1
             try:
                 value = await _call(fn, args)
+            except RetryAfter:
+                raise  # the run starts again later, this step unsaved (the ones before it stay saved)
             except Exception as exc:
                 if attempt <= retries and not isinstance(exc, SkipRetry):
                     await asyncio.sleep(self._backoff(attempt))

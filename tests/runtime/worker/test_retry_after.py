@@ -43,6 +43,22 @@ async def always(seconds: float) -> None:
     mark(fn="always")
     raise RetryAfter(seconds)
 
+def note(tag: str) -> None:
+    mark(fn="step", step=tag)
+
+def once(tag: str, flag: str) -> str:
+    mark(fn="step", step=tag)
+    first = not os.path.exists(flag)
+    open(flag, "a").close()
+    if first:
+        raise RetryAfter(0.5)
+    return tag
+
+@task
+async def stepper(ctx: Context, flag: str) -> list:
+    before = await ctx.step.run("before", note, "before")
+    return [before, await ctx.step.run("call", once, "call", flag)]
+
 @task
 def sync_asks(flag: str, seconds: float) -> int:
     mark(fn="sync_asks", phase="start")
@@ -62,6 +78,7 @@ functions:
   asks: {{handler: "{MODULE}:asks", task: {{}}}}
   always: {{handler: "{MODULE}:always", task: {{}}}}
   sync_asks: {{handler: "{MODULE}:sync_asks", task: {{}}}}
+  stepper: {{handler: "{MODULE}:stepper", task: {{retries: 2}}}}
 """
 
 
@@ -153,6 +170,16 @@ async def test_a_sync_task_raising_retry_after_runs_again(spawn: Any, app: Path,
     marks = events(env, "sync_asks")
     assert [m["phase"] for m in marks] == ["start", "end", "start", "end"]
     assert 1.0 <= marks[2]["t"] - marks[1]["t"] < 2.5
+    assert [h["error_type"] for h in done.history] == ["RetryAfter", None]
+
+
+async def test_a_step_raising_retry_after_starts_the_run_again_later_without_saving_the_step(  # type: ignore[no-untyped-def]
+    spawn: Any, app: Path, env, rt, tmp_path: Path
+) -> None:
+    start_worker(spawn, app, env)
+    done = await rt.wait(await rt.app.tasks["stepper"].enqueue(flag=str(tmp_path / "asked")), timeout=30)
+    assert (done.status, done.attempts, done.result) == ("succeeded", 1, [None, "call"])
+    assert [e["step"] for e in events(env, "step")] == ["before", "call", "call"]  # not a step retried with backoff
     assert [h["error_type"] for h in done.history] == ["RetryAfter", None]
 
 
