@@ -1,7 +1,8 @@
 """Which workers are alive: each worker publishes itself every few seconds into one Redis hash,
-`runtime.keys.workers()` (field: the worker's consumer id; value: JSON {name, host, pid, queues, running,
-heartbeat, started}, times as Unix seconds). An entry whose heartbeat is older than `STALE_AFTER` seconds
-is a worker that died: readers leave it out (and remove it). A worker that stops withdraws its entry."""
+`runtime.keys.workers()` (field: the worker's consumer id; value: JSON {name, host, pid, queues, concurrency,
+running, running_runs, processed, failed, heartbeat, started}, times as Unix seconds). An entry whose heartbeat
+is older than `STALE_AFTER` seconds is a worker that died: readers leave it out (and remove it). A worker that
+stops withdraws its entry."""
 
 from __future__ import annotations
 
@@ -9,21 +10,36 @@ import json
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from runtime.app.connections import Runtime
 
 STALE_AFTER = 30.0  # seconds without a heartbeat before a worker counts as gone
+RUNS_LISTED = 50  # run ids an entry lists at most (`running` counts them all)
 
 
-def info(name: str, queues: list[str], running: int, started: float) -> dict[str, Any]:
-    """This process's entry: `name` is the worker's consumer id."""
+class AttemptCounts(Protocol):
+    """A worker's counts since it started (runtime/worker/attempts.py)."""
+
+    done_count: int  # attempts that ended here
+    failed_count: int  # of which raised: an attempt retried later, and a run's last attempt alike
+
+
+def info(
+    name: str, queues: list[str], started: float, concurrency: int, running_runs: list[str], counts: AttemptCounts
+) -> dict[str, Any]:
+    """This process's entry: `name` is the worker's consumer id, `running_runs` the runs it executes now;
+    `processed` and `failed` count its attempts since `started`, as Flower counts a worker's tasks."""
     return {
         "name": name,
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "queues": list(queues),
-        "running": running,
+        "concurrency": concurrency,
+        "running": len(running_runs),
+        "running_runs": running_runs[:RUNS_LISTED],
+        "processed": counts.done_count,
+        "failed": counts.failed_count,
         "heartbeat": time.time(),
         "started": started,
     }

@@ -109,7 +109,8 @@ class Attempts:
         self.sync_pool = sync_pool
         self.cancels = cancels
         self.finished = finished  # told of an entry whose attempt is over (with its next attempt, if any)
-        self.done_count = 0
+        self.done_count = 0  # attempts that ended here (succeeded, failed, or failed to be retried)
+        self.failed_count = 0  # of which raised: a run's final failure and each attempt that will be retried
 
     async def cancelled(self, delivery: Delivery, message: TaskiqMessage, duration: float | None) -> None:
         labels = message.labels
@@ -165,6 +166,7 @@ class Attempts:
         if labels.get("parent") and labels.get("outcome") in ("succeeded", "failed"):
             await self._tell_parent(message, labels["outcome"], value, error)
         self.done_count += 1
+        self.failed_count += error is not None
         self.finished(delivery.key, self.retries.take(message.task_id))
 
     def reject(self, delivery: Delivery, error: InvalidMessage) -> None:

@@ -324,7 +324,8 @@ class Worker:
         while True:
             self.heartbeat.beat()
             if beats % 3 == 0:  # who is alive, for the dashboard (runtime/ops/presence.py); never blocks the beat
-                me = presence.info(self.broker.consumer, self.queues, len(self.running), started)
+                runs = [self.run_of[key] for key in self.running if key in self.run_of]
+                me = presence.info(self.broker.consumer, self.queues, started, self.concurrency, runs, self.attempts)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(presence.publish(self.runtime, me), 1.0)
             beats += 1

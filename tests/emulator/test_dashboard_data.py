@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -76,13 +77,18 @@ def finished(run_id: str, status: str, at: datetime) -> Run:
 
 async def test_workers_publish_and_expire(runtime: Runtime) -> None:
     now = time.time()
-    await presence.publish(runtime, presence.info("w-alive", ["default"], 2, now - 60))
-    await presence.publish(runtime, {**presence.info("w-gone", ["default"], 0, now - 600), "heartbeat": now - 31})
+    counts = SimpleNamespace(done_count=7, failed_count=2)
+    alive = presence.info("w-alive", ["default"], now - 60, 4, ["run-a", "run-b"], counts)
+    await presence.publish(runtime, alive)
+    gone = presence.info("w-gone", ["default"], now - 600, 1, [], counts)
+    await presence.publish(runtime, {**gone, "heartbeat": now - 31})
     async with client(create_dashboard_app(runtime)) as http:
         response = await http.get("/api/workers")
     assert response.status_code == 200
     [worker] = response.json()
     assert worker["name"] == "w-alive" and worker["running"] == 2 and worker["queues"] == ["default"]
+    assert worker["running_runs"] == ["run-a", "run-b"] and worker["concurrency"] == 4
+    assert (worker["processed"], worker["failed"]) == (7, 2)
     assert worker["host"] and worker["pid"] > 0
     assert datetime.fromisoformat(worker["started"]).timestamp() == pytest.approx(now - 60)
     # the stale entry was dropped from the hash too
