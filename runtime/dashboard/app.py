@@ -9,7 +9,8 @@ POST /api/runs/replay, /api/runs/delete           in bulk: {"ids": [...]} or {"s
                                                   "function": ..., "since": seconds}; returns the count
 DELETE /api/runs/{id}                             forget a run (and its dead letter)
 GET  /api/queues                                  per queue: depths, paused, finished in the last hour, its
-                                                  weight and the age of its oldest waiting task
+                                                  weight, the age of its oldest waiting task, and `per_minute`:
+                                                  [{minute, processed, failed}], the last hour
 POST /api/queues/{name}/pause, .../resume         pause / resume a queue
 GET  /api/dead-letters                            runs that spent their retries
 GET  /api/app                                     the app's name, for the page's header in every view
@@ -20,8 +21,9 @@ GET  /api/stats                                   runs per status (`statuses`) a
                                                   (`runs`), queue depths (`queue`: totals; `queues`: as
                                                   /api/queues without the last hour), the workers executing
 GET  /metrics                                     Prometheus text (runtime/ops/metrics.py); needs the token too
-GET  /api/workers                                 live workers (runtime/ops/presence.py), each with `runs`,
-                                                  the runs it holds now
+GET  /api/workers                                 live workers (runtime/ops/presence.py: concurrency, processed,
+                                                  failed, running_runs), each with `runs`, the runs it holds now
+                                                  with their function (from the queues' start marks)
 GET  /api/throughput                              runs finished per minute, succeeded and failed, last hour
 GET  /api/schedules                               cron functions: next fire time and last run
 POST /api/invoke                                  call an HTTP function (emulator only): {method, path, body}
@@ -195,6 +197,9 @@ def create_dashboard_app(
 
     async def queues(request: Request) -> Response:
         stats = await operations.queue_stats(runtime)
+        per_minute = await store.finished_per_minute(list(stats), 60)  # from the store: every worker's runs
+        for name, row in stats.items():
+            row["per_minute"] = per_minute[name]
         return RedactedJSONResponse(await live_state.with_weights_and_ages(runtime, stats))
 
     async def pause_queue(request: Request, action: str) -> Response:

@@ -29,6 +29,13 @@ export function h(tag, attrs, ...children) {
   }
   return el;
 }
+// an SVG element (charts are drawn by the page itself: no library, no CDN)
+export function svg(tag, attrs, ...children) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+  for (const child of children) el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return el;
+}
 export const $ = (sel) => document.querySelector(sel);
 export const byTestId = (id) => document.querySelector(`[data-testid="${id}"]`);
 

@@ -1,7 +1,10 @@
 // The queues view, after Asynqmon: per queue (GET /api/queues) its weight, paused or active, the tasks
 // waiting (and how long the oldest has waited), running, scheduled, retrying and dead, the runs finished
-// in the last hour, Pause / Resume; a queue's name opens its runs.
-import { api, AuthNeeded, byTestId, describeError, fmtDuration, h, hooks, notify } from "./dashboard-core.js";
+// in the last hour, Pause / Resume; a queue's name opens its runs. Below, per queue, the runs processed and
+// failed per minute over the last hour (`per_minute`, from the run store: every worker's runs), as a chart.
+import {
+  api, AuthNeeded, byTestId, describeError, fmtClock, fmtDuration, h, hooks, notify, parseTime, svg,
+} from "./dashboard-core.js";
 
 const COLUMNS = [
   ["weight", "weight", "its share of the workers' reads (manifest `queues:`)"],
@@ -27,8 +30,36 @@ function cell(q, key) {
   return value ?? "—";
 }
 
+// one queue's last hour: a bar per minute, its processed runs (succeeded below, failed on top)
+function minuteChart(q) {
+  const minutes = q.per_minute || [];
+  const width = 300, height = 60;
+  const max = Math.max(1, ...minutes.map((m) => m.processed));
+  const step = width / Math.max(1, minutes.length);
+  const scale = (n) => (n / max) * (height - 2);
+  const chart = svg("svg", { class: "chart small", viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none",
+    role: "img", "aria-label": `runs of ${q.name} processed and failed per minute, last hour` });
+  minutes.forEach((m, i) => {
+    const x = i * step + 0.5, w = Math.max(1, step - 1);
+    const ok = scale(m.processed - m.failed), bad = scale(m.failed);
+    const at = parseTime(m.minute);
+    const g = svg("g", { "data-testid": "queue-minute", "data-processed": m.processed, "data-failed": m.failed },
+      svg("title", {}, `${at ? fmtClock(at, false) : m.minute}: ${m.processed} processed, ${m.failed} failed`));
+    if (ok) g.append(svg("rect", { class: "ok", x, y: height - ok, width: w, height: ok }));
+    if (bad) g.append(svg("rect", { class: "bad", x, y: height - ok - bad, width: w, height: bad }));
+    chart.append(g);
+  });
+  const processed = minutes.reduce((n, m) => n + m.processed, 0), failed = minutes.reduce((n, m) => n + m.failed, 0);
+  const first = parseTime(minutes[0] && minutes[0].minute);
+  return h("figure", { class: "queue-chart", testid: "queue-chart", "data-queue": q.name, "data-processed": processed, "data-failed": failed },
+    h("figcaption", {}, h("span", { class: "mono" }, q.name),
+      h("span", { class: `muted${failed ? " bad" : ""}`, testid: "queue-chart-total" }, `${processed} processed, ${failed} failed`)),
+    chart, h("div", { class: "chart-axis" }, h("span", {}, first ? fmtClock(first, false) : ""), h("span", {}, `peak ${max}/min`), h("span", {}, "now")));
+}
+
 export function renderQueues(data) {
   const rows = queueRows(data);
+  byTestId("queue-charts").replaceChildren(...rows.map(minuteChart));
   byTestId("queues-count").textContent = `${rows.length}`;
   const table = byTestId("queues-table");
   table.querySelector("thead").replaceChildren(h("tr", {}, h("th", {}, "queue"), h("th", {}, "state"),

@@ -2,7 +2,7 @@
 // runs list (filters, search by run id or argument text, paging beyond the latest 100, bulk actions).
 import {
   $, api, AuthNeeded, badge, byTestId, describeError, fmtClock, fmtDuration, h, hooks, notify, PAGE_SIZE, parseTime,
-  runLink, shortId, state, STATUSES, timeCell, truncate, writeHash,
+  runLink, shortId, state, STATUSES, svg, timeCell, truncate, writeHash,
 } from "./dashboard-core.js";
 
 // /api/stats `queue`: the tasks in the queues now, summed over the queues (as GET /api/queues counts them)
@@ -54,13 +54,6 @@ export function renderStats(stats) {
 }
 
 // an inline SVG: one stacked bar per minute (succeeded below, failed on top), the last 60 minutes
-const SVG = "http://www.w3.org/2000/svg";
-function svg(tag, attrs, ...children) {
-  const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
-  for (const child of children) el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  return el;
-}
 export function renderThroughput(minutes) {
   const width = 600, height = 100, top = 4, bottom = 1, left = 0;
   const max = Math.max(1, ...minutes.map((m) => m.succeeded + m.failed));

@@ -433,9 +433,45 @@ async def test_the_last_hours_queries_use_the_finished_at_index(tmp_path):
     event.listen(store.engine.sync_engine, "before_cursor_execute", record)
     await store.throughput()
     await store.finished_counts(utcnow() - timedelta(hours=1))
+    await store.finished_per_minute(["default"])
     await store.close()
     db = sqlite3.connect(tmp_path / "runs.db")
     plans = [row[-1] for statement, params in asked for row in db.execute("EXPLAIN QUERY PLAN " + statement, params)]
     db.close()
     searches = [p for p in plans if p.startswith(("SEARCH", "SCAN"))]
-    assert len(searches) == 2 and all("ix_runs_finished_at" in p for p in searches), plans
+    assert len(searches) == 3 and all("ix_runs_finished_at" in p for p in searches), plans
+
+
+async def test_finished_per_minute_counts_each_queue_in_the_database(database_url):
+    """The queues view's chart: per queue and minute, the runs that succeeded or failed (processed) and
+    those that failed; cancelled runs, runs still going and runs older than the window are left out."""
+    store = RunStore(Settings(database_url=database_url).database_url)
+    await store.init()
+    now = utcnow()
+    minute = now.replace(second=0, microsecond=0) - timedelta(minutes=2)
+
+    def ended(run_id: str, queue: str, status: str, at: object) -> Run:
+        return Run(id=run_id, function="f", arguments={}, status=status, enqueued_at=now, finished_at=at, queue=queue)
+
+    await store.insert_many(
+        [
+            *(ended(f"ok{i}", "default", "succeeded", minute + timedelta(seconds=5 + 15 * i)) for i in range(3)),
+            ended("bad", "default", "failed", minute + timedelta(seconds=59)),
+            ended("next", "default", "succeeded", minute + timedelta(minutes=1, seconds=1)),
+            ended("low1", "low", "failed", minute),
+            ended("low2", "low", "failed", minute + timedelta(seconds=30)),
+            ended("gone", "default", "cancelled", minute),
+            ended("old", "default", "succeeded", now - timedelta(hours=2)),
+            ended("going", "default", "running", None),
+        ]
+    )
+    per_queue = await store.finished_per_minute(["default", "idle"], minutes=30, now=now)
+    await store.close()
+    assert sorted(per_queue) == ["default", "idle", "low"]
+    assert all(len(minutes) == 30 for minutes in per_queue.values())
+    at = {queue: {m["minute"][11:16]: (m["processed"], m["failed"]) for m in rows} for queue, rows in per_queue.items()}
+    first, second = minute.strftime("%H:%M"), (minute + timedelta(minutes=1)).strftime("%H:%M")
+    assert at["default"][first] == (4, 1) and at["default"][second] == (1, 0)
+    assert at["low"][first] == (2, 2)
+    assert sum(p for p, _ in at["default"].values()) == 5 and sum(p for p, _ in at["idle"].values()) == 0
+    assert per_queue["default"][-1]["minute"][11:16] == now.strftime("%H:%M")  # oldest first, ending now
