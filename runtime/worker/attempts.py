@@ -22,7 +22,7 @@ from runtime.app.context import Context
 from runtime.app.events import deliver
 from runtime.durable.events import Events, finished_event
 from runtime.durable.steps import MAX_SLEEP, StepLimits, Steps, Suspended
-from runtime.errors import ArgumentsError, UnknownFunction
+from runtime.errors import ArgumentsError, RetryAfter, UnknownFunction
 from runtime.queue.broker import Delivery
 from runtime.queue.messages import InvalidMessage, describe, describe_traceback, error_type
 from runtime.store.models import to_jsonable
@@ -166,7 +166,7 @@ class Attempts:
         if labels.get("parent") and labels.get("outcome") in ("succeeded", "failed"):
             await self._tell_parent(message, labels["outcome"], value, error)
         self.done_count += 1
-        self.failed_count += error is not None
+        self.failed_count += error is not None and not isinstance(error, RetryAfter)  # a 429 is no failure
         self.finished(delivery.key, self.retries.take(message.task_id))
 
     def reject(self, delivery: Delivery, error: InvalidMessage) -> None:
