@@ -98,7 +98,7 @@ async def _resuming_gc(command: Coroutine[Any, Any, None]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("runs", "queues", "events"):
+        if args.command in ("runs", "queues", "events", "limits"):
             return _run_inspector(args)
         if args.command in _SYNC:
             return _SYNC[args.command](args)

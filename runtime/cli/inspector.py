@@ -286,6 +286,27 @@ async def _queues_pause(runtime: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _limits(runtime: Any, args: argparse.Namespace) -> int:
+    from runtime.flow.state import limits_now
+
+    rows = await limits_now(runtime)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no function declares a limit (concurrency, limits, throttle, rate_limit, debounce, batch)")
+        return 0
+    table: list[tuple[str, ...]] = [
+        ("function", "limit", "key", "running", "waiting", "throttled", "skipped", "debounced", "batched")
+    ]
+    for row in rows:
+        running = f"{row['running']}/{row['max']}" if row["max"] is not None else "-"
+        counts = [str(row[field]) for field in ("waiting", "throttled", "skipped", "debounced", "batched")]
+        table.append((row["function"], row["limit"], row["key"] or "-", running, *counts))
+    print(_table(table))
+    return 0
+
+
 INSPECTOR: dict[str, Callable[[Any, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "runs": _runs_list,
     "runs show": _runs_show,
@@ -296,6 +317,7 @@ INSPECTOR: dict[str, Callable[[Any, argparse.Namespace], Coroutine[Any, Any, int
     "queues": _queues_list,
     "queues pause": _queues_pause,
     "queues resume": _queues_pause,
+    "limits": _limits,
 }
 
 
@@ -341,4 +363,11 @@ def _inspector_commands(commands: Any) -> None:
         ("resume", "resume a queue"),
     ):
         common(queue_commands.add_parser(name, help=text, description=text), f"queues {name}").add_argument("name")
+    common(
+        commands.add_parser(
+            "limits",
+            help="flow control now: per function, limit and key, running/limit, waiting, throttled, skipped",
+        ),
+        "limits",
+    )
     add_event_commands(commands, common)

@@ -195,6 +195,40 @@ async def _queue_families(runtime: Runtime) -> list[Any]:
     return families
 
 
+async def _flow_families(runtime: Runtime) -> list[Any]:
+    """Flow control now, per function, limit and key (runtime/flow/state.py; the busiest 200 keys of a limit)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from runtime.flow.state import limits_now
+
+    if not any(spec.task is not None and spec.task.flow() for spec in runtime.app.manifest.tasks().values()):
+        return []
+    try:
+        rows = await asyncio.wait_for(limits_now(runtime), SCRAPE_TIMEOUT)
+    except Exception as exc:
+        logger.warning("metrics: cannot read the flow-control state from Redis: %s", exc)
+        return []
+    labels = ["function", "limit", "key"]
+    help_texts = {
+        "running": "Runs holding a concurrency slot",
+        "max": "The concurrency limit",
+        "waiting": "Runs waiting for a concurrency slot",
+        "throttled": "Runs waiting for their turn under a throttle",
+        "skipped": "Runs skipped by a rate limit (last day)",
+        "debounced": "Enqueues merged into a debounced run (last day)",
+        "batched": "Items collected into batch runs (last day)",
+    }
+    families = {
+        name: GaugeMetricFamily(f"{PREFIX}_flow_{name}", text, labels=labels) for name, text in help_texts.items()
+    }
+    for row in rows:
+        values = [row["function"], row["limit"], row["key"] or ""]
+        for name, family in families.items():
+            if row.get(name) is not None:
+                family.add_metric(values, float(row[name]))
+    return list(families.values())
+
+
 class _Families:
     """A collector of families gathered beforehand (asynchronously), for generate_latest."""
 
@@ -211,7 +245,8 @@ async def render(runtime: Runtime | None) -> tuple[bytes, str]:
 
     body = generate_latest(metrics().registry)
     if runtime is not None:
-        body += generate_latest(_Families(await _queue_families(runtime)))
+        families = await _queue_families(runtime) + await _flow_families(runtime)
+        body += generate_latest(_Families(families))
     return body, CONTENT_TYPE
 
 

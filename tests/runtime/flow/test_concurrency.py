@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import signal
 import time
 import uuid
@@ -14,10 +15,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from runtime import Runtime
-from tests.conftest import write_app
+from tests.conftest import free_port, write_app
 from tests.runtime.workers import MARK, events, start_worker, wait_until
 
 MODULE = f"limited_{uuid.uuid4().hex[:8]}"
@@ -27,6 +29,7 @@ SOURCE = (
     + """
 import asyncio
 import itertools
+import json
 from runtime import task
 
 @task
@@ -166,3 +169,37 @@ async def test_throttled_starts_are_spread_at_the_rate_in_order(spawn: Any, app:
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert 2.7 <= times[-1] - times[0] <= 3.3, times[-1] - times[0]  # 30 starts at 10 per second
     assert min(gaps) > 0.05, gaps  # spread, not in bursts
+
+
+async def test_runtime_limits_shows_running_of_limit_and_waiting_per_key(
+    spawn: Any, app: Path, env, rt: Runtime
+) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    start_worker(spawn, app, env, WORKER_HEALTH_PORT=str(port))
+    fn = rt.app.tasks["per_customer"]
+    long = await fn.enqueue_many([{"customer": {"id": "acme"}, "n": n, "seconds": 60.0} for n in range(5)])
+    await rt.app.tasks["spread"].enqueue_many([{"n": n} for n in range(40)])
+    await wait_until(lambda: len([m for m in events(env, "per_customer") if m["key"] == "acme"]) == 2, 10, "2 run")
+    await asyncio.sleep(0.5)  # the other 3 are parked
+    listing = spawn(["runtime", "limits", "--json", "--manifest", str(app)], app.parent, env)
+    assert listing.wait(30) == 0, listing.output
+    rows = json.loads(listing.output[listing.output.index("[") :])
+    [acme] = [r for r in rows if r["function"] == "per_customer" and r["key"] == "acme"]
+    assert (acme["running"], acme["max"], acme["waiting"]) == (2, 2, 3), acme
+    [openai] = [r for r in rows if r["limit"] == "openai"]
+    assert (openai["function"], openai["running"], openai["max"]) == ("*", 0, 3)
+    [throttle] = [r for r in rows if r["function"] == "spread"]
+    assert throttle["throttled"] > 10, throttle  # 40 starts at 10 a second: most wait for their turn
+    table = spawn(["runtime", "limits", "--manifest", str(app)], app.parent, env)
+    assert table.wait(30) == 0, table.output
+    assert any(
+        line.split()[:5] == ["per_customer", "concurrency", "customer.id", "acme", "2/2"]
+        for line in table.output.splitlines()
+    ), table.output
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)).text
+    line = 'firstsip_flow_running{function="per_customer",key="acme",limit="concurrency customer.id"} 2.0'
+    assert line in metrics, [m for m in metrics.splitlines() if "flow" in m]
+    assert 'firstsip_flow_waiting{function="per_customer",key="acme",limit="concurrency customer.id"} 3.0' in metrics
+    for run_id in long:
+        await rt.cancel(run_id, wait=0)
