@@ -222,6 +222,7 @@ class Gate:
         self.consumer = consumer
         self.held: dict[str, Held] = {}  # delivery key -> the slots its run holds
         self.admitted: set[str] = set()  # delivery keys that passed the gate as they were read
+        self.delayed = asyncio.Event()  # set when a run was sent to wait for its turn (the delayed loop looks again)
         self.parking = False  # most of the last entries read were parked: read more at once
         self._admit = redis.register_script(_ADMIT)
         self._release = redis.register_script(_RELEASE)
@@ -268,6 +269,8 @@ class Gate:
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         if verdict == RUN and slots:
             self.held[delivery.key] = Held(message.task_id, [(r, w, limit) for (r, w), limit in slots])
+        elif verdict == DELAYED:
+            self.delayed.set()
         return verdict, float(detail) / 1000 if verdict == DELAYED else 0.0
 
     async def screen(self, deliveries: list[Any], free: int, decode: Any) -> list[Any]:

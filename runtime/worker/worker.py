@@ -79,6 +79,7 @@ class Worker:
         self.heartbeat = Heartbeat()
         self.redis_ok = True
         self.gate = gate_for(runtime, self.broker.consumer)  # concurrency and throttle (runtime/flow/gate.py)
+        self.due_changed = self.gate.delayed if self.gate is not None else asyncio.Event()
         self.commits = Commits(
             self.broker,
             [self.attempts.records.flush, self.attempts.dead_letters.flush],
@@ -340,7 +341,9 @@ class Worker:
                 logger.debug("cannot move delayed tasks: %s", exc)
                 next_due = None
             wait = 0.25 if next_due is None else max(0.001, min(0.25, next_due - time.time()))
-            await asyncio.sleep(wait)
+            with contextlib.suppress(TimeoutError):  # a run this worker delayed (a throttle's turn): look again
+                await asyncio.wait_for(self.due_changed.wait(), wait)
+            self.due_changed.clear()
 
     def _acked(self, keys: list[str]) -> None:
         for key in keys:
