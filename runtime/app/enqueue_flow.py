@@ -7,6 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.app.manifest import TaskSpec
+from runtime.errors import ArgumentsError
+from runtime.flow.batch import Batcher
+from runtime.flow.debounce import Debouncer
 from runtime.flow.paths import key_value
 
 # `runtime` below is runtime/app/connections.py's Runtime, which imports this module (so typed Any here)
@@ -44,4 +47,25 @@ async def submit_flow(
     """Enqueue runs of a task with flow control: their records as enqueued, or None when only start-time limits
     (concurrency, throttle) apply and the runs are queued as any other."""
     check_keys(spec, rows)
-    return None
+    return await _gathered(runtime, name, spec, rows, messages, seconds)
+
+
+async def _gathered(
+    runtime: Any, name: str, spec: TaskSpec, rows: list[dict[str, Any]], messages: list[bytes], seconds: float
+) -> list[dict[str, Any]] | None:
+    """Debounce and batches (runtime/flow/debounce.py, batch.py): enqueues gathered into fewer runs, which
+    start when the gathering says (so `delay`, `at` and a unique `key` do not apply to them), or None for other
+    tasks."""
+    gathering = "debounce" if spec.debounce is not None else "batch" if spec.batch is not None else None
+    if gathering is None:
+        return None
+    if seconds:
+        raise ArgumentsError(f"{name}: `delay` and `at` do not apply to a task with `{gathering}`: it decides when")
+    if any(row["idempotency_key"] is not None for row in rows):
+        raise ArgumentsError(f"{name}: `key` does not apply to a task with `{gathering}`: its own key gathers runs")
+    if spec.debounce is not None:
+        debounce = spec.debounce
+        return await Debouncer(runtime).submit(name, debounce.period, debounce.key, debounce.timeout, rows, messages)
+    assert spec.batch is not None
+    batch = spec.batch
+    return await Batcher(runtime).submit(name, batch.size, batch.timeout, batch.key, rows, messages)

@@ -61,6 +61,25 @@ class QueueKeys:
         script that queues it touches one slot)."""
         return f"{self._tag}:cron-fire:{function}:{due}"
 
+    def debounce(self, function: str, key: str) -> str:
+        """Hash of the debounced run of `function` gathering enqueues for this key value: its run id, its first
+        enqueue's time and its message (runtime/flow/debounce.py)."""
+        return f"{self._tag}:debounce:{function}:{key}"
+
+    def batch(self, function: str, key: str) -> str:
+        """Hash of the open batch of `function` for this key value: its run id, its message and how many items
+        it has (runtime/flow/batch.py)."""
+        return f"{self._tag}:batch:{function}:{key}"
+
+    @property
+    def batch_items_prefix(self) -> str:
+        """`batch_items(run_id)` without the run id: the batch script names a new batch's list itself."""
+        return f"{self._tag}:batch-items:"
+
+    def batch_items(self, run_id: str) -> str:
+        """List of a batch run's items (JSON), read by each of its attempts; expires a while after its last item."""
+        return f"{self.batch_items_prefix}{run_id}"
+
     @property
     def paused(self) -> str:
         """Set while the queue is paused: workers take nothing from it."""

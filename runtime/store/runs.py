@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Text, cast, event, func, or_, select
+from sqlalchemy import Text, cast, delete, event, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -371,6 +371,17 @@ class RunStore(RunCounting):
         table = Run.__table__  # type: ignore[attr-defined]
         async with self.engine.begin() as conn:
             await self._delete_ids(conn, ids, table.c.version == 0)
+
+    async def set_arguments(self, run_id: str, arguments: dict[str, Any], **values: Any) -> None:
+        """Replace a run's arguments (and other columns, `values`) before it starts: a debounced run takes each
+        later enqueue's, a batch run the items it got."""
+        [row], side = _split_big([{"id": run_id, "arguments": arguments}])
+        table, big = Run.__table__, RunArguments.__table__  # type: ignore[attr-defined]
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(big).where(big.c.run_id == run_id))
+            if side:
+                await conn.execute(self._insert_arguments, side)
+            await conn.execute(update(table).where(table.c.id == run_id).values(arguments=row["arguments"], **values))
 
 
 PRUNE_CHUNK = 500  # rows per statement in prune, get_many and bulk operations (SQLite allows 999 parameters)

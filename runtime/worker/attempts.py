@@ -23,6 +23,7 @@ from runtime.app.events import deliver
 from runtime.durable.events import Events, finished_event
 from runtime.durable.steps import MAX_SLEEP, StepLimits, Steps, Suspended
 from runtime.errors import ArgumentsError, RetryAfter, UnknownFunction
+from runtime.flow.batch import batch_arguments, forget_items
 from runtime.queue.broker import Delivery
 from runtime.queue.messages import InvalidMessage, describe, describe_traceback, error_type
 from runtime.store.models import to_jsonable
@@ -165,6 +166,8 @@ class Attempts:
             await call(hook, message, result)
         if labels.get("parent") and labels.get("outcome") in ("succeeded", "failed"):
             await self._tell_parent(message, labels["outcome"], value, error)
+        if labels.get("outcome") in ("succeeded", "failed") and self._batched(message.task_name):
+            await forget_items(self.runtime, message)
         self.done_count += 1
         self.failed_count += error is not None and not isinstance(error, RetryAfter)  # a 429 is no failure
         self.finished(delivery.key, self.retries.take(message.task_id))
@@ -224,6 +227,10 @@ class Attempts:
         )
         return Context(message.task_id, message.labels["attempt"], deadline, step=steps)
 
+    def _batched(self, name: str) -> bool:
+        function = self.runtime.app.manifest.functions.get(name)
+        return function is not None and function.task is not None and function.task.batch is not None
+
     async def run(self, message: TaskiqMessage, context: Context) -> Any:
         fn = self.runtime.app.tasks.get(message.task_name)
         if fn is None:
@@ -232,7 +239,8 @@ class Attempts:
                 "restore it, then replay this run"
             )
         timeout = self.runtime.app.manifest.timeout(message.task_name)
-        kwargs = fn.validate(message.kwargs)
+        batched = self._batched(message.task_name)
+        kwargs = fn.validate(await batch_arguments(self.runtime, message) if batched else message.kwargs)
         if fn.context_param is not None:
             kwargs[fn.context_param] = context
         try:
