@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from runtime.errors import ArgumentsError
+from runtime.flow.gathering import run_script, text
 from runtime.flow.paths import key_value
 from runtime.store.models import from_timestamp
 
@@ -27,46 +28,53 @@ logger = logging.getLogger("runtime.enqueue")
 
 ITEMS_TTL = 7 * 86400  # seconds a batch's items are kept after its last item (a run retried for longer loses them)
 
-# KEYS: the key's open-batch hash, the queue's delayed set, its stream. ARGV: now, size, timeout, the items
-# lists' prefix, the items' TTL (ms), n, then n (run id, message) pairs for batches this enqueue may open,
-# then the items -> {the run each item joined, the runs opened, the runs queued (full)}
+# KEYS: the queue's delayed set, its stream, then the open-batch hash of each key value this enqueue has items
+# for. ARGV: now, size, timeout, the items lists' prefix, the cancel keys' prefix, the items' TTL (ms), n, then
+# n (run id, message) pairs for the batches this enqueue may open, then per key value: its number of items and
+# the items -> {the run each item joined, the runs opened, the runs queued (full)}. A cancelled batch takes no
+# more items: its message is still there, but it will not run.
 _ADD = """
 local now, size, timeout = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local prefix, ttl, n = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local state = redis.call('HMGET', KEYS[1], 'run', 'message', 'count')
-local run, message, count = state[1], state[2], tonumber(state[3] or '0')
-if not (run and message and redis.call('ZSCORE', KEYS[2], message)) then run = false end
+local prefix, cancels, ttl, n = ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local used, joined, opened, full = 0, {}, {}, {}
-for i = 7 + 2 * n, #ARGV do
-  if not run then
-    used = used + 1
-    run, message, count = ARGV[5 + 2 * used], ARGV[6 + 2 * used], 0
-    redis.call('ZADD', KEYS[2], now + timeout, message)
-    table.insert(opened, run)
-  end
-  redis.call('RPUSH', prefix .. run, ARGV[i])
-  redis.call('PEXPIRE', prefix .. run, ttl)
-  count = count + 1
-  table.insert(joined, run)
-  if count >= size then
-    redis.call('ZREM', KEYS[2], message)
-    redis.call('XADD', KEYS[3], '*', 'data', message)
-    table.insert(full, run)
+local i = 8 + 2 * n
+for k = 3, #KEYS do
+  local state = redis.call('HMGET', KEYS[k], 'run', 'message', 'count')
+  local run, message, count = state[1], state[2], tonumber(state[3] or '0')
+  if not (run and message and redis.call('ZSCORE', KEYS[1], message)) then
+    run = false
+  elseif redis.call('EXISTS', cancels .. run) == 1 then
     run = false
   end
-end
-if run then
-  redis.call('HSET', KEYS[1], 'run', run, 'message', message, 'count', count)
-  redis.call('PEXPIRE', KEYS[1], math.ceil((timeout + 60) * 1000))
-else
-  redis.call('DEL', KEYS[1])
+  local last = i + tonumber(ARGV[i])
+  for j = i + 1, last do
+    if not run then
+      used = used + 1
+      run, message, count = ARGV[6 + 2 * used], ARGV[7 + 2 * used], 0
+      redis.call('ZADD', KEYS[1], now + timeout, message)
+      table.insert(opened, run)
+    end
+    redis.call('RPUSH', prefix .. run, ARGV[j])
+    redis.call('PEXPIRE', prefix .. run, ttl)
+    count = count + 1
+    table.insert(joined, run)
+    if count >= size then
+      redis.call('ZREM', KEYS[1], message)
+      redis.call('XADD', KEYS[2], '*', 'data', message)
+      table.insert(full, run)
+      run = false
+    end
+  end
+  i = last + 1
+  if run then
+    redis.call('HSET', KEYS[k], 'run', run, 'message', message, 'count', count)
+    redis.call('PEXPIRE', KEYS[k], math.ceil((timeout + 60) * 1000))
+  else
+    redis.call('DEL', KEYS[k])
+  end
 end
 return {joined, opened, full}
 """
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _as_batch(message: bytes, run_id: str, parameter: str, now: float) -> bytes:
@@ -99,8 +107,8 @@ class Batcher:
         rows: list[dict[str, Any]],
         messages: list[bytes],
     ) -> list[dict[str, Any]]:
-        """Each enqueue's items join their key's open batch; returns per enqueue the record of the batch run its
-        first item joined."""
+        """Each enqueue's items join their key's open batch (all of them or none: one script); returns per enqueue
+        the record of the batch run its first item joined."""
         out = []
         for row, message in zip(rows, messages, strict=True):
             [(parameter, items)] = row["arguments"].items()
@@ -110,11 +118,7 @@ class Batcher:
             groups: dict[str, list[Any]] = {}
             for item in items:
                 groups.setdefault(item_key(item, key), []).append(item)
-            answers = [
-                await self._add_items(name, size, timeout, value, row, message, parameter, group)
-                for value, group in groups.items()
-            ]
-            out.append(answers[0])
+            out.append(await self._add_items(name, size, timeout, row, message, parameter, groups))
         return out
 
     async def _add_items(
@@ -122,24 +126,26 @@ class Batcher:
         name: str,
         size: int,
         timeout: float,
-        value: str,
         row: dict[str, Any],
         message: bytes,
         parameter: str,
-        items: list[Any],
+        groups: dict[str, list[Any]],
     ) -> dict[str, Any]:
         qk = self.runtime.keys.queue(row["queue"])
         now = time.time()
-        new = [uuid.uuid4().hex for _ in range(math.ceil(len(items) / size) + 1)]
-        pairs = [part for run_id in new for part in (run_id, _as_batch(message, run_id, parameter, now))]
-        args = [repr(now), size, repr(timeout), qk.batch_items_prefix, ITEMS_TTL * 1000, len(new), *pairs]
-        args += [orjson.dumps(item) for item in items]
-        joined, opened, full = await self._add(keys=[qk.batch(name, value), qk.delayed, qk.stream], args=args)
-        joined = [_text(run_id) for run_id in joined]
-        queued = {_text(run_id) for run_id in full}
+        new = [uuid.uuid4().hex for group in groups.values() for _ in range(math.ceil(len(group) / size) + 1)]
+        args: list[Any] = [repr(now), size, repr(timeout), qk.batch_items_prefix, qk.cancel(""), ITEMS_TTL * 1000]
+        args += [len(new), *(part for run_id in new for part in (run_id, _as_batch(message, run_id, parameter, now)))]
+        for group in groups.values():
+            args += [len(group), *(orjson.dumps(item) for item in group)]
+        keys = [qk.delayed, qk.stream, *(qk.batch(name, value) for value in groups)]
+        joined, opened, full = await run_script(self.runtime, self._add, keys, args, name)
+        runs = [text(run_id) for run_id in joined]
+        queued = {text(run_id) for run_id in full}
+        items = [item for group in groups.values() for item in group]  # in the order the script took them
         records = []
-        for run_id in map(_text, opened):
-            mine = [item for item, run in zip(items, joined, strict=True) if run == run_id]
+        for run_id in map(text, opened):
+            mine = [item for item, run in zip(items, runs, strict=True) if run == run_id]
             timing = (
                 {"status": "queued", "scheduled_for": None}
                 if run_id in queued
@@ -150,8 +156,8 @@ class Batcher:
             await self.runtime.records.insert(records)
         except Exception as exc:  # queued: the worker's first update writes the records
             logger.warning("queued batch run(s) of %s, but their records could not be saved (%s)", name, exc)
-        first = next((r for r in records if r["id"] == joined[0]), None)
-        return first or row | {"id": joined[0], "status": "scheduled", "scheduled_for": None}
+        first = next((r for r in records if r["id"] == runs[0]), None)
+        return first or row | {"id": runs[0], "status": "scheduled", "scheduled_for": None}
 
 
 async def batch_items(redis: Any, items_key: str, run_id: str) -> list[Any]:

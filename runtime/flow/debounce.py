@@ -15,21 +15,24 @@ from typing import Any
 
 import orjson
 
+from runtime.flow.gathering import run_script, text
 from runtime.flow.paths import key_value
 from runtime.store.models import from_timestamp
 
 logger = logging.getLogger("runtime.enqueue")
 
 # KEYS: the key's state hash, the queue's delayed set. ARGV: now, period, timeout (0: none), the run this
-# enqueue means to join ('' for none) and its message with the new arguments, a new run's id and its message
-# -> {run id, due, 1 if the run is new}; or {false, run id, first enqueue} when the run to join is another one
-# (the caller builds that one's message and tries again).
+# enqueue means to join ('' for none) and its message with the new arguments, a new run's id and its message,
+# the prefix of cancel keys -> {run id, due, 1 if the run is new}; or {false, run id, first enqueue} when the
+# run to join is another one (the caller builds that one's message and tries again). A cancelled run is never
+# joined: its message is still there, but it will not run.
 _DEBOUNCE = """
 local now, period, timeout = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local state = redis.call('HMGET', KEYS[1], 'run', 'first', 'message')
 local run, first, message = state[1], state[2], state[3]
 local due, id
-if run and message and redis.call('ZSCORE', KEYS[2], message) then
+local waiting = run and message and redis.call('ZSCORE', KEYS[2], message)
+if waiting and redis.call('EXISTS', ARGV[8] .. run) == 0 then
   if run ~= ARGV[4] then return {false, run, first} end
   due = now + period
   if timeout > 0 then due = math.min(due, tonumber(first) + timeout) end
@@ -48,10 +51,6 @@ return {id, tostring(due), id == ARGV[6] and 1 or 0}
 """
 
 _TRIES = 10  # another process moved the key on to a new run between our read and our script this many times
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _as_run(message: bytes, run_id: str, first: float) -> bytes:
@@ -94,21 +93,22 @@ class Debouncer:
         row: dict[str, Any],
         message: bytes,
     ) -> dict[str, Any]:
-        redis = self.runtime.broker.redis
         qk = self.runtime.keys.queue(row["queue"])
         state = qk.debounce(name, key_value(row["arguments"], key, "debounce.key"))
-        run, first = await redis.hmget(state, ["run", "first"])
+        run: Any = None  # the first try joins nothing: the script names the waiting run, if there is one
+        first: Any = None
         now = time.time()
         for _ in range(_TRIES):
-            joined = _as_run(message, _text(run), float(first)) if run and first else b""
-            args = [repr(now), repr(period), repr(timeout or 0), _text(run) if run else "", joined, row["id"], message]
-            reply = await self._script(keys=[state, qk.delayed], args=args)
+            joined = _as_run(message, text(run), float(first)) if run and first else b""
+            args = [repr(now), repr(period), repr(timeout or 0), text(run) if run else "", joined, row["id"], message]
+            args.append(qk.cancel(""))
+            reply = await run_script(self.runtime, self._script, [state, qk.delayed], args, name)
             if reply[0] is not None:
                 break
             run, first = reply[1], reply[2]
         else:
             raise RuntimeError(f"debounce of '{name}': the key {state} changed {_TRIES} times during one enqueue")
-        run_id, due, new = _text(reply[0]), float(reply[1]), int(reply[2])
+        run_id, due, new = text(reply[0]), float(reply[1]), int(reply[2])
         timing = {"status": "scheduled", "scheduled_for": from_timestamp(due)}
         if new:
             row = row | timing
@@ -121,4 +121,4 @@ class Debouncer:
             await self.runtime.store.set_arguments(run_id, row["arguments"], scheduled_for=timing["scheduled_for"])
         except Exception as exc:  # the run has the new arguments all the same: its message carries them
             logger.warning("run %s of %s: could not save its new arguments (%s)", run_id, name, exc)
-        return row | timing | {"id": run_id, "enqueued_at": from_timestamp(float(_text(first)))}
+        return row | timing | {"id": run_id, "enqueued_at": from_timestamp(float(text(first)))}

@@ -5,6 +5,7 @@ queues none of its items. Counted from the task's side-effect log."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from collections import Counter
@@ -24,6 +25,7 @@ MODULE = f"batch_{uuid.uuid4().hex[:8]}"
 SOURCE = (
     MARK
     + """
+import asyncio
 from pydantic import BaseModel
 from runtime import task
 
@@ -34,6 +36,7 @@ class Item(BaseModel):
 @task
 async def digest(items: list[Item]) -> int:
     mark(fn="digest", customers=sorted({i.customer for i in items}), ns=[i.n for i in items])
+    await asyncio.sleep(float(os.environ.get("NAP", "0")))
     return len(items)
 """
 )
@@ -113,3 +116,27 @@ async def test_a_bad_item_fails_its_enqueue_and_queues_none_of_its_items(spawn: 
     assert (await rt.wait(run_id, timeout=10)).status == "succeeded"
     await asyncio.sleep(2.5)  # past the timeout: nothing left over from the failed enqueue
     assert [e["ns"] for e in events(env, "digest")] == [list(range(1, 11))]
+
+
+async def test_a_batch_run_whose_worker_died_runs_again_with_the_same_items(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
+    first = start_worker(spawn, app, env, NAP="30")
+    run_id = await rt.app.tasks["digest"].enqueue(items=[item("acme", n) for n in range(10)])
+    await wait_until(lambda: len(events(env, "digest")) == 1, 10, "the batch to start")
+    first.signal(signal.SIGKILL)
+    first.wait(5)
+    start_worker(spawn, app, env)
+    done = await rt.wait(run_id, timeout=30)  # 2 s leases
+    assert (done.status, done.result, done.attempts) == ("succeeded", 10, 2)
+    assert [e["ns"] for e in events(env, "digest")] == [list(range(10))] * 2  # its items were read, not popped
+
+
+async def test_items_after_a_cancel_open_a_new_batch(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
+    start_worker(spawn, app, env)
+    digest = rt.app.tasks["digest"]
+    first = await digest.enqueue(items=[item("acme", n) for n in range(3)])
+    assert (await rt.cancel(first)).status == "cancelled"
+    second = await digest.enqueue(items=[item("acme", n) for n in range(3, 5)])
+    assert second != first
+    assert (await rt.wait(second, timeout=10)).status == "succeeded"
+    await asyncio.sleep(0.5)
+    assert [e["ns"] for e in events(env, "digest")] == [[3, 4]]  # nothing joined the cancelled batch

@@ -121,6 +121,18 @@ async def test_an_enqueue_after_the_run_started_makes_the_next_run(spawn: Any, a
     assert [e["n"] for e in events(env, "settle")] == [1, 3]  # the started run kept its arguments
 
 
+async def test_an_enqueue_after_a_cancel_makes_a_new_run(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
+    start_worker(spawn, app, env)
+    settle = rt.app.tasks["settle"]
+    first = await settle.enqueue(customer="acme", n=1)
+    assert (await rt.cancel(first)).status == "cancelled"
+    second = await settle.enqueue(customer="acme", n=2)
+    assert second != first  # a cancelled run is never joined (it will not run)
+    assert (await rt.wait(second, timeout=15)).status == "succeeded"
+    await asyncio.sleep(0.5)
+    assert [e["n"] for e in events(env, "settle")] == [2]
+
+
 async def test_delay_and_a_unique_key_do_not_apply_to_a_debounced_task(rt: Runtime) -> None:
     settle = rt.app.tasks["settle"]
     with pytest.raises(ArgumentsError, match="`delay` and `at` do not apply to a task with `debounce`"):
