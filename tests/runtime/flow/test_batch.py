@@ -120,7 +120,8 @@ async def test_a_bad_item_fails_its_enqueue_and_queues_none_of_its_items(spawn: 
 
 async def test_a_batch_run_whose_worker_died_runs_again_with_the_same_items(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
     first = start_worker(spawn, app, env, NAP="30")
-    run_id = await rt.app.tasks["digest"].enqueue(items=[item("acme", n) for n in range(10)])
+    run_ids = {await rt.app.tasks["digest"].enqueue(items=[item("acme", n)]) for n in range(10)}
+    [run_id] = run_ids
     await wait_until(lambda: len(events(env, "digest")) == 1, 10, "the batch to start")
     first.signal(signal.SIGKILL)
     first.wait(5)
@@ -133,9 +134,9 @@ async def test_a_batch_run_whose_worker_died_runs_again_with_the_same_items(spaw
 async def test_items_after_a_cancel_open_a_new_batch(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
     start_worker(spawn, app, env)
     digest = rt.app.tasks["digest"]
-    first = await digest.enqueue(items=[item("acme", n) for n in range(3)])
+    [first] = {await digest.enqueue(items=[item("acme", n)]) for n in range(3)}
     assert (await rt.cancel(first)).status == "cancelled"
-    second = await digest.enqueue(items=[item("acme", n) for n in range(3, 5)])
+    [second] = {await digest.enqueue(items=[item("acme", n)]) for n in range(3, 5)}
     assert second != first
     assert (await rt.wait(second, timeout=10)).status == "succeeded"
     await asyncio.sleep(0.5)
