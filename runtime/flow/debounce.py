@@ -122,3 +122,12 @@ class Debouncer:
         except Exception as exc:  # the run has the new arguments all the same: its message carries them
             logger.warning("run %s of %s: could not save its new arguments (%s)", run_id, name, exc)
         return row | timing | {"id": run_id, "enqueued_at": from_timestamp(float(text(first)))}
+
+
+async def save_last_arguments(runtime: Any, message: Any) -> None:
+    """At a debounced run's first attempt: its record gets the arguments it runs with (an enqueue in another
+    process may have saved its own after a later one's)."""
+    try:
+        await runtime.store.set_arguments(message.task_id, dict(message.kwargs))
+    except Exception as exc:  # the run goes on; only its record lags
+        logger.warning("debounced run %s: could not save its arguments (%s)", message.task_id, exc)

@@ -24,6 +24,7 @@ from runtime.durable.events import Events, finished_event
 from runtime.durable.steps import MAX_SLEEP, StepLimits, Steps, Suspended
 from runtime.errors import ArgumentsError, RetryAfter, UnknownFunction
 from runtime.flow.batch import batch_arguments, forget_items
+from runtime.flow.debounce import save_last_arguments
 from runtime.queue.broker import Delivery
 from runtime.queue.messages import InvalidMessage, describe, describe_traceback, error_type
 from runtime.store.models import to_jsonable
@@ -231,6 +232,10 @@ class Attempts:
         function = self.runtime.app.manifest.functions.get(name)
         return function is not None and function.task is not None and function.task.batch is not None
 
+    def _debounced(self, name: str) -> bool:
+        function = self.runtime.app.manifest.functions.get(name)
+        return function is not None and function.task is not None and function.task.debounce is not None
+
     async def run(self, message: TaskiqMessage, context: Context) -> Any:
         fn = self.runtime.app.tasks.get(message.task_name)
         if fn is None:
@@ -239,8 +244,12 @@ class Attempts:
                 "restore it, then replay this run"
             )
         timeout = self.runtime.app.manifest.timeout(message.task_name)
-        batched = self._batched(message.task_name)
-        kwargs = fn.validate(await batch_arguments(self.runtime, message) if batched else message.kwargs)
+        arguments = message.kwargs
+        if self._batched(message.task_name):
+            arguments = await batch_arguments(self.runtime, message)
+        elif self._debounced(message.task_name) and message.labels["attempt"] == 1:
+            await save_last_arguments(self.runtime, message)
+        kwargs = fn.validate(arguments)
         if fn.context_param is not None:
             kwargs[fn.context_param] = context
         try:
