@@ -4,6 +4,8 @@ fails its enqueue with a clear error instead of getting stuck."""
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
 from typing import Any
 
 from runtime.app.manifest import TaskSpec
@@ -11,6 +13,7 @@ from runtime.errors import ArgumentsError
 from runtime.flow.batch import Batcher
 from runtime.flow.debounce import Debouncer
 from runtime.flow.paths import key_value
+from runtime.flow.state import count
 
 # `runtime` below is runtime/app/connections.py's Runtime, which imports this module (so typed Any here)
 
@@ -63,9 +66,21 @@ async def _gathered(
         raise ArgumentsError(f"{name}: `delay` and `at` do not apply to a task with `{gathering}`: it decides when")
     if any(row["idempotency_key"] is not None for row in rows):
         raise ArgumentsError(f"{name}: `key` does not apply to a task with `{gathering}`: its own key gathers runs")
+    per_key: Counter[str] = Counter()
     if spec.debounce is not None:
         debounce = spec.debounce
-        return await Debouncer(runtime).submit(name, debounce.period, debounce.key, debounce.timeout, rows, messages)
-    assert spec.batch is not None
-    batch = spec.batch
-    return await Batcher(runtime).submit(name, batch.size, batch.timeout, batch.key, rows, messages)
+        out = await Debouncer(runtime).submit(name, debounce.period, debounce.key, debounce.timeout, rows, messages)
+        for row, joined in zip(rows, out, strict=True):
+            per_key[key_value(row["arguments"], debounce.key)] += joined["id"] != row["id"]
+        what = "debounced"
+    else:
+        assert spec.batch is not None
+        batch = spec.batch
+        out = await Batcher(runtime).submit(name, batch.size, batch.timeout, batch.key, rows, messages)
+        for row in rows:
+            for item in key_arguments(spec, row["arguments"]):
+                per_key[key_value(item, batch.key)] += 1
+        what = "batched"
+    with contextlib.suppress(Exception):  # counted for `runtime limits`; the enqueue is done either way
+        await count(runtime.broker.redis, runtime.keys, name, what, {k: n for k, n in per_key.items() if n})
+    return out

@@ -120,3 +120,16 @@ async def limits_now(runtime: Any) -> list[dict[str, Any]]:
         if kinds:
             enqueue_limits[name] = kinds
     return await limit_rows(runtime.broker.redis, runtime.keys, start_limits(manifest), enqueue_limits)
+
+
+async def count(redis: Redis, keys: Keys, function: str, what: str, per_key: dict[str, int]) -> None:
+    """Add to what acted at enqueue (`what`: skipped, debounced or batched) per key value, kept for a day after the
+    last; for `runtime limits`, the dashboard and /metrics. Best effort: the enqueue has happened either way."""
+    if not per_key:
+        return
+    name = keys.flow(f"counts:{function}")
+    async with redis.pipeline(transaction=False) as pipe:
+        for key, amount in per_key.items():
+            pipe.hincrby(name, f"{what}\n{key}", amount)
+        pipe.expire(name, 86400)
+        await pipe.execute()

@@ -17,6 +17,7 @@ import pytest
 
 from runtime import Runtime
 from runtime.errors import ArgumentsError
+from runtime.flow.state import limits_now
 from tests.conftest import write_app
 from tests.runtime.workers import MARK, events, start_worker, started_runtime, wait_until, worker_env
 
@@ -90,6 +91,8 @@ async def test_twenty_five_items_run_as_ten_ten_and_five_after_the_timeout(spawn
     assert [i["n"] for i in done.arguments["items"]] == list(range(10))  # the record shows the batch's items
     await asyncio.sleep(1)
     assert len(events(env, "digest")) == 3
+    [row] = [r for r in await limits_now(rt) if r["function"] == "digest"]  # `runtime limits` counts them
+    assert (row["limit"], row["batched"]) == ("batch", 25), row
 
 
 async def test_items_are_batched_per_key(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ import pytest
 
 from runtime import Runtime
 from runtime.errors import ArgumentsError
+from runtime.flow.state import limits_now
 from tests.conftest import write_app
 from tests.runtime.workers import MARK, events, start_worker, started_runtime, wait_until, worker_env
 
@@ -77,6 +78,8 @@ async def test_a_hundred_enqueues_in_a_second_make_one_run_with_the_last(spawn: 
     ran = events(env, "settle")
     assert [e["n"] for e in ran] == [99]
     assert 0.9 <= ran[0]["t"] - last < 1.8, ran[0]["t"] - last  # a period after the last enqueue
+    [row] = [r for r in await limits_now(rt) if r["function"] == "settle"]  # `runtime limits` counts them
+    assert (row["limit"], row["key"], row["debounced"]) == ("debounce", "acme", 99)
 
 
 async def test_enqueues_that_never_stop_start_a_run_by_the_timeout(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
