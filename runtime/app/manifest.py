@@ -320,6 +320,10 @@ class Manifest(_Strict):
                     "queue": self.queue(name),
                     "unique": None if self.unique(name) is None else format_duration(self.unique(name) or 0),
                     "retention": format_duration(self.retention(name)),
+                    "flow": spec.task.model_dump(
+                        include={"concurrency", "limits", "throttle", "rate_limit", "debounce", "batch"},
+                        exclude_none=True,
+                    ),
                 }
             rows.append(row)
         return rows

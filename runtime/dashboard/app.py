@@ -61,6 +61,7 @@ from runtime.dashboard.page import PAGE, PAGE_HEADERS, asset, favicon
 from runtime.dashboard.responses import RedactedJSONResponse, _error, _limit
 from runtime.dashboard.run_counts import RunCounts
 from runtime.errors import ArgumentsError, ConfigError
+from runtime.flow.state import limits_now
 from runtime.ops import operations, presence
 from runtime.ops.metrics import HttpMetrics, dead_letter_threshold, metrics_route
 from runtime.store.models import STATUSES, Run, iso
@@ -233,6 +234,9 @@ def create_dashboard_app(
                 row["arguments"] = task.arguments_schema()
         return RedactedJSONResponse(rows)
 
+    async def limits(request: Request) -> Response:
+        return RedactedJSONResponse(await limits_now(runtime))  # runtime/flow/state.py: what `runtime limits` shows
+
     async def enqueue(request: Request) -> Response:
         name = request.path_params["name"]
         fn = runtime.app.tasks.get(name)
@@ -356,6 +360,7 @@ def create_dashboard_app(
         Route("/api/dead-letters", dead_letters),
         Route("/api/app", app_name),
         Route("/api/functions", functions),
+        Route("/api/limits", limits),
         Route("/api/functions/{name}/runs", enqueue, methods=["POST"]),
         Route("/api/stats", stats),
         metrics_route(runtime),  # behind the token, like the API (Prometheus sends it as a bearer token)
