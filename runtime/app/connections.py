@@ -31,6 +31,7 @@ from runtime.app.enqueue_options import (
 from runtime.app.enqueue_outcome import answer
 from runtime.app.enqueue_unique import submit_unique
 from runtime.errors import ArgumentsError, ConfigError, RuntimeNotStarted
+from runtime.flow.rate_limit import RateLimiter
 from runtime.queue.broker import StreamBroker
 from runtime.queue.keys import Keys
 from runtime.redaction import redact
@@ -84,6 +85,7 @@ class Runtime:
         self.records = RecordWriter(self.store)  # enqueues at the same time share one insert
         self._guarded_kick = self.broker.redis.register_script(_GUARDED_KICK)
         self._unique_kick = self.broker.redis.register_script(_UNIQUE_KICK)
+        self.rate_limiter = RateLimiter(self.broker.redis)
         self.waiting: dict[str, str] = {}  # dependency -> why start() still waits for it
         self.origin: str | None = None  # which Redis and database, and why: logged once connected
 
@@ -299,10 +301,29 @@ class Runtime:
                 row["trace_id"] = tracing.trace_id_of(orjson.loads(message)["labels"])
         self._check_size(name, messages, validated)
         spec = self.app.manifest.functions[name].task
+        flowed = None
         if spec is not None and spec.flow():  # rate limits, debounce, batches (runtime/app/enqueue_flow.py)
             flowed = await submit_flow(self, name, spec, rows, messages, seconds)
             if flowed is not None:
-                return flowed
+                rows, messages = flowed.rows, flowed.messages  # the rest was settled there (e.g. skipped)
+                if not rows:
+                    return flowed.merged([])
+        queued = await self._queue(name, queue, rows, messages, seconds, now, key, guard, guard_seconds)
+        return queued if flowed is None else flowed.merged(queued)
+
+    async def _queue(
+        self,
+        name: str,
+        queue: str,
+        rows: list[dict[str, Any]],
+        messages: list[bytes],
+        seconds: float,
+        now: float,
+        key: str | None,
+        guard: str | None,
+        guard_seconds: float,
+    ) -> list[dict[str, Any]]:
+        """Record and send the runs (see `submit`)."""
         window = self.app.manifest.unique(name)
         if key is not None or window is not None:
             return await submit_unique(self, name, queue, rows, messages, seconds, key, window or KEY_HOLD)

@@ -255,12 +255,13 @@ async def _runs_cancel(runtime: Any, args: argparse.Namespace) -> int:
 
 async def _queues_list(runtime: Any, args: argparse.Namespace) -> int:
     from runtime.ops import operations
+    from runtime.store.models import FINAL
 
     stats = await operations.queue_stats(runtime)
     if args.json:
         _print_json(stats)
         return 0
-    finals = ("succeeded", "failed", "cancelled")
+    finals = FINAL
     rows: list[tuple[str, ...]] = [("queue", *operations.QUEUE_STATES, "paused", *(f"{s} 1h" for s in finals))]
     for name, row in stats.items():
         counts = [str(row[state]) for state in operations.QUEUE_STATES]
@@ -335,7 +336,7 @@ def _inspector_commands(commands: Any) -> None:
         commands.add_parser("runs", help="list and manage runs", description=f"runs, newest first ({where})"), "runs"
     )
     runs.add_argument("--function", default=None)
-    statuses = "scheduled, queued, running, retrying, succeeded, failed or cancelled"
+    statuses = "scheduled, queued, running, retrying, waiting, succeeded, failed, cancelled or skipped"
     runs.add_argument("--status", default=None, help=statuses)
     runs.add_argument("--queue", default=None)
     runs.add_argument("--search", default=None, help="a run id prefix, or text in the arguments")

@@ -1,6 +1,7 @@
 """Metrics: what a process counts, served as Prometheus text on `GET /metrics`, every name `firstsip_...`.
 
 Each process has one registry (`metrics()`): the worker counts finished runs (runtime/worker/middleware/metrics.py),
+a process that enqueues counts the runs a rate limit skipped there (outcome `skipped`: they never reach a worker),
 the web process and the dashboard count HTTP requests (`HttpMetrics`), and every process reports the
 queues' depths, read from Redis at scrape time (`queue_depths`), so they are there while workers are
 scaled to zero. Sync tasks run in child processes, but their runs are counted by the worker's middleware in
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from runtime.flow import rate_limit
 from runtime.ops.asgi import observed
 
 if TYPE_CHECKING:
@@ -102,6 +104,13 @@ def metrics() -> Metrics:
             ),
         )
     return _metrics
+
+
+def _count_skipped(function: str, queue: str, count: int) -> None:
+    metrics().runs_finished.labels(function, queue, "skipped").inc(count)
+
+
+rate_limit.skipped_observers.append(_count_skipped)  # once: a module is imported once per process
 
 
 # --- queue depths ----------------------------------------------------------------------------------

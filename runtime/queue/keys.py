@@ -151,3 +151,8 @@ class Keys:
         longer), `waiting` (the set of waiting lists), `limits` (waiting list -> its running set and limit),
         `counts:<function>` (throttled and skipped per key)."""
         return f"{{{self.app}:flow}}:{name}"
+
+    def rate(self, function: str, key: str) -> str:
+        """Sorted set of the runs of `function` a rate limit let through in its last period, for this key value
+        ("" without a key), scored by when (Redis time, ms); never more than the limit's entries."""
+        return f"{{{self.app}:flow}}:rate:{function}:{key}"

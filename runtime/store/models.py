@@ -27,8 +27,9 @@ MUTABLE = (
 )
 # the columns only the enqueue knows (a worker's update that lands first leaves them at their defaults)
 ENQUEUE_ONLY = ("scheduled_for", "replay_of", "queue", "trace_id", "deadline", "idempotency_key")
-STATUSES = ("scheduled", "queued", "running", "retrying", "waiting", "succeeded", "failed", "cancelled")
-FINAL = ("succeeded", "failed", "cancelled")
+STATUSES = ("scheduled", "queued", "running", "retrying", "waiting", "succeeded", "failed", "cancelled", "skipped")
+# skipped: never run (a rate limit turned it away at enqueue); final from its first write, reason in last_error
+FINAL = ("succeeded", "failed", "cancelled", "skipped")
 
 
 def utcnow() -> datetime:

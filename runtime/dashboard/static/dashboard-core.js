@@ -3,8 +3,8 @@
 // the API client (bearer token from this tab), the page's state and the URL hash that keeps it.
 
 // every run status the API has (runtime/store/models.py STATUSES); `waiting`: suspended in ctx.sleep,
-// ctx.wait_for_event or ctx.invoke, holding no worker
-export const STATUSES = ["scheduled", "queued", "running", "retrying", "waiting", "succeeded", "failed", "cancelled"];
+// ctx.wait_for_event or ctx.invoke, holding no worker; `skipped`: never run, a rate limit turned it away
+export const STATUSES = ["scheduled", "queued", "running", "retrying", "waiting", "succeeded", "failed", "cancelled", "skipped"];
 export const UNFINISHED = ["scheduled", "queued", "running", "retrying", "waiting"];
 export const PAGE_SIZE = 100;
 const TOKEN_KEY = "dashboardToken";
