@@ -255,13 +255,12 @@ async def _runs_cancel(runtime: Any, args: argparse.Namespace) -> int:
 
 async def _queues_list(runtime: Any, args: argparse.Namespace) -> int:
     from runtime.ops import operations
-    from runtime.store.models import FINAL
 
     stats = await operations.queue_stats(runtime)
     if args.json:
         _print_json(stats)
         return 0
-    finals = FINAL
+    finals = ("succeeded", "failed", "cancelled")
     rows: list[tuple[str, ...]] = [("queue", *operations.QUEUE_STATES, "paused", *(f"{s} 1h" for s in finals))]
     for name, row in stats.items():
         counts = [str(row[state]) for state in operations.QUEUE_STATES]

@@ -20,7 +20,7 @@ from runtime.queue.redis_client import is_cluster
 from runtime.queue.stream_sends import connect
 
 # KEYS: the logs of the key values in this enqueue. ARGV: limit, period (ms), then per run the index of its
-# log in KEYS and its id -> per run 1 (let through, logged) or 0 (over the limit).
+# log in KEYS and its id -> per run 1 (let through, logged) or 0 (over the limit). Scored by Redis's clock.
 _ADMIT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -32,7 +32,9 @@ for i = 3, #ARGV, 2 do
     redis.call('ZREMRANGEBYSCORE', log, '-inf', now - period)
     trimmed[log] = true
   end
-  if redis.call('ZCARD', log) < limit then
+  if redis.call('ZSCORE', log, ARGV[i + 1]) then
+    out[#out + 1] = 1  -- let through before (the same run enqueued again, e.g. a retried cron fire)
+  elseif redis.call('ZCARD', log) < limit then
     redis.call('ZADD', log, now, ARGV[i + 1])
     redis.call('PEXPIRE', log, period)
     out[#out + 1] = 1

@@ -180,11 +180,11 @@ class Scheduler:
         return run_id
 
     async def _prune(self) -> None:
-        """Forget succeeded (and cancelled) runs after their function's `retention`, and failed runs, with
-        their dead letters, after `dead_retention`."""
+        """Forget succeeded (and cancelled, and skipped) runs after their function's `retention`, and failed
+        runs, with their dead letters, after `dead_retention`."""
         manifest = self.runtime.app.manifest
         store, now = self.runtime.store, utcnow()
-        finished = ("succeeded", "cancelled")
+        finished = ("succeeded", "cancelled", "skipped")
         own = {
             name: spec.task.retention
             for name, spec in manifest.tasks().items()

@@ -102,6 +102,7 @@ async def test_throughput_counts_finished_runs_per_minute(runtime: Runtime) -> N
             finished("a1", "succeeded", now),
             finished("a2", "succeeded", now),
             finished("a3", "failed", now),
+            finished("s1", "skipped", now),  # a rate limit's: finished without running
             finished("b1", "failed", now - timedelta(minutes=5)),
             finished("old", "succeeded", now - timedelta(minutes=61)),  # more than an hour ago: left out
         ]
@@ -113,6 +114,7 @@ async def test_throughput_counts_finished_runs_per_minute(runtime: Runtime) -> N
         "succeeded": 2,
         "failed": 1,
         "cancelled": 0,
+        "skipped": 1,
     }
     assert minutes[-6]["failed"] == 1 and minutes[-6]["succeeded"] == 0
     assert sum(m["succeeded"] + m["failed"] for m in minutes) == 4

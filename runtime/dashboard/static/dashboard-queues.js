@@ -16,7 +16,6 @@ const COLUMNS = [
   ["dead", "dead", "spent their retries"],
   ["succeeded_last_hour", "succeeded 1 h", "runs that succeeded in the last hour"],
   ["failed_last_hour", "failed 1 h", "runs that failed in the last hour"],
-  ["skipped_last_hour", "skipped 1 h", "runs a rate limit skipped in the last hour"],
 ];
 
 // accepts a list of {name, ...counts} or a mapping {name: counts} (optionally under "queues")

@@ -1,7 +1,7 @@
 """Rate limits on real workers: at most `limit` runs per `period` per key value, across every process; the excess
-is never run, its records end `skipped` with the reason, the enqueue still returns every id, `runtime runs list
+is never run, its records end `skipped` with the reason, the enqueue still returns every id, `runtime runs
 --status skipped` and /metrics show them, and without Redis the enqueue fails clearly, leaving nothing. Counted
-from the task's side-effect log."""
+from the task's side-effect log; the window slides (no double burst at a fixed window's edge)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio
 
 from runtime import Runtime
 from runtime.errors import EnqueueUnavailable
+from runtime.flow.rate_limit import RateLimiter
 from runtime.ops.metrics import render  # imported before any enqueue: it counts this process's skipped runs
+from runtime.queue.keys import Keys
 from tests.conftest import RedisServer, command, write_app
 from tests.runtime.workers import MARK, events, start_worker, started_runtime, wait_until, worker_env
 
@@ -184,3 +187,24 @@ async def test_without_redis_the_enqueue_fails_clearly_and_leaves_nothing(
             assert await rt.store.list() == []
     finally:
         server.stop()
+
+
+async def test_the_window_slides_so_no_double_burst_gets_through_at_a_window_edge(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    limiter = RateLimiter(client)
+    log = Keys("rate-test").rate("notify", "A")
+    try:
+        # one enqueue is decided at once: the first two of three get through
+        assert await limiter.admit("notify", [log] * 3, ["r1", "r2", "r3"], 2, 1.0) == [True, True, False]
+        assert await client.zcard(log) == 2  # the log never holds more than the limit
+        assert await limiter.admit("notify", [log], ["r1"], 2, 1.0) == [True]  # the same run again: let through
+        await asyncio.sleep(1.05)
+        # just before a second turns, two more; just after it, a fixed window would let two more through
+        await asyncio.sleep((0.85 - time.time() % 1) % 1)
+        assert await limiter.admit("notify", [log, log], ["r4", "r5"], 2, 1.0) == [True, True]
+        await asyncio.sleep(0.3)
+        assert await limiter.admit("notify", [log], ["r6"], 2, 1.0) == [False]
+        await asyncio.sleep(0.8)  # a period after r4 and r5
+        assert await limiter.admit("notify", [log], ["r7"], 2, 1.0) == [True]
+    finally:
+        await client.aclose()
