@@ -242,7 +242,8 @@ class Runtime:
         a late insert never overwrites), so enqueue costs one round trip, not two in a row. The answer
         is the truth about the runs (runtime/app/enqueue_outcome.py):
         - returned: the runs will run: their messages are in Redis, or Redis could not be reached and
-          their records are saved as unsent, for the scheduler to queue once Redis answers;
+          their records are saved as unsent, for the scheduler to queue once Redis answers; a run over its
+          function's rate limit is returned too, with its record `skipped`: it will not run;
         - `EnqueueFailed` (`EnqueueUnavailable` when Redis and the database were both down): nothing
           was queued and no record is left: nothing will run;
         - `EnqueueUncertain` (with the ids): Redis's answer was lost; a saved record whose message is
