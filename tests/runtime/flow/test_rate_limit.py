@@ -21,6 +21,7 @@ import redis.asyncio
 from runtime import Runtime
 from runtime.errors import EnqueueUnavailable
 from runtime.flow.rate_limit import RateLimiter
+from runtime.flow.state import limits_now
 from runtime.ops.metrics import render  # imported before any enqueue: it counts this process's skipped runs
 from runtime.queue.keys import Keys
 from tests.conftest import RedisServer, command, write_app
@@ -108,6 +109,8 @@ async def test_runs_over_the_limit_per_key_are_skipped_with_the_reason_and_run_a
         assert run is not None and run.finished_at is not None and run.attempts == 0
         assert run.last_error == "rate limit: 3 per 2s for customer_id=A"
     assert set(await statuses(rt, a[:3] + b)) == {"succeeded"}
+    [row] = [r for r in await limits_now(rt) if r["function"] == "notify"]  # `runtime limits`: skipped per key
+    assert (row["limit"], row["key"], row["skipped"]) == ("rate_limit", "A", 7), row
 
     await asyncio.sleep(2.2)  # the period has passed since A's first runs
     again = await notify.enqueue(customer_id="A", n=10)
