@@ -4,8 +4,9 @@ RECONCILE_SECONDS.
 
 A candidate is a record in `scheduled`/`queued`/`running`/`retrying` untouched for `grace` seconds
 (2 x LEASE_SECONDS: longer than a live worker leaves a held run's message unrenewed). A pass reads the
-delayed set, then the stream (in pages, from the start; acked entries are deleted, so the stream holds
-only unfinished work), and requeues each candidate found in neither, if its record is still the one
+flow-control waiting lists, the delayed set, then the stream (in pages, from the start; acked entries are
+deleted, so the stream holds only unfinished work), twice for a candidate not found, and requeues each
+candidate found nowhere, if its record is still the one
 it read (same version): a run that moved on meanwhile is left alone. A requeued run gets a fresh
 message with the same run id: the same attempt for a run lost while `queued` or `running` (as a
 reclaim would), the next one for a run lost while `retrying`; a run whose function left the manifest,
@@ -74,8 +75,15 @@ class Reconciler:
         return runs
 
     async def queued_ids(self, wanted: set[str]) -> set[str]:
-        """Which of `wanted` have a message in the delayed set or the stream (pending ones included)."""
+        """Which of `wanted` have a message waiting for a concurrency slot (runtime/flow/gate.py), in the delayed
+        set or in the stream (pending ones included)."""
         found: set[str] = set()
+        for waiting in await self.redis.smembers(self.keys.flow("waiting")):
+            for item in await self.redis.lrange(waiting, 0, -1):
+                data = item if isinstance(item, bytes) else str(item).encode()
+                run_id = _task_id(data.partition(b"\n")[2])
+                if run_id is not None and run_id in wanted:
+                    found.add(run_id)
         for queue in self.runtime.app.manifest.queue_names():
             keys = self.keys.queue(queue)
             for member in await self.redis.zrange(keys.delayed, 0, -1):
@@ -100,7 +108,10 @@ class Reconciler:
         runs = await self.candidates()
         if not runs:
             return []
-        present = await self.queued_ids({run.id for run in runs})
+        wanted = {run.id for run in runs}
+        present = await self.queued_ids(wanted)
+        if present != wanted:  # once more for those not found: a run parked between two reads was in neither
+            present |= await self.queued_ids(wanted - present)
         settled = []
         for run in runs:
             if run.id not in present and await self._settle(run):

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from runtime import Runtime
+from runtime.scheduler.reconciler import Reconciler
 from tests.conftest import free_port, write_app
 from tests.runtime.workers import MARK, events, start_worker, wait_until
 
@@ -203,3 +204,17 @@ async def test_runtime_limits_shows_running_of_limit_and_waiting_per_key(
     assert 'firstsip_flow_waiting{function="per_customer",key="acme",limit="concurrency customer.id"} 3.0' in metrics
     for run_id in long:
         await rt.cancel(run_id, wait=0)
+
+
+async def test_runs_waiting_for_a_slot_are_not_queued_again_by_the_reconciler(
+    spawn: Any, app: Path, env, rt: Runtime
+) -> None:  # type: ignore[no-untyped-def]
+    start_worker(spawn, app, env)
+    fn = rt.app.tasks["per_customer"]
+    ids = await fn.enqueue_many([{"customer": {"id": "r"}, "n": n, "seconds": 1.5} for n in range(5)])
+    await wait_until(lambda: len(events(env, "per_customer")) == 2, 10, "2 running, 3 waiting for a slot")
+    await asyncio.sleep(0.5)
+    assert await Reconciler(rt, grace=0.2).reconcile() == []  # their messages wait in the limit's list
+    for run_id in ids:
+        assert (await rt.wait(run_id, timeout=30)).status == "succeeded"
+    assert Counter(m["n"] for m in events(env, "per_customer") if m["phase"] == "start") == dict.fromkeys(range(5), 1)
