@@ -269,3 +269,28 @@ async def test_sentinel_failover_keeps_tasks_flowing_and_loses_no_replicated_enq
         assert redis.Redis(port=sentinel["replica_port"]).info("replication")["role"] == "master"
     finally:
         await rt.stop()
+
+
+async def test_on_a_cluster_rate_limits_work_and_a_concurrency_limit_is_refused_in_one_line(spawn, cluster, tmp_path):  # type: ignore[no-untyped-def]
+    source = "from runtime import task\n\n@task\nasync def capped(k: str) -> None: ...\n\n"
+    source += "@task\nasync def rated(k: str) -> None: ...\n"
+    manifest = f"""
+    app: topo-flow
+    functions:
+      capped: {{handler: "flowtopo_{MODULE}:capped", task: {{concurrency: {{limit: 1, key: k}}}}}}
+      rated: {{handler: "flowtopo_{MODULE}:rated", task: {{rate_limit: {{limit: 2, period: 1m, key: k}}}}}}
+    """
+    app = write_app(tmp_path / "flow", manifest, {f"flowtopo_{MODULE}.py": source})
+    env = {"REDIS_URL": cluster, "DATABASE_URL": f"sqlite:///{tmp_path}/runs.db", "WORKER_HEALTH_PORT": "0"}
+    worker = spawn(["runtime", "worker", "--manifest", str(app)], app.parent, env)
+    assert worker.wait(30) == 1
+    assert "capped: concurrency and throttle need one Redis (or a Sentinel set), not a Redis Cluster" in worker.output
+    assert "Traceback" not in worker.output, worker.output
+    runtime = Runtime.from_manifest(app, Settings(redis_url=cluster, database_url=env["DATABASE_URL"]))
+    await runtime.start()
+    try:
+        ids = [await runtime.app.tasks["rated"].enqueue(k="a") for _ in range(3)]
+        statuses = [(await runtime.store.get(run_id)).status for run_id in ids]  # type: ignore[union-attr]
+        assert statuses == ["queued", "queued", "skipped"]
+    finally:
+        await runtime.stop()
