@@ -46,12 +46,31 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+def flow_words(flow: dict[str, Any]) -> str:
+    """A task's flow control in a few words: `2 per customer.id, openai, throttle 10/1m, rate 1/1h`."""
+    from runtime.app.durations import format_duration
+
+    def per(spec: dict[str, Any]) -> str:
+        return f" per {spec['key']}" if spec.get("key") else ""
+
+    words = [f"{c['limit']} at once{per(c)}" for c in flow.get("concurrency") or []]
+    words += list(flow.get("limits") or [])
+    for name, spec in (("throttle", flow.get("throttle")), ("rate", flow.get("rate_limit"))):
+        if spec:
+            words.append(f"{name} {spec['limit']}/{format_duration(spec['period'])}{per(spec)}")
+    if debounce := flow.get("debounce"):
+        words.append(f"debounce {format_duration(debounce['period'])}{per(debounce)}")
+    if batch := flow.get("batch"):
+        words.append(f"batch {batch['size']}/{format_duration(batch['timeout'])}{per(batch)}")
+    return ", ".join(words)
+
+
 def parity_table(manifest: Any) -> str:
     """Each function's effective settings: what the emulator, the dashboard and the cluster run."""
-    rows = [("function", "kind", "route / schedule", "queue", "retries", "timeout", "concurrency")]
+    rows = [("function", "kind", "route / schedule", "queue", "retries", "timeout", "concurrency", "flow control")]
     for row in manifest.summary():
         if row["kind"] == "http":
-            rows.append((row["name"], "http", f"{','.join(row['methods'])} {row['route']}", "", "", "", ""))
+            rows.append((row["name"], "http", f"{','.join(row['methods'])} {row['route']}", "", "", "", "", ""))
         else:
             rows.append(
                 (
@@ -62,6 +81,7 @@ def parity_table(manifest: Any) -> str:
                     str(row["retries"]),
                     row["timeout"],
                     str(row["concurrency"]),
+                    flow_words(row["flow"]),
                 )
             )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
