@@ -20,7 +20,7 @@ def key_value(arguments: Mapping[str, Any], path: str | None, where: str = "key"
     for depth, part in enumerate(path.split(".")):
         if not isinstance(node, Mapping) or part not in node:
             at = ".".join(path.split(".")[:depth]) or "the arguments"
-            raise ArgumentsError(f"{where}: {path} is missing ({at} has no {part!r}); every run needs a value there")
+            raise ArgumentsError(f"{where}: {path} is missing (no {part!r} in {at}); every run needs a value there")
         node = node[part]
     if isinstance(node, bool) or not isinstance(node, str | int | float):
         kind = "null" if node is None else type(node).__name__

@@ -25,6 +25,7 @@ CASES = int(__import__("os").environ.get("FUZZ_CASES", 400))
 TIME_BOUND = 5.0  # seconds per `runtime check`; a real one takes milliseconds
 
 MODULE = f"fuzz_handlers_{uuid.uuid4().hex[:8]}"
+KEYED = f"fuzz_keyed_{uuid.uuid4().hex[:8]}"  # imported only by a manifest that declares it
 HANDLERS = """
 from runtime import http, task
 
@@ -111,7 +112,7 @@ methods = st.one_of(
 )
 handlers = st.one_of(
     st.sampled_from(
-        [f"{MODULE}:page", f"{MODULE}:job", f"{MODULE}:plain", f"{MODULE}:missing", "fuzz_nowhere:f", "a..b:c", "x"]
+        [f"{MODULE}:page", f"{MODULE}:job", f"{KEYED}:keyed", f"{MODULE}:plain", f"{MODULE}:missing", "a..b:c", "x"]
     ),
     scalars,
 )
@@ -126,15 +127,40 @@ def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 task_specs = st.fixed_dictionaries(
     {}, optional={"retries": maybe(st.integers(-2, 200) | st.just("3")), "timeout": durations, "schedule": crons}
 )
+key_paths = st.one_of(st.sampled_from(["customer", "customer.id", "a..b", "", ".x", "items", "x" * 300]), scalars)
+counts = maybe(st.integers(-2, 10**7))
+limit_specs = st.fixed_dictionaries(
+    {}, optional={"limit": counts, "period": durations, "burst": counts, "key": key_paths, "extra": scalars}
+)
+flow_task_specs = st.fixed_dictionaries(
+    {},
+    optional={
+        "concurrency": maybe(limit_specs | st.lists(limit_specs, max_size=3)),
+        "limits": maybe(st.lists(st.sampled_from(["openai", "nope", "Bad Name", ""]), max_size=3)),
+        "throttle": maybe(limit_specs),
+        "rate_limit": maybe(limit_specs),
+        "debounce": maybe(
+            st.fixed_dictionaries({}, optional={"period": durations, "timeout": durations, "key": key_paths})
+        ),
+        "batch": maybe(st.fixed_dictionaries({}, optional={"size": counts, "timeout": durations, "key": key_paths})),
+        "unique": durations,
+    },
+)
 http_specs = st.fixed_dictionaries({}, optional={"path": paths, "methods": methods})
 function_specs = st.fixed_dictionaries(
     {},
-    optional={"handler": handlers, "task": maybe(task_specs), "http": maybe(http_specs), "colour": scalars},
+    optional={
+        "handler": handlers,
+        "task": maybe(task_specs | flow_task_specs),
+        "http": maybe(http_specs),
+        "colour": scalars,
+    },
 )
 manifests = st.fixed_dictionaries(
     {"functions": maybe(st.dictionaries(names, maybe(function_specs), max_size=5))},
     optional={
         "app": st.one_of(st.sampled_from(["x", "first-sip", "Bad_App", "-x", "a" * 41]), scalars),
+        "limits": maybe(st.dictionaries(st.sampled_from(["openai", "Bad Name", ""]), maybe(limit_specs), max_size=2)),
         "defaults": maybe(
             st.fixed_dictionaries(
                 {},
@@ -245,6 +271,9 @@ def files(draw: st.DrawFn) -> bytes:
 def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     directory = tmp_path_factory.mktemp("fuzz")
     (directory / f"{MODULE}.py").write_text(HANDLERS)
+    (directory / f"{KEYED}.py").write_text(
+        "from runtime import task\n\n@task\nasync def keyed(customer: dict, items: list[dict]) -> None: ...\n"
+    )
     yield directory
     sys.modules.pop(MODULE, None)
 
