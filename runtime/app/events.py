@@ -20,6 +20,19 @@ if TYPE_CHECKING:
     from runtime.app.connections import Runtime
 
 
+# KEYS: the queue's delayed set, its stream. ARGV: the waiting run's message, now. A waiting run whose message is
+# in the delayed set goes onto the stream at once; one whose suspend is not acked yet is made due now (the ack's
+# ZADD LT keeps it early), and a worker moves it within a quarter second.
+_WAKE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'data', ARGV[1])
+  return 1
+end
+redis.call('ZADD', KEYS[1], 'LT', ARGV[2], ARGV[1])
+return 0
+"""
+
+
 async def send_event(name: str, data: dict[str, Any] | None = None, *, id: str | None = None) -> dict[str, Any]:
     """Send an event to the app running in this process; returns its id and the runs it started and woke."""
     runtime = running()
@@ -40,10 +53,10 @@ async def deliver(runtime: Runtime, name: str, data: Any, event_id: str | None) 
         return {"id": key, "name": name, "duplicate": True, "started": [], "woke": []}
     started = [await _start(runtime, function, name, data, key) for function in runtime.app.manifest.listeners(name)]
     woke = []
+    wake = runtime.broker.redis.register_script(_WAKE)
     for waiter in await events.claim(name, text):
         queue = runtime.keys.queue(waiter["queue"])
-        # due now: a worker moves it onto the stream within a quarter second (the ack's ZADD LT keeps it early)
-        await runtime.broker.redis.zadd(queue.delayed, {waiter["message"]: time.time()}, lt=True)
+        await wake(keys=[queue.delayed, queue.stream], args=[waiter["message"], time.time()])
         woke.append(waiter["run_id"])
     await events.log(name, text, key, started, woke)
     return {"id": key, "name": name, "duplicate": False, "started": started, "woke": woke}

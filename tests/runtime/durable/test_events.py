@@ -106,6 +106,24 @@ async def test_a_wait_ends_with_the_matching_event_and_holds_no_worker(spawn: An
     assert [e["phase"] for e in events(env, "approve")] == ["start", "start", "end"]
 
 
+async def test_a_woken_run_starts_again_at_once_not_at_the_next_pass_over_delayed_runs(
+    spawn: Any, app: Path, env, rt
+) -> None:  # type: ignore[no-untyped-def]
+    start_worker(spawn, app, env)
+    ids = [await rt.app.tasks["approve"].enqueue(briefing_id=100 + n) for n in range(5)]
+    for run_id in ids:
+        await until_status(rt, run_id, "waiting")
+    await asyncio.sleep(0.5)  # every suspend is acked: each message waits in the delayed set
+    lateness = []
+    for n, run_id in enumerate(ids):
+        sent = time.time()
+        await deliver(rt, "briefing.approved", {"briefing_id": 100 + n}, None)
+        await rt.wait(run_id, timeout=10)
+        [resumed] = [e for e in events(env, "approve") if e["phase"] == "end" and e["data"]["briefing_id"] == 100 + n]
+        lateness.append(resumed["t"] - sent)
+    assert max(lateness) < 0.1, lateness  # it was moved to the stream by the next pass (up to 0.25 s later)
+
+
 async def test_a_wait_times_out_with_none(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
     start_worker(spawn, app, env)
     run = await rt.wait(await rt.app.tasks["approve"].enqueue(briefing_id=1, timeout=1.5), timeout=20)
