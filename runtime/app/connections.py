@@ -371,6 +371,10 @@ class Runtime:
             # not running: settled here (a worker that later meets its message acks it and records the same)
             row = run.model_dump() | {"status": "cancelled", "finished_at": utcnow(), "version": _cancel_version()}
             await self.store.update_many([row])
+        if run.status in ("scheduled", "retrying", "waiting"):  # its message leaves the delayed set: counts are true
+            delayed = self.keys.queue(queue).delayed
+            async for member, _ in self.broker.redis.zscan_iter(delayed, match=f'*"task_id":"{run_id}"*', count=1000):
+                await self.broker.redis.zrem(delayed, member)
         await self.broker.redis.publish(self.keys.cancel_channel, run_id)
         deadline = time.monotonic() + wait
         while True:

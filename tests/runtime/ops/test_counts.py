@@ -257,3 +257,14 @@ async def test_unique_returns_the_first_run_while_it_is_unfinished_and_within_it
     again = await briefing.enqueue(briefing_id=7)  # finished: asking again makes a new run
     assert again != first and (await rt.wait(again, timeout=20)).status == "succeeded"
     assert len(await rt.store.find(function="briefing", limit=10)) == 3  # 7, 8, and 7 again
+
+
+async def test_a_cancelled_scheduled_run_leaves_the_counts_at_once(rt) -> None:  # type: ignore[no-untyped-def]
+    briefing = rt.app.tasks["briefing"]
+    later = await briefing.with_options(delay=3600).enqueue(briefing_id=1)
+    kept = await briefing.with_options(delay=3600).enqueue(briefing_id=2)
+    assert (await operations.queue_stats(rt))["default"]["scheduled"] == 2
+    await rt.cancel(later, wait=0)
+    assert (await operations.queue_stats(rt))["default"]["scheduled"] == 1  # was 2 until a worker met it
+    assert (await rt.store.get(later)).status == "cancelled"
+    assert (await rt.store.get(kept)).status == "scheduled"
