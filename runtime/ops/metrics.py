@@ -133,18 +133,31 @@ return retrying
 """
 
 
+# KEYS: a queue's stream, its start marks. ARGV: the group, the lease (ms) -> how many started entries nobody has
+# renewed for a lease: their worker died (on a paused queue nobody reclaims them until it is resumed), so they wait.
+_ORPHANED = """
+local n = 0
+for _, entry in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[2]), '-', '+', 1000)) do
+  if redis.call('HEXISTS', KEYS[2], entry[1]) == 1 then n = n + 1 end
+end
+return n
+"""
+
+
 async def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
     """{queue: {state: count}} for every state in STATES, read from Redis in one round trip per queue, at once.
 
-    running = entries whose task is executing (a worker's start mark, `QueueKeys.started`); waiting = the
-    rest of the stream, whether no worker read it yet, a worker holds it read ahead, or a worker handed it
-    back (as it does from a paused queue): none of those runs. scheduled and retrying = the delayed set, split
+    running = entries whose task is executing (a worker's start mark, `QueueKeys.started`, renewed within the
+    lease: a dead worker's run waits to be reclaimed); waiting = the rest of the stream, whether no worker read
+    it yet, a worker holds it read ahead, or a worker handed it back (as it does from a paused queue): none of
+    those runs. scheduled and retrying = the delayed set, split
     by the message's attempt (a retry's backoff has attempt > 1); dead = the queue's dead-letter set. Beyond
     MAX_DELAYED_READ delayed messages the rest is counted as scheduled.
     """
     keys = runtime.keys
     manifest = runtime.app.manifest
     redis = runtime.broker.redis
+    lease_ms = int(runtime.settings.lease_seconds * 1000)
 
     async def one(queue: str) -> dict[str, int]:
         qk = keys.queue(queue)
@@ -154,8 +167,9 @@ async def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
             pipe.zcard(qk.delayed)
             pipe.eval(_SPLIT_DELAYED, 1, qk.delayed, MAX_DELAYED_READ)
             pipe.zcard(qk.dead)
-            length, started, delayed_count, retrying, dead = await pipe.execute()
-        running = min(int(started), int(length))
+            pipe.eval(_ORPHANED, 2, qk.stream, qk.started, keys.group, lease_ms)
+            length, started, delayed_count, retrying, dead, orphaned = await pipe.execute()
+        running = max(0, min(int(started) - int(orphaned), int(length)))
         row = dict.fromkeys(STATES, 0)
         row.update(waiting=int(length) - running, running=running, dead=int(dead), retrying=int(retrying))
         row["scheduled"] = int(delayed_count) - int(retrying)  # beyond MAX_DELAYED_READ: counted as scheduled

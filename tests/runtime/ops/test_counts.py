@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -98,7 +99,10 @@ def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
     os.environ["TEST_LOG"] = env["TEST_LOG"]
-    runtime = Runtime.from_manifest(app, Settings(redis_url=env["REDIS_URL"], database_url=env["DATABASE_URL"]))
+    settings = Settings(
+        redis_url=env["REDIS_URL"], database_url=env["DATABASE_URL"], lease_seconds=env["LEASE_SECONDS"]
+    )
+    runtime = Runtime.from_manifest(app, settings)
     await runtime.start()
     yield runtime
     await runtime.stop()
@@ -268,3 +272,16 @@ async def test_a_cancelled_scheduled_run_leaves_the_counts_at_once(rt) -> None: 
     assert (await operations.queue_stats(rt))["default"]["scheduled"] == 1  # was 2 until a worker met it
     assert (await rt.store.get(later)).status == "cancelled"
     assert (await rt.store.get(kept)).status == "scheduled"
+
+
+async def test_a_run_whose_worker_died_on_a_paused_queue_counts_as_waiting_not_running(spawn, app, env, rt) -> None:  # type: ignore[no-untyped-def]
+    worker = start_worker(spawn, app, env)
+    nap = await rt.app.tasks["nap"].enqueue(seconds=30)
+    await wait_until(lambda: len(events(env, "nap")) == 1, 20, "the nap to start")
+    await operations.pause(rt, "default")
+    assert (await operations.queue_stats(rt))["default"]["running"] == 1
+    worker.signal(signal.SIGKILL)
+    await asyncio.sleep(2.5)  # the lease (2 s) lapses; on a paused queue nobody reclaims it
+    stats = (await operations.queue_stats(rt))["default"]
+    assert (stats["running"], stats["waiting"]) == (0, 1), stats  # was running 1 until the queue was resumed
+    await rt.cancel(nap, wait=0)
