@@ -90,7 +90,8 @@ async def _throttle_rows(
     rows = []
     for tat_key in await _scan(redis, prefix + "*"):
         tat = float(await redis.get(tat_key) or 0)
-        ahead = math.ceil((tat - now_ms - throttle.tolerance * 1000) / (throttle.interval * 1000))
+        # turns are reserved at tat - k x interval - tolerance (k = 1, 2, ...); those after now wait for theirs
+        ahead = math.ceil((tat - now_ms - throttle.tolerance * 1000) / (throttle.interval * 1000)) - 1
         rows.append(_row(function, label, tat_key[len(prefix) :] or None, throttled=max(0, ahead)))
     return _top(rows) or [_row(function, label, None)]
 
