@@ -1,6 +1,7 @@
-// The functions view: the manifest's functions, cron schedules (next fire, last run), and the invoke
+// The functions view: the manifest's functions (with their flow control, dashboard-flow.js), cron schedules (next fire, last run), and the invoke
 // console for HTTP functions (the emulator only: POST /api/invoke calls its web app in-process).
 import { $, api, AuthNeeded, badge, byTestId, describeError, fmtTime, h, notify, runLink } from "./dashboard-core.js";
+import { flowCell } from "./dashboard-flow.js";
 
 let functionsKey = "";
 
@@ -18,7 +19,7 @@ export function renderFunctions(functions) {
       h("td", { class: "mono" }, f.name), h("td", {}, h("span", { class: "badge kind" }, f.kind)), h("td", {}, where),
       h("td", { class: "mono" }, isTask ? (f.queue || "default") : "—"),
       h("td", { class: "num" }, isTask ? f.retries : "—"), h("td", { class: "num" }, isTask ? f.timeout : "—"),
-      h("td", { class: "num" }, isTask ? f.concurrency : "—"));
+      h("td", { class: "num" }, isTask ? f.concurrency : "—"), flowCell(f));
   }));
   const routes = functions.filter((f) => f.kind === "http");
   const select = $("#invoke-function");

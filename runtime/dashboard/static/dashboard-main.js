@@ -12,6 +12,7 @@ import {
 import { renderQueues } from "./dashboard-queues.js";
 import { renderWorkers } from "./dashboard-workers.js";
 import { renderFunctions, renderSchedules, wireFunctions } from "./dashboard-functions.js";
+import { renderFlowNow } from "./dashboard-flow.js";
 import { renderEvents, wireEvents } from "./dashboard-events.js";
 
 const REFRESH_MS = 2000;
@@ -67,7 +68,7 @@ async function refresh() {
     } else if (state.view === "workers") {
       calls.workers = api("/api/workers");
     } else if (state.view === "functions") {
-      calls.schedules = api("/api/schedules");
+      Object.assign(calls, { schedules: api("/api/schedules"), limits: api("/api/limits") });
     } else if (state.view === "events") {
       calls.events = api("/api/events");
     }
@@ -103,6 +104,7 @@ async function refresh() {
     if (ok("queues")) renderQueues(got.queues.value);
     if (ok("workers")) renderWorkers(got.workers.value);
     if (ok("schedules")) renderSchedules(got.schedules.value);
+    if (ok("limits")) renderFlowNow(got.limits.value);
     if (ok("events")) renderEvents(got.events.value);
     if (state.view === "runs" && state.run) await loadDetail();
     // a failure other than the app's own error (which has its banner) is a connection problem
