@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from runtime.errors import ConfigError
 from runtime.flow.paths import key_value
@@ -117,15 +118,19 @@ return {'run', 0}
 )
 
 # KEYS: clock, fence, waiting index, limits, then (running, waiting) per limit. ARGV: lease ms, run id, each limit.
+# The clock is read only when runs wait for a freed slot (the sweep keeps it ticking).
 _RELEASE = (
     _CLOCK
     + """
-local now, fence = fenced(KEYS[1], KEYS[2], tonumber(ARGV[1]))
+local now, fence
 for i = 1, (#KEYS - 4) / 2 do
   local running, waiting = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
   redis.call('ZREM', running, ARGV[2])
-  if not fence then redis.call('ZREMRANGEBYSCORE', running, '-inf', now) end
-  promote(waiting, KEYS[3], KEYS[4], tonumber(ARGV[2 + i]) - redis.call('ZCARD', running))
+  if redis.call('EXISTS', waiting) == 1 then
+    if now == nil then now, fence = fenced(KEYS[1], KEYS[2], tonumber(ARGV[1])) end
+    if not fence then redis.call('ZREMRANGEBYSCORE', running, '-inf', now) end
+    promote(waiting, KEYS[3], KEYS[4], tonumber(ARGV[2 + i]) - redis.call('ZCARD', running))
+  end
 end
 return 0
 """
@@ -223,13 +228,13 @@ class Gate:
         self.held: dict[str, Held] = {}  # delivery key -> the slots its run holds
         self.admitted: set[str] = set()  # delivery keys that passed the gate as they were read
         self.delayed = asyncio.Event()  # set when a run was sent to wait for its turn (the delayed loop looks again)
-        self.parking = False  # most of the last entries read were parked: read more at once
+        self.park_rate = 0.0  # of the runs that met the gate lately, the share parked (a moving average)
         self._admit = redis.register_script(_ADMIT)
         self._release = redis.register_script(_RELEASE)
         self._sweep = redis.register_script(_SWEEP)
-        self._waiting: list[tuple[list[str], list[Any], asyncio.Future[list[Any]]]] = []
+        # scripts asked for in one loop turn (admits, releases) go to Redis in one pipeline of EVALSHAs
+        self._calls: list[tuple[Any, list[str], list[Any], asyncio.Future[list[Any]] | None]] = []
         self._flushing: asyncio.Task[None] | None = None
-        self._releases: set[asyncio.Task[None]] = set()
 
     def _common(self) -> list[str]:
         return [self.keys.flow(name) for name in ("clock", "fence", "waiting", "limits")]
@@ -267,6 +272,7 @@ class Gate:
         ]
         verdict, detail = await self._pipelined(keys, args)
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        self.park_rate = 0.9 * self.park_rate + 0.1 * (verdict == PARKED)
         if verdict == RUN and slots:
             self.held[delivery.key] = Held(message.task_id, [(r, w, limit) for (r, w), limit in slots])
         elif verdict == DELAYED:
@@ -274,17 +280,18 @@ class Gate:
         return verdict, float(detail) / 1000 if verdict == DELAYED else 0.0
 
     async def screen(self, deliveries: list[Any], free: int, decode: Any) -> list[Any]:
-        """Runs of limited functions as they are read, in one round trip: those for free runners pass the gate now,
-        the others are parked at once when their limit is full (so one key's backlog is set aside quickly). Returns
-        the deliveries to hand to the runners."""
+        """Runs of limited functions as they are read, in one round trip: those for free runners pass the gate now;
+        while most runs are parked, the others are parked at once when their limit is full (so one key's backlog is
+        set aside quickly; otherwise their runner takes them through the gate). Returns the deliveries to hand to
+        the runners."""
         checks: list[Coroutine[Any, Any, tuple[str, float]] | None] = []
         for delivery in deliveries:
             try:
                 message = decode(delivery.data) if delivery.data is not None and delivery.started is None else None
             except Exception:
                 message = None
-            if message is None or message.task_name not in self.limits:
-                checks.append(None)
+            if message is None or message.task_name not in self.limits or (free <= 0 and not self.parking):
+                checks.append(None)  # read ahead while few are parked: its runner takes it through the gate
                 continue
             checks.append(self.admit(delivery, message, acquire=free > 0))
             free -= 1
@@ -298,8 +305,12 @@ class Gate:
             elif verdict[0] == RUN:
                 self.admitted.add(delivery.key)
                 out.append(delivery)
-        self.parking = len(deliveries) - len(out) > len(deliveries) // 2
         return out
+
+    @property
+    def parking(self) -> bool:
+        """Most runs that met the gate lately were parked (a key's backlog): screen and read ahead many at once."""
+        return self.park_rate > 0.5
 
     def read_ahead(self, room: int) -> int:
         """How many entries to read: while most are parked (a key's backlog), many at once, to set it aside fast."""
@@ -319,47 +330,59 @@ class Gate:
     async def _pipelined(self, keys: list[str], args: list[Any]) -> list[Any]:
         """Admit, with the other runs starting in this loop turn, in one round trip."""
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((keys, args, future))
+        self._call(self._admit, keys, args, future)
+        return await future
+
+    def _call(self, script: Any, keys: list[str], args: list[Any], future: asyncio.Future[list[Any]] | None) -> None:
+        self._calls.append((script, keys, args, future))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
-        return await future
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
+        while self._calls:
+            batch, self._calls = self._calls, []
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for keys, args, _ in batch:
-                        await self._admit(keys=keys, args=args, client=pipe)
-                    replies = await pipe.execute(raise_on_error=False)
+                replies = await self._evalshas(batch)
             except Exception as exc:
                 replies = [exc] * len(batch)
             for (*_, future), reply in zip(batch, replies, strict=True):
-                if future.done():
+                if future is None:
+                    if isinstance(reply, BaseException):
+                        logger.warning("cannot free a concurrency slot (%s); it lapses within the lease", reply)
+                elif future.done():
                     continue
-                if isinstance(reply, BaseException):
+                elif isinstance(reply, BaseException):
                     future.set_exception(reply)
                 else:
                     future.set_result(reply)
 
+    async def _evalshas(self, batch: list[tuple[Any, list[str], list[Any], Any]]) -> list[Any]:
+        """The batch's scripts by their SHA in one pipeline (redis-py's Script in a pipeline asks SCRIPT EXISTS
+        first: a round trip more); a Redis without them (restarted) gets them loaded, and the batch is sent again
+        (a script Redis did not know did not run)."""
+        for _ in range(2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for script, keys, args, _ in batch:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(reply, NoScriptError) for reply in replies):
+                return replies
+            for script in {id(script): script for script, *_ in batch}.values():
+                await self.redis.script_load(script.script)
+        return replies
+
     def release(self, delivery_key: str) -> None:
         """The run of this entry holds its slots no more (it ended, waits, or was handed back): free them, and send
-        the next waiting runs to their queues. In the background; if Redis is away, the holds lapse instead."""
+        the next waiting runs to their queues, with the other calls of this loop turn. If Redis is away, the holds
+        lapse instead."""
         self.admitted.discard(delivery_key)
         held = self.held.pop(delivery_key, None)
         if held is None:
             return
         keys = self._common() + [key for running, waiting, _ in held.slots for key in (running, waiting)]
         args: list[Any] = [self.lease_ms, held.run_id, *(limit for *_, limit in held.slots)]
-        task = asyncio.create_task(self._release(keys=keys, args=args))
-        self._releases.add(task)
-        task.add_done_callback(self._released)
-
-    def _released(self, task: asyncio.Task[None]) -> None:
-        self._releases.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning("cannot free a concurrency slot (%s); it lapses within the lease", task.exception())
+        self._call(self._release, keys, args, None)
 
     async def loop(self) -> None:
         """Renew the holds of this worker's runs (every quarter lease) and sweep lapsed slots (every second)."""
