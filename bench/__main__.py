@@ -35,7 +35,7 @@ from bench.systems import (
 )
 from bench.tasks import bulk_enqueue, payload_run, scale_run, throughput_and_latency, worker_startup
 
-PHASES = ["tasks", "payloads", "scale", "startup", "http", "enqueue", "store", "reload", "profile"]
+PHASES = ["tasks", "flow", "payloads", "scale", "startup", "http", "enqueue", "store", "reload", "profile"]
 PAYLOAD_SYSTEMS = ("ours", "ours-postgres", "taskiq")
 SCALE_SYSTEMS = ("ours", "ours-postgres", "taskiq")
 
@@ -150,6 +150,22 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     bulk["single_per_s"] = results["tasks"]["systems"]["ours"]["runs"][-1].get("enqueue_per_s")
                     results["bulk"]["runs"].append(bulk)
+
+        if "flow" in phases and chosen("ours", BASELINE_TASKS):
+            from bench import flow
+
+            print(f"\n== flow control: {args.tasks} no-op tasks per worker manifest", flush=True)
+            results["flow"] = section(flow.VARIANTS, flow.BASELINE, lambda s: s.label)
+            for rep in range(args.repeat):
+                for v in flow.VARIANTS:
+                    if v.unavailable():
+                        continue
+                    results["flow"]["systems"][v.key]["runs"].append(
+                        runner.measure(
+                            f"[{rep + 1}/{args.repeat}] {v.key}",
+                            lambda v=v, rep=rep: flow.flow_run(v, redis, args.tasks, tmpdir, str(rep)),
+                        )
+                    )
 
         if "payloads" in phases:
             sizes = [int(x) for x in args.sizes.split(",") if x.strip()]

@@ -110,6 +110,11 @@ def tables(results: Results) -> str:
                 f"bulk {_fmt(median(_vals(runs, 'bulk_per_s')))}/s"
                 f" → {_ratio(ratio)}{_errors(runs)}"
             )
+    if "flow" in results:
+        from bench import flow
+
+        out.append(f"\n### Flow control: {c['tasks']:,} no-op tasks with one argument `k`, 1 worker process")
+        out.append(_table(flow.HEADER, flow.rows(results)))
     if "payloads" in results:
         for size, entry in results["payloads"]["sizes"].items():
             out.append(f"\n### Payloads: {entry['n']:,} tasks with one {_size(int(size))} string argument")
@@ -319,6 +324,11 @@ def goals(results: Results) -> list[tuple[str, str, str]]:
                 ratio(t, "tasks_per_s", key, "redis-raw"),
                 0.25,
             )
+    if "flow" in results:
+        from bench import flow
+
+        for goal, r, bound in flow.goals(results):
+            at_least(goal, r, bound)
     if "payloads" in results:
         for size, entry in results["payloads"]["sizes"].items():
             for key, store in stores:
