@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== flow control: {args.tasks} no-op tasks per worker manifest", flush=True)
             results["flow"] = section(flow.VARIANTS, flow.BASELINE, lambda s: s.label)
             for rep in range(args.repeat):
-                for v in flow.VARIANTS:
+                for v in flow.VARIANTS if rep % 2 == 0 else flow.VARIANTS[::-1]:  # drift cancels in the pairs
                     if v.unavailable():
                         continue
                     results["flow"]["systems"][v.key]["runs"].append(

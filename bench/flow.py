@@ -4,8 +4,9 @@ declared on another function (the gate exists, these runs pass none), and when e
 1,000-key concurrency limit of 5 (runtime/flow/gate.py: a Lua script before each start, another at its end).
 
 The three runs enqueue the same messages (`flow_functions:keyed`, `k` cycling over 1,000 values, bulk-filled:
-the fill is not what is measured); only the worker's manifest differs. They alternate within each repetition and
-the ratios pair runs made back to back, as every phase does against its baseline.
+the fill is not what is measured); only the worker's manifest differs. They alternate within each repetition, in
+reverse order every other one (A B C, C B A, ...: a machine slowing down through the run favours none of them),
+and the ratios pair the runs of one repetition, as every phase does against its baseline.
 """
 
 from __future__ import annotations

@@ -1,0 +1,54 @@
+# ruff: noqa: RUF001
+"""bench/flow.py: the three workers drain every run (counted by the tasks' own probe), only the keyed one passes
+the gate (an admit and a release script per run), and the report gives the table and issue 24's two goals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import flow, report
+from bench.apps import probe
+from bench.redis_server import RedisServer
+from bench.redis_server import redis_server as private_redis
+
+pytestmark = pytest.mark.timeout(180)
+
+N = 200
+
+
+@pytest.fixture(scope="module")
+def bench_redis() -> Iterator[RedisServer]:
+    with private_redis() as server:
+        yield server
+
+
+def test_only_the_keyed_worker_passes_the_gate(bench_redis: RedisServer, tmp_path: Path) -> None:
+    why = flow.VARIANTS[0].unavailable()
+    if why:
+        pytest.skip(why)
+    runs = {}
+    for variant in flow.VARIANTS:
+        runs[variant.key] = flow.flow_run(variant, bench_redis, N, tmp_path, "t")
+        with bench_redis.client() as c:
+            assert int(c.get(probe.DONE) or 0) == N, variant.key
+        assert runs[variant.key]["tasks_per_s"] > 0
+    # the probe is one script per run in every variant; the keyed runs add at least an admit and a release each
+    assert runs["elsewhere"]["scripts_per_task"] < runs["none"]["scripts_per_task"] + 0.5
+    assert runs["keyed"]["scripts_per_task"] >= runs["none"]["scripts_per_task"] + 2
+
+    results = {
+        "conditions": {"tasks": N},
+        "flow": {
+            "baseline": flow.BASELINE,
+            "systems": {v.key: {"label": v.label, "runs": [runs[v.key]]} for v in flow.VARIANTS},
+        },
+    }
+    table = report.tables(results)
+    assert "### Flow control" in table and "1.00× (baseline)" in table
+    goals = {goal: measured for goal, measured, _ in report.goals(results)}
+    keyed = runs["keyed"]["tasks_per_s"] / runs["none"]["tasks_per_s"]
+    assert any(g.startswith("concurrency key") and m == f"{keyed:.2f}×" for g, m in goals.items())
+    assert any(g.startswith("a task without limits") for g in goals)
