@@ -479,6 +479,11 @@ METHOD = """\
 - **Bulk enqueue (ours).** After each repetition's throughput run, N tasks by `enqueue_many` in
   chunks of 1,000, no worker running, timed by the producer, against the same repetition's pre-fill
   (N tasks, one `enqueue` call each).
+- **Flow control.** One `runtime worker` drains N pre-filled runs of the same one-argument task three
+  ways: with no limit in the app, with a concurrency limit declared on another function, and with
+  `concurrency: {limit: 5, key: k}` on it, `k` cycling over 1,000 values. Only the manifest differs;
+  every other repetition runs them in reverse order. Redis commands per task count those the scripts
+  run too (`INFO commandstats`, from spawn to the last run done).
 - **Worker start-up.** One task pre-queued; time from spawning the worker to that task's completion
   stamp. Celery uses `-P solo` here.
 - **Emulator start-up.** `emulator up` in a throw-away copy of `bench/apps/ours` with no `REDIS_URL`
