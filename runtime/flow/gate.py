@@ -24,7 +24,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
@@ -70,32 +69,46 @@ end
 """
 
 # KEYS: clock, fence, waiting index, limits, stream, started, delayed, throttle TAT, then (running, waiting) per
-# limit. ARGV: group, consumer, lease ms, entry id, run id, parked message, throttled message, interval ms (0: no
+# limit. ARGV: group, consumer, lease ms, entry id, run id, its message, (unused), interval ms (0: no
 # throttle), tolerance ms, has a turn ('1'), parked before ('1': back to the front), acquire ('0': only park a run
 # whose limit is full; 'maybe' for the others, which pass the gate when a runner takes them), then each limit.
 _ADMIT = (
     _CLOCK
     + """
 local lease = tonumber(ARGV[3])
-local now, fence = fenced(KEYS[1], KEYS[2], lease)
-local p = redis.call('XPENDING', KEYS[5], ARGV[1], ARGV[4], ARGV[4], 1)
-if p[1] == nil or p[1][2] ~= ARGV[2] then return {'lost', 0} end
+local now = now_ms()
 local run, pairs = ARGV[5], (#KEYS - 8) / 2
-local function done()
+-- a run's message with a label set (our messages begin {"task_id":...,"task_name":...,"labels":{...)
+local function labelled(message, label)
+  local _, e = string.find(message, '"labels":{', 1, true)
+  if e == nil or string.find(message, '"' .. label .. '":1', 1, true) then return message end
+  local rest = string.sub(message, e + 1)
+  return string.sub(message, 1, e) .. '"' .. label .. '":1' .. (string.sub(rest, 1, 1) == '}' and '' or ',') .. rest
+end
+-- set aside: only an entry still this consumer's is acked (then the run waits elsewhere)
+local function take()
+  local p = redis.call('XPENDING', KEYS[5], ARGV[1], ARGV[4], ARGV[4], 1)
+  if p[1] == nil or p[1][2] ~= ARGV[2] then return false end
   redis.call('XACK', KEYS[5], ARGV[1], ARGV[4])
   redis.call('XDEL', KEYS[5], ARGV[4])
   redis.call('HDEL', KEYS[6], ARGV[4])
+  return true
 end
+local fence = nil
 for i = 1, pairs do
   local running, waiting, limit = KEYS[7 + 2 * i], KEYS[8 + 2 * i], tonumber(ARGV[12 + i])
-  if not fence then redis.call('ZREMRANGEBYSCORE', running, '-inf', now) end
   if not redis.call('ZSCORE', running, run) and redis.call('ZCARD', running) >= limit then
-    done()
-    local item = KEYS[5] .. '\\n' .. ARGV[6]
-    if ARGV[11] == '1' then redis.call('LPUSH', waiting, item) else redis.call('RPUSH', waiting, item) end
-    redis.call('SADD', KEYS[3], waiting)
-    redis.call('HSET', KEYS[4], waiting, running .. '\\n' .. limit)
-    return {'parked', i}
+    -- full: drop lapsed holds first (unless Redis was just away: their owners get a lease to renew)
+    if fence == nil then now, fence = fenced(KEYS[1], KEYS[2], lease) end
+    if not fence then redis.call('ZREMRANGEBYSCORE', running, '-inf', now) end
+    if redis.call('ZCARD', running) >= limit then
+      if not take() then return {'lost', 0} end
+      local item = KEYS[5] .. '\\n' .. labelled(ARGV[6], 'parked')
+      if ARGV[11] == '1' then redis.call('LPUSH', waiting, item) else redis.call('RPUSH', waiting, item) end
+      redis.call('SADD', KEYS[3], waiting)
+      redis.call('HSET', KEYS[4], waiting, running .. '\\n' .. limit)
+      return {'parked', i}
+    end
   end
 end
 if ARGV[12] == '0' then return {'maybe', 0} end
@@ -103,10 +116,10 @@ local interval = tonumber(ARGV[8])
 if interval > 0 and ARGV[10] ~= '1' then
   local tat = math.max(tonumber(redis.call('GET', KEYS[8]) or '0'), now)
   local at = tat - tonumber(ARGV[9])
+  if at > now and not take() then return {'lost', 0} end
   redis.call('SET', KEYS[8], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
   if at > now then
-    done()
-    redis.call('ZADD', KEYS[7], at / 1000, ARGV[7])
+    redis.call('ZADD', KEYS[7], at / 1000, labelled(ARGV[6], 'turn'))
     return {'delayed', at}
   end
 end
@@ -261,8 +274,8 @@ class Gate:
             self.lease_ms,
             delivery.entry_id,
             message.task_id,
-            _labelled(raw, parked=1),
-            _labelled(raw, turn=1),
+            raw,  # labelled `parked` or `turn` in the script, only if it is set aside
+            "",
             0 if throttle is None else int(throttle.interval * 1000),
             0 if throttle is None else int(throttle.tolerance * 1000),
             "1" if labels.get("turn") else "0",
@@ -413,12 +426,6 @@ def _value(arguments: dict[str, Any], path: str | None) -> str:
         return key_value(arguments, path)
     except Exception:  # checked at enqueue; a message from before the key was declared counts under ""
         return ""
-
-
-def _labelled(message: bytes, **labels: Any) -> bytes:
-    data = orjson.loads(message)
-    data["labels"] |= labels
-    return orjson.dumps(data)
 
 
 def gate_for(runtime: Any, consumer: str) -> Gate | None:
