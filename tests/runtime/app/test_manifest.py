@@ -247,7 +247,9 @@ def test_runtime_check_on_the_example_prints_the_effective_settings():
     result = subprocess.run([command("runtime"), "check"], capture_output=True, text=True, cwd=root, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "app 'first-sip' is valid: 4 HTTP function(s), 4 task(s)" in result.stdout
-    assert re.search(r"generate_briefing +task +default +3 +5m +5 +briefing_source\n", result.stdout)  # its flow control
+    assert re.search(
+        r"generate_briefing +task +default +3 +5m +5 +briefing_source\n", result.stdout
+    )  # its flow control
     assert re.search(r"update_status +task +critical +3 +30s +5\n", result.stdout)
     assert "daily_briefings    task  0 6 * * *" in result.stdout
 

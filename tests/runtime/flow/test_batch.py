@@ -9,17 +9,15 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runtime import Runtime
 from runtime.errors import ArgumentsError
 from runtime.flow.state import limits_now
 from tests.conftest import write_app
-from tests.runtime.workers import MARK, events, start_worker, started_runtime, wait_until, worker_env
+from tests.runtime.workers import MARK, events, start_worker, wait_until
 
 MODULE = f"batch_{uuid.uuid4().hex[:8]}"
 
@@ -52,17 +50,6 @@ functions:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_app(tmp_path_factory.mktemp("batch"), MANIFEST, {f"{MODULE}.py": SOURCE})
-
-
-@pytest.fixture
-def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return worker_env(redis_url, tmp_path)
-
-
-@pytest.fixture
-async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
-    async with started_runtime(app, env) as runtime:
-        yield runtime
 
 
 def item(customer: str, n: int) -> dict[str, Any]:

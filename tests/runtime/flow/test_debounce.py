@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from runtime import Runtime
 from runtime.errors import ArgumentsError
 from runtime.flow.state import limits_now
 from tests.conftest import write_app
-from tests.runtime.workers import MARK, events, start_worker, started_runtime, wait_until, worker_env
+from tests.runtime.workers import MARK, events, start_worker, wait_until
 
 MODULE = f"debounce_{uuid.uuid4().hex[:8]}"
 
@@ -47,17 +46,6 @@ functions:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_app(tmp_path_factory.mktemp("debounce"), MANIFEST, {f"{MODULE}.py": SOURCE})
-
-
-@pytest.fixture
-def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return worker_env(redis_url, tmp_path)
-
-
-@pytest.fixture
-async def rt(app: Path, env: dict[str, str]) -> AsyncIterator[Runtime]:
-    async with started_runtime(app, env) as runtime:
-        yield runtime
 
 
 async def test_a_hundred_enqueues_in_a_second_make_one_run_with_the_last(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
