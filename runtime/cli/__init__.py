@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -127,6 +128,9 @@ def _run_inspector(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(_inspect(args))
+    except BrokenPipeError:  # `runtime runs | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit must not fail
+        return 0
     except LookupError as exc:
         return _fail(str(exc.args[0]) if exc.args else str(exc))
     except (ValueError, NotImplementedError) as exc:

@@ -39,3 +39,23 @@ def test_an_error_is_one_line_and_exit_1(tmp_path: Path, case: str) -> None:
     errors = [line for line in result.stderr.splitlines() if " INFO " not in line]  # a process's start line
     assert len(errors) == 1 and errors[0].startswith("error: ") and expected in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_inspector_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    """`runtime runs | head -1`: the reader closes the pipe; the command says nothing and exits 0."""
+    from emulator.embedded_redis import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    try:
+        env = os.environ | {"REDIS_URL": server.url, "DATABASE_URL": f"sqlite:///{tmp_path}/runs.db"}
+        root = Path(__file__).resolve().parents[2]
+        args = [command("runtime"), "events", "list", "--json", "--manifest", str(root / "manifest.yaml")]
+        process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # the reader is gone before the answer is written
+        errors = process.stderr.read()
+        assert process.wait(30) == 0, errors
+        assert "BrokenPipe" not in errors and "Traceback" not in errors, errors
+    finally:
+        server.stop()
