@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime.flow import rate_limit
 from runtime.ops.asgi import observed
+from runtime.store import steps
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -45,6 +46,7 @@ class Metrics:
 
     registry: CollectorRegistry
     runs_finished: Counter
+    steps_saved: Counter
     run_duration: Histogram
     run_latency: Histogram
     http_requests: Counter
@@ -68,6 +70,13 @@ def metrics() -> Metrics:
                 "runs_finished",
                 "Attempts of runs that finished, by function, queue and outcome (succeeded, retrying, failed, ...)",
                 ["function", "queue", "outcome"],
+                namespace=PREFIX,
+                registry=registry,
+            ),
+            steps_saved=Counter(
+                "steps_saved",
+                "Durable steps saved by this process, by status (succeeded, failed; wait: a sleep or wait began)",
+                ["status"],
                 namespace=PREFIX,
                 registry=registry,
             ),
@@ -111,6 +120,7 @@ def _count_skipped(function: str, queue: str, count: int) -> None:
 
 
 rate_limit.skipped_observers.append(_count_skipped)  # once: a module is imported once per process
+steps.saved_observers.append(lambda status: metrics().steps_saved.labels(status).inc())
 
 
 # --- queue depths ----------------------------------------------------------------------------------
@@ -252,6 +262,22 @@ async def _flow_families(runtime: Runtime) -> list[Any]:
     return list(families.values())
 
 
+async def _run_families(runtime: Runtime) -> list[Any]:
+    """Unfinished runs per function and status, waiting (durable) ones included, from the store's counts."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    try:
+        counts = await asyncio.wait_for(runtime.store.counts(), SCRAPE_TIMEOUT)
+    except Exception as exc:
+        logger.warning("metrics: cannot read the run counts from the store: %s", exc)
+        return []
+    runs = GaugeMetricFamily(f"{PREFIX}_runs", "Unfinished runs, by function and status", labels=["function", "status"])
+    for function, statuses in sorted(counts.items()):
+        for status in ("scheduled", "queued", "running", "retrying", "waiting"):
+            runs.add_metric([function, status], float(statuses.get(status, 0)))
+    return [runs]
+
+
 class _Families:
     """A collector of families gathered beforehand (asynchronously), for generate_latest."""
 
@@ -268,7 +294,7 @@ async def render(runtime: Runtime | None) -> tuple[bytes, str]:
 
     body = generate_latest(metrics().registry)
     if runtime is not None:
-        families = await _queue_families(runtime) + await _flow_families(runtime)
+        families = await _queue_families(runtime) + await _flow_families(runtime) + await _run_families(runtime)
         body += generate_latest(_Families(families))
     return body, CONTENT_TYPE
 

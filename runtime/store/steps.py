@@ -3,6 +3,7 @@ once (the first outcome saved for a name is the one every later execution of the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select, update
@@ -11,6 +12,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime.store.models import Step
+
+# told of each step saved in this process, by its status (succeeded, failed, wait): /metrics counts them
+# (runtime/ops/metrics.py registers itself; this room may not import it)
+saved_observers: list[Callable[[str], None]] = []
 
 
 class StepJournal:
@@ -37,6 +42,8 @@ class StepJournal:
         async with self.engine.begin() as conn:
             inserted = await conn.execute(self._insert, [step.model_dump()])
             if inserted.rowcount == 1:
+                for observe in saved_observers:
+                    observe(step.status)
                 return step
             row = (
                 (await conn.execute(select(table).where(table.c.run_id == step.run_id, table.c.name == step.name)))

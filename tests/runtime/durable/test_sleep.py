@@ -12,10 +12,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from runtime import Context, Runtime
-from tests.conftest import write_app
+from tests.conftest import free_port, write_app
 from tests.runtime.workers import MARK, events, start_worker
 
 MODULE = f"sleep_{uuid.uuid4().hex[:8]}"
@@ -75,7 +76,8 @@ async def status_of(rt: Runtime, run_id: str) -> str:
 
 
 async def test_a_sleeping_run_waits_without_its_worker_and_resumes_on_time(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
-    start_worker(spawn, app, env)  # one slot: concurrency 1
+    port = free_port()
+    start_worker(spawn, app, env, WORKER_HEALTH_PORT=str(port))  # one slot: concurrency 1
     run_id = await rt.app.tasks["napper"].enqueue(seconds=3)
     for _ in range(200):
         if await status_of(rt, run_id) == "waiting":
@@ -84,6 +86,10 @@ async def test_a_sleeping_run_waits_without_its_worker_and_resumes_on_time(spawn
     run = await rt.store.get(run_id)
     assert run is not None and run.status == "waiting", run
     assert run.waiting_for is not None and run.waiting_for.startswith("sleep 'nap' until ")
+    async with httpx.AsyncClient() as client:  # /metrics: the waiting run, and the steps its worker saved
+        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)).text
+    assert 'firstsip_runs{function="napper",status="waiting"} 1.0' in metrics
+    assert 'firstsip_steps_saved_total{status="succeeded"} 1.0' in metrics  # "before"
     # the one slot is free: ordinary runs go through while the sleeper waits
     quick = [await rt.app.tasks["quick"].enqueue(n=n) for n in range(5)]
     for quick_id in quick:
