@@ -273,3 +273,24 @@ def test_the_emulator_has_the_same_limits_on_both_ports(redis_server: RedisServe
         assert_limits(dashboard_port)
     finally:
         process.stop()
+
+
+def test_clients_that_hang_up_mid_response_leave_no_traceback(web: Web) -> None:
+    """Issue 22: a client that disconnects mid-response logs one line at most, never a traceback. 300 clients send
+    a request and reset the connection (SO_LINGER 0) before reading the answer; the server answers the next one."""
+    import struct
+
+    requests = [
+        b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n",  # a large answer
+        b"GET /briefings/1 HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"POST /briefings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n"
+        b'{"topic": "x"}\n',
+    ]
+    for n in range(300):
+        with socket.create_connection(("127.0.0.1", web.port)) as sock:
+            sock.sendall(requests[n % 3])
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert web.get("/health/live").status == 200
+    output = web.process.output
+    for sign in ("Traceback", "unable to perform operation", "ASGI callable returned without completing"):
+        assert sign not in output, output[-3000:]
