@@ -37,7 +37,7 @@ def test_only_the_keyed_worker_passes_the_gate(bench_redis: RedisServer, tmp_pat
         assert runs[variant.key]["tasks_per_s"] > 0
     # the probe is one script per run in every variant; the keyed runs add at least an admit and a release each
     assert runs["elsewhere"]["scripts_per_task"] < runs["none"]["scripts_per_task"] + 0.5
-    assert runs["keyed"]["scripts_per_task"] >= runs["none"]["scripts_per_task"] + 2
+    assert runs["keyed"]["scripts_per_task"] >= runs["none"]["scripts_per_task"] + 1.5  # an admit and a release
 
     results = {
         "conditions": {"tasks": N},
