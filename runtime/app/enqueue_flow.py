@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from runtime.app.manifest import TaskSpec
 from runtime.errors import ArgumentsError
 from runtime.flow.batch import Batcher
 from runtime.flow.debounce import Debouncer
-from runtime.flow.paths import key_value
+from runtime.flow.paths import batch_items, key_value
 from runtime.flow.rate_limit import count_skipped
 from runtime.flow.state import count
 from runtime.store.models import utcnow
@@ -35,12 +36,9 @@ def keyed(spec: TaskSpec) -> list[tuple[str, str | None]]:
     return out
 
 
-def key_arguments(spec: TaskSpec, arguments: dict[str, Any]) -> list[dict[str, Any]]:
+def key_arguments(spec: TaskSpec, arguments: dict[str, Any]) -> list[Mapping[str, Any]]:
     """What keys are read from: the arguments, or for a batch task each of its items (a batch run: its first)."""
-    if spec.batch is None:
-        return [arguments]
-    [items] = arguments.values() if len(arguments) == 1 else [[]]
-    return [{"item": item} if not isinstance(item, dict) else item for item in items or []]
+    return [arguments] if spec.batch is None else batch_items(arguments)
 
 
 def check_keys(spec: TaskSpec, rows: list[dict[str, Any]]) -> None:

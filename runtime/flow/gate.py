@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from runtime.errors import ConfigError
-from runtime.flow.paths import key_value
+from runtime.flow.paths import batch_items, key_value
 from runtime.queue.keys import Keys
 from runtime.queue.redis_client import is_cluster
 
@@ -198,12 +198,10 @@ class StartLimits:
     throttle: Throttle | None
     batch: bool  # keys are read from the run's first item
 
-    def arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def arguments(self, kwargs: dict[str, Any]) -> Mapping[str, Any]:
         if not self.batch:
             return kwargs
-        items = next(iter(kwargs.values()), None) if len(kwargs) == 1 else None
-        first = items[0] if isinstance(items, list) and items else {}
-        return first if isinstance(first, dict) else {"item": first}
+        return next(iter(batch_items(kwargs)), {})  # a batch run's keys: its first item's
 
 
 def start_limits(manifest: Any) -> dict[str, StartLimits]:
@@ -260,7 +258,7 @@ class Gate:
         arguments = limits.arguments(message.kwargs)
         queue = self.keys.queue(delivery.queue)
         labels = message.labels
-        slots = [(self._slot_keys(slot, arguments, message.task_name), slot.limit) for slot in limits.slots]
+        slots = [(self._slot_keys(slot, arguments), slot.limit) for slot in limits.slots]
         throttle = limits.throttle
         tat = self.keys.flow("clock")
         if throttle is not None:
@@ -336,7 +334,7 @@ class Gate:
             return True
         return False
 
-    def _slot_keys(self, slot: Slot, arguments: dict[str, Any], function: str) -> tuple[str, str]:
+    def _slot_keys(self, slot: Slot, arguments: Mapping[str, Any]) -> tuple[str, str]:
         name = slot.name if slot.name.startswith("@") else f"{slot.name}:{_value(arguments, slot.key)}"
         return self.keys.flow(f"running:{name}"), self.keys.flow(f"waiting:{name}")
 
@@ -421,7 +419,7 @@ class Gate:
             await pipe.execute()
 
 
-def _value(arguments: dict[str, Any], path: str | None) -> str:
+def _value(arguments: Mapping[str, Any], path: str | None) -> str:
     try:
         return key_value(arguments, path)
     except Exception:  # checked at enqueue; a message from before the key was declared counts under ""

@@ -29,3 +29,12 @@ def key_value(arguments: Mapping[str, Any], path: str | None, where: str = "key"
     if not text or len(text) > MAX_KEY_VALUE:
         raise ArgumentsError(f"{where}: {path} must be 1 to {MAX_KEY_VALUE} characters, not {len(text)}")
     return text
+
+
+def batch_items(arguments: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """What a batch task's keys are read from: each item of its one list argument (an item that is not a mapping
+    as `{"item": value}`); none when the arguments are not one list."""
+    items = next(iter(arguments.values()), None) if len(arguments) == 1 else None
+    if not isinstance(items, list):
+        return []
+    return [item if isinstance(item, Mapping) else {"item": item} for item in items]
