@@ -1,7 +1,8 @@
 # ruff: noqa: RUF001
 """Flow control's price (issue 24): no-op throughput of one worker when no function has a limit, when a limit is
 declared on another function (the gate exists, these runs pass none), and when every run holds a slot of a
-1,000-key concurrency limit of 5 (runtime/flow/gate.py: a Lua script before each start, another at its end).
+1,000-key concurrency limit of 5 (runtime/flow/gate.py: a slot taken in the run's start mark, and freed at its
+end by one script per loop turn).
 
 The three runs enqueue the same messages (`flow_functions:keyed`, `k` cycling over 1,000 values, bulk-filled:
 the fill is not what is measured); only the worker's manifest differs. They alternate within each repetition, in
@@ -76,6 +77,7 @@ def flow_run(variant: FlowVariant, redis: RedisServer, n: int, tmpdir: Path, tag
         scripts = sum(v for k, v in calls.items() if k in ("evalsha", "eval", "fcall"))
         result["redis_commands_per_task"] = sum(calls.values()) / n
         result["scripts_per_task"] = scripts / n
+        result["calls_per_task"] = {k: v / n for k, v in sorted(calls.items())}  # scripts' own commands included
 
     result = _drain(variant, variant.worker("throughput"), redis, n, tmpdir, f"flow-{variant.key}-{tag}", then=count)
     return {"n": n, **result}

@@ -1,8 +1,10 @@
 """Concurrency and throttle, held at a run's start across every worker (Inngest's order: rate limits, debounce and
 batches act at enqueue; these at start).
 
-A run of a limited function passes the gate before it starts, in the same round trip as the other runs starting
-in that loop turn (one pipelined script per run):
+A run of a limited function passes the gate as it starts. A run limited by concurrency alone takes its slots in
+its start mark (runtime/queue/broker.py's start script, one call per queue for the runs starting in that loop
+turn): no round trip of its own. The gate's own script (one pipelined call per run) runs only when a limit is full
+(it parks the run), for a throttle, and while most runs are parked (then runs are screened as they are read):
 - **concurrency** (`concurrency: {limit, key}`, and the app-wide `limits:`): a slot is a member of the limit's
   running set (`running:<limit>`), the run's id scored by when its hold lapses. Its worker renews it (every quarter
   lease), so a SIGKILLed worker's slots lapse within the lease; after a gap in which no worker reached Redis (Redis
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,9 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from runtime.errors import ConfigError
+from runtime.flow import gate_scripts
 from runtime.flow.paths import batch_items, key_value
+from runtime.queue.broker import FULL, STARTED
 from runtime.queue.keys import Keys
 from runtime.queue.redis_client import is_cluster
 
@@ -37,143 +41,6 @@ logger = logging.getLogger("runtime.flow")
 RUN, PARKED, DELAYED, LOST, MAYBE = "run", "parked", "delayed", "lost", "maybe"
 PARKING_READ = 200  # entries read at once while most of them are parked
 SWEEP_EVERY = 1.0  # seconds between a worker's sweeps of waiting lists whose slots lapsed
-
-_CLOCK = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
--- a gap since any worker last reached Redis (Redis paused): lapsed holds are kept a lease longer
-local function fenced(clock, fence, lease)
-  local now = now_ms()
-  local last = tonumber(redis.call('GET', clock) or '0')
-  redis.call('SET', clock, now)
-  if now - last > lease / 2 then
-    redis.call('SET', fence, now + lease, 'PX', lease * 2)
-  end
-  return now, now < tonumber(redis.call('GET', fence) or '0')
-end
--- send up to `count` waiting runs of a limit to their queues (a list item: stream key, newline, message)
-local function promote(waiting, index, limits, count)
-  for _ = 1, count do
-    local item = redis.call('LPOP', waiting)
-    if not item then break end
-    local cut = string.find(item, '\\n', 1, true)
-    redis.call('XADD', string.sub(item, 1, cut - 1), '*', 'data', string.sub(item, cut + 1))
-  end
-  if redis.call('LLEN', waiting) == 0 then
-    redis.call('SREM', index, waiting)
-    redis.call('HDEL', limits, waiting)
-  end
-end
-"""
-
-# KEYS: clock, fence, waiting index, limits, stream, started, delayed, throttle TAT, then (running, waiting) per
-# limit. ARGV: group, consumer, lease ms, entry id, run id, its message, (unused), interval ms (0: no
-# throttle), tolerance ms, has a turn ('1'), parked before ('1': back to the front), acquire ('0': only park a run
-# whose limit is full; 'maybe' for the others, which pass the gate when a runner takes them), then each limit.
-_ADMIT = (
-    _CLOCK
-    + """
-local lease = tonumber(ARGV[3])
-local now = now_ms()
-local run, pairs = ARGV[5], (#KEYS - 8) / 2
--- a run's message with a label set (our messages begin {"task_id":...,"task_name":...,"labels":{...)
-local function labelled(message, label)
-  local _, e = string.find(message, '"labels":{', 1, true)
-  if e == nil or string.find(message, '"' .. label .. '":1', 1, true) then return message end
-  local rest = string.sub(message, e + 1)
-  return string.sub(message, 1, e) .. '"' .. label .. '":1' .. (string.sub(rest, 1, 1) == '}' and '' or ',') .. rest
-end
--- set aside: only an entry still this consumer's is acked (then the run waits elsewhere)
-local function take()
-  local p = redis.call('XPENDING', KEYS[5], ARGV[1], ARGV[4], ARGV[4], 1)
-  if p[1] == nil or p[1][2] ~= ARGV[2] then return false end
-  redis.call('XACK', KEYS[5], ARGV[1], ARGV[4])
-  redis.call('XDEL', KEYS[5], ARGV[4])
-  redis.call('HDEL', KEYS[6], ARGV[4])
-  return true
-end
-local fence = nil
-for i = 1, pairs do
-  local running, waiting, limit = KEYS[7 + 2 * i], KEYS[8 + 2 * i], tonumber(ARGV[12 + i])
-  if not redis.call('ZSCORE', running, run) and redis.call('ZCARD', running) >= limit then
-    -- full: drop lapsed holds first (unless Redis was just away: their owners get a lease to renew)
-    if fence == nil then now, fence = fenced(KEYS[1], KEYS[2], lease) end
-    if not fence then redis.call('ZREMRANGEBYSCORE', running, '-inf', now) end
-    if redis.call('ZCARD', running) >= limit then
-      if not take() then return {'lost', 0} end
-      local item = KEYS[5] .. '\\n' .. labelled(ARGV[6], 'parked')
-      if ARGV[11] == '1' then redis.call('LPUSH', waiting, item) else redis.call('RPUSH', waiting, item) end
-      redis.call('SADD', KEYS[3], waiting)
-      redis.call('HSET', KEYS[4], waiting, running .. '\\n' .. limit)
-      return {'parked', i}
-    end
-  end
-end
-if ARGV[12] == '0' then return {'maybe', 0} end
-local interval = tonumber(ARGV[8])
-if interval > 0 and ARGV[10] ~= '1' then
-  local tat = math.max(tonumber(redis.call('GET', KEYS[8]) or '0'), now)
-  local at = tat - tonumber(ARGV[9])
-  if at > now and not take() then return {'lost', 0} end
-  redis.call('SET', KEYS[8], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
-  if at > now then
-    redis.call('ZADD', KEYS[7], at / 1000, labelled(ARGV[6], 'turn'))
-    return {'delayed', at}
-  end
-end
-for i = 1, pairs do
-  redis.call('ZADD', KEYS[7 + 2 * i], now + lease, run)
-end
-return {'run', 0}
-"""
-)
-
-# KEYS: clock, fence, waiting index, limits, then (running, waiting) per limit. ARGV: lease ms, run id, each limit.
-# The clock is read only when runs wait for a freed slot (the sweep keeps it ticking).
-_RELEASE = (
-    _CLOCK
-    + """
-local now, fence
-for i = 1, (#KEYS - 4) / 2 do
-  local running, waiting = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
-  redis.call('ZREM', running, ARGV[2])
-  if redis.call('EXISTS', waiting) == 1 then
-    if now == nil then now, fence = fenced(KEYS[1], KEYS[2], tonumber(ARGV[1])) end
-    if not fence then redis.call('ZREMRANGEBYSCORE', running, '-inf', now) end
-    promote(waiting, KEYS[3], KEYS[4], tonumber(ARGV[2 + i]) - redis.call('ZCARD', running))
-  end
-end
-return 0
-"""
-)
-
-# KEYS: clock, fence, waiting index, limits. ARGV: lease ms: the waiting lists whose slots lapsed get their turn.
-_SWEEP = (
-    _CLOCK
-    + """
-local now, fence = fenced(KEYS[1], KEYS[2], tonumber(ARGV[1]))
-if fence then return 0 end
-local moved = 0
-for _, waiting in ipairs(redis.call('SRANDMEMBER', KEYS[3], 200)) do
-  local spec = redis.call('HGET', KEYS[4], waiting)
-  if spec then
-    local cut = string.find(spec, '\\n', 1, true)
-    local running = string.sub(spec, 1, cut - 1)
-    redis.call('ZREMRANGEBYSCORE', running, '-inf', now)
-    local free = tonumber(string.sub(spec, cut + 1)) - redis.call('ZCARD', running)
-    if free > 0 then
-      moved = moved + math.min(free, redis.call('LLEN', waiting))
-      promote(waiting, KEYS[3], KEYS[4], free)
-    end
-  else
-    redis.call('SREM', KEYS[3], waiting)
-  end
-end
-return moved
-"""
-)
 
 
 @dataclass(frozen=True)
@@ -240,11 +107,12 @@ class Gate:
         self.admitted: set[str] = set()  # delivery keys that passed the gate as they were read
         self.delayed = asyncio.Event()  # set when a run was sent to wait for its turn (the delayed loop looks again)
         self.park_rate = 0.0  # of the runs that met the gate lately, the share parked (a moving average)
-        self._admit = redis.register_script(_ADMIT)
-        self._release = redis.register_script(_RELEASE)
-        self._sweep = redis.register_script(_SWEEP)
+        self._admit = redis.register_script(gate_scripts.ADMIT)
+        self._release = redis.register_script(gate_scripts.RELEASE)
+        self._sweep = redis.register_script(gate_scripts.SWEEP)
         # scripts asked for in one loop turn (admits, releases) go to Redis in one pipeline of EVALSHAs
         self._calls: list[tuple[Any, list[str], list[Any], asyncio.Future[list[Any]] | None]] = []
+        self._freed: list[Held] = []  # holds released in this loop turn: one script call frees them all
         self._flushing: asyncio.Task[None] | None = None
 
     def _common(self) -> list[str]:
@@ -290,19 +158,45 @@ class Gate:
             self.delayed.set()
         return verdict, float(detail) / 1000 if verdict == DELAYED else 0.0
 
+    async def start(
+        self, delivery: Any, message: Any, mark: Callable[[Sequence[tuple[str, int]]], Awaitable[int]]
+    ) -> int | None:
+        """Take a limited run through the gate and `mark` it started (runtime/queue/broker.py's mark_started, with
+        the run's slots: (running set, limit)). A run limited only by concurrency takes its slots in its start
+        mark, in the round trip it makes anyway; only when a limit is full (or for a throttle) does the gate's
+        own script run (it parks the run, or drops lapsed holds first). Returns the start mark's verdict, or None
+        when the run waits for a slot or its turn (acked by the gate) or is another worker's now."""
+        limits = self.limits[message.task_name]
+        if self.passed(delivery.key):
+            return await mark(())
+        if limits.throttle is None:
+            slots = [(self._slot_keys(slot, limits.arguments(message.kwargs)), slot.limit) for slot in limits.slots]
+            verdict = await mark([(running, limit) for (running, _), limit in slots])
+            self.park_rate = 0.9 * self.park_rate + 0.1 * (verdict == FULL)
+            if verdict == STARTED:
+                self.held[delivery.key] = Held(message.task_id, [(r, w, limit) for (r, w), limit in slots])
+            if verdict != FULL:
+                return verdict
+        gated, _ = await self.admit(delivery, message)
+        if gated != RUN:
+            return None
+        return await mark(())
+
     async def screen(self, deliveries: list[Any], free: int, decode: Any) -> list[Any]:
         """Runs of limited functions as they are read, in one round trip: those for free runners pass the gate now;
         while most runs are parked, the others are parked at once when their limit is full (so one key's backlog is
         set aside quickly; otherwise their runner takes them through the gate). Returns the deliveries to hand to
         the runners."""
+        if not self.parking:
+            return deliveries  # few are parked: each runner takes its run through the gate as it starts it
         checks: list[Coroutine[Any, Any, tuple[str, float]] | None] = []
         for delivery in deliveries:
             try:
                 message = decode(delivery.data) if delivery.data is not None and delivery.started is None else None
             except Exception:
                 message = None
-            if message is None or message.task_name not in self.limits or (free <= 0 and not self.parking):
-                checks.append(None)  # read ahead while few are parked: its runner takes it through the gate
+            if message is None or message.task_name not in self.limits:
+                checks.append(None)
                 continue
             checks.append(self.admit(delivery, message, acquire=free > 0))
             free -= 1
@@ -346,13 +240,25 @@ class Gate:
 
     def _call(self, script: Any, keys: list[str], args: list[Any], future: asyncio.Future[list[Any]] | None) -> None:
         self._calls.append((script, keys, args, future))
+        self._schedule()
+
+    def _schedule(self) -> None:
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)
-        while self._calls:
+        while self._calls or self._freed:
             batch, self._calls = self._calls, []
+            if self._freed:
+                freed, self._freed = self._freed, []
+                keys = self._common() + [
+                    key for held in freed for running, waiting, _ in held.slots for key in (running, waiting)
+                ]
+                args: list[Any] = [self.lease_ms]
+                for held in freed:
+                    args += [held.run_id, len(held.slots), *(limit for *_, limit in held.slots)]
+                batch.append((self._release, keys, args, None))
             try:
                 replies = await self._evalshas(batch)
             except Exception as exc:
@@ -389,11 +295,9 @@ class Gate:
         lapse instead."""
         self.admitted.discard(delivery_key)
         held = self.held.pop(delivery_key, None)
-        if held is None:
-            return
-        keys = self._common() + [key for running, waiting, _ in held.slots for key in (running, waiting)]
-        args: list[Any] = [self.lease_ms, held.run_id, *(limit for *_, limit in held.slots)]
-        self._call(self._release, keys, args, None)
+        if held is not None:
+            self._freed.append(held)
+            self._schedule()
 
     async def loop(self) -> None:
         """Renew the holds of this worker's runs (every quarter lease) and sweep lapsed slots (every second)."""

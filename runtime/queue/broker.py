@@ -26,147 +26,16 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from taskiq import AckableMessage, AsyncBroker, BrokerMessage
 
+from runtime.queue import broker_scripts as scripts
 from runtime.queue.keys import Keys
 from runtime.queue.redis_client import async_client, is_cluster
 from runtime.queue.stream_sends import StreamSends, connect
-
-_MOVE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, message in ipairs(due) do
-  redis.call('XADD', KEYS[2], '*', 'data', message)
-  redis.call('ZREM', KEYS[1], message)
-end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {#due, first[2] or false}
-"""
-
-# Shared by the scripts below: is entry ARGV-id pending for this consumer?
-_OWNS = """
-local function owns(stream, group, consumer, id)
-  local p = redis.call('XPENDING', stream, group, id, id, 1)
-  return p[1] ~= nil and p[1][2] == consumer
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
--- Every renewal and reclaim ticks the clock; a gap means no worker reached Redis for a while (Redis was
--- paused, or every worker was away): idle times say nothing then, so owners get a lease period to renew.
-local function tick(clock, fence, lease)
-  local now = now_ms()
-  local last = tonumber(redis.call('GET', clock) or '0')
-  redis.call('SET', clock, now)
-  if now - last > lease / 2 then
-    redis.call('SET', fence, now + lease, 'PX', lease * 2)
-  end
-  return now
-end
-"""
-
-# KEYS: stream, clock, fence. ARGV: group, consumer, lease_ms, ids... -> the ids this consumer no longer owns.
-RENEW = (
-    _OWNS
-    + """
-tick(KEYS[2], KEYS[3], tonumber(ARGV[3]))
-local lost = {}
-for i = 4, #ARGV do
-  if owns(KEYS[1], ARGV[1], ARGV[2], ARGV[i]) then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-  else
-    table.insert(lost, ARGV[i])
-  end
-end
-return lost
-"""
-)
-
-# KEYS: stream, clock, fence, started, paused. ARGV: group, consumer, lease_ms, count
-# -> {{id, fields or false, started mark or false}, ...}; nothing from a paused queue
-_RECLAIM = (
-    _OWNS
-    + """
-local lease = tonumber(ARGV[3])
-local now = tick(KEYS[2], KEYS[3], lease)
-if now < tonumber(redis.call('GET', KEYS[3]) or '0') then return {} end
-if redis.call('EXISTS', KEYS[5]) == 1 then return {} end
-local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], lease, '0-0', 'COUNT', tonumber(ARGV[4]))
-local out = {}
-for _, entry in ipairs(claimed[2]) do
-  local id = entry[1]
-  table.insert(out, {id, entry[2] or false, redis.call('HGET', KEYS[4], id) or false})
-end
-return out
-"""
-)
-
-# KEYS: stream, started, delayed. ARGV: group, consumer, then (id, next attempt or '', due ms) per entry
-# -> the ids not acked (no longer this consumer's). A failed attempt's retry is sent in the same step as its
-# ack: a worker that dies before the ack has sent nothing, so the entry's next holder sends it only once.
-_ACK = (
-    _OWNS
-    + """
-local lost = {}
-local now = now_ms()
-for i = 3, #ARGV, 3 do
-  local id = ARGV[i]
-  if owns(KEYS[1], ARGV[1], ARGV[2], id) then
-    redis.call('XACK', KEYS[1], ARGV[1], id)
-    redis.call('XDEL', KEYS[1], id)
-    redis.call('HDEL', KEYS[2], id)
-    local retry, due = ARGV[i + 1], tonumber(ARGV[i + 2])
-    if retry ~= '' then
-      if due <= now then
-        redis.call('XADD', KEYS[1], '*', 'data', retry)
-      else
-        redis.call('ZADD', KEYS[3], 'LT', due / 1000, retry)  -- LT: a waiting run woken early stays early
-      end
-    end
-  else
-    table.insert(lost, id)
-  end
-end
-return lost
-"""
-)
-
-# KEYS: stream, started. ARGV: group, consumer, idle_ms, ids...: hand entries back (not a crash)
-_RELEASE = (
-    _OWNS
-    + """
-for i = 4, #ARGV do
-  if owns(KEYS[1], ARGV[1], ARGV[2], ARGV[i]) then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', tonumber(ARGV[3]), 'JUSTID')
-    redis.call('HDEL', KEYS[2], ARGV[i])
-  end
-end
-return 0
-"""
-)
 
 # a cluster worker waiting on several queues waits on each in turn this long (the latency it adds per queue)
 _CLUSTER_SLICE_MS = 50
 
 
-# KEYS: started, the queue's paused flag, then each run's cancel key. ARGV: (entry id, mark) per run
-# -> per run: 1 (marked: run it), 0 (cancelled: never run it) or 2 (its queue is paused: hand it back)
-_START = """
-local paused = redis.call('EXISTS', KEYS[2]) == 1
-local out = {}
-for i = 3, #KEYS do
-  local id, mark = ARGV[2 * (i - 3) + 1], ARGV[2 * (i - 3) + 2]
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    out[#out + 1] = 0
-  elseif paused then
-    out[#out + 1] = 2
-  else
-    redis.call('HSET', KEYS[1], id, mark)
-    out[#out + 1] = 1
-  end
-end
-return out
-"""
-
-STARTED, CANCELLED, PAUSED = 1, 0, 2  # what `mark_started` answers
+STARTED, CANCELLED, PAUSED, FULL = 1, 0, 2, 3  # what `mark_started` answers
 
 
 @dataclass(frozen=True)
@@ -236,14 +105,14 @@ class StreamBroker(AsyncBroker):
         self.redis: Redis = async_client(redis_url, max_connections=50, timeout=10, socket_connect_timeout=5)
         self.consumer = f"{uuid.uuid4().hex[:12]}"
         self.sends = StreamSends(self.redis)  # the XADDs of concurrent enqueues share one pipeline
-        self._move_due = self.redis.register_script(_MOVE_DUE)
-        self._renew = self.redis.register_script(RENEW)
-        self._reclaim = self.redis.register_script(_RECLAIM)
-        self._ack = self.redis.register_script(_ACK)
-        self._release = self.redis.register_script(_RELEASE)
-        self._start = self.redis.register_script(_START)
+        self._move_due = self.redis.register_script(scripts.MOVE_DUE)
+        self._renew = self.redis.register_script(scripts.RENEW)
+        self._reclaim = self.redis.register_script(scripts.RECLAIM)
+        self._ack = self.redis.register_script(scripts.ACK)
+        self._release = self.redis.register_script(scripts.RELEASE)
+        self._start = self.redis.register_script(scripts.START)
         # start marks asked for in the same loop turn go to Redis in one script call per queue
-        self._starting: dict[str, list[tuple[str, str, bytes, asyncio.Future[int]]]] = {}
+        self._starting: dict[str, list[tuple[str, str, bytes, Sequence[tuple[str, int]], asyncio.Future[int]]]] = {}
         self._marking: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
@@ -357,12 +226,15 @@ class StreamBroker(AsyncBroker):
             lost.extend(f"{queue}/{_text(entry_id)}" for entry_id in reply)
         return lost
 
-    async def mark_started(self, delivery: Delivery, run_id: str, mark: bytes) -> int:
+    async def mark_started(
+        self, delivery: Delivery, run_id: str, mark: bytes, slots: Sequence[tuple[str, int]] = ()
+    ) -> int:
         """Record that this entry's task is starting (so a crash while running it is counted), in the
-        same step as checking it was not cancelled and its queue is not paused: STARTED (run it),
-        CANCELLED (never run it) or PAUSED (give it back: it runs after `resume`)."""
+        same step as checking it was not cancelled and its queue is not paused, and as taking a slot in each of
+        its concurrency limits (`slots`: (running set, limit)): STARTED (run it), CANCELLED (never run it),
+        PAUSED (give it back: it runs after `resume`) or FULL (a limit is full: nothing was done)."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._starting.setdefault(delivery.queue, []).append((delivery.entry_id, run_id, mark, future))
+        self._starting.setdefault(delivery.queue, []).append((delivery.entry_id, run_id, mark, slots, future))
         if self._marking is None or self._marking.done():
             self._marking = asyncio.create_task(self._mark_waiting())
         return await future
@@ -383,11 +255,13 @@ class StreamBroker(AsyncBroker):
             batches, self._starting = self._starting, {}
             for queue, items in batches.items():
                 keys = self.keys.queue(queue)
+                script_keys: list[str] = [keys.started, keys.paused]
+                args: list[Any] = [self.lease_ms]
+                for entry_id, run_id, mark, slots, _ in items:
+                    script_keys += [keys.cancel(run_id), *(running for running, _ in slots)]
+                    args += [entry_id, mark, run_id, len(slots), *(limit for _, limit in slots)]
                 try:
-                    verdicts = await self._start(
-                        keys=[keys.started, keys.paused, *(keys.cancel(run_id) for _, run_id, _, _ in items)],
-                        args=[value for entry_id, _, mark, _ in items for value in (entry_id, mark)],
-                    )
+                    verdicts = await self._start(keys=script_keys, args=args)
                 except Exception as exc:
                     for *_, future in items:
                         if not future.done():

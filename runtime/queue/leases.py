@@ -14,7 +14,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from runtime.queue.broker import RENEW, _text, by_queue
+from runtime.queue.broker import _text, by_queue
+from runtime.queue.broker_scripts import RENEW
 from runtime.queue.keys import Keys
 from runtime.queue.redis_client import sync_client
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from typing import Any
@@ -29,7 +30,7 @@ from runtime import gc_pause
 from runtime.app.connections import Runtime
 from runtime.app.durations import format_duration
 from runtime.errors import WorkerDied
-from runtime.flow.gate import RUN, gate_for
+from runtime.flow.gate import gate_for
 from runtime.ops import presence
 from runtime.ops.health import HealthServer, Heartbeat, dependencies
 from runtime.queue.broker import CANCELLED, PAUSED, Delivery
@@ -110,12 +111,8 @@ class Worker:
             logger.info("worker health on http://%s:%d/health", host, port)
         for middleware in self.attempts.middlewares:
             await call(middleware.startup)
-        logger.info(
-            "worker %s ready: %d tasks, concurrency %d",
-            self.broker.consumer,
-            len(self.runtime.app.tasks),
-            self.concurrency,
-        )
+        consumer, tasks = self.broker.consumer, len(self.runtime.app.tasks)
+        logger.info("worker %s ready: %d tasks, concurrency %d", consumer, tasks, self.concurrency)
         gc_pause.resume()
         if any(not fn.is_async for fn in self.runtime.app.tasks.values()):
             # the first sync task should not wait for a process to start, nor to import its handler
@@ -374,14 +371,16 @@ class Worker:
             labels["ran_on"] = crashed
             await self.attempts.finish(delivery, message, None, WorkerDied(WORKER_DIED), None)
             return
-        if self.gate is not None and message.task_name in self.gate.limits and not self.gate.passed(delivery.key):
-            gated, _ = await self.gate.admit(delivery, message)
-            if gated != RUN:  # it waits for a slot or for its turn (acked by the gate), or is another's now
-                self._acked([delivery.key])
-                return
         labels["started_at"] = time.time()
         mark = labels["ran_on"] = {"attempt": labels["attempt"], "started_at": labels["started_at"], **self.identity}
-        verdict = await self.broker.mark_started(delivery, message.task_id, orjson.dumps(mark))
+        marked = functools.partial(self.broker.mark_started, delivery, message.task_id, orjson.dumps(mark))
+        if self.gate is not None and message.task_name in self.gate.limits:
+            verdict = await self.gate.start(delivery, message, marked)
+            if verdict is None:  # it waits for a slot or for its turn (acked by the gate), or is another's now
+                self._acked([delivery.key])
+                return
+        else:
+            verdict = await marked(())
         if verdict == CANCELLED:
             await self.attempts.cancelled(delivery, message, None)  # cancelled before it started: it never does
             return
