@@ -135,7 +135,7 @@ while a <= #ARGV do
   else
     for i = 1, n do
       local running = KEYS[k + i]
-      if not redis.call('ZSCORE', running, run) and redis.call('ZCARD', running) >= tonumber(ARGV[a + 3 + i]) then
+      if redis.call('ZCARD', running) >= tonumber(ARGV[a + 3 + i]) and not redis.call('ZSCORE', running, run) then
         verdict = 3
         break
       end
