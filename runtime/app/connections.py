@@ -290,6 +290,7 @@ class Runtime:
             "replay_of": replay_of,
             "version": 0,
             "trace_id": tracing.current_trace_id(),
+            "parent": parent,
         }
         pairs = list(zip(ids, validated, strict=True))
         rows = [common | {"id": run_id, "arguments": kwargs} for run_id, kwargs in pairs]

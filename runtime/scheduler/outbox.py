@@ -92,7 +92,15 @@ class Outbox:
             due = _timestamp(run.scheduled_for) if run.status == "scheduled" and run.scheduled_for else None
             deadline = _timestamp(run.deadline) if run.deadline is not None else None
             message = self.runtime.message(
-                run.function, run.id, run.arguments, 1, [], _timestamp(run.enqueued_at), queue=queue, deadline=deadline
+                run.function,
+                run.id,
+                run.arguments,
+                1,
+                [],
+                _timestamp(run.enqueued_at),
+                queue=queue,
+                deadline=deadline,
+                parent=run.parent,
             )
             batch = batches.setdefault((queue, due), Batch(queue, due))
             batch.ids.append(run.id)

@@ -146,7 +146,15 @@ class Reconciler:
         queue = run.queue if run.queue in self.runtime.app.manifest.queue_names() else self.runtime.queue_of(fn)
         deadline = _utc_timestamp(run.deadline) if run.deadline is not None else None
         message = self.runtime.message(
-            run.function, run.id, run.arguments, attempt, run.history, enqueued_at, queue=queue, deadline=deadline
+            run.function,
+            run.id,
+            run.arguments,
+            attempt,
+            run.history,
+            enqueued_at,
+            queue=queue,
+            deadline=deadline,
+            parent=run.parent,  # a child run (`ctx.invoke`) still wakes its parent when it ends
         )
         await self.runtime.broker.kick_many([message], queue=queue)
         logger.warning(

@@ -26,7 +26,7 @@ MUTABLE = (
     "waiting_for",
 )
 # the columns only the enqueue knows (a worker's update that lands first leaves them at their defaults)
-ENQUEUE_ONLY = ("scheduled_for", "replay_of", "queue", "trace_id", "deadline", "idempotency_key")
+ENQUEUE_ONLY = ("scheduled_for", "replay_of", "queue", "trace_id", "deadline", "idempotency_key", "parent")
 STATUSES = ("scheduled", "queued", "running", "retrying", "waiting", "succeeded", "failed", "cancelled", "skipped")
 # skipped: never run (a rate limit turned it away at enqueue); final from its first write, reason in last_error
 FINAL = ("succeeded", "failed", "cancelled", "skipped")
@@ -101,6 +101,9 @@ class Run(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(200), index=True))
     # schema revision 0005: what a `waiting` run waits for ("sleep 'cool-off' until 2026-12-07T06:00:00Z")
     waiting_for: str | None = Field(default=None, sa_column=Column(Text))
+    # schema revision 0006: the run that invoked this one (`ctx.invoke`), so a message sent again from the
+    # record (the reconciler, the outbox) still tells it when this run ends
+    parent: str | None = Field(default=None, max_length=32)
 
     def duration_ms(self) -> float | None:
         """The run's duration: from its first attempt's start to its end (retry backoffs included); None

@@ -4,14 +4,16 @@ tasks' side-effect log."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from runtime.scheduler.reconciler import Reconciler
 from tests.conftest import write_app
-from tests.runtime.workers import MARK, events, start_worker
+from tests.runtime.workers import MARK, events, start_worker, started_runtime
 
 MODULE = f"invoke_{uuid.uuid4().hex[:8]}"
 
@@ -53,6 +55,12 @@ functions:
 """
 
 
+# the child on a queue of its own, so its message can be lost before any worker serves that queue
+KIDS_MANIFEST = MANIFEST.replace("app: invoke-test", "app: invoke-test\nqueues: {default: 1, kids: 1}").replace(
+    "task: {retries: 0}", "task: {retries: 0, queue: kids}"
+)
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_app(tmp_path_factory.mktemp("invoke"), MANIFEST, {f"{MODULE}.py": SOURCE})
@@ -74,3 +82,24 @@ async def test_a_failed_child_is_step_failed_in_the_parent(spawn: Any, app: Path
     run = await rt.wait(await rt.app.tasks["parent"].enqueue(n=-1), timeout=30)
     assert run.status == "succeeded"
     assert run.result.startswith("caught ValueError: child run ") and run.result.endswith("no score for -1")
+
+
+async def test_a_child_whose_message_was_lost_still_wakes_its_parent(spawn: Any, tmp_path: Path, env) -> None:  # type: ignore[no-untyped-def]
+    """The reconciler sends the lost child's message again from its record: the parent's link goes with it."""
+    app = write_app(tmp_path / "kids", KIDS_MANIFEST, {f"{MODULE}.py": SOURCE})
+    async with started_runtime(app, env) as rt:
+        start_worker(spawn, app, env, "--queues", "default")  # the parent's queue only
+        parent = await rt.app.tasks["parent"].enqueue(n=7)
+        stream = rt.keys.queue("kids").stream
+        for _ in range(200):
+            if await rt.broker.redis.xlen(stream) and (await rt.store.get(parent)).status == "waiting":  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.05)
+        await rt.broker.redis.delete(stream)  # Redis lost the child's message before any worker took it
+        await asyncio.sleep(0.3)
+        [child] = [r.id for r in await rt.store.list(limit=10) if r.function == "child"]
+        assert await Reconciler(rt, grace=0.2).reconcile() == [child]  # the parent's message is in Redis still
+        start_worker(spawn, app, env, "--queues", "kids")
+        run = await rt.wait(parent, timeout=20)  # at once, not at its wait's end (a year)
+        assert (run.status, run.result) == ("succeeded", 80)
+        assert [e["n"] for e in events(env, "child")] == [7]
