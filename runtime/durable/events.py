@@ -65,12 +65,14 @@ end
 return false
 """
 
-# Register a wait unless its event is there already. KEYS: got key, log stream, waits hash.
-# ARGV: as _FIND's, then member, waiter JSON. -> the event's data, or false (registered).
+# Register a wait unless its event is there already; an event found in the log is handed to the wait (its got
+# key), as a claim would, so the run that resumes for it finds it. KEYS: got key, log stream, waits hash.
+# ARGV: as _FIND's, then member, waiter JSON, got ttl. -> the event's data, or false (registered).
 _REGISTER = (
     "local function find()\n"
     + _FIND
-    + "\nend\nlocal found = find()\nif found then return found end\n"
+    + "\nend\nlocal found = find()\n"
+    + "if found then redis.call('SET', KEYS[1], found, 'EX', tonumber(ARGV[7])) return found end\n"
     + "redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])\nreturn false\n"
 )
 
@@ -159,7 +161,7 @@ class Events:
     async def register(self, wait: Wait, waiter: dict[str, Any]) -> Any:
         """Register a wait; if its event came already, return that event's data instead (None: registered)."""
         keys = [self.keys.event_got(wait.member), self.keys.events, self.keys.event_waits(wait.event)]
-        found = await self._register(keys=keys, args=[*wait.args(), json.dumps(waiter)])
+        found = await self._register(keys=keys, args=[*wait.args(), json.dumps(waiter), GOT_FOR])
         return None if found is None else orjson.loads(found)
 
     async def got(self, wait: Wait) -> Any:

@@ -45,6 +45,10 @@ from runtime.worker.sync_pool import SyncPool
 
 logger = logging.getLogger("runtime.worker")
 
+# seconds after which a run whose wait could not be registered resumes to register it again (its entry is acked,
+# and its message sent again, once Redis answers: an event sent meanwhile is in the log the registration reads)
+REGISTER_AGAIN = 1.0
+
 
 async def call(hook: Callable[..., Any], *args: Any) -> Any:
     value = hook(*args)
@@ -261,7 +265,8 @@ class Attempts:
         """The run waits (a sleep, an event): its entry is acked with its message sent again, due when it wakes
         (or its wait times out), at the same attempt; it holds no worker meanwhile, keeps its unique key, and is
         recorded `waiting`. A wait for an event is registered first; an event that came already resumes it now
-        (an event sent later moves its message to now: the ack's ZADD LT keeps it there)."""
+        (an event sent later moves its message to now: the ack's ZADD LT keeps it there). A wait that could not be
+        registered resumes after REGISTER_AGAIN instead of at its timeout, and registers again."""
         labels = message.labels
         labels["history"].append(
             attempt(labels, duration, error=None, error_type=None, traceback=None, waited_for=suspended.what)
@@ -277,8 +282,9 @@ class Attempts:
             try:
                 if await self.events.register(wait, waiter) is not None:
                     due = time.time()  # its event is there: it goes on at once
-            except Exception as exc:  # Redis away: it wakes at its timeout, when the wait checks again
-                logger.warning("run %s: cannot register its wait (%s)", message.task_id, exc)
+            except Exception as exc:  # Redis away: unregistered, no event would end the wait before its timeout
+                due = min(due, time.time() + REGISTER_AGAIN)  # so it resumes and registers again once Redis is back
+                logger.warning("run %s: cannot register its wait, trying again soon (%s)", message.task_id, exc)
         self.records.waiting(message)
         logger.info("run %s waits: %s", message.task_id, suspended.what, extra={"run_id": message.task_id})
         self.finished(delivery.key, (again, due))

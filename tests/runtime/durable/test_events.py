@@ -23,7 +23,7 @@ from runtime.app.events import deliver
 from runtime.dashboard.app import create_dashboard_app
 from runtime.durable.events import Events, Wait
 from tests.conftest import command, write_app
-from tests.runtime.workers import MARK, events, start_worker
+from tests.runtime.workers import MARK, events, start_worker, wait_until
 
 MODULE = f"events_{uuid.uuid4().hex[:8]}"
 
@@ -140,6 +140,7 @@ async def test_an_event_sent_between_a_waits_start_and_its_registration_is_not_m
     assert sent["woke"] == []  # nothing was registered yet
     waiter = {"field": "briefing_id", "value": 5, "queue": "default", "run_id": "r1", "message": "{}"}
     assert await bus.register(wait, waiter) == {"briefing_id": 5}
+    assert await bus.got(wait) == {"briefing_id": 5}  # handed over: the run that resumes for it gets it
     # a wait that began after that event does not take it: it registers, and the next event ends it
     later = Wait("briefing.approved", "r2/approval", int(time.time() * 1000) + 1, "briefing_id", 5)
     await asyncio.sleep(0.01)
@@ -166,6 +167,27 @@ async def test_an_event_sent_while_no_worker_runs_wakes_the_run_when_one_starts(
     start_worker(spawn, app, env)
     done = await rt.wait(run_id, timeout=20)
     assert (done.status, done.result) == ("succeeded", {"briefing_id": 9})
+
+
+async def test_a_wait_redis_refused_to_register_is_registered_once_redis_is_back(
+    spawn: Any, app: Path, env, rt
+) -> None:  # type: ignore[no-untyped-def]
+    # Redis refuses writes (as a primary that lost its replicas does: NOREPLICAS) while the run goes to wait:
+    # its look for the event (a read) answers, its registration (a write) fails. Once Redis takes writes again,
+    # an event sent then ends the wait at once, not at its timeout
+    worker = start_worker(spawn, app, env)
+    redis = rt.broker.redis
+    run_id = await rt.app.tasks["approve"].enqueue(briefing_id=11, timeout=60, pause=1.5)
+    await wait_until(lambda: bool(events(env, "approve")), 20, "the run to start")
+    await redis.config_set("min-replicas-to-write", 1)
+    try:
+        worker.wait_for("cannot register its wait")
+    finally:
+        await redis.config_set("min-replicas-to-write", 0)
+    await asyncio.sleep(1)
+    await deliver(rt, "briefing.approved", {"briefing_id": 11, "by": "ann"}, None)
+    done = await rt.wait(run_id, timeout=15)
+    assert (done.status, done.result, done.attempts) == ("succeeded", {"briefing_id": 11, "by": "ann"}, 1)
 
 
 @pytest.mark.parametrize(
