@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     )
     startup_timeout: float = Field(60.0, ge=0, description="seconds a process waits for Redis and the database")
     reconcile_seconds: float = Field(10.0, gt=0, description="seconds between passes that settle lost runs")
+    event_dedupe_seconds: float = Field(
+        86400.0, gt=0, description="seconds an event id is remembered: the same id sent again within them is ignored"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

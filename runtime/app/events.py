@@ -2,7 +2,11 @@
 
 An event starts one run of each task declared `task: {on: [name]}` (its data are the run's arguments; data that
 do not fit make a failed run that says why), and ends the waits of runs that wait for it
-(`ctx.wait_for_event`). An event with an `id` seen in the last 24 h is ignored.
+(`ctx.wait_for_event`). An event with an `id` sent in the last EVENT_DEDUPE_SECONDS (24 h) is ignored; the id
+counts as sent once its runs are queued and its waiters woken, so a send that failed half-way can be sent again,
+and each run it starts is queued at most once (a guard key), however often it is sent. The same id sent after
+the window is a new event: its runs are new runs (their ids follow from the id and its window's stamp), and the
+old ones are left as they are.
 """
 
 from __future__ import annotations
@@ -49,9 +53,13 @@ async def deliver(runtime: Runtime, name: str, data: Any, event_id: str | None) 
     text = check_event(name, data, event_id, runtime.settings.max_arguments_size)
     events = Events(runtime.broker.redis, runtime.keys)
     key = event_id or uuid.uuid4().hex
-    if event_id is not None and not await events.first_time(event_id):
-        return {"id": key, "name": name, "duplicate": True, "started": [], "woke": []}
-    started = [await _start(runtime, function, name, data, key) for function in runtime.app.manifest.listeners(name)]
+    stamp = ""
+    if event_id is not None:
+        sent, stamp = await events.delivery(event_id, runtime.settings.event_dedupe_seconds)
+        if sent:
+            return {"id": key, "name": name, "duplicate": True, "started": [], "woke": []}
+    listeners = runtime.app.manifest.listeners(name)
+    started = [await _start(runtime, function, name, data, key, stamp) for function in listeners]
     woke = []
     wake = runtime.broker.redis.register_script(_WAKE)
     for waiter in await events.claim(name, text):
@@ -59,15 +67,22 @@ async def deliver(runtime: Runtime, name: str, data: Any, event_id: str | None) 
         await wake(keys=[queue.delayed, queue.stream], args=[waiter["message"], time.time()])
         woke.append(waiter["run_id"])
     await events.log(name, text, key, started, woke)
+    if event_id is not None:
+        await events.sent(event_id, stamp)
     return {"id": key, "name": name, "duplicate": False, "started": started, "woke": woke}
 
 
-async def _start(runtime: Runtime, function: str, name: str, data: dict[str, Any], event_id: str) -> str:
-    """Start a run of `function` for the event (its id follows from the event's, so a resend starts none)."""
-    run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{runtime.app.name}/{event_id}/{function}").hex
+async def _start(runtime: Runtime, function: str, name: str, data: dict[str, Any], event_id: str, stamp: str) -> str:
+    """Start a run of `function` for the event: its id follows from the event's id and its window's `stamp`
+    ('' for an event without id), and with an id it is queued at most once (a guard key for the window)."""
+    run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{runtime.app.name}/{event_id}/{function}/{stamp}").hex
     fn = runtime.app.tasks[function]
+    options: dict[str, Any] = {}
+    if stamp:
+        guard = runtime.keys.queue(runtime.queue_of(fn)).fire_guard(f"event:{run_id}", 0)
+        options = {"guard": guard, "guard_seconds": runtime.settings.event_dedupe_seconds}
     try:
-        await runtime.submit(fn, [data], run_ids=[run_id])
+        await runtime.submit(fn, [data], run_ids=[run_id], **options)
     except ArgumentsError as exc:  # the run is there, failed, and says why
         now = utcnow()
         failed = Run(

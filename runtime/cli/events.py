@@ -18,7 +18,9 @@ def add_event_commands(commands: Any, common: Common) -> None:
     send = common(event_commands.add_parser("send", help="send an event: it starts runs and ends waits"), "events send")
     send.add_argument("name", help="a dotted name, like briefing.approved")
     send.add_argument("--data", default="{}", help="its data, a JSON object (default: {})")
-    send.add_argument("--id", default=None, help="an id: the same id within 24 h is ignored")
+    send.add_argument(
+        "--id", default=None, help="an id: the same id again within EVENT_DEDUPE_SECONDS (24 h) is ignored"
+    )
     common(event_commands.add_parser("list", help="recent events, newest first"), "events list").add_argument(
         "--limit", type=int, default=50, help="default: %(default)s"
     )

@@ -1,4 +1,4 @@
-"""Events in Redis: the recent events, the ids seen in the last 24 h, and the runs waiting for an event.
+"""Events in Redis: the recent events, the ids seen lately (24 h by default), and the runs waiting for an event.
 
 A run that waits (`ctx.wait_for_event`) is registered under the event's name with its match and the message
 that resumes it. Sending an event claims the matching waiters in one script and hands each its event; the
@@ -21,7 +21,6 @@ from runtime.errors import ArgumentsError
 from runtime.queue.keys import Keys
 
 EVENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
-SEEN_FOR = 86400  # seconds an event id is remembered
 GOT_FOR = 30 * 86400  # seconds an event that ended a wait is kept for its run to take
 RECENT = 10_000  # events kept in the log (about)
 
@@ -41,6 +40,17 @@ for i = 1, #waiters, 2 do
   end
 end
 return out
+"""
+
+# Where the delivery of an event id stands. KEYS: its seen key. ARGV: a new stamp, ms to remember the id.
+# -> 'sending <stamp>' (the first send within the window stamps it; a send that failed half-way leaves it so) or
+# 'sent <stamp>' (a send went through: the id is a duplicate until the key expires).
+_DELIVERY = """
+local state = redis.call('GET', KEYS[1])
+if state then return state end
+state = 'sending ' .. ARGV[1]
+redis.call('SET', KEYS[1], state, 'PX', tonumber(ARGV[2]))
+return state
 """
 
 # Is there an event for this wait already (handed to it, or in the log since the wait began)?
@@ -136,10 +146,20 @@ class Events:
         self._claim = redis.register_script(_CLAIM)
         self._register = redis.register_script(_REGISTER)
         self._expire = redis.register_script(_EXPIRE)
+        self._delivery = redis.register_script(_DELIVERY)
 
-    async def first_time(self, event_id: str) -> bool:
-        """Whether this id is new (not sent in the last 24 h); it is remembered from now on."""
-        return bool(await self.redis.set(self.keys.event_seen(event_id), "1", nx=True, ex=SEEN_FOR))
+    async def delivery(self, event_id: str, seen_for: float) -> tuple[bool, str]:
+        """Whether this id was sent already within `seen_for` seconds, and the stamp of its window: the first send
+        in a window stamps the id, and a send that failed half-way (before `sent`) leaves it unsent, so sending it
+        again finishes the job with the same stamp (the same runs) instead of being ignored."""
+        stamp = str(time.time_ns())
+        state = await self._delivery(keys=[self.keys.event_seen(event_id)], args=[stamp, max(1, int(seen_for * 1000))])
+        status, _, stamp = _text(state).partition(" ")
+        return status != "sending", stamp  # an id an older runtime remembered ("1") was sent
+
+    async def sent(self, event_id: str, stamp: str) -> None:
+        """The id's runs are queued and its waiters woken: from now on (until the window ends) it is a duplicate."""
+        await self.redis.set(self.keys.event_seen(event_id), f"sent {stamp}", xx=True, keepttl=True)
 
     async def claim(self, name: str, data: bytes) -> list[dict[str, Any]]:
         """The waiters this event ends (each is handed the event, and unregistered)."""

@@ -22,8 +22,9 @@ from runtime import ArgumentsError, Runtime
 from runtime.app.events import deliver
 from runtime.dashboard.app import create_dashboard_app
 from runtime.durable.events import Events, Wait
+from runtime.errors import EnqueueFailed
 from tests.conftest import command, write_app
-from tests.runtime.workers import MARK, events, start_worker, wait_until
+from tests.runtime.workers import MARK, events, start_worker, started_runtime, wait_until
 
 MODULE = f"events_{uuid.uuid4().hex[:8]}"
 
@@ -39,6 +40,16 @@ async def on_created(briefing_id: int) -> int:
     return briefing_id
 
 @task
+async def on_filed(briefing_id: int) -> int:
+    mark(fn="on_filed", briefing_id=briefing_id)
+    return briefing_id
+
+@task
+async def audit(briefing_id: int) -> int:
+    mark(fn="audit", briefing_id=briefing_id)
+    return briefing_id
+
+@task
 async def approve(ctx: Context, briefing_id: int, timeout: float = 20, pause: float = 0) -> object:
     mark(fn="approve", phase="start")
     await ctx.step.run("pause", asyncio.sleep, pause)
@@ -50,8 +61,11 @@ async def approve(ctx: Context, briefing_id: int, timeout: float = 20, pause: fl
 
 MANIFEST = f"""
 app: events-test
+queues: {{default: 1, audit: 1}}
 functions:
   on_created: {{handler: "{MODULE}:on_created", task: {{on: [briefing.created]}}}}
+  on_filed: {{handler: "{MODULE}:on_filed", task: {{on: [briefing.filed]}}}}
+  audit: {{handler: "{MODULE}:audit", task: {{on: [briefing.filed], queue: audit}}}}
   approve: {{handler: "{MODULE}:approve", task: {{}}}}
 """
 
@@ -188,6 +202,45 @@ async def test_a_wait_redis_refused_to_register_is_registered_once_redis_is_back
     await deliver(rt, "briefing.approved", {"briefing_id": 11, "by": "ann"}, None)
     done = await rt.wait(run_id, timeout=15)
     assert (done.status, done.result, done.attempts) == ("succeeded", {"briefing_id": 11, "by": "ann"}, 1)
+
+
+async def test_an_event_redis_refused_half_way_is_sent_again_and_queues_each_run_once(
+    spawn: Any, app: Path, env, rt
+) -> None:  # type: ignore[no-untyped-def]
+    # Redis takes the event's id and its first run, then refuses the second run's message (by ACL, the audit
+    # queue's keys are denied): the send fails; the same id sent again starts the missing run, not the first
+    # one again; once it went through, the id is a duplicate
+    redis, tag = rt.broker.redis, rt.app.name
+    allowed = [f"~{{{tag}:events}}*", f"~{{{tag}:default}}*"]
+    await redis.execute_command("ACL", "SETUSER", "default", "resetkeys", *allowed)
+    try:
+        with pytest.raises(EnqueueFailed):
+            await deliver(rt, "briefing.filed", {"briefing_id": 21}, "filed-21")
+    finally:
+        await redis.execute_command("ACL", "SETUSER", "default", "resetkeys", "~*")
+    start_worker(spawn, app, env)
+    sent = await deliver(rt, "briefing.filed", {"briefing_id": 21}, "filed-21")
+    assert sent["duplicate"] is False and len(sent["started"]) == 2
+    for run_id in sent["started"]:
+        assert (await rt.wait(run_id, timeout=20)).status == "succeeded"
+    assert (await deliver(rt, "briefing.filed", {"briefing_id": 21}, "filed-21"))["duplicate"] is True
+    await asyncio.sleep(0.5)
+    assert sorted((e["fn"], e["briefing_id"]) for e in events(env)) == [("audit", 21), ("on_filed", 21)]
+
+
+async def test_an_id_sent_again_after_its_window_is_a_new_event_with_new_runs(spawn: Any, app: Path, env) -> None:  # type: ignore[no-untyped-def]
+    async with started_runtime(app, env, event_dedupe_seconds=0.5) as rt:
+        start_worker(spawn, app, env)
+        first = await deliver(rt, "briefing.created", {"briefing_id": 31}, "created-31")
+        old = await rt.wait(first["started"][0], timeout=20)
+        assert (await deliver(rt, "briefing.created", {"briefing_id": 31}, "created-31"))["duplicate"] is True
+        await asyncio.sleep(0.6)  # EVENT_DEDUPE_SECONDS later
+        second = await deliver(rt, "briefing.created", {"briefing_id": 31}, "created-31")
+        assert second["duplicate"] is False and len(second["started"]) == 1 and second["started"] != first["started"]
+        new = await rt.wait(second["started"][0], timeout=20)
+        assert (new.status, new.result) == ("succeeded", 31)
+        assert (await rt.store.get(old.id)).model_dump() == old.model_dump()  # type: ignore[union-attr]
+        assert [e["briefing_id"] for e in events(env, "on_created")] == [31, 31]
 
 
 @pytest.mark.parametrize(
