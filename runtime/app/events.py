@@ -3,10 +3,10 @@
 An event starts one run of each task declared `task: {on: [name]}` (its data are the run's arguments; data that
 do not fit make a failed run that says why), and ends the waits of runs that wait for it
 (`ctx.wait_for_event`). An event with an `id` sent in the last EVENT_DEDUPE_SECONDS (24 h) is ignored; the id
-counts as sent once its runs are queued and its waiters woken, so a send that failed half-way can be sent again,
-and each run it starts is queued at most once (a guard key), however often it is sent. The same id sent after
-the window is a new event: its runs are new runs (their ids follow from the id and its window's stamp), and the
-old ones are left as they are.
+counts as sent once its runs are queued and its waiters woken, so a send that failed half-way can be sent again:
+each run it starts is queued at most once (a guard key), however often it is sent, and the waiters it claimed
+are woken again. The same id sent after the window is a new event: its runs are new runs (their ids follow from
+the id and its window's stamp), and the old ones are left as they are.
 """
 
 from __future__ import annotations
@@ -24,14 +24,16 @@ if TYPE_CHECKING:
     from runtime.app.connections import Runtime
 
 
-# KEYS: the queue's delayed set, its stream. ARGV: the waiting run's message, now. A waiting run whose message is
-# in the delayed set goes onto the stream at once; one whose suspend is not acked yet is made due now (the ack's
-# ZADD LT keeps it early), and a worker moves it within a quarter second.
+# KEYS: the queue's delayed set, its stream. ARGV: the waiting run's message, now, 'again' or ''. A waiting run whose
+# message is in the delayed set goes onto the stream at once; one whose suspend is not acked yet is made due now
+# (the ack's ZADD LT keeps it early), and a worker moves it within a quarter second. Woken `again` (a waiter an
+# earlier send claimed), only a message still in the delayed set moves: one no longer there may have run already.
 _WAKE = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('XADD', KEYS[2], '*', 'data', ARGV[1])
   return 1
 end
+if ARGV[3] == 'again' then return 0 end
 redis.call('ZADD', KEYS[1], 'LT', ARGV[2], ARGV[1])
 return 0
 """
@@ -62,9 +64,12 @@ async def deliver(runtime: Runtime, name: str, data: Any, event_id: str | None) 
     started = [await _start(runtime, function, name, data, key, stamp) for function in listeners]
     woke = []
     wake = runtime.broker.redis.register_script(_WAKE)
-    for waiter in await events.claim(name, text):
+    claimed = [] if event_id is None else [(w, "again") for w in await events.waking(event_id)]
+    seen_for = runtime.settings.event_dedupe_seconds
+    claimed += [(w, "") for w in await events.claim(name, text, event_id, seen_for)]
+    for waiter, how in claimed:
         queue = runtime.keys.queue(waiter["queue"])
-        await wake(keys=[queue.delayed, queue.stream], args=[waiter["message"], time.time()])
+        await wake(keys=[queue.delayed, queue.stream], args=[waiter["message"], time.time(), how])
         woke.append(waiter["run_id"])
     await events.log(name, text, key, started, woke)
     if event_id is not None:

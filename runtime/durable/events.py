@@ -24,7 +24,8 @@ EVENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
 GOT_FOR = 30 * 86400  # seconds an event that ended a wait is kept for its run to take
 RECENT = 10_000  # events kept in the log (about)
 
-# KEYS: waits hash, then got-key prefix (as ARGV[3]). ARGV: event data (JSON), event name, got prefix, got ttl.
+# KEYS: waits hash, waking hash (of an event with an id), then got-key prefix (as ARGV[3]). ARGV: event data
+# (JSON), event name, got prefix, got ttl, waking ttl (ms; 0: an event without id, no waking hash).
 # -> the claimed waiters' JSON. A waiter matches when it has no field, or its value equals the data's.
 _CLAIM = """
 local data = cjson.decode(ARGV[1])
@@ -36,6 +37,10 @@ for i = 1, #waiters, 2 do
   if field == nil or field == cjson.null or (type(data) == 'table' and data[field] == waiter['value']) then
     redis.call('HDEL', KEYS[1], member)
     redis.call('SET', ARGV[3] .. member, ARGV[1], 'EX', tonumber(ARGV[4]))
+    if tonumber(ARGV[5]) > 0 then
+      redis.call('HSET', KEYS[2], member, waiters[i + 1])
+      redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[5]))
+    end
     table.insert(out, waiters[i + 1])
   end
 end
@@ -160,12 +165,21 @@ class Events:
     async def sent(self, event_id: str, stamp: str) -> None:
         """The id's runs are queued and its waiters woken: from now on (until the window ends) it is a duplicate."""
         await self.redis.set(self.keys.event_seen(event_id), f"sent {stamp}", xx=True, keepttl=True)
+        await self.redis.delete(self.keys.event_waking(event_id))
 
-    async def claim(self, name: str, data: bytes) -> list[dict[str, Any]]:
-        """The waiters this event ends (each is handed the event, and unregistered)."""
-        prefix = self.keys.event_got("")
-        found = await self._claim(keys=[self.keys.event_waits(name)], args=[data, name, prefix, GOT_FOR])
+    async def claim(
+        self, name: str, data: bytes, event_id: str | None = None, seen_for: float = 0
+    ) -> list[dict[str, Any]]:
+        """The waiters this event ends (each is handed the event, and unregistered); with an id, they are also
+        kept (for `seen_for` seconds, until `sent`) for a send of the same id again to wake (`waking`)."""
+        keys = [self.keys.event_waits(name), self.keys.event_waking(event_id or "")]
+        ttl = int(seen_for * 1000) if event_id is not None else 0
+        found = await self._claim(keys=keys, args=[data, name, self.keys.event_got(""), GOT_FOR, ttl])
         return [json.loads(w) for w in found]
+
+    async def waking(self, event_id: str) -> list[dict[str, Any]]:
+        """The waiters an earlier send of this id claimed, whose send did not go through: woken again."""
+        return [json.loads(w) for w in (await self.redis.hgetall(self.keys.event_waking(event_id))).values()]
 
     async def log(self, name: str, data: bytes, event_id: str, started: list[str], woke: list[str]) -> None:
         fields = {

@@ -131,8 +131,14 @@ class Keys:
         return f"{{{self.app}:events}}:log"
 
     def event_seen(self, event_id: str) -> str:
-        """Set for 24 h once an event with this id was sent: the same id again is ignored."""
+        """Where the delivery of an event with this id stands, for EVENT_DEDUPE_SECONDS: once it was sent, the same
+        id again is ignored."""
         return f"{{{self.app}:events}}:seen:{event_id}"
+
+    def event_waking(self, event_id: str) -> str:
+        """Hash of the waiters an event with this id claimed, until its send went through: a send of the same id
+        again wakes those that a failed one claimed but may not have woken."""
+        return f"{{{self.app}:events}}:waking:{event_id}"
 
     def event_waits(self, name: str) -> str:
         """Hash of the runs waiting for an event of this name: `run_id/step` -> what they wait for."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.exceptions import ResponseError
 
 from runtime import ArgumentsError, Runtime
 from runtime.app.events import deliver
@@ -226,6 +227,29 @@ async def test_an_event_redis_refused_half_way_is_sent_again_and_queues_each_run
     assert (await deliver(rt, "briefing.filed", {"briefing_id": 21}, "filed-21"))["duplicate"] is True
     await asyncio.sleep(0.5)
     assert sorted((e["fn"], e["briefing_id"]) for e in events(env)) == [("audit", 21), ("on_filed", 21)]
+
+
+async def test_a_wait_an_event_claimed_but_redis_refused_to_wake_is_woken_when_the_event_is_sent_again(
+    spawn: Any, app: Path, env, rt
+) -> None:  # type: ignore[no-untyped-def]
+    # the send claims the wait (the events' keys), then Redis refuses to move the run's message (by ACL, the
+    # queue's keys are denied): the same id sent again wakes the run at once, not at its wait's end
+    start_worker(spawn, app, env)
+    run_id = await rt.app.tasks["approve"].enqueue(briefing_id=41, timeout=60)
+    await until_status(rt, run_id, "waiting")
+    await asyncio.sleep(0.5)  # its suspend is acked: its message waits in the delayed set
+    redis = rt.broker.redis
+    await redis.execute_command("ACL", "SETUSER", "default", "resetkeys", f"~{{{rt.app.name}:events}}*")
+    try:
+        with pytest.raises(ResponseError):
+            await deliver(rt, "briefing.approved", {"briefing_id": 41}, "approved-41")
+    finally:
+        await redis.execute_command("ACL", "SETUSER", "default", "resetkeys", "~*")
+    again = await deliver(rt, "briefing.approved", {"briefing_id": 41}, "approved-41")
+    assert (again["duplicate"], again["woke"]) == (False, [run_id])
+    done = await rt.wait(run_id, timeout=10)
+    assert (done.status, done.result) == ("succeeded", {"briefing_id": 41})
+    assert (await deliver(rt, "briefing.approved", {"briefing_id": 41}, "approved-41"))["duplicate"] is True
 
 
 async def test_an_id_sent_again_after_its_window_is_a_new_event_with_new_runs(spawn: Any, app: Path, env) -> None:  # type: ignore[no-untyped-def]
