@@ -10,7 +10,8 @@ candidate found nowhere, if its record is still the one
 it read (same version): a run that moved on meanwhile is left alone. A requeued run gets a fresh
 message with the same run id: the same attempt for a run lost while `queued` or `running` (as a
 reclaim would), the next one for a run lost while `retrying`; a run whose function left the manifest,
-or whose attempts are spent, is marked `failed` with the reason instead.
+or whose attempts are spent, is marked `failed` with the reason instead (and its parent, for a child run of
+`ctx.invoke`, told so).
 
 Cost: a pass with candidates reads the whole delayed set and the stream up to the point where every
 candidate is found, O(backlog) in Redis reads of `page` entries each; a pass with no candidates is one
@@ -28,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import and_, or_, tuple_, update
 
+from runtime.app.events import deliver
+from runtime.durable.events import finished_event
 from runtime.store.models import Run, as_run, from_timestamp, utcnow
 
 if TYPE_CHECKING:
@@ -140,6 +143,8 @@ class Reconciler:
         extra = {"run_id": run.id, "function": run.function, "attempt": attempt}
         if reason is not None:
             logger.error("run %s of %s %s: failed: %s", run.id, run.function, run.status, reason, extra=extra)
+            if run.parent is not None:
+                await self._tell_parent(run, reason)
             return True
         enqueued_at = run.enqueued_at.timestamp() if run.enqueued_at.tzinfo else _utc_timestamp(run.enqueued_at)
         assert fn is not None
@@ -166,6 +171,14 @@ class Reconciler:
             extra=extra,
         )
         return True
+
+    async def _tell_parent(self, run: Run, reason: str) -> None:
+        """A child run (`ctx.invoke`) failed here, with no worker to say so: its parent goes on with the failure."""
+        data = {"run_id": run.id, "status": "failed", "result": None, "error": reason}
+        try:
+            await deliver(self.runtime, finished_event(run.id), data, None)
+        except Exception as exc:  # Redis away: the parent wakes at its wait's end instead
+            logger.error("run %s: cannot tell its parent run %s it failed (%s)", run.id, run.parent, exc)
 
 
 def _utc_timestamp(value: datetime) -> float:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from runtime import Runtime
 from runtime.scheduler.reconciler import Reconciler
 from tests.conftest import write_app
 from tests.runtime.workers import MARK, events, start_worker, started_runtime
@@ -84,22 +85,44 @@ async def test_a_failed_child_is_step_failed_in_the_parent(spawn: Any, app: Path
     assert run.result.startswith("caught ValueError: child run ") and run.result.endswith("no score for -1")
 
 
+async def lose_the_child(rt: Runtime, parent: str) -> str:
+    """Once the parent waits for its child, Redis loses the child's message before any worker took it (no worker
+    serves its queue); returns the child's id."""
+    for _ in range(200):
+        if (
+            await rt.broker.redis.xlen(rt.keys.queue("kids").stream)
+            and (await rt.store.get(parent)).status == "waiting"
+        ):  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0.05)
+    await rt.broker.redis.delete(rt.keys.queue("kids").stream)
+    await asyncio.sleep(0.3)
+    [child] = [r.id for r in await rt.store.list(limit=10) if r.function == "child"]
+    return child
+
+
 async def test_a_child_whose_message_was_lost_still_wakes_its_parent(spawn: Any, tmp_path: Path, env) -> None:  # type: ignore[no-untyped-def]
     """The reconciler sends the lost child's message again from its record: the parent's link goes with it."""
     app = write_app(tmp_path / "kids", KIDS_MANIFEST, {f"{MODULE}.py": SOURCE})
     async with started_runtime(app, env) as rt:
         start_worker(spawn, app, env, "--queues", "default")  # the parent's queue only
         parent = await rt.app.tasks["parent"].enqueue(n=7)
-        stream = rt.keys.queue("kids").stream
-        for _ in range(200):
-            if await rt.broker.redis.xlen(stream) and (await rt.store.get(parent)).status == "waiting":  # type: ignore[union-attr]
-                break
-            await asyncio.sleep(0.05)
-        await rt.broker.redis.delete(stream)  # Redis lost the child's message before any worker took it
-        await asyncio.sleep(0.3)
-        [child] = [r.id for r in await rt.store.list(limit=10) if r.function == "child"]
+        child = await lose_the_child(rt, parent)
         assert await Reconciler(rt, grace=0.2).reconcile() == [child]  # the parent's message is in Redis still
         start_worker(spawn, app, env, "--queues", "kids")
         run = await rt.wait(parent, timeout=20)  # at once, not at its wait's end (a year)
         assert (run.status, run.result) == ("succeeded", 80)
         assert [e["n"] for e in events(env, "child")] == [7]
+
+
+async def test_a_lost_child_the_reconciler_fails_fails_its_parents_step(spawn: Any, tmp_path: Path, env) -> None:  # type: ignore[no-untyped-def]
+    app = write_app(tmp_path / "kids", KIDS_MANIFEST, {f"{MODULE}.py": SOURCE})
+    async with started_runtime(app, env) as rt:
+        start_worker(spawn, app, env, "--queues", "default")
+        parent = await rt.app.tasks["parent"].enqueue(n=8)
+        child = await lose_the_child(rt, parent)
+        del rt.app.tasks["child"]  # the scheduler's manifest has it no more: the reconciler fails the lost child
+        assert await Reconciler(rt, grace=0.2).reconcile() == [child]
+        run = await rt.wait(parent, timeout=20)
+        assert run.status == "succeeded" and run.result.startswith(f"caught ChildFailed: child run {child} failed: ")
+        assert run.result.endswith("function 'child' is no longer in the manifest; restore it, then replay this run")
