@@ -35,7 +35,7 @@ from bench.systems import (
 )
 from bench.tasks import bulk_enqueue, payload_run, scale_run, throughput_and_latency, worker_startup
 
-PHASES = ["tasks", "flow", "payloads", "scale", "startup", "http", "enqueue", "store", "reload", "profile"]
+PHASES = ["tasks", "flow", "durable", "payloads", "scale", "startup", "http", "enqueue", "store", "reload", "profile"]
 PAYLOAD_SYSTEMS = ("ours", "ours-postgres", "taskiq")
 SCALE_SYSTEMS = ("ours", "ours-postgres", "taskiq")
 
@@ -164,6 +164,28 @@ def main(argv: list[str] | None = None) -> int:
                         runner.measure(
                             f"[{rep + 1}/{args.repeat}] {v.key}",
                             lambda v=v, rep=rep: flow.flow_run(v, redis, args.tasks, tmpdir, str(rep)),
+                        )
+                    )
+
+        if "durable" in phases and chosen("ours", BASELINE_TASKS):
+            from bench import durable
+
+            print(
+                f"\n== durable functions: {args.tasks} no-op bodies as steps and as tasks;"
+                f" {args.latency_samples} sleeps and events",
+                flush=True,
+            )
+            results["durable"] = section(durable.VARIANTS, durable.BASELINE, lambda s: s.label)
+            for rep in range(args.repeat):
+                for v in durable.VARIANTS if rep % 2 == 0 else durable.VARIANTS[::-1]:  # drift cancels in the pairs
+                    if v.unavailable():
+                        continue
+                    results["durable"]["systems"][v.key]["runs"].append(
+                        runner.measure(
+                            f"[{rep + 1}/{args.repeat}] {v.key}",
+                            lambda v=v, rep=rep: durable.durable_run(
+                                v, redis, args.tasks, args.latency_samples, tmpdir, str(rep)
+                            ),
                         )
                     )
 

@@ -115,6 +115,17 @@ def tables(results: Results) -> str:
 
         out.append(f"\n### Flow control: {c['tasks']:,} no-op tasks with one argument `k`, 1 worker process")
         out.append(_table(flow.HEADER, flow.rows(results)))
+    if "durable" in results:
+        from bench import durable
+
+        runs = c["tasks"] // durable.STEPS
+        out.append(
+            f"\n### Durable functions: {runs:,} runs of {durable.STEPS} no-op steps against "
+            f"{runs * durable.STEPS:,} no-op tasks, 1 worker process"
+        )
+        out.append(_table(durable.HEADER, durable.rows(results)))
+        out.append("")
+        out.append(_table(durable.LATENCY_HEADER, durable.latency_rows(results)))
     if "payloads" in results:
         for size, entry in results["payloads"]["sizes"].items():
             out.append(f"\n### Payloads: {entry['n']:,} tasks with one {_size(int(size))} string argument")
@@ -329,6 +340,10 @@ def goals(results: Results) -> list[tuple[str, str, str]]:
 
         for goal, r, bound in flow.goals(results):
             at_least(goal, r, bound)
+    if "durable" in results:
+        from bench import durable
+
+        rows += durable.goals(results)
     if "payloads" in results:
         for size, entry in results["payloads"]["sizes"].items():
             for key, store in stores:
@@ -484,6 +499,11 @@ METHOD = """\
   `concurrency: {limit: 5, key: k}` on it, `k` cycling over 1,000 values. Only the manifest differs;
   every other repetition runs them in reverse order. Redis commands per task count those the scripts
   run too (`INFO commandstats`, from spawn to the last run done).
+- **Durable functions.** One `runtime worker` on `bench/apps/ours/durable.yaml` drains either N runs of a
+  function doing 10 no-op steps or 10·N plain no-op tasks: the same 10·N bodies (one probe call each), counted
+  and timed by the bodies' own stamps; the two alternate, in reverse order every other repetition. After the
+  durable drain, on the same idle worker: sleeps given their wake-up time (each pushes its resume − that
+  time) and waits for events sent one at a time (each pushes its resume − the send's `time.time()`).
 - **Worker start-up.** One task pre-queued; time from spawning the worker to that task's completion
   stamp. Celery uses `-P solo` here.
 - **Emulator start-up.** `emulator up` in a throw-away copy of `bench/apps/ours` with no `REDIS_URL`

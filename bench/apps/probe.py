@@ -51,6 +51,11 @@ def _sync_clients() -> Any:
     return _clients
 
 
+def client() -> Any:
+    """The async Redis client the probe uses, for a task's own stamps."""
+    return _async_script()["async"]
+
+
 async def record_done() -> None:
     c = _async_script()
     await c["async_script"](keys=[DONE, FIRST, LAST], args=[repr(time.time())])
