@@ -41,15 +41,13 @@ def _on_stop(callback: Callable[[], None]) -> None:
 
 
 async def _serve_asgi(runtime: Any, app: Any, host: str, port: int) -> None:
-    import uvicorn
-
-    from runtime.web.server import server_config
+    from runtime.web.server import Server, server_config
 
     await runtime.start()
     config = server_config(
         app, runtime.settings, host=host, port=port, timeout_graceful_shutdown=int(runtime.settings.shutdown_timeout)
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     try:
         await server.serve()
     finally:

@@ -9,7 +9,10 @@ body's deadline and size cap are an ASGI wrapper, `RequestLimits`, which reads t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -30,6 +33,23 @@ def server_config(app: ASGIApp, settings: Settings, **options: Any) -> uvicorn.C
         lifespan="off",
         **options,
     )
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, stopping gracefully on SIGTERM or SIGINT (a second SIGINT: at once) and then returning,
+    so that the caller's clean-up runs and the process exits 0. uvicorn's own handling raises the signal
+    again once it has stopped, which killed the process (status -15) before `runtime.stop()`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
 
 def json_error(status: int, message: str) -> bytes:
