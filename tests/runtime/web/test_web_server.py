@@ -1,6 +1,6 @@
 """The production HTTP server of `runtime web`, as a real subprocess: which server it is, and its graceful stop.
 
-uvicorn, chosen on measurement (issue 25, bench/server_choice.py): granian served the same app's hello route 1.9x
+uvicorn, chosen on measurement (issue 25, bench/server_choice.py): granian served the same app's hello route 1.8x
 as fast here, but it answers below the ASGI app, where our limits live, in ways the limit tests reject: a
 malformed request gets a 400 with no JSON body, a connection that sends nothing is never closed, and headers cut
 off at REQUEST_TIMEOUT get no 408. SIGTERM lets a request in flight finish, then the process exits 0.
