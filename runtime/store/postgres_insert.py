@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import Dialect
@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from runtime.store.sqlite_insert import bind_steps, bound
 
+T = TypeVar("T")
 CONNECT_TIMEOUT = 10.0  # seconds, as the engine's
 # the connection is gone or unusable (the insert may be tried again on a new one); OSError covers
 # ConnectionError and TimeoutError
@@ -46,34 +47,41 @@ class PostgresInsert:
         found broken (the server restarted, a proxy dropped it) is replaced and the insert tried once more,
         as the engine's pre-ping would: it is an upsert, so a first try that did commit changes nothing."""
         params = [bound(row, self.steps) for row in rows]
+
+        async def work(conn: asyncpg.Connection) -> None:
+            if len(params) == 1:
+                await conn.execute(self.sql, *params[0])
+            else:
+                await conn.executemany(self.sql, params)
+
+        await self.transact(work, self.sql, params[:1])
+
+    async def transact(self, work: Callable[[asyncpg.Connection], Awaitable[T]], sql: str, params: Any = ()) -> T:
+        """`work(conn)` on this connection, alone on it (one statement is atomic by itself; `work` opens a
+        transaction for more). A broken connection is replaced and `work` tried once more, so it must be safe
+        to repeat after a commit. Raises SQLAlchemy's wrappers of what asyncpg raised (naming `sql`)."""
         async with self.lock:
             for attempt in (1, 2):
                 fresh = self.conn is None or self.conn.is_closed()
                 try:
-                    await self._execute(params, fresh)
-                    return
+                    if fresh:
+                        self.conn = await asyncpg.connect(**self.connect_args, timeout=CONNECT_TIMEOUT)
+                    assert self.conn is not None
+                    return await work(self.conn)
                 except asyncpg.IntegrityConstraintViolationError as exc:
-                    raise IntegrityError(self.sql, params[:1], exc) from exc
+                    raise IntegrityError(sql, params, exc) from exc
                 except BROKEN as exc:
                     self._drop()
                     if attempt == 2 or fresh:  # a new connection that fails: the database is away
                         if isinstance(exc, OSError):
                             raise
-                        raise DBAPIError(self.sql, params[:1], exc) from exc
+                        raise DBAPIError(sql, params, exc) from exc
                 except asyncpg.PostgresError as exc:
-                    raise DBAPIError(self.sql, params[:1], exc) from exc
+                    raise DBAPIError(sql, params, exc) from exc
                 except BaseException:  # cancelled mid-statement: the connection's state is unknown
                     self._drop()
                     raise
-
-    async def _execute(self, params: list[tuple[Any, ...]], fresh: bool) -> None:
-        if fresh:
-            self.conn = await asyncpg.connect(**self.connect_args, timeout=CONNECT_TIMEOUT)
-        assert self.conn is not None
-        if len(params) == 1:
-            await self.conn.execute(self.sql, *params[0])
-        else:
-            await self.conn.executemany(self.sql, params)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _drop(self) -> None:
         conn, self.conn = self.conn, None

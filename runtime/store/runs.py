@@ -91,7 +91,6 @@ class RunStore(RunCounting):
         else:
             kwargs |= {"pool_size": 5, "max_overflow": 5, "pool_pre_ping": True}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        self.steps = StepJournal(self.engine)  # durable functions' saved steps
         # the enqueue's insert by the driver itself (runtime/store/sqlite_insert.py, runtime/store/postgres_insert.py)
         self.fast_insert: SqliteInsert | PostgresInsert | None = None
         self._fold_due = time.monotonic() + FOLD_EVERY  # see fold_counts_now_and_then
@@ -106,6 +105,7 @@ class RunStore(RunCounting):
             if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
                 path = str(Path(parsed.database).absolute())
                 self.fast_insert = SqliteInsert(path, self._insert_new, self.engine.dialect, _sqlite_pragmas)
+        self.steps = StepJournal(self.engine, self.fast_insert)  # durable functions' saved steps
 
     async def init(self) -> None:
         """Check the run store's schema before anything uses it: an empty database is created at the head

@@ -23,11 +23,12 @@ import contextlib
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
+T = TypeVar("T")
 INLINE_ROWS = 20  # inserts of at most this many rows are tried on the loop's thread
 CHECKPOINT_EVERY = 128  # inline commits between checkpoints on the thread (~1000 WAL pages, SQLite's own default)
 
@@ -46,19 +47,42 @@ class SqliteInsert:
     async def insert(self, rows: list[dict[str, Any]]) -> None:
         """Insert these rows in one transaction (raises SQLAlchemy's wrapper of what sqlite3 raised)."""
         params = [bound(row, self.steps) for row in rows]
+        await self.transact(lambda conn: conn.executemany(self.sql, params), len(params) <= INLINE_ROWS, self.sql)
+
+    async def transact(self, work: Callable[[sqlite3.Connection], T], inline: bool = True, sql: str = "") -> T:
+        """`work(conn)` in one write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back if it raises), on
+        the loop's thread if `inline` and the write lock is free now, else on the thread; its value. Raises
+        SQLAlchemy's wrapper of what sqlite3 raised (`sql` names the statement)."""
         loop = asyncio.get_running_loop()
         try:
-            if len(params) <= INLINE_ROWS and not self.checkpointing and self._write_inline(params):
-                if self.inline_commits % CHECKPOINT_EVERY == 0:
-                    self.checkpointing = True  # until it is done, inserts queue behind it on the thread
-                    loop.run_in_executor(self.thread, self._checkpoint)
-                return
-            await loop.run_in_executor(self.thread, self._write, params)
+            if inline and not self.checkpointing:
+                done, value = self._write_inline(work)
+                if done:
+                    if self.inline_commits % CHECKPOINT_EVERY == 0:
+                        self.checkpointing = True  # until it is done, writes queue behind it on the thread
+                        loop.run_in_executor(self.thread, self._checkpoint)
+                    return value  # type: ignore[return-value]
+            return await loop.run_in_executor(self.thread, self._write, work)
         except sqlite3.Error as exc:
-            raise DBAPIError.instance(self.sql, params[:1], exc, sqlite3.Error) from exc
+            raise DBAPIError.instance(sql, [], exc, sqlite3.Error) from exc
 
-    def _write_inline(self, params: list[tuple[Any, ...]]) -> bool:
-        """The insert on this thread if the write lock is free now (True), else nothing (False)."""
+    async def read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """The rows of one SELECT: on the loop's thread when nothing else uses its connection, else (or if
+        the database is busy) on the thread."""
+        try:
+            if not self.checkpointing and self._open_inline():
+                assert self.inline is not None
+                try:
+                    return self.inline.execute(sql, params).fetchall()
+                except sqlite3.OperationalError as exc:  # busy: the thread waits; anything else: its try says
+                    if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                        self._close_inline()
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.thread, lambda: self._connection().execute(sql, params).fetchall())
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, [params], exc, sqlite3.Error) from exc
+
+    def _open_inline(self) -> bool:
         if self.inline is None:
             try:
                 self.inline = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
@@ -68,30 +92,38 @@ class SqliteInsert:
             except sqlite3.Error:  # the thread's try says what is wrong
                 self._close_inline()
                 return False
+        return True
+
+    def _write_inline(self, work: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+        """The write on this thread if the write lock is free now (True, its value), else nothing (False)."""
+        if not self._open_inline():
+            return False, None
         conn = self.inline
+        assert conn is not None
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:  # busy: the thread waits; anything else: its try says what
             if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
                 self._close_inline()
-            return False
+            return False, None
         try:
-            self._commit(conn, params)
-        except sqlite3.OperationalError:  # gone, read-only: the next insert starts on a new connection
+            value = self._commit(conn, work)
+        except sqlite3.OperationalError:  # gone, read-only: the next write starts on a new connection
             self._close_inline()
             raise
         self.inline_commits += 1
-        return True
+        return True, value
 
-    def _commit(self, conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> None:
-        """The rows, in the transaction BEGIN IMMEDIATE opened: committed, or rolled back if they fail."""
+    def _commit(self, conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+        """The work, in the transaction BEGIN IMMEDIATE opened: committed, or rolled back if it fails."""
         try:
-            conn.executemany(self.sql, params)
+            value = work(conn)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):  # what failed is the error to raise
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        return value
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database. No insert of this store writes meanwhile, so the copy can finish
@@ -115,12 +147,12 @@ class SqliteInsert:
             self.conn = conn
         return self.conn
 
-    def _write(self, params: list[tuple[Any, ...]]) -> None:
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            self._commit(conn, params)
-        except sqlite3.OperationalError:  # locked, gone, read-only: the next insert starts on a new connection
+            return self._commit(conn, work)
+        except sqlite3.OperationalError:  # locked, gone, read-only: the next write starts on a new connection
             self._close()
             raise
 
