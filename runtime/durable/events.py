@@ -200,7 +200,11 @@ class Events:
 
     async def got(self, wait: Wait) -> Any:
         """The event handed to this wait, if one was (None: none yet)."""
-        found = await self.redis.get(self.keys.event_got(wait.member))
+        return await self.got_for(wait.member)
+
+    async def got_for(self, member: str) -> Any:
+        """The event handed to the wait `member` (run_id/step), if one was (None: none yet)."""
+        found = await self.redis.get(self.keys.event_got(member))
         return None if found is None else orjson.loads(found)
 
     async def expire(self, wait: Wait) -> Any:

@@ -154,12 +154,20 @@ class Steps:
         journal = self._needs_journal(key)
         if self._events is None:
             raise RuntimeError(f"wait {key!r}: this Context has no Redis to wait on")
+        # a run woken by its event (its steps not read yet in this attempt) asks for the event handed to the
+        # wait while its steps are read: one round trip less before it goes on. Asked before the step is saved
+        # (its first time here) the answer is None, as it would be after: a wait is registered, and so handed
+        # an event, only once it is saved, and registering finds an event handed already.
+        member = f"{self.run_id}/{key}"
+        handed = None if self._saved is not None else asyncio.ensure_future(self._events.got_for(member))
+        if handed is not None:
+            handed.add_done_callback(_retrieved)
         step = await self._begin(journal, key, seconds, event=event)
+        got = await (handed if handed is not None else self._events.got_for(member)) if step.status == "wait" else None
         if step.status == "succeeded":
             return None if step.result is None else orjson.loads(step.result)
         meta = orjson.loads(step.result or "{}")
-        wait = Wait(event, f"{self.run_id}/{key}", int(meta["since"] * 1000), match, value)
-        got = await self._events.got(wait)
+        wait = Wait(event, member, int(meta["since"] * 1000), match, value)
         if got is None and time.time() >= meta["until"]:
             got = await self._events.expire(wait)
         elif got is None:
@@ -321,6 +329,13 @@ class Steps:
                 f"save {self._limits.run_bytes} (MAX_STEPS_SIZE)"
             )
         return text
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """A done callback that takes a future's error, so one nobody awaits (its run went another way) is not
+    reported as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _seconds(value: float | timedelta, what: str) -> float:

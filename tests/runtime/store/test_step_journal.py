@@ -62,9 +62,12 @@ class Writes:
     def close(self) -> None:
         event.remove(self.store.engine.sync_engine, "before_cursor_execute", self._engine)
 
+    def count(self, *prefixes: str) -> int:
+        return sum(1 for s in self.statements if s.lstrip().upper().startswith(prefixes))
+
     async def transactions(self, run_ids: list[str]) -> int:
         if self.store.is_sqlite:
-            return sum(1 for s in self.statements if s.lstrip().upper().startswith("INSERT INTO STEPS"))
+            return self.count("INSERT INTO STEPS")
         async with self.store.engine.connect() as conn:
             found = await conn.exec_driver_sql(
                 "SELECT count(DISTINCT xmin::text) FROM steps WHERE run_id = ANY($1)", (run_ids,)
@@ -148,5 +151,23 @@ async def test_a_wait_takes_its_outcome_once(database_url: str) -> None:
         assert (done.status, done.result) == (again.status, again.result) == ("succeeded", '{"ok": true}')
         assert (await store.steps.load(run))["approval"].result == '{"ok": true}'
         assert (await store.steps.of_run(run))[0]["result"] == {"ok": True}
+    finally:
+        await store.close()
+
+
+async def test_a_woken_wait_is_resolved_in_one_statement(sqlite_url: str) -> None:
+    """The wake path: a woken run reads its steps (one SELECT) and gives its wait the event in one UPDATE ...
+    RETURNING, not an UPDATE and then a SELECT."""
+    store = await store_for(sqlite_url)
+    try:
+        (run,) = ids(1)
+        await store.steps.save(step(run, "approval", '{"since": 1}', status="wait"))
+        writes = Writes(store)
+        try:
+            assert (await store.steps.load(run))["approval"].status == "wait"
+            assert (await store.steps.resolve(step(run, "approval", "1"))).result == "1"
+            assert (writes.count("SELECT"), writes.count("UPDATE")) == (1, 1)
+        finally:
+            writes.close()
     finally:
         await store.close()
