@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -83,6 +84,13 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.
     return subprocess.run([command("runtime"), *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=120)
 
 
+def cli_all(*commands: tuple[str, ...], cwd: Path, env: dict[str, str] | None = None) -> list[Any]:
+    """Several independent `runtime ...` subprocesses at once (each starts an interpreter: most of a call's
+    time, and a test's, is that start-up on one core); their results in the order given."""
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        return list(pool.map(lambda args: cli(*args, cwd=cwd, env=env), commands))
+
+
 def failed_row(
     run_id: str, function: str = "boom", finished_at: datetime | None = None, **fields: Any
 ) -> dict[str, Any]:
@@ -125,6 +133,9 @@ class App:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return cli(*args, cwd=self.manifest.parent, env=self.env)
+
+    def cli_all(self, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
+        return cli_all(*commands, cwd=self.manifest.parent, env=self.env)
 
     async def fail(self, rows: list[dict[str, Any]]) -> None:
         """Record failed runs and put them in the dead-letter list, as the worker does."""
@@ -177,44 +188,59 @@ async def test_runs_lists_newest_first_with_filters_and_json(app: App) -> None:
     urgent = await app.enqueue("urgent", note="find-me-please")
     await app.fail([failed_row("f" * 32, finished_at=utcnow() + timedelta(seconds=1))])  # the newest
 
-    table = app.cli("runs")
+    table, listed, failed, critical, add, found, by_id, unknown = app.cli_all(
+        ("runs",),
+        ("runs", "--json"),
+        ("runs", "--status", "failed", "--json"),
+        ("runs", "--queue", "critical", "--json"),
+        ("runs", "--function", "add", "--limit", "2", "--json"),
+        ("runs", "--search", "find-me", "--json"),
+        ("runs", "--search", urgent[:8], "--json"),
+        ("runs", "--status", "exploded"),
+    )
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split()[:4] == ["id", "function", "queue", "status"]
     assert [line.split()[0] for line in lines[1:]] == ["f" * 32, urgent, *reversed(added)]
     assert "RuntimeError: boom of" in table.stdout and "critical" in table.stdout
 
-    listed = json.loads(app.cli("runs", "--json").stdout)
+    listed = json.loads(listed.stdout)
     assert [run["id"] for run in listed] == ["f" * 32, urgent, *reversed(added)]
     assert listed[0]["status"] == "failed" and listed[1]["queue"] == "critical"
-    assert [r["id"] for r in json.loads(app.cli("runs", "--status", "failed", "--json").stdout)] == ["f" * 32]
-    assert [r["id"] for r in json.loads(app.cli("runs", "--queue", "critical", "--json").stdout)] == [urgent]
-    assert [r["id"] for r in json.loads(app.cli("runs", "--function", "add", "--limit", "2", "--json").stdout)] == [
-        added[2],
-        added[1],
-    ]
-    assert [r["id"] for r in json.loads(app.cli("runs", "--search", "find-me", "--json").stdout)] == [urgent]
-    assert [r["id"] for r in json.loads(app.cli("runs", "--search", urgent[:8], "--json").stdout)] == [urgent]
-    one_line_error(app.cli("runs", "--status", "exploded"), "unknown status 'exploded'")
+    assert [r["id"] for r in json.loads(failed.stdout)] == ["f" * 32]
+    assert [r["id"] for r in json.loads(critical.stdout)] == [urgent]
+    assert [r["id"] for r in json.loads(add.stdout)] == [added[2], added[1]]
+    assert [r["id"] for r in json.loads(found.stdout)] == [urgent]
+    assert [r["id"] for r in json.loads(by_id.stdout)] == [urgent]
+    one_line_error(unknown, "unknown status 'exploded'")
 
 
 async def test_runs_show_prints_arguments_attempts_tracebacks_and_result(app: App) -> None:
     await app.fail([failed_row("a" * 32)])
-    shown = app.cli("runs", "show", "a" * 32)
+    shown, shown_json, nope = app.cli_all(
+        ("runs", "show", "a" * 32), ("runs", "show", "a" * 32, "--json"), ("runs", "show", "nope")
+    )
     assert shown.returncode == 0, shown.stderr
     assert '{"n": 7}' in shown.stdout
     assert "attempt 1 (12 ms): error: RuntimeError: boom of" in shown.stdout
     assert '    File "app.py", line 9, in boom' in shown.stdout
-    as_json = json.loads(app.cli("runs", "show", "a" * 32, "--json").stdout)
+    as_json = json.loads(shown_json.stdout)
     assert as_json["history"][0]["traceback"].startswith("Traceback")
-    one_line_error(app.cli("runs", "show", "nope"), "no run with id 'nope'")
+    one_line_error(nope, "no run with id 'nope'")
 
 
 async def test_replay_and_delete_by_id(app: App) -> None:
     await app.fail([failed_row("a" * 32), failed_row("b" * 32)])
     ok = await app.enqueue("add", a=1, b=2)
 
-    replayed = app.cli("runs", "replay", "a" * 32, "--json")
+    # independent runs and refusals: at once
+    replayed, refused, deleted, no_ids, bad_since = app.cli_all(
+        ("runs", "replay", "a" * 32, "--json"),
+        ("runs", "replay", ok),
+        ("runs", "delete", "b" * 32, "nope"),
+        ("runs", "replay"),
+        ("runs", "delete", "--failed", "--since", "soon"),
+    )
     assert replayed.returncode == 0, replayed.stderr
     answer = json.loads(replayed.stdout)
     assert answer["count"] == 1 and answer["errors"] == {}
@@ -222,16 +248,14 @@ async def test_replay_and_delete_by_id(app: App) -> None:
     assert new is not None and new.replay_of == "a" * 32 and new.arguments == {"n": 7} and new.status == "queued"
     assert await app.runtime.broker.redis.zscore(app.runtime.keys.dead, "a" * 32) is None
 
-    refused = app.cli("runs", "replay", ok)
     one_line_error(refused, f"run {ok} is queued; only failed runs can be replayed")
 
-    deleted = app.cli("runs", "delete", "b" * 32, "nope")
     assert deleted.stdout.strip() == "deleted 1 run(s)"
     one_line_error(deleted, "no run with id 'nope'")
     assert await app.runtime.store.get("b" * 32) is None
     assert await app.runtime.broker.redis.zscore(app.runtime.keys.dead, "b" * 32) is None
-    one_line_error(app.cli("runs", "replay"), "give run ids, or --failed")
-    one_line_error(app.cli("runs", "delete", "--failed", "--since", "soon"), "--since")
+    one_line_error(no_ids, "give run ids, or --failed")
+    one_line_error(bad_since, "--since")
 
 
 async def test_queues_shows_depths_and_pause_resume(app: App) -> None:
@@ -240,13 +264,13 @@ async def test_queues_shows_depths_and_pause_resume(app: App) -> None:
     await app.runtime.store.insert_many(
         [failed_row("c" * 32, "add", status="succeeded", queue="default"), failed_row("d" * 32, queue="critical")]
     )
-    table = app.cli("queues")
+    table, as_json, nope = app.cli_all(("queues",), ("queues", "--json"), ("queues", "pause", "nope"))
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines()[0].split() == [
         *("queue", "waiting", "running", "scheduled", "retrying", "dead", "paused"),
         *("succeeded", "1h", "failed", "1h", "cancelled", "1h"),
     ]
-    stats = json.loads(app.cli("queues", "--json").stdout)
+    stats = json.loads(as_json.stdout)
     assert list(stats) == ["critical", "default"]
     assert stats["critical"] | {"waiting": 1, "paused": False, "failed_last_hour": 1} == stats["critical"]
     assert stats["default"]["waiting"] == 1 and stats["default"]["succeeded_last_hour"] == 1
@@ -260,22 +284,21 @@ async def test_queues_shows_depths_and_pause_resume(app: App) -> None:
         "paused": False,
     }
     assert await app.runtime.broker.paused() == set()
-    one_line_error(app.cli("queues", "pause", "nope"), "no queue named 'nope'", "critical, default")
+    one_line_error(nope, "no queue named 'nope'", "critical, default")
 
 
 async def test_cancel_a_queued_run_and_refuse_a_finished_one(sqlite_app: App) -> None:
     [run_id] = await sqlite_app.runtime.enqueue(sqlite_app.runtime.app.tasks["add"], [{"a": 1, "b": 1}], delay=60)
-    cancelled = sqlite_app.cli("runs", "cancel", run_id)
+    await sqlite_app.fail([failed_row("e" * 32, status="succeeded")])
+    cancelled, refused = sqlite_app.cli_all(("runs", "cancel", run_id), ("runs", "cancel", "e" * 32))
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.strip() == f"run {run_id} cancelled"
-    await sqlite_app.fail([failed_row("e" * 32, status="succeeded")])
-    one_line_error(sqlite_app.cli("runs", "cancel", "e" * 32), "already succeeded")
+    one_line_error(refused, "already succeeded")
 
 
 def test_no_settings_and_no_emulator_is_one_line_error(tmp_path: Path) -> None:
     manifest = make_app(tmp_path / "app")
-    for args in (("runs",), ("queues",), ("runs", "show", "x")):
-        result = cli(*args, cwd=manifest.parent)
+    for result in cli_all(("runs",), ("queues",), ("runs", "show", "x"), cwd=manifest.parent):
         one_line_error(result, "REDIS_URL", "DATABASE_URL", "emulator up")
     # a state.json left by an emulator that is gone is not a running emulator
     (manifest.parent / ".emulator").mkdir()
@@ -335,9 +358,11 @@ async def test_a_paused_queue_accepts_runs_and_no_worker_takes_them_until_resume
     ids = [await sqlite_app.enqueue("touch", folder=str(done), name=f"{i}") for i in range(3)]
     urgent = await sqlite_app.enqueue("urgent", note="other queues still run")
     assert (await sqlite_app.runtime.wait(urgent, timeout=20)).status == "succeeded"
-    await asyncio.sleep(2.5)  # a worker checks the pause about once a second
-    assert sorted(p.name for p in done.iterdir()) == []
+    started = time.monotonic()
     assert json.loads(sqlite_app.cli("queues", "--json").stdout)["default"]["waiting"] == 3
+    # a worker checks the pause about once a second: 2.5 s (the CLI call above included) and none ran
+    await asyncio.sleep(max(0.0, 2.5 - (time.monotonic() - started)))
+    assert sorted(p.name for p in done.iterdir()) == []
 
     assert sqlite_app.cli("queues", "resume", "default").returncode == 0
     for run_id in ids:
@@ -358,11 +383,12 @@ def test_the_cli_finds_a_running_emulator(tmp_path: Path, spawn: Callable[..., P
     failed = emulator.wait_run(emulator.enqueue("boom", {})["id"])
     assert failed["status"] == "failed"
 
-    listed = json.loads(cli("runs", "--json", cwd=folder).stdout)
-    assert [run["id"] for run in listed] == [failed["id"], ok["id"]]
-    shown = cli("runs", "show", failed["id"], cwd=folder)
+    listed, shown, queues = cli_all(
+        ("runs", "--json"), ("runs", "show", failed["id"]), ("queues", "--json"), cwd=folder
+    )
+    assert [run["id"] for run in json.loads(listed.stdout)] == [failed["id"], ok["id"]]
     assert "kaboom from the test task" in shown.stdout and "Traceback" in shown.stdout, shown
-    assert json.loads(cli("queues", "--json", cwd=folder).stdout)["default"]["dead"] == 1
+    assert json.loads(queues.stdout)["default"]["dead"] == 1
     assert cli("queues", "pause", "default", cwd=folder).returncode == 0
     assert json.loads(cli("queues", "--json", cwd=folder).stdout)["default"]["paused"] is True
     assert cli("queues", "resume", "default", cwd=folder).returncode == 0
