@@ -45,9 +45,12 @@ async def work(n: int) -> int:
     return n
 
 @task
-async def nap(seconds: float) -> None:
+async def nap(seconds: float, until: str = "") -> None:
     mark(fn="nap", phase="start")
-    await asyncio.sleep(seconds)
+    for _ in range(int(seconds * 20)):  # `seconds`, or until the test creates the file `until`
+        if until and os.path.exists(until):
+            return
+        await asyncio.sleep(0.05)
 
 @task
 async def flaky(tag: str) -> str:
@@ -145,10 +148,11 @@ async def depths_everywhere(rt: Runtime, api: httpx.AsyncClient, app: Path, env:
 
 
 async def test_a_paused_queue_counts_what_a_worker_handed_back_as_waiting_and_running_as_executing(
-    spawn, app, env, rt, api
+    spawn, app, env, rt, api, tmp_path
 ) -> None:
     start_worker(spawn, app, env)
-    nap = await rt.app.tasks["nap"].enqueue(seconds=10)
+    woken = tmp_path / "wake-the-nap"
+    nap = await rt.app.tasks["nap"].enqueue(seconds=30, until=str(woken))
     await wait_until(lambda: len(events(env, "nap")) == 1, 20, "the nap to start")
     await operations.pause(rt, "default")
     ids = await rt.app.tasks["work"].enqueue_many([{"n": n} for n in range(6)])
@@ -156,6 +160,7 @@ async def test_a_paused_queue_counts_what_a_worker_handed_back_as_waiting_and_ru
     expected = {"waiting": 6, "running": 1, "scheduled": 0, "retrying": 0, "dead": 0}
     assert await depths_everywhere(rt, api, app, env) == [expected] * 5
 
+    woken.touch()  # the nap ends now, not after a fixed time that has to cover the checks above
     assert (await rt.wait(nap, timeout=20)).status == "succeeded"
     await asyncio.sleep(1.0)
     expected = {"waiting": 6, "running": 0, "scheduled": 0, "retrying": 0, "dead": 0}
