@@ -29,8 +29,8 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("REDIS_URL", None)
     env.pop("DATABASE_URL", None)
-    # our workers' /health on any free port: the default 8001 may be taken on the machine (another worker, a
-    # second checkout's run), and a worker that cannot bind it exits, failing the measurement
+    # our workers' /health off: the default port 8001 may be taken on the machine (another worker, a second
+    # checkout's run), and a worker that cannot bind it exits, failing the measurement
     env.setdefault("WORKER_HEALTH_PORT", "0")
     env.update(extra or {})
     return env
