@@ -277,7 +277,14 @@ class Gate:
     async def _evalshas(self, batch: list[tuple[Any, list[str], list[Any], Any]]) -> list[Any]:
         """The batch's scripts by their SHA in one pipeline (redis-py's Script in a pipeline asks SCRIPT EXISTS
         first: a round trip more); a Redis without them (restarted) gets them loaded, and the batch is sent again
-        (a script Redis did not know did not run)."""
+        (a script Redis did not know did not run). One call alone (most often a loop turn's releases) goes without
+        a pipeline, which costs more than the call."""
+        if len(batch) == 1:
+            script, keys, args, _ = batch[0]
+            try:
+                return [await script(keys=keys, args=args)]  # redis-py loads it if Redis does not know it
+            except Exception as exc:
+                return [exc]
         for _ in range(2):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for script, keys, args, _ in batch:
