@@ -9,11 +9,10 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.exceptions import AuthenticationError, RedisError
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from runtime import tracing
 from runtime.app.application import Application, load_application
@@ -40,6 +39,9 @@ from runtime.store.models import DATABASE_ERRORS, FINAL, Run, from_timestamp, ut
 from runtime.store.record_writer import RecordWriter
 from runtime.store.runs import RunStore
 
+if TYPE_CHECKING:
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
 logger = logging.getLogger("runtime.enqueue")
 
 
@@ -53,6 +55,8 @@ def session() -> AsyncSession:
     _current = current_runtime()
     if _current is None:
         raise RuntimeNotStarted("no runtime is running in this process, so there is no database session")
+    from sqlmodel.ext.asyncio.session import AsyncSession  # here: only the app's own queries use a session
+
     return AsyncSession(_current.store.engine, expire_on_commit=False)
 
 

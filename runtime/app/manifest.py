@@ -11,7 +11,6 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from croniter import croniter
 from pydantic import Field, field_validator, model_validator
 from starlette.convertors import CONVERTOR_TYPES
 
@@ -173,6 +172,8 @@ class TaskSpec(_Strict):
 
 def check_cron(expression: str) -> None:
     """Raise ValueError unless `expression` is a 5-field cron (or @daily, ...) that fires at least once."""
+    from croniter import croniter  # here: an app with no schedule, and its workers, never import it
+
     try:
         valid = croniter.is_valid(expression)
     except Exception:  # croniter raises on some malformed input instead of answering False

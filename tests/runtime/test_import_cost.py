@@ -1,0 +1,47 @@
+"""What a process imports before its first task or answer (issue 25 point 6): modules that only some apps or
+some calls need are imported where they are used, and still work there."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import text
+
+from runtime.app.connections import Runtime, session
+from runtime.app.manifest import check_cron
+from runtime.settings import Settings
+from tests.runtime.app.test_enqueue import make_app
+
+# croniter (and dateutil under it) checks a schedule: an app with none never needs it; an AsyncSession is for
+# the app's own queries (`runtime.session()`), never for the run records
+DEFERRED = ("croniter", "dateutil", "sqlmodel.ext.asyncio.session")
+# what each entry point must leave out: a worker, the inspector's commands (Runtime), `runtime web`
+LEFT_OUT = {
+    "runtime.worker.worker": DEFERRED,
+    "runtime.app.connections": DEFERRED,
+    "runtime.web.app": DEFERRED,
+}
+
+
+@pytest.mark.parametrize("module", LEFT_OUT)
+def test_an_entry_point_leaves_out_what_only_some_apps_use(module: str) -> None:
+    code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith({LEFT_OUT[module]!r})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]", f"{module} imports {out.stdout.strip()}"
+
+
+def test_a_schedule_is_still_checked() -> None:
+    check_cron("0 6 * * *")
+    with pytest.raises(ValueError, match="not a valid cron expression"):
+        check_cron("61 * * * *")
+    with pytest.raises(ValueError, match="never fires"):
+        check_cron("0 0 30 2 *")
+
+
+async def test_a_session_still_queries_the_app_database(tmp_path, redis_url) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(redis_url=redis_url, database_url=f"sqlite:///{tmp_path}/r.db")
+    async with Runtime.from_manifest(make_app(tmp_path), settings):
+        async with session() as s:
+            assert (await s.exec(text("select 1"))).one() == (1,)
