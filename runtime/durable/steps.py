@@ -17,15 +17,17 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel
 
 from runtime.durable.events import EVENT_NAME, Events, Wait, finished_event
 from runtime.errors import RetryAfter, SkipRetry, StepFailed, StepLimitExceeded
-from runtime.store.models import Step, utcnow
-from runtime.store.steps import StepJournal
+
+if TYPE_CHECKING:  # the store's model is imported where a step is saved: defining an app needs no SQLAlchemy
+    from runtime.store.models import Step
+    from runtime.store.steps import StepJournal
 
 MAX_NAME = 200  # characters of a step's name (its occurrence suffix aside)
 MAX_SLEEP = 366 * 86400  # seconds: a year (and a day), as far as an enqueue's delay
@@ -112,6 +114,8 @@ class Steps:
         await self._sleep(self._occurrence(name), aware.timestamp())
 
     async def _sleep(self, key: str, until: float) -> None:
+        from runtime.store.models import Step, utcnow
+
         journal = self._needs_journal(key)
         saved = await self._load(journal)
         step = saved.get(key)
@@ -140,6 +144,8 @@ class Steps:
         self, name: str, *, event: str, match: str | None = None, timeout: float | timedelta = 86400.0
     ) -> Any:
         """`ctx.wait_for_event`: the event's data, or None if none came within `timeout`; see Context."""
+        from runtime.store.models import Step, utcnow
+
         key = self._occurrence(name)
         seconds = _seconds(timeout, f"wait {key!r}: timeout")
         if not isinstance(event, str) or not EVENT_NAME.fullmatch(event):
@@ -187,6 +193,8 @@ class Steps:
     async def _begin(self, journal: StepJournal, key: str, seconds: float, **meta: Any) -> Step:
         """The step of a wait (for an event, for a child run): saved when it is first reached, with when it
         began (events from then on count) and when it ends at the latest; the same on every resume."""
+        from runtime.store.models import Step, utcnow
+
         saved = await self._load(journal)
         step = saved.get(key)
         if step is None:
@@ -204,6 +212,8 @@ class Steps:
 
     async def invoke(self, name: str, task: Any, /, **arguments: Any) -> Any:
         """`ctx.invoke`: run `task` as a child run and return its result; StepFailed if it failed."""
+        from runtime.store.models import Step, utcnow
+
         key = self._occurrence(name)
         journal = self._needs_journal(key)
         if self._events is None or self._spawn is None:
@@ -267,6 +277,8 @@ class Steps:
         return None if step.result is None else orjson.loads(step.result)
 
     async def _execute(self, journal: StepJournal, key: str, fn: Callable[..., Any], args: Any, retries: int) -> Step:
+        from runtime.store.models import Step, utcnow
+
         if self._count >= self._limits.steps:
             raise StepLimitExceeded(
                 f"step {key!r}: run {self.run_id} has {self._limits.steps} steps already (MAX_STEPS); "

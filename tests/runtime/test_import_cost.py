@@ -17,11 +17,13 @@ from tests.runtime.app.test_enqueue import make_app
 # croniter (and dateutil under it) checks a schedule: an app with none never needs it; an AsyncSession is for
 # the app's own queries (`runtime.session()`), never for the run records
 DEFERRED = ("croniter", "dateutil", "sqlmodel.ext.asyncio.session")
-# what each entry point must leave out: a worker, the inspector's commands (Runtime), `runtime web`
+# what each entry point must leave out: a worker, the inspector's commands (Runtime), `runtime web`; and loading an
+# app (`runtime check`, a handler's `from runtime import task`), which needs no database library at all
 LEFT_OUT = {
     "runtime.worker.worker": DEFERRED,
     "runtime.app.connections": DEFERRED,
     "runtime.web.app": DEFERRED,
+    "runtime.app.application": (*DEFERRED, "sqlalchemy", "sqlmodel"),
 }
 
 
