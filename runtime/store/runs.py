@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import Text, cast, delete, event, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -25,6 +23,7 @@ from runtime.store.counting import FOLD_EVERY, RunCounting
 from runtime.store.models import ENQUEUE_ONLY, MUTABLE, Run, RunArguments, Step, as_run, to_jsonable
 from runtime.store.schema import check_revision, create_at_head, stored_revision
 from runtime.store.sqlite_insert import SqliteInsert
+from runtime.store.step_sql import dialect_insert
 from runtime.store.steps import StepJournal
 
 if TYPE_CHECKING:
@@ -157,8 +156,7 @@ class RunStore(RunCounting):
         )
 
     def _insert(self, model: Any = Run) -> Any:
-        table = model.__table__
-        return (sqlite_insert if self.is_sqlite else postgresql_insert)(table)
+        return dialect_insert("sqlite" if self.is_sqlite else "postgresql")(model.__table__)
 
     async def insert_many(self, runs: list[Run] | list[dict[str, Any]]) -> None:
         """Record new runs. A run the worker already recorded (it can be first) keeps the worker's state

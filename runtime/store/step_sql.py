@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,6 +25,18 @@ Key = tuple[str, str]  # (run_id, name)
 TABLE = Step.__table__  # type: ignore[attr-defined]
 COLUMNS = [c.name for c in TABLE.columns]
 RESOLVED = ("status", "result", "error_type", "error", "finished_at")  # what a wait's outcome sets
+
+
+def dialect_insert(dialect: str) -> Any:
+    """`insert` of the database's dialect (for its ON CONFLICT), importing only that one: a worker on SQLite
+    never loads SQLAlchemy's Postgres dialect, nor one on Postgres SQLite's."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+    return postgresql_insert
 
 
 class StepSql:
@@ -104,9 +114,8 @@ def lost_keys(steps: list[Step], inserted: set[Key]) -> tuple[list[str], list[st
 
 async def engine_save(conn: AsyncConnection, steps: list[Step]) -> tuple[set[Key], dict[Key, Step]]:
     """The batch's INSERT and SELECT through the engine (in the transaction `conn` is in)."""
-    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
     statement = (
-        dialect_insert(TABLE)
+        dialect_insert(conn.dialect.name)(TABLE)
         .values([s.model_dump() for s in steps])
         .on_conflict_do_nothing(index_elements=["run_id", "name"])
         .returning(TABLE.c.run_id, TABLE.c.name)

@@ -15,8 +15,15 @@ from runtime.settings import Settings
 from tests.runtime.app.test_enqueue import make_app
 
 # croniter (and dateutil under it) checks a schedule: an app with none never needs it; an AsyncSession is for
-# the app's own queries (`runtime.session()`), never for the run records
-DEFERRED = ("croniter", "dateutil", "sqlmodel.ext.asyncio.session")
+# the app's own queries (`runtime.session()`), never for the run records;
+# the database's SQLAlchemy dialect is imported once the run store knows which one it is: never the other one
+DEFERRED = (
+    "croniter",
+    "dateutil",
+    "sqlmodel.ext.asyncio.session",
+    "sqlalchemy.dialects.postgresql",
+    "sqlalchemy.dialects.sqlite",
+)
 # what each entry point must leave out: a worker, the inspector's commands (Runtime), `runtime web`; and loading an
 # app (`runtime check`, a handler's `from runtime import task`), which needs no database library at all
 LEFT_OUT = {
@@ -40,6 +47,29 @@ def test_a_schedule_is_still_checked() -> None:
         check_cron("61 * * * *")
     with pytest.raises(ValueError, match="never fires"):
         check_cron("0 0 30 2 *")
+
+
+def test_a_sqlite_store_leaves_out_the_postgres_dialect(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    code = f"""
+import asyncio, sys
+from runtime.store.models import Run, utcnow
+from runtime.store.runs import RunStore
+
+async def main():
+    store = RunStore("sqlite+aiosqlite:///{tmp_path}/r.db")
+    await store.init()
+    run = dict(id="r1", function="f", status="succeeded", enqueued_at=utcnow(), arguments={{}}, history=[], version=9)
+    await store.update_many([run])  # the worker's upsert
+    await store.insert_many([Run(id="r2", function="f", status="queued", enqueued_at=utcnow())])
+    assert (await store.get("r1")).status == "succeeded" and (await store.get("r2")) is not None
+    await store.close()
+
+asyncio.run(main())
+print(sorted(m for m in sys.modules if m.startswith("sqlalchemy.dialects.postgresql")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 async def test_a_session_still_queries_the_app_database(tmp_path, redis_url) -> None:  # type: ignore[no-untyped-def]
