@@ -125,7 +125,10 @@ class Process:
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
         self.args = args
         self.lines: list[str] = []
-        full_env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+        # bytecode cached, as installed (a PYTHONDONTWRITEBYTECODE inherited from the shell made each of the
+        # hundreds of spawns compile runtime/ again)
+        dropped = ("REDIS_URL", "DATABASE_URL", "PYTHONDONTWRITEBYTECODE")
+        full_env = {k: v for k, v in os.environ.items() if k not in dropped}
         full_env |= {"PYTHONUNBUFFERED": "1", "LOG_LEVEL": "info"} | env
         self.process = subprocess.Popen(
             args,
