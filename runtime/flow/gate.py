@@ -126,7 +126,7 @@ class Gate:
         arguments = limits.arguments(message.kwargs)
         queue = self.keys.queue(delivery.queue)
         labels = message.labels
-        slots = [(self._slot_keys(slot, arguments), slot.limit) for slot in limits.slots]
+        slots = self._slots(limits, arguments)
         throttle = limits.throttle
         tat = self.keys.flow("clock")
         if throttle is not None:
@@ -153,7 +153,7 @@ class Gate:
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         self.park_rate = 0.9 * self.park_rate + 0.1 * (verdict == PARKED)
         if verdict == RUN and slots:
-            self.held[delivery.key] = Held(message.task_id, [(r, w, limit) for (r, w), limit in slots])
+            self._hold(delivery.key, message.task_id, slots)
         elif verdict == DELAYED:
             self.delayed.set()
         return verdict, float(detail) / 1000 if verdict == DELAYED else 0.0
@@ -170,12 +170,12 @@ class Gate:
         if self.passed(delivery.key):
             return await mark(())
         if limits.throttle is None:
-            slots = [(self._slot_keys(slot, limits.arguments(message.kwargs)), slot.limit) for slot in limits.slots]
+            slots = self._slots(limits, limits.arguments(message.kwargs))
             verdict = await mark([(running, limit) for (running, _), limit in slots])
-            self.park_rate = 0.9 * self.park_rate + 0.1 * (verdict == FULL)
-            if verdict == STARTED:
-                self.held[delivery.key] = Held(message.task_id, [(r, w, limit) for (r, w), limit in slots])
-            if verdict != FULL:
+            if verdict != FULL:  # a full limit's run is counted by the admit below (parked, or run)
+                self.park_rate *= 0.9
+                if verdict == STARTED:
+                    self._hold(delivery.key, message.task_id, slots)
                 return verdict
         gated, _ = await self.admit(delivery, message)
         if gated != RUN:
@@ -183,10 +183,11 @@ class Gate:
         return await mark(())
 
     async def screen(self, deliveries: list[Any], free: int, decode: Any) -> list[Any]:
-        """Runs of limited functions as they are read, in one round trip: those for free runners pass the gate now;
-        while most runs are parked, the others are parked at once when their limit is full (so one key's backlog is
-        set aside quickly; otherwise their runner takes them through the gate). Returns the deliveries to hand to
-        the runners."""
+        """While most runs are parked (a key's backlog), runs of limited functions as they are read, in one round
+        trip: those for free runners pass the gate now, the others are parked at once when their limit is full (so
+        the backlog is set aside quickly; otherwise their runner takes them through the gate). Otherwise every
+        runner takes its run through the gate as it starts it (`start`). Returns the deliveries to hand to the
+        runners."""
         if not self.parking:
             return deliveries  # few are parked: each runner takes its run through the gate as it starts it
         checks: list[Coroutine[Any, Any, tuple[str, float]] | None] = []
@@ -227,6 +228,13 @@ class Gate:
             self.admitted.discard(delivery_key)
             return True
         return False
+
+    def _slots(self, limits: StartLimits, arguments: Mapping[str, Any]) -> list[tuple[tuple[str, str], int]]:
+        """Each concurrency limit of a run: ((running set, waiting list), limit)."""
+        return [(self._slot_keys(slot, arguments), slot.limit) for slot in limits.slots]
+
+    def _hold(self, delivery_key: str, run_id: str, slots: list[tuple[tuple[str, str], int]]) -> None:
+        self.held[delivery_key] = Held(run_id, [(running, waiting, limit) for (running, waiting), limit in slots])
 
     def _slot_keys(self, slot: Slot, arguments: Mapping[str, Any]) -> tuple[str, str]:
         name = slot.name if slot.name.startswith("@") else f"{slot.name}:{_value(arguments, slot.key)}"
