@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from runtime.store.sqlite_insert import bind_steps, bound
 
@@ -75,7 +75,7 @@ class PostgresInsert:
                     if attempt == 2 or fresh:  # a new connection that fails: the database is away
                         if isinstance(exc, OSError):
                             raise
-                        raise DBAPIError(sql, params, exc) from exc
+                        raise OperationalError(sql, params, exc) from exc  # as the engine says it: unavailable
                 except asyncpg.PostgresError as exc:
                     raise DBAPIError(sql, params, exc) from exc
                 except BaseException:  # cancelled mid-statement: the connection's state is unknown

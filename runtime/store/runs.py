@@ -22,13 +22,15 @@ from runtime.errors import ConfigError
 from runtime.store.counting import FOLD_EVERY, RunCounting
 from runtime.store.models import ENQUEUE_ONLY, MUTABLE, Run, RunArguments, Step, as_run, to_jsonable
 from runtime.store.schema import check_revision, create_at_head, stored_revision
-from runtime.store.sqlite_insert import SqliteInsert
+from runtime.store.sqlite_insert import SqliteInsert, bind_steps, bound
+from runtime.store.sqlite_insert import Step as BindStep
 from runtime.store.step_sql import dialect_insert
 from runtime.store.steps import StepJournal
 
 if TYPE_CHECKING:
     from runtime.store.postgres_insert import PostgresInsert
 
+INLINE_UPDATES = 200  # a worker's batch of run updates of at most this many rows is written on the loop's thread
 BIG_ARGUMENTS = 16_384  # characters: arguments this big are kept in `run_arguments`, not in the run's row
 
 
@@ -196,6 +198,11 @@ class RunStore(RunCounting):
         if not updates:
             return
         updates, side = _split_big(updates)
+        fast = None if tracing.enabled() else self.fast_insert  # traced: the instrumented engine
+        if fast is not None and not side:
+            await self._fast_upsert(fast, updates)
+            self.fold_counts_now_and_then()
+            return
         async with self.engine.begin() as conn:
             if side:
                 table = RunArguments.__table__  # type: ignore[attr-defined]
@@ -207,6 +214,28 @@ class RunStore(RunCounting):
                     await conn.execute(self._insert_arguments, side)
             await conn.execute(self._upsert, updates)
         self.fold_counts_now_and_then()
+
+    @functools.cached_property
+    def _upsert_sql(self) -> tuple[str, list[BindStep]]:
+        return bind_steps(self._upsert, self.engine.dialect)
+
+    async def _fast_upsert(self, fast: SqliteInsert | PostgresInsert, updates: list[dict[str, Any]]) -> None:
+        """`update_many`'s upsert by the driver itself, on the enqueue insert's connection: one transaction on
+        the loop's thread while the write lock is free (SQLite), one round trip (Postgres). Through the engine
+        the worker's batch cost ~0.7 ms of pool checkout, greenlet switches and thread hops."""
+        sql, steps = self._upsert_sql
+        params = [bound(row, steps) for row in updates]
+        if isinstance(fast, SqliteInsert):
+            await fast.transact(lambda conn: conn.executemany(sql, params), len(params) <= INLINE_UPDATES, sql)
+            return
+
+        async def work(conn: Any) -> None:
+            if len(params) == 1:
+                await conn.execute(sql, *params[0])
+            else:
+                await conn.executemany(sql, params)  # atomic: all rows or none
+
+        await fast.transact(work, sql, params[:1])
 
     def runs(self, *columns: Any) -> Any:
         """SELECT of runs (whole rows, or `columns`) with their big arguments joined."""
