@@ -55,10 +55,16 @@ async def call(hook: Callable[..., Any], *args: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def overriding(middlewares: list[TaskiqMiddleware], hook: str) -> list[Callable[..., Any]]:
-    """The middlewares' own `hook` methods, skipping the base class's no-ops (resolved once)."""
+Hook = tuple[Callable[..., Any], bool]  # a middleware's hook, and whether it is a coroutine function
+
+
+def overriding(middlewares: list[TaskiqMiddleware], hook: str) -> list[Hook]:
+    """The middlewares' own `hook` methods, skipping the base class's no-ops, each with whether it must be
+    awaited: resolved once, so a task's hooks are plain calls (awaiting every result, to see whether it is
+    awaitable, cost ~2 µs a hook, ten hooks a task)."""
     base = getattr(TaskiqMiddleware, hook)
-    return [getattr(m, hook) for m in middlewares if getattr(type(m), hook) is not base]
+    found = [getattr(m, hook) for m in middlewares if getattr(type(m), hook) is not base]
+    return [(method, inspect.iscoroutinefunction(method)) for method in found]
 
 
 def identity(name: str) -> dict[str, Any]:
@@ -165,10 +171,16 @@ class Attempts:
             labels=labels,
         )
         if error is not None:
-            for hook in self.on_error:
-                await call(hook, message, result, error)
-        for hook in self.post_execute:
-            await call(hook, message, result)
+            for hook, awaited in self.on_error:
+                if awaited:
+                    await hook(message, result, error)
+                else:
+                    hook(message, result, error)
+        for hook, awaited in self.post_execute:
+            if awaited:
+                await hook(message, result)
+            else:
+                hook(message, result)
         if labels.get("parent") and labels.get("outcome") in ("succeeded", "failed"):
             await self._tell_parent(message, labels["outcome"], value, error)
         if labels.get("outcome") in ("succeeded", "failed") and self._batched(message.task_name):

@@ -388,8 +388,8 @@ class Worker:
             self.order.refresh()
             await self._release([delivery.key], started=False)
             return
-        for hook in self.attempts.pre_execute:
-            message = await call(hook, message)
+        for hook, awaited in self.attempts.pre_execute:
+            message = (await hook(message)) if awaited else hook(message)
         self.commits.changed()  # the run shows `running` while it runs
         started = time.perf_counter()
         value: Any = None

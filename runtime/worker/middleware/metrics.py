@@ -23,6 +23,15 @@ class MetricsMiddleware(TaskiqMiddleware):
     def __init__(self) -> None:
         super().__init__()
         self.metrics = metrics()
+        # each series' child, found once: `labels()` takes a lock and checks its values on every call
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (str(id(metric)), *values)
+        child = self.children.get(key)
+        if child is None:
+            child = self.children[key] = metric.labels(*values)
+        return child
 
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
         labels = message.labels
@@ -31,12 +40,14 @@ class MetricsMiddleware(TaskiqMiddleware):
             since = labels.get("due_at") or labels.get("enqueued_at")
             started = labels.get("started_at") or time.time()
             if isinstance(since, int | float) and isinstance(started, int | float):
-                self.metrics.run_latency.labels(message.task_name, _queue(message)).observe(max(0.0, started - since))
+                self._child(self.metrics.run_latency, message.task_name, _queue(message)).observe(
+                    max(0.0, started - since)
+                )
         return message
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         queue = _queue(message)
         outcome = str(message.labels.get("outcome") or ("failed" if result.is_err else "succeeded"))
-        self.metrics.runs_finished.labels(message.task_name, queue, outcome).inc()
+        self._child(self.metrics.runs_finished, message.task_name, queue, outcome).inc()
         if not isinstance(result.error, WorkerDied):  # a crashed attempt has no duration to speak of
-            self.metrics.run_duration.labels(message.task_name, queue).observe(result.execution_time)
+            self._child(self.metrics.run_duration, message.task_name, queue).observe(result.execution_time)
