@@ -38,23 +38,27 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FUNCTION = re.compile(r"^[a-z0-9_]{1,200}$")
 
 
+def _raw_text(data: bytes) -> str:
+    """The start of an invalid message, as its dead letter keeps it (decoded only when it is invalid)."""
+    return data[:MAX_RAW].decode("utf-8", errors="replace")
+
+
 def decode(data: bytes | None) -> TaskiqMessage:
     """A task message from its JSON (taskiq's format), its shape checked; InvalidMessage says what is wrong."""
     if data is None:
         raise InvalidMessage("the stream entry has no 'data' field", "")
-    raw_text = data[:MAX_RAW].decode("utf-8", errors="replace")
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise InvalidMessage(f"not JSON ({exc})", raw_text) from None
+        raise InvalidMessage(f"not JSON ({exc})", _raw_text(data)) from None
     if not isinstance(raw, dict):
-        raise InvalidMessage(f"not a JSON object but {type(raw).__name__}", raw_text)
+        raise InvalidMessage(f"not a JSON object but {type(raw).__name__}", _raw_text(data))
     task_id, task_name = raw.get("task_id"), raw.get("task_name")
     run_id = task_id if isinstance(task_id, str) and _RUN_ID.match(task_id) else None
     function = task_name if isinstance(task_name, str) and _FUNCTION.match(task_name) else "(invalid)"
 
     def invalid(reason: str) -> InvalidMessage:
-        return InvalidMessage(reason, raw_text, run_id, function)
+        return InvalidMessage(reason, _raw_text(data), run_id, function)
 
     if run_id is None:
         raise invalid(f"task_id must be a run id (1-64 letters, digits, '-' or '_'), not {task_id!r:.80}")
