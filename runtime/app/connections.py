@@ -182,7 +182,6 @@ class Runtime:
         run_id: str,
         kwargs: dict[str, Any],
         attempt: int = 1,
-        history: list[dict[str, Any]] | None = None,
         enqueued_at: float | None = None,
         *,
         queue: str = "default",
@@ -190,10 +189,10 @@ class Runtime:
         parent: str | None = None,
     ) -> bytes:
         """A task message in taskiq's JSON format (what `TaskiqMessage` serializes to). `parent`: the run that
-        invoked this one (`ctx.invoke`), told when it ends."""
+        invoked this one (`ctx.invoke`), told when it ends. It carries no history: a run's attempts are in its
+        record only, so a retried or sleeping run's message stays small (every byte of it is in Redis)."""
         labels: dict[str, Any] = {
             "attempt": attempt,
-            "history": history or [],
             "enqueued_at": enqueued_at or time.time(),
             "queue": queue,
         }
@@ -206,7 +205,6 @@ class Runtime:
             "task_id": run_id,
             "task_name": function,
             "labels": labels,
-            "labels_types": None,
             "args": [],
             "kwargs": kwargs,
         }
@@ -375,6 +373,7 @@ class Runtime:
         if run.status != "running":
             # not running: settled here (a worker that later meets its message acks it and records the same)
             row = run.model_dump() | {"status": "cancelled", "finished_at": utcnow(), "version": _cancel_version()}
+            row["history"] = []  # no attempt to add: its history stays as recorded
             await self.store.update_many([row])
         if run.status in ("scheduled", "retrying", "waiting"):  # its message leaves the delayed set: counts are true
             delayed = self.keys.queue(queue).delayed

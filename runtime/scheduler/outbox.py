@@ -96,7 +96,6 @@ class Outbox:
                 run.id,
                 run.arguments,
                 1,
-                [],
                 _timestamp(run.enqueued_at),
                 queue=queue,
                 deadline=deadline,

@@ -155,7 +155,6 @@ class Reconciler:
             run.id,
             run.arguments,
             attempt,
-            run.history,
             enqueued_at,
             queue=queue,
             deadline=deadline,

@@ -19,6 +19,7 @@ from sqlmodel import SQLModel
 
 from runtime import tracing
 from runtime.errors import ConfigError
+from runtime.store.attempt_history import check_entries, history_columns
 from runtime.store.counting import FOLD_EVERY, RunCounting
 from runtime.store.models import ENQUEUE_ONLY, MUTABLE, Run, RunArguments, Step, as_run, to_jsonable
 from runtime.store.schema import check_revision, create_at_head, stored_revision
@@ -153,7 +154,8 @@ class RunStore(RunCounting):
             index_elements=["id"],
             # a run enqueued untraced gets the trace its traced attempt started
             set_={c: getattr(statement.excluded, c) for c in MUTABLE}
-            | {"trace_id": func.coalesce(table.c.trace_id, statement.excluded.trace_id)},
+            | {"trace_id": func.coalesce(table.c.trace_id, statement.excluded.trace_id)}
+            | history_columns(self.is_sqlite),  # an attempt's entry is appended (runtime/store/attempt_history.py)
             where=table.c.version < statement.excluded.version,
         )
 
@@ -191,12 +193,14 @@ class RunStore(RunCounting):
 
     async def update_many(self, updates: list[dict[str, Any]]) -> None:
         """Write full states of runs (each with `id`, `version` and the row's required fields), creating
-        rows that are missing and never overwriting a row with a newer version.
+        rows that are missing and never overwriting a row with a newer version. A row's `history` is what its
+        update adds (at most one attempt's entry), appended to the stored list.
 
         Big arguments (a 1 MB document) are written only for a run whose arguments are not stored yet (the
         worker recorded it before its enqueue did); its later updates leave them as they are."""
         if not updates:
             return
+        check_entries(updates)
         updates, side = _split_big(updates)
         fast = None if tracing.enabled() else self.fast_insert  # traced: the instrumented engine
         if fast is not None and not side:

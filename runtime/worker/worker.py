@@ -362,7 +362,7 @@ class Worker:
         self.run_of[delivery.key] = message.task_id
         labels = message.labels
         labels["queue"] = delivery.queue  # retries go back to the queue it came from
-        labels["history"] = list(labels.get("history") or [])
+        labels["history"] = []  # this delivery's attempt, appended to the record's (a message once carried them all)
         if delivery.started is not None:
             # its last holder died while running it: that attempt failed, like any other failure
             crashed = start_mark(delivery.started)

@@ -4,7 +4,9 @@ Writing a row per state change would cap a worker at the database's round-trip r
 are coalesced per run (the newest wins) and written together by `flush()`, which the worker calls
 before it acknowledges the messages, so a run's record is saved before its message leaves Redis.
 Each update is the run's full state with a version (time and phase), written as an upsert that never
-replaces a newer state: the enqueue's insert and the worker's updates may land in either order.
+replaces a newer state: the enqueue's insert and the worker's updates may land in either order. Its history
+is only the attempt this delivery adds (the `history` label: none while running, one when it ends or waits),
+which the store appends to the run's list (runtime/store/attempt_history.py): messages carry no history.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def version(phase: int) -> int:
 
 
 def first_start(labels: dict[str, Any]) -> float | None:
-    """When the run started: its first attempt's start (each attempt keeps its own in `history`)."""
+    """When this attempt started (the store keeps the run's first start)."""
     history = labels.get("history") or []
     first = history[0].get("started_at") if history else None
     return first if isinstance(first, int | float) else labels.get("started_at")
@@ -87,7 +89,8 @@ class RunRecordMiddleware(TaskiqMiddleware):
         self.pending[message.task_id] = (message, "waiting", version(FINISHED), None, None)
 
     def released(self, message: TaskiqMessage) -> None:
-        """A stopping worker gave the run back to the queue before it finished."""
+        """A stopping worker gave the run back to the queue before it finished (no attempt to add)."""
+        message.labels["history"] = []
         self.pending[message.task_id] = (message, "queued", version(QUEUED), None, None)
 
     def _row(

@@ -42,14 +42,13 @@ def backoff(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
 
 def resend(runtime: Runtime, message: TaskiqMessage, attempt: int) -> bytes:
     """The run's message, to send again (a retry, or a durable run resuming): the same run on its own queue, with
-    its history, enqueue time, deadline, parent and RetryAfter count, at `attempt`."""
+    its enqueue time, deadline, parent and RetryAfter count, at `attempt` (its history is in its record)."""
     labels = message.labels
     again = runtime.message(
         message.task_name,
         message.task_id,
         message.kwargs,
         attempt,
-        labels.get("history"),
         labels.get("enqueued_at"),
         queue=str(labels.get("queue") or runtime.app.manifest.queue(message.task_name)),
         deadline=labels.get("deadline"),
