@@ -184,18 +184,14 @@ class Runtime:
         attempt: int = 1,
         enqueued_at: float | None = None,
         *,
-        queue: str = "default",
         deadline: float | None = None,
         parent: str | None = None,
     ) -> bytes:
         """A task message in taskiq's JSON format (what `TaskiqMessage` serializes to). `parent`: the run that
-        invoked this one (`ctx.invoke`), told when it ends. It carries no history: a run's attempts are in its
-        record only, so a retried or sleeping run's message stays small (every byte of it is in Redis)."""
-        labels: dict[str, Any] = {
-            "attempt": attempt,
-            "enqueued_at": enqueued_at or time.time(),
-            "queue": queue,
-        }
+        invoked this one (`ctx.invoke`), told when it ends. Every byte of it is in Redis while the run waits, so
+        it says only what its record does not: no history (the record's), no queue (the worker reads it from the
+        stream it took the message from)."""
+        labels: dict[str, Any] = {"attempt": attempt, "enqueued_at": enqueued_at or time.time()}
         if deadline is not None:
             labels["deadline"] = deadline
         if parent is not None:
@@ -297,7 +293,7 @@ class Runtime:
         pairs = list(zip(ids, validated, strict=True))
         rows = [common | {"id": run_id, "arguments": kwargs} for run_id, kwargs in pairs]
         messages = [
-            self.message(name, run_id, kwargs, enqueued_at=now, queue=queue, deadline=ends, parent=parent)
+            self.message(name, run_id, kwargs, enqueued_at=now, deadline=ends, parent=parent)
             for run_id, kwargs in pairs
         ]
         if tracing.enabled() and common["trace_id"] is None:  # outside any span: each enqueue began a trace

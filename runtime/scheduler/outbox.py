@@ -97,7 +97,6 @@ class Outbox:
                 run.arguments,
                 1,
                 _timestamp(run.enqueued_at),
-                queue=queue,
                 deadline=deadline,
                 parent=run.parent,
             )

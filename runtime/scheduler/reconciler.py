@@ -156,7 +156,6 @@ class Reconciler:
             run.arguments,
             attempt,
             enqueued_at,
-            queue=queue,
             deadline=deadline,
             parent=run.parent,  # a child run (`ctx.invoke`) still wakes its parent when it ends
         )

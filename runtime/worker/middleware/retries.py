@@ -50,7 +50,6 @@ def resend(runtime: Runtime, message: TaskiqMessage, attempt: int) -> bytes:
         message.kwargs,
         attempt,
         labels.get("enqueued_at"),
-        queue=str(labels.get("queue") or runtime.app.manifest.queue(message.task_name)),
         deadline=labels.get("deadline"),
         parent=labels.get("parent"),
     )
