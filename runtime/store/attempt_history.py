@@ -24,13 +24,16 @@ _SQLITE_APPEND = (
     f" ELSE json_insert(COALESCE(json_remove(runs.history, {_SQLITE_SAME}), runs.history),"
     " '$[#]', json(json_extract(excluded.history, '$[0]'))) END"
 )
-# Postgres: the column is `json`; the entries without a same-attempt one, in order, then the new one
+# Postgres: the column is `json`, and `->`, `->>` or a cast to jsonb refuse an entry whose error holds a \u0000, so
+# entries are matched on their text, which starts `{"attempt":N,"started_at":T,` as the worker writes them (one
+# that does not is kept): the entries but a same-attempt one, in order, then the new one
+_POSTGRES_KEY = 'substring({} from \'^\\[?\\{{("attempt":[^,]*,"started_at":[^,]*),\')'
 _POSTGRES_APPEND = (
     "CASE WHEN json_array_length(excluded.history) = 0 THEN runs.history"
-    " ELSE (COALESCE((SELECT jsonb_agg(e ORDER BY i) FROM jsonb_array_elements(runs.history::jsonb)"
-    " WITH ORDINALITY AS t(e, i) WHERE NOT (e->'attempt' IS NOT DISTINCT FROM excluded.history::jsonb->0->'attempt'"
-    " AND e->'started_at' IS NOT DISTINCT FROM excluded.history::jsonb->0->'started_at')), '[]'::jsonb)"
-    " || jsonb_build_array(excluded.history::jsonb->0))::json END"
+    " ELSE (SELECT json_agg(e ORDER BY i) FROM (SELECT e, i FROM json_array_elements(runs.history)"
+    f" WITH ORDINALITY AS t(e, i) WHERE COALESCE({_POSTGRES_KEY.format('e::text')} <>"
+    f" {_POSTGRES_KEY.format('excluded.history::text')}, true)"
+    " UNION ALL SELECT n, 9223372036854775807 FROM json_array_elements(excluded.history) AS n) AS kept(e, i)) END"
 )
 
 

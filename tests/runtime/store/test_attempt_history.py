@@ -59,6 +59,20 @@ async def test_an_attempt_written_again_is_listed_once(database_url):
     await store.close()
 
 
+async def test_an_error_with_a_nul_character_is_kept(database_url):
+    """Postgres refuses to read a field of a JSON object holding a \\u0000: entries are matched on their text."""
+    store = RunStore(Settings(database_url=database_url).database_url)
+    await store.init()
+    await store.insert_many([run("a")])
+    legacy = {"error": "written by an older version", "attempt": 0}  # another key order: kept, never matched
+    await store.update_many([state("a", "retrying", FINISHED - 10, history=[legacy])])
+    await store.update_many([state("a", "retrying", FINISHED, history=[entry(1, 1.0, "bad\x00byte")])])
+    await store.update_many([state("a", "failed", FINISHED + 10, attempts=2, history=[entry(2, 2.0, "then")])])
+    saved = await store.get("a")
+    assert saved is not None and [h["error"] for h in saved.history] == [legacy["error"], "bad\x00byte", "then"]
+    await store.close()
+
+
 async def test_a_stale_update_adds_no_attempt(database_url):
     store = RunStore(Settings(database_url=database_url).database_url)
     await store.init()
