@@ -52,6 +52,14 @@ async def until(ctx: Context, at: float) -> float:
 @task
 async def quick(n: int) -> None:
     mark(fn="quick", n=n)
+
+@task
+async def dozy(ctx: Context) -> int:
+    await ctx.sleep("first", 0.3)
+    if ctx.attempt == 1:
+        raise RuntimeError("woke up grumpy")
+    await ctx.sleep("second", 0.3)
+    return ctx.attempt
 """
 )
 
@@ -62,6 +70,7 @@ functions:
   napper: {{handler: "{MODULE}:napper", task: {{}}}}
   until: {{handler: "{MODULE}:until", task: {{}}}}
   quick: {{handler: "{MODULE}:quick", task: {{}}}}
+  dozy: {{handler: "{MODULE}:dozy", task: {{retries: 1, backoff: {{base: 50ms, max: 100ms}}}}}}
 """
 
 
@@ -146,3 +155,18 @@ async def test_bad_sleeps_are_errors_that_name_the_problem() -> None:
         await ctx.sleep("x", float("nan"))
     with pytest.raises(TypeError, match="sleep_until 'y': when must be a datetime, not int"):
         await ctx.sleep_until("y", 5)  # type: ignore[arg-type]
+
+
+async def test_a_run_that_sleeps_fails_and_sleeps_again_lists_every_attempt(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
+    """Its message carries no history: each wait and each attempt is added to its record, which lists them all."""
+    start_worker(spawn, app, env)
+    done = await rt.wait(await rt.app.tasks["dozy"].enqueue(), timeout=30)
+    assert (done.status, done.attempts, done.result, done.last_error) == ("succeeded", 2, 2, None)
+    steps = [(h["attempt"], h.get("waited_for", "")[:14], h["error"]) for h in done.history]
+    assert steps == [
+        (1, "sleep 'first' ", None),
+        (1, "", "RuntimeError: woke up grumpy"),
+        (2, "sleep 'second'", None),
+        (2, "", None),
+    ]
+    assert len({h["started_at"] for h in done.history}) == 4
