@@ -186,21 +186,25 @@ class Runtime:
         *,
         deadline: float | None = None,
         parent: str | None = None,
+        labels: dict[str, Any] | None = None,
     ) -> bytes:
         """A task message in taskiq's JSON format (what `TaskiqMessage` serializes to). `parent`: the run that
-        invoked this one (`ctx.invoke`), told when it ends. Every byte of it is in Redis while the run waits, so
-        it says only what its record does not: no history (the record's), no queue (the worker reads it from the
-        stream it took the message from)."""
-        labels: dict[str, Any] = {"attempt": attempt, "enqueued_at": enqueued_at or time.time()}
+        invoked this one (`ctx.invoke`), told when it ends; `labels`: more labels. Every byte of it is in Redis
+        while the run waits, so it says only what its record does not: no history (the record's), no queue (the
+        worker reads it from the stream it took the message from), no enqueue time once sent again (None)."""
+        said: dict[str, Any] = {"attempt": attempt}
+        if enqueued_at is not None:
+            said["enqueued_at"] = enqueued_at
         if deadline is not None:
-            labels["deadline"] = deadline
+            said["deadline"] = deadline
         if parent is not None:
-            labels["parent"] = parent
-        tracing.inject(labels, function)  # a producer span and its W3C context (`traceparent`), when tracing
+            said["parent"] = parent
+        said |= labels or {}
+        tracing.inject(said, function)  # a producer span and its W3C context (`traceparent`), when tracing
         message: dict[str, Any] = {
             "task_id": run_id,
             "task_name": function,
-            "labels": labels,
+            "labels": said,
             "args": [],
             "kwargs": kwargs,
         }

@@ -40,7 +40,7 @@ from runtime.worker.middleware import (
 )
 from runtime.worker.middleware.log_context import LogContextMiddleware
 from runtime.worker.middleware.metrics import MetricsMiddleware
-from runtime.worker.middleware.retries import backoff, relabel, resend
+from runtime.worker.middleware.retries import backoff, resend
 from runtime.worker.sync_pool import SyncPool
 
 logger = logging.getLogger("runtime.worker")
@@ -284,7 +284,7 @@ class Attempts:
             attempt(labels, duration, error=None, error_type=None, traceback=None, waited_for=suspended.what)
         )
         labels["waiting_for"] = suspended.what
-        again = relabel(resend(self.runtime, message, labels["attempt"]), due_at=suspended.until)
+        again = resend(self.runtime, message, labels["attempt"], suspended.until)
         due = suspended.until
         if suspended.wait is not None:
             wait = suspended.wait

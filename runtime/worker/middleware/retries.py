@@ -23,7 +23,6 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.errors import ArgumentsError, DeadlineExceeded, RetryAfter, SkipRetry, UnknownFunction
@@ -40,30 +39,24 @@ def backoff(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
     return float(ceiling * random.uniform(0.5, 1.0))
 
 
-def resend(runtime: Runtime, message: TaskiqMessage, attempt: int) -> bytes:
-    """The run's message, to send again (a retry, or a durable run resuming): the same run on its own queue, with
-    its enqueue time, deadline, parent and RetryAfter count, at `attempt` (its history is in its record)."""
+def resend(runtime: Runtime, message: TaskiqMessage, attempt: int, due: float) -> bytes:
+    """The run's message, to send again (a retry, or a durable run resuming): the same run, with its deadline,
+    parent and RetryAfter count, at `attempt`, due at `due` (`due_at`: its start's latency is measured from then).
+    Its history and enqueue time are in its record, which is saved before this is sent (a waiting run's message
+    is all it costs Redis)."""
     labels = message.labels
-    again = runtime.message(
+    more: dict[str, Any] = {"due_at": due}
+    if labels.get("retry_afters"):  # counted per run, across its attempts
+        more["retry_afters"] = labels["retry_afters"]
+    return runtime.message(
         message.task_name,
         message.task_id,
         message.kwargs,
         attempt,
-        labels.get("enqueued_at"),
         deadline=labels.get("deadline"),
         parent=labels.get("parent"),
+        labels=more,
     )
-    if labels.get("retry_afters"):  # counted per run, across its attempts
-        return relabel(again, retry_afters=labels["retry_afters"])
-    return again
-
-
-def relabel(message: bytes, **labels: Any) -> bytes:
-    """The message with these labels set (e.g. `due_at`, when it is due, from which its start's latency is
-    measured rather than from its enqueue)."""
-    data = orjson.loads(message)
-    data["labels"] |= labels
-    return orjson.dumps(data)
 
 
 class RetryMiddleware(TaskiqMiddleware):
@@ -98,7 +91,8 @@ class RetryMiddleware(TaskiqMiddleware):
             return
         labels["outcome"] = "retrying"
         labels["retry_in"] = delay
-        self.pending[message.task_id] = (resend(self.runtime, message, attempt + 1), time.time() + delay)
+        due = time.time() + delay
+        self.pending[message.task_id] = (resend(self.runtime, message, attempt + 1, due), due)
 
     def _retry_after(self, message: TaskiqMessage, attempt: int, seconds: float) -> None:
         """The task asked to run again after `seconds`: sent again at the same attempt, unless the run asked
@@ -117,7 +111,7 @@ class RetryMiddleware(TaskiqMiddleware):
             labels["retry_in"] = seconds
             labels["retry_afters"] = asked
             due = time.time() + seconds
-            self.pending[message.task_id] = (relabel(resend(self.runtime, message, attempt), due_at=due), due)
+            self.pending[message.task_id] = (resend(self.runtime, message, attempt, due), due)
             return
         labels["outcome"] = "failed"
         labels["history"][-1] |= {"error": why, "error_type": "RetryAfter"}
