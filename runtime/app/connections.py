@@ -26,6 +26,7 @@ from runtime.app.enqueue_options import (
     check_at,
     check_deadline,
     check_delay,
+    check_size,
 )
 from runtime.app.enqueue_outcome import answer
 from runtime.app.enqueue_unique import submit_unique
@@ -303,7 +304,7 @@ class Runtime:
         if tracing.enabled() and common["trace_id"] is None:  # outside any span: each enqueue began a trace
             for row, message in zip(rows, messages, strict=True):
                 row["trace_id"] = tracing.trace_id_of(orjson.loads(message)["labels"])
-        self._check_size(name, messages, validated)
+        check_size(name, messages, validated, self.settings.max_arguments_size)
         spec = self.app.manifest.functions[name].task
         flowed = None
         if spec is not None and spec.flow():  # rate limits, debounce, batches (runtime/app/enqueue_flow.py)
@@ -332,6 +333,8 @@ class Runtime:
         if key is not None or window is not None:
             return await submit_unique(self, name, queue, rows, messages, seconds, key, window or KEY_HOLD)
         qk = self.keys.queue(queue)
+        if guard is None and not seconds:
+            return await self._send(name, qk.stream, rows, messages)
         if guard is not None:
             keys = [qk.stream, qk.delayed, guard]
             args: list[Any] = [now + seconds if seconds else 0, int(guard_seconds * 1000), *messages]
@@ -344,17 +347,29 @@ class Runtime:
                 raise outcome  # cancelled: the caller is gone
         return await answer(self.store, name, rows, *outcomes, guarded=guard is not None)
 
-    def _check_size(self, name: str, messages: list[bytes], arguments: list[dict[str, Any]]) -> None:
-        limit = self.settings.max_arguments_size
-        for message, kwargs in zip(messages, arguments, strict=True):
-            if len(message) > limit:
-                sizes = {key: len(orjson.dumps(value)) for key, value in kwargs.items()}
-                largest = max(sizes, key=lambda key: sizes[key]) if sizes else "arguments"
-                raise ArgumentsError(
-                    f"bad arguments for '{name}': {largest}: too large ({sizes.get(largest, len(message))} bytes "
-                    f"as JSON; all arguments may take MAX_ARGUMENTS_SIZE={limit} bytes); pass a reference "
-                    "(an id, a path) instead of the data"
-                )
+    async def _send(
+        self, name: str, stream: str, rows: list[dict[str, Any]], messages: list[bytes]
+    ) -> list[dict[str, Any]]:
+        """Record and XADD the runs, the record written while Redis answers: a caller alone writes its XADD,
+        saves the record and then reads Redis's reply, with no task or future; callers at the same time share
+        one XADD batch and one insert (runtime/queue/stream_sends.py, runtime/store/record_writer.py)."""
+        sends = self.broker.sends
+        sent, kicked, inserted = None, None, None
+        try:
+            sent = await sends.start(stream, messages)
+        except Exception as exc:
+            kicked = exc
+        try:
+            await self.records.insert(rows, alone=sent is not None and sent.future is None)
+        except Exception as exc:
+            inserted = exc
+        finally:
+            if sent is not None:  # read even when cancelled: the connection stays in step
+                try:
+                    await sends.finish(sent)
+                except Exception as exc:
+                    kicked = exc
+        return await answer(self.store, name, rows, inserted, kicked, guarded=False)
 
     async def cancel(self, run_id: str, wait: float = 2.0) -> Run:
         """Cancel a run: a scheduled, queued or retrying run never starts again; a running one is stopped by

@@ -77,3 +77,16 @@ def _with_label(message: bytes, name: str, value: Any) -> bytes:
     data = orjson.loads(message)
     data["labels"][name] = value
     return orjson.dumps(data)
+
+
+def check_size(name: str, messages: list[bytes], arguments: list[dict[str, Any]], limit: int) -> None:
+    """An ArgumentsError naming the largest argument of a message over `limit` bytes (MAX_ARGUMENTS_SIZE)."""
+    for message, kwargs in zip(messages, arguments, strict=True):
+        if len(message) > limit:
+            sizes = {key: len(orjson.dumps(value)) for key, value in kwargs.items()}
+            largest = max(sizes, key=lambda key: sizes[key]) if sizes else "arguments"
+            raise ArgumentsError(
+                f"bad arguments for '{name}': {largest}: too large ({sizes.get(largest, len(message))} bytes "
+                f"as JSON; all arguments may take MAX_ARGUMENTS_SIZE={limit} bytes); pass a reference "
+                "(an id, a path) instead of the data"
+            )

@@ -1,16 +1,17 @@
-"""Group sending for enqueues: the XADDs of concurrent enqueues go to Redis in one pipeline.
+"""Sending for enqueues: their XADDs go out on one connection held for them, packed from a template.
 
-One pipeline per `enqueue()` costs a connection checkout, a round trip and redis-py's pipeline machinery
-each time; under load (an HTTP function enqueueing for 64 connections at once) that is most of an
-enqueue's Redis cost. Sends made during one loop turn, or while the previous pipeline is in flight, share
-one. Each caller waits for its own entries and gets its own outcome: the pipeline runs with
-`raise_on_error=False`, so an error on one caller's XADD fails that caller alone, while a lost connection
-fails everyone in the pipeline (as it would have failed each of them alone).
+A caller alone (nothing else in flight) writes its XADD at once, does its other work (the run's record)
+while Redis answers, and reads the reply itself: one round trip, no task, no future. Callers that come
+while a send is in flight wait for the next batch, sent by a task in one write: sends made during one loop
+turn, or while the previous batch is in flight, share one. Each caller gets its own outcome: an error reply
+to one caller's XADD fails that caller alone, while a lost connection fails everyone in the batch (as it
+would have failed each of them alone). Without redis-py's pipeline and pool per send, an enqueue costs
+about a third of the Redis CPU it did; a Redis Cluster client keeps its pipeline (it picks the nodes).
 
-A pipeline takes its connection before it writes anything, so "Redis could not be reached" (`NotSent`:
+The connection is made ready before anything is written, so "Redis could not be reached" (`NotSent`:
 nothing was written, the messages are certainly not in Redis) is told apart from a failure after the
-write (the answer was lost: they may be there). The last error alone cannot tell: where redis-py
-retries (a Sentinel client does, by default), "connection refused" may follow a write that landed.
+write (the answer was lost: they may be there). Nothing is retried after a write: where redis-py retries
+(a Sentinel client does, by default), a retry could add a message twice.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 MAX_ENTRIES = 1000  # XADDs per pipeline
 
@@ -44,31 +45,98 @@ async def connect(pipe: Any) -> None:
     except (RedisError, OSError) as exc:
         raise NotSent(str(exc) or type(exc).__name__) from exc
     pipe.connection = connection  # the pipeline's reset() hands it back
+    await fresh(connection)
+
+
+async def fresh(connection: Any) -> None:
+    """Ready a connection to write on: connected, at no EOF and holding no unread reply (one found so is
+    replaced); `NotSent` if that fails."""
     try:
-        stale = await connection.can_read()  # at EOF, or holding a reply nobody read
+        stale = connection.is_connected and await connection.can_read()
     except (RedisError, OSError):
         stale = True
-    if stale:
-        await connection.disconnect()
-        try:
+    try:
+        if stale:
+            await connection.disconnect()
+        if not connection.is_connected:
             await connection.connect()
-        except (RedisError, OSError) as exc:
-            raise NotSent(str(exc) or type(exc).__name__) from exc
+    except (RedisError, OSError) as exc:
+        raise NotSent(str(exc) or type(exc).__name__) from exc
+
+
+async def _replies(connection: Any, count: int) -> list[Any]:
+    """The next `count` replies on the connection; an error reply is returned as its ResponseError."""
+    results: list[Any] = []
+    for _ in range(count):
+        try:
+            results.append(await connection.read_response())
+        except ResponseError as exc:  # read whole: the connection stays in step
+            results.append(exc)
+    return results
+
+
+class Sent:
+    """A caller's messages on their way: written on the held connection (their replies are read by `finish`),
+    or waiting for the next batch (`future`)."""
+
+    __slots__ = ("count", "future")
+
+    def __init__(self, count: int, future: asyncio.Future[None] | None) -> None:
+        self.count = count
+        self.future = future
 
 
 class StreamSends:
     def __init__(self, redis: Any) -> None:
         self.redis = redis
+        self.conn: Any = None  # the connection enqueues send on, held out of `pool`
+        self.pool: Any = None
+        self.busy = False  # a send is in flight on `conn` (a caller's own, or the batch task's)
         self.waiting: list[Waiting] = []
         self.sending: asyncio.Task[None] | None = None
+        self.heads: dict[str, bytes] = {}  # stream -> the packed `XADD stream * data` before each message
 
     async def send(self, stream: str, messages: Sequence[bytes]) -> None:
         """XADD each message to the stream, with whatever other enqueues are sending now."""
+        await self.finish(await self.start(stream, messages))
+
+    async def start(self, stream: str, messages: Sequence[bytes]) -> Sent:
+        """Write the messages now if nothing else is in flight (the caller may do other work, then read the
+        replies with `finish`), else queue them for the next batch. `NotSent` if Redis cannot be reached."""
+        if not self.busy and not self.waiting and getattr(self.redis, "connection_pool", None) is not None:
+            self.busy = True
+            try:
+                conn = await self._connection()
+                await conn.send_packed_command(self._packed(stream, messages), check_health=False)
+            except BaseException:
+                self._idle()
+                raise
+            return Sent(len(messages), None)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiting.append((stream, messages, future))
-        if self.sending is None or self.sending.done():
+        if not self.busy:
+            self.busy = True
             self.sending = asyncio.create_task(self._send())
-        await future
+        return Sent(len(messages), future)
+
+    async def finish(self, sent: Sent) -> None:
+        """The outcome of `start`'s messages: returns once Redis took them all, or raises the first error."""
+        if sent.future is not None:
+            await sent.future
+            return
+        try:
+            results = await _replies(self.conn, sent.count)
+        finally:
+            self._idle()
+        error = next((r for r in results if isinstance(r, Exception)), None)
+        if error is not None:
+            raise error
+
+    def _idle(self) -> None:
+        """The held connection is free: the batch task takes whatever queued meanwhile."""
+        self.busy = bool(self.waiting)
+        if self.waiting:
+            self.sending = asyncio.create_task(self._send())
 
     async def _send(self) -> None:
         batch: list[Waiting] = []
@@ -79,21 +147,26 @@ class StreamSends:
                 while self.waiting and (not batch or size + len(self.waiting[0][1]) <= MAX_ENTRIES):
                     batch.append(self.waiting.pop(0))
                     size += len(batch[-1][1])
-                await self._pipeline(batch)
+                await self._batch(batch)
         except BaseException:  # cancelled (the loop is closing): no caller may wait forever
             for _, _, future in batch + self.waiting:
                 future.cancel()
             self.waiting.clear()
             raise
+        finally:
+            self.busy = False
 
-    async def _pipeline(self, batch: list[Waiting]) -> None:
+    async def _batch(self, batch: list[Waiting]) -> None:
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for stream, messages, _ in batch:
-                    for message in messages:
-                        pipe.xadd(stream, {b"data": message})
-                await connect(pipe)
-                results = await pipe.execute(raise_on_error=False)
+            if getattr(self.redis, "connection_pool", None) is None:  # a cluster: its pipeline picks the nodes
+                results = await self._pipeline(batch)
+            else:
+                conn = await self._connection()
+                await conn.send_packed_command(
+                    [part for stream, messages, _ in batch for part in self._packed(stream, messages)],
+                    check_health=False,
+                )
+                results = await _replies(conn, sum(len(messages) for _, messages, _ in batch))
         except NotSent as exc:  # and those waiting behind it are not tried against a Redis that is down
             for _, _, future in batch + self.waiting:
                 _settle(future, exc)
@@ -108,6 +181,37 @@ class StreamSends:
             mine = results[at : at + len(messages)]
             at += len(messages)
             _settle(future, next((r for r in mine if isinstance(r, Exception)), None))
+
+    async def _pipeline(self, batch: list[Waiting]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, messages, _ in batch:
+                for message in messages:
+                    pipe.xadd(stream, {b"data": message})
+            await connect(pipe)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            return results
+
+    async def _connection(self) -> Any:
+        """The held connection, connected and with nothing left to read; `NotSent` if Redis cannot be reached."""
+        pool = self.redis.connection_pool
+        if self.conn is None or self.pool is not pool:
+            self.conn, self.pool, self.heads = None, pool, {}
+            try:
+                self.conn = await pool.get_connection()  # never released: enqueues keep it until the pool closes
+            except (RedisError, OSError) as exc:
+                raise NotSent(str(exc) or type(exc).__name__) from exc
+        await fresh(self.conn)
+        return self.conn
+
+    def _packed(self, stream: str, messages: Sequence[bytes]) -> list[bytes]:
+        head = self.heads.get(stream)
+        if head is None:
+            key = self.conn.encoder.encode(stream)
+            head = self.heads[stream] = b"*5\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n$4\r\ndata\r\n" % (len(key), key)
+        parts: list[bytes] = []
+        for message in messages:
+            parts += (head, b"$%d\r\n" % len(message), message, b"\r\n")
+        return parts
 
 
 def _settle(future: asyncio.Future[None], error: Exception | None) -> None:

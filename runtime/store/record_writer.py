@@ -24,8 +24,13 @@ class RecordWriter:
         self.waiting: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
         self.writing: asyncio.Task[None] | None = None
 
-    async def insert(self, rows: list[dict[str, Any]]) -> None:
-        """Save these records, with whatever other enqueues are saving now; raises what their write raised."""
+    async def insert(self, rows: list[dict[str, Any]], *, alone: bool = False) -> None:
+        """Save these records, with whatever other enqueues are saving now; raises what their write raised.
+        `alone`: the caller knows of no other enqueue in flight, so with nothing being written either, it
+        writes its rows itself, without a task and a future."""
+        if alone and not self.waiting and (self.writing is None or self.writing.done()):
+            await self.store.insert_many(rows)
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiting.append((rows, future))
         if self.writing is None or self.writing.done():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -11,24 +12,61 @@ from redis.exceptions import ResponseError
 from runtime.queue.stream_sends import StreamSends
 
 
-async def test_concurrent_sends_share_one_pipeline_and_every_entry_arrives_in_order(redis_url):
+async def test_concurrent_sends_share_one_write_and_every_entry_arrives_in_order(redis_url):
     redis = Redis.from_url(redis_url)
     sends = StreamSends(redis)
-    pipelines = 0
-    pipeline = redis.pipeline
+    writes = 0
+    connection = sends._connection
 
-    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        nonlocal pipelines
-        pipelines += 1
-        return pipeline(*args, **kwargs)
+    async def counted() -> Any:
+        nonlocal writes
+        writes += 1
+        return await connection()
 
-    redis.pipeline = counted  # type: ignore[method-assign]
+    sends._connection = counted  # type: ignore[method-assign]
     try:
         await asyncio.gather(*[sends.send("s", [f"{i}-a".encode(), f"{i}-b".encode()]) for i in range(100)])
         entries = [fields[b"data"].decode() for _, fields in await redis.xrange("s")]
-        assert len(entries) == 200 and 1 <= pipelines <= 3, pipelines
+        assert len(entries) == 200 and 1 <= writes <= 3, writes  # the first caller alone, then one batch
         for i in range(100):  # one caller's entries keep their order
             assert entries.index(f"{i}-a") < entries.index(f"{i}-b")
+    finally:
+        await redis.aclose()
+
+
+async def test_a_caller_alone_sends_without_a_task_on_one_held_connection(redis_url):
+    redis = Redis.from_url(redis_url)
+    sends = StreamSends(redis)
+    try:
+        tasks = len(asyncio.all_tasks())
+        sent = await sends.start("s", [b"1", b"2"])
+        assert sent.future is None and len(asyncio.all_tasks()) == tasks  # written now, by the caller
+        await sends.finish(sent)
+        held = sends.conn
+        await sends.send("s", [b"3"])
+        assert sends.conn is held and not sends.busy
+        assert [f[b"data"] for _, f in await redis.xrange("s")] == [b"1", b"2", b"3"]
+    finally:
+        await redis.aclose()
+
+
+async def test_a_caller_cancelled_before_reading_leaves_the_connection_in_step(redis_url):
+    redis = Redis.from_url(redis_url)
+    await redis.set("not-a-stream", "x")
+    sends = StreamSends(redis)
+    try:
+        await redis.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # its reply comes after the cancel
+        sent = await sends.start("s", [b"1"])
+        task = asyncio.ensure_future(sends.finish(sent))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not sends.busy
+        with pytest.raises(ResponseError, match="WRONGTYPE"):  # the next reply read is this send's own
+            await sends.send("not-a-stream", [b"2"])
+        await sends.send("s", [b"3"])
+        assert await redis.xlen("s") in (1, 2)  # the cancelled one's XADD may have run
     finally:
         await redis.aclose()
 
