@@ -64,6 +64,19 @@ async def fresh(connection: Any) -> None:
         raise NotSent(str(exc) or type(exc).__name__) from exc
 
 
+async def _write(connection: Any, parts: list[bytes]) -> None:
+    """Write on the connection: straight into its transport when that takes it all at once (redis-py's own
+    send waits for it under a timeout, which costs a task per write), else as redis-py writes, waiting for
+    the transport to drain within its socket timeout."""
+    writer = getattr(connection, "_writer", None)
+    if writer is None or writer.transport.get_write_buffer_size():
+        await connection.send_packed_command(parts, check_health=False)
+        return
+    writer.writelines(parts)
+    if writer.transport.get_write_buffer_size():  # not all of it went out: wait as redis-py would
+        await connection.send_packed_command([], check_health=False)
+
+
 async def _replies(connection: Any, count: int) -> list[Any]:
     """The next `count` replies on the connection; an error reply is returned as its ResponseError."""
     results: list[Any] = []
@@ -107,7 +120,7 @@ class StreamSends:
             self.busy = True
             try:
                 conn = await self._connection()
-                await conn.send_packed_command(self._packed(stream, messages), check_health=False)
+                await _write(conn, self._packed(stream, messages))
             except BaseException:
                 self._idle()
                 raise
@@ -162,10 +175,7 @@ class StreamSends:
                 results = await self._pipeline(batch)
             else:
                 conn = await self._connection()
-                await conn.send_packed_command(
-                    [part for stream, messages, _ in batch for part in self._packed(stream, messages)],
-                    check_health=False,
-                )
+                await _write(conn, [part for stream, messages, _ in batch for part in self._packed(stream, messages)])
                 results = await _replies(conn, sum(len(messages) for _, messages, _ in batch))
         except NotSent as exc:  # and those waiting behind it are not tried against a Redis that is down
             for _, _, future in batch + self.waiting:

@@ -47,7 +47,32 @@ class SqliteInsert:
     async def insert(self, rows: list[dict[str, Any]]) -> None:
         """Insert these rows in one transaction (raises SQLAlchemy's wrapper of what sqlite3 raised)."""
         params = [bound(row, self.steps) for row in rows]
+        if len(params) == 1 and self._insert_inline(params[0]):
+            return
         await self.transact(lambda conn: conn.executemany(self.sql, params), len(params) <= INLINE_ROWS, self.sql)
+
+    def _insert_inline(self, params: tuple[Any, ...]) -> bool:
+        """One row in one statement on the loop's thread, its own transaction (no BEGIN and COMMIT around
+        it), if the write lock is free now: True once it is saved, False if the lock was taken (nothing was
+        written: the thread's try waits for it)."""
+        if self.checkpointing or not self._open_inline():
+            return False
+        conn = self.inline
+        assert conn is not None
+        try:
+            conn.execute(self.sql, params)
+        except sqlite3.OperationalError as exc:  # busy: nothing written; anything else: a new connection next
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+                return False
+            self._close_inline()
+            raise DBAPIError.instance(self.sql, [params], exc, sqlite3.Error) from exc
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(self.sql, [params], exc, sqlite3.Error) from exc
+        self.inline_commits += 1
+        if self.inline_commits % CHECKPOINT_EVERY == 0:
+            self.checkpointing = True  # until it is done, writes queue behind it on the thread
+            asyncio.get_running_loop().run_in_executor(self.thread, self._checkpoint)
+        return True
 
     async def transact(self, work: Callable[[sqlite3.Connection], T], inline: bool = True, sql: str = "") -> T:
         """`work(conn)` in one write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back if it raises), on
