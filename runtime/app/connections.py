@@ -28,7 +28,8 @@ from runtime.app.enqueue_options import (
     check_delay,
     check_size,
 )
-from runtime.app.enqueue_outcome import answer
+from runtime.app.enqueue_outcome import answer, send
+from runtime.app.enqueue_plan import Plan, plan_of
 from runtime.app.enqueue_unique import submit_unique
 from runtime.errors import ArgumentsError, ConfigError, RuntimeNotStarted
 from runtime.flow.rate_limit import RateLimiter
@@ -91,6 +92,9 @@ class Runtime:
         self._guarded_kick = self.broker.redis.register_script(_GUARDED_KICK)
         self._unique_kick = self.broker.redis.register_script(_UNIQUE_KICK)
         self.rate_limiter = RateLimiter(self.broker.redis)
+        self._queues = frozenset(app.manifest.queue_names())
+        self._streams = {queue: self.keys.queue(queue).stream for queue in self._queues}
+        self._plans: dict[str, Plan] = {}  # a task's enqueue settings, read from the manifest once
         self.waiting: dict[str, str] = {}  # dependency -> why start() still waits for it
         self.origin: str | None = None  # which Redis and database, and why: logged once connected
 
@@ -265,8 +269,9 @@ class Runtime:
         if at is not None and delay is not None:
             raise ArgumentsError("at: give either `delay` or `at`, not both")
         seconds = check_at(at) if at is not None else check_delay(delay)
-        queue = self.queue_of(fn) if queue is None else queue
-        if queue not in self.app.manifest.queue_names():
+        plan = self._plans.get(name) or self._plans.setdefault(name, plan_of(self.app.manifest, name))
+        queue = plan.queue if queue is None else queue
+        if queue not in self._queues:
             declared = ", ".join(self.app.manifest.queue_names())
             raise ArgumentsError(f"queue: {queue!r:.60} is not declared in the manifest (its queues: {declared})")
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
@@ -282,7 +287,7 @@ class Runtime:
             "function": name,
             "status": "scheduled" if seconds else "queued",
             "attempts": 0,
-            "max_attempts": self.app.manifest.retries(name) + 1,
+            "max_attempts": plan.max_attempts,
             "last_error": None,
             "enqueued_at": from_timestamp(now),
             "scheduled_for": from_timestamp(now + seconds) if seconds else None,
@@ -305,20 +310,20 @@ class Runtime:
             for row, message in zip(rows, messages, strict=True):
                 row["trace_id"] = tracing.trace_id_of(orjson.loads(message)["labels"])
         check_size(name, messages, validated, self.settings.max_arguments_size)
-        spec = self.app.manifest.functions[name].task
+        spec = plan.flow
         flowed = None
-        if spec is not None and spec.flow():  # rate limits, debounce, batches (runtime/app/enqueue_flow.py)
+        if spec is not None:  # rate limits, debounce, batches (runtime/app/enqueue_flow.py)
             flowed = await submit_flow(self, name, spec, rows, messages, seconds)
             if flowed is not None:
                 rows, messages = flowed.rows, flowed.messages  # the rest was settled there (e.g. skipped)
                 if not rows:
                     return flowed.merged([])
-        queued = await self._queue(name, queue, rows, messages, seconds, now, key, guard, guard_seconds)
+        queued = await self._queue(plan, queue, rows, messages, seconds, now, key, guard, guard_seconds)
         return queued if flowed is None else flowed.merged(queued)
 
     async def _queue(
         self,
-        name: str,
+        plan: Plan,
         queue: str,
         rows: list[dict[str, Any]],
         messages: list[bytes],
@@ -329,12 +334,12 @@ class Runtime:
         guard_seconds: float,
     ) -> list[dict[str, Any]]:
         """Record and send the runs (see `submit`)."""
-        window = self.app.manifest.unique(name)
+        name, window = plan.name, plan.unique
         if key is not None or window is not None:
             return await submit_unique(self, name, queue, rows, messages, seconds, key, window or KEY_HOLD)
-        qk = self.keys.queue(queue)
         if guard is None and not seconds:
-            return await self._send(name, qk.stream, rows, messages)
+            return await send(self.broker.sends, self.records, self.store, name, self._streams[queue], rows, messages)
+        qk = self.keys.queue(queue)
         if guard is not None:
             keys = [qk.stream, qk.delayed, guard]
             args: list[Any] = [now + seconds if seconds else 0, int(guard_seconds * 1000), *messages]
@@ -346,30 +351,6 @@ class Runtime:
             if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
                 raise outcome  # cancelled: the caller is gone
         return await answer(self.store, name, rows, *outcomes, guarded=guard is not None)
-
-    async def _send(
-        self, name: str, stream: str, rows: list[dict[str, Any]], messages: list[bytes]
-    ) -> list[dict[str, Any]]:
-        """Record and XADD the runs, the record written while Redis answers: a caller alone writes its XADD,
-        saves the record and then reads Redis's reply, with no task or future; callers at the same time share
-        one XADD batch and one insert (runtime/queue/stream_sends.py, runtime/store/record_writer.py)."""
-        sends = self.broker.sends
-        sent, kicked, inserted = None, None, None
-        try:
-            sent = await sends.start(stream, messages)
-        except Exception as exc:
-            kicked = exc
-        try:
-            await self.records.insert(rows, alone=sent is not None and sent.future is None)
-        except Exception as exc:
-            inserted = exc
-        finally:
-            if sent is not None:  # read even when cancelled: the connection stays in step
-                try:
-                    await sends.finish(sent)
-                except Exception as exc:
-                    kicked = exc
-        return await answer(self.store, name, rows, inserted, kicked, guarded=False)
 
     async def cancel(self, run_id: str, wait: float = 2.0) -> Run:
         """Cancel a run: a scheduled, queued or retrying run never starts again; a running one is stopped by

@@ -1,5 +1,5 @@
-"""What an enqueue answers, from what its two writes did: the run's record (the database) and its message
-(Redis), written side by side.
+"""An enqueue's two writes, the run's record (the database) and its message (Redis), written side by side
+(`send`), and what it answers from what they did.
 
 - The message is in Redis: the run will run; the ids are returned (a record that could not be saved is
   written by the worker when the run starts).
@@ -22,8 +22,9 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from runtime.errors import EnqueueFailed, EnqueueUnavailable, EnqueueUncertain
-from runtime.queue.stream_sends import NotSent
+from runtime.queue.stream_sends import NotSent, StreamSends
 from runtime.store.outbox import hold
+from runtime.store.record_writer import RecordWriter
 from runtime.store.runs import RunStore
 
 logger = logging.getLogger("runtime.enqueue")
@@ -80,6 +81,36 @@ async def answer(
         "may still run (it will, once Redis is back, if its record was saved)",
         list(ids),
     )
+
+
+async def send(
+    sends: StreamSends,
+    records: RecordWriter,
+    store: RunStore,
+    name: str,
+    stream: str,
+    rows: list[dict[str, Any]],
+    messages: list[bytes],
+) -> list[dict[str, Any]]:
+    """Record and XADD runs, the record written while Redis answers, and answer for them: a caller alone
+    writes its XADD, saves the record and then reads Redis's reply, with no task or future; callers at the
+    same time share one XADD batch and one insert (runtime/queue/stream_sends.py, record_writer.py)."""
+    sent, kicked, inserted = None, None, None
+    try:
+        sent = await sends.start(stream, messages)
+    except Exception as exc:
+        kicked = exc
+    try:
+        await records.insert(rows, alone=sent is not None and sent.future is None)
+    except Exception as exc:
+        inserted = exc
+    finally:
+        if sent is not None:  # read even when cancelled: the connection stays in step
+            try:
+                await sends.finish(sent)
+            except Exception as exc:
+                kicked = exc
+    return await answer(store, name, rows, inserted, kicked, guarded=False)
 
 
 async def forget(store: RunStore, ids: list[str]) -> bool:

@@ -233,3 +233,41 @@ async def test_a_record_that_cannot_be_saved_fails_only_its_own_enqueue_in_a_sha
     assert len(ids) == 30  # every message is queued: the one whose record failed is recorded when it runs
     saved = await rt.store.get_many(list(ids))
     assert len(saved) == 29 and ids[13] not in saved
+
+
+async def test_an_enqueue_alone_is_one_insert_and_one_xadd_with_no_task_and_its_record_is_there_when_it_returns(rt):  # type: ignore[no-untyped-def]
+    """A caller alone writes its XADD, saves its record while Redis answers and reads the reply itself: no
+    asyncio task is made for it, and another connection reads the record as soon as enqueue() returns."""
+    from runtime.store.runs import RunStore
+
+    fn = rt.app.tasks["generate"]
+    await fn.enqueue(briefing_id=0)  # the held connection is made
+    loop = asyncio.get_running_loop()
+    tasks = []
+
+    def factory(loop, coro, **kw):  # type: ignore[no-untyped-def]
+        tasks.append(coro)
+        return asyncio.Task(coro, loop=loop, **kw)
+
+    inserts = []
+    insert = rt.store.insert_many
+
+    async def counted(rows):  # type: ignore[no-untyped-def]
+        inserts.append(len(rows))
+        await insert(rows)
+
+    rt.store.insert_many = counted
+    other = RunStore(rt.settings.database_url)
+    try:
+        for i in range(1, 20):
+            loop.set_task_factory(factory)
+            try:
+                run_id = await fn.enqueue(briefing_id=i)
+            finally:
+                loop.set_task_factory(None)
+            assert (await other.get(run_id)) is not None
+        assert [t for t in tasks if "fold" not in repr(t)] == [] and inserts == [1] * 19
+        assert await rt.broker.redis.xlen(rt.keys.queue("default").stream) == 20
+    finally:
+        rt.store.insert_many = insert
+        await other.close()
