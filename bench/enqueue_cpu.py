@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench import procs
 from bench.redis_server import redis_server
-from bench.systems import OURS_DIR
+from bench.systems import BENCH_POSTGRES, OURS_DIR
 
 SYSTEMS = {
     "ours-sqlite": ("bench.apps.ours_app", OURS_DIR),
@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("n", type=int, nargs="?", default=5000)
     parser.add_argument("rounds", type=int, nargs="?", default=3)
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1/bench")
+    parser.add_argument("--postgres", default=BENCH_POSTGRES, help="emptied before each run")
     parser.add_argument("--only", default=",".join(SYSTEMS))
     args = parser.parse_args()
     keys = args.only.split(",")
