@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
-from tests.conftest import Process, command, write_app
+from tests.conftest import Process, command, stop_all, write_app
 
 FULL = os.environ.get("CHAOS_FULL") == "1"
 LEASE = 2.0  # LEASE_SECONDS for every worker: a dead worker's tasks come back within seconds
@@ -227,8 +227,7 @@ class Fleet:
         return "\n".join(f"--- {' '.join(p.args[1:2])} {p.process.pid}\n{p.output[-3000:]}" for p in self.everyone)
 
     def stop(self) -> None:
-        for process in self.everyone:
-            process.stop()
+        stop_all(self.everyone)
         for process in self.everyone:  # a killed worker's sync children share its process group
             try:
                 os.killpg(process.process.pid, signal.SIGKILL)

@@ -222,7 +222,7 @@ def replicated(master_port: int, replica_port: int) -> bool:
     return int(redis.Redis(port=replica_port).info("replication").get("slave_repl_offset", -1)) >= int(offset)
 
 
-async def test_sentinel_failover_keeps_tasks_flowing_and_loses_no_replicated_enqueue(spawn, app, sentinel, tmp_path):
+async def test_sentinel_failover_keeps_tasks_flowing_and_loses_no_replicated_enqueue(sentinel, spawn, app, tmp_path):
     """Replication is asynchronous: an enqueue acknowledged by the master but not yet copied to the replica
     when the master dies is lost with it (the reconciler later re-queues such a run from its record). So
     the guarantee asserted here: every enqueue acknowledged and replicated before the master died, every one
