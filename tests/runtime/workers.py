@@ -58,6 +58,16 @@ def start_worker(spawn: Any, app: Path, env: dict[str, str], *args: str, **more:
     return worker
 
 
+def start_workers(spawn: Any, app: Path, env: dict[str, str], count: int, *args: str, **more: str) -> list[Any]:
+    """`count` `runtime worker` subprocesses started together (each spends ~1.4 s importing), once all are ready."""
+    started = [
+        spawn(["runtime", "worker", "--manifest", str(app), *args], app.parent, env | more) for _ in range(count)
+    ]
+    for worker in started:
+        worker.wait_for("ready")
+    return started
+
+
 async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -21,7 +21,7 @@ import pytest
 from runtime import Runtime
 from runtime.scheduler.reconciler import Reconciler
 from tests.conftest import free_port, write_app
-from tests.runtime.workers import MARK, events, start_worker, wait_until
+from tests.runtime.workers import MARK, events, start_worker, start_workers, wait_until
 
 MODULE = f"limited_{uuid.uuid4().hex[:8]}"
 
@@ -87,8 +87,7 @@ def most_at_once(marks: list[dict[str, Any]], group: str | None = None) -> dict[
 
 
 async def test_at_most_limit_runs_of_a_key_run_at_once_across_workers(spawn: Any, app: Path, env, rt: Runtime) -> None:  # type: ignore[no-untyped-def]
-    start_worker(spawn, app, env)
-    start_worker(spawn, app, env)
+    start_workers(spawn, app, env, 2)
     fn = rt.app.tasks["per_customer"]
     ids = await fn.enqueue_many([{"customer": {"id": key}, "n": n} for n in range(8) for key in ("a", "b", "c")])
     for run_id in ids:
@@ -99,8 +98,7 @@ async def test_at_most_limit_runs_of_a_key_run_at_once_across_workers(spawn: Any
 
 
 async def test_a_named_limit_is_shared_by_the_functions_that_name_it(spawn: Any, app: Path, env, rt: Runtime) -> None:  # type: ignore[no-untyped-def]
-    start_worker(spawn, app, env)
-    start_worker(spawn, app, env)
+    start_workers(spawn, app, env, 2)
     ids = await rt.app.tasks["ai_a"].enqueue_many([{"n": n} for n in range(6)])
     ids += await rt.app.tasks["ai_b"].enqueue_many([{"n": n} for n in range(6)])
     for run_id in ids:
@@ -160,8 +158,7 @@ async def test_cancelling_a_running_run_frees_its_slot_at_once(spawn: Any, app: 
 
 
 async def test_throttled_starts_are_spread_at_the_rate_in_order(spawn: Any, app: Path, env, rt: Runtime) -> None:  # type: ignore[no-untyped-def]
-    start_worker(spawn, app, env)
-    start_worker(spawn, app, env)
+    start_workers(spawn, app, env, 2)
     ids = await rt.app.tasks["spread"].enqueue_many([{"n": n} for n in range(30)])
     for run_id in ids:
         assert (await rt.wait(run_id, timeout=30)).status == "succeeded"

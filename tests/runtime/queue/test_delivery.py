@@ -32,7 +32,7 @@ from runtime.store.models import FINAL
 from runtime.store.runs import RunStore
 from runtime.worker.worker import Worker
 from tests.conftest import write_app
-from tests.runtime.workers import MARK, events, start_worker, started_runtime, wait_until, worker_env
+from tests.runtime.workers import MARK, events, start_worker, start_workers, started_runtime, wait_until, worker_env
 
 MODULE = f"delivery_{uuid.uuid4().hex[:8]}"
 
@@ -220,8 +220,7 @@ async def test_a_paused_redis_never_hands_a_healthy_task_to_a_second_worker(spaw
     runtime = Runtime.from_manifest(app, settings)
     await runtime.start()
     try:
-        start_worker(spawn, app, env)
-        start_worker(spawn, app, env)
+        start_workers(spawn, app, env, 2)
         ids = await runtime.app.tasks["long"].enqueue_many([{"n": i, "seconds": 10} for i in range(4)])
         await wait_until(lambda: len(starts_per_task(env, "long")) == 4, 15, "4 starts")
         assert server.process is not None
