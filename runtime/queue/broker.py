@@ -272,13 +272,11 @@ class StreamBroker(AsyncBroker):
                         future.set_result(int(verdict))
 
     async def release(self, delivery_keys: Sequence[str]) -> None:
-        """Give entries back at once (a stopping worker): any worker's next reclaim takes them."""
+        """Give entries back at once (a stopping worker, read-ahead behind busy runners): each is queued again
+        as a new entry (at the end of its stream), which any worker's next read takes."""
         for queue, entry_ids in by_queue(delivery_keys).items():
             keys = self.keys.queue(queue)
-            await self._release(
-                keys=[keys.stream, keys.started],
-                args=[self.keys.group, self.consumer, self.lease_ms * 1000, *entry_ids],
-            )
+            await self._release(keys=[keys.stream, keys.started], args=[self.keys.group, self.consumer, *entry_ids])
 
     async def ack(
         self, delivery_keys: Sequence[str], retries: dict[str, tuple[bytes, float]] | None = None

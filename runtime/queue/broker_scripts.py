@@ -100,14 +100,20 @@ return lost
 """
 )
 
-# KEYS: stream, started. ARGV: group, consumer, idle_ms, ids...: hand entries back (not a crash)
+# KEYS: stream, started. ARGV: group, consumer, ids...: hand entries back (not a crash). Each is
+# queued again as a new entry, which the next read of any worker takes: a lease's reclaim would wait for the fence
+# (a whole lease after Redis or its workers start, so a reload's first task waited ~12 s) and for an idle runner.
 RELEASE = (
     OWNS
     + """
-for i = 4, #ARGV do
-  if owns(KEYS[1], ARGV[1], ARGV[2], ARGV[i]) then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', tonumber(ARGV[3]), 'JUSTID')
-    redis.call('HDEL', KEYS[2], ARGV[i])
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  if owns(KEYS[1], ARGV[1], ARGV[2], id) then
+    local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+    redis.call('XDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    if entry then redis.call('XADD', KEYS[1], '*', unpack(entry[2])) end
   end
 end
 return 0
