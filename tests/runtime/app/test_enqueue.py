@@ -4,13 +4,16 @@ or the database fails half-way."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
 from runtime.app.connections import Runtime
 from runtime.errors import ArgumentsError, EnqueueFailed, EnqueueUncertain
 from runtime.settings import Settings
+from runtime.store.runs import RunStore
 from tests.conftest import write_app
 
 MODULE = f"enq_{uuid.uuid4().hex[:8]}"
@@ -190,29 +193,34 @@ async def test_a_failed_record_insert_still_returns_the_queued_id(rt):  # type: 
     assert run_id.encode() in fields[b"data"]
 
 
-async def test_concurrent_enqueues_share_one_insert_and_each_record_is_saved_when_it_returns(rt):  # type: ignore[no-untyped-def]
-    """Group commit: enqueues made at the same time write their records in one statement, yet each call
-    returns only once its own record is saved (read at once from another connection)."""
-    from runtime.store.runs import RunStore
-
-    inserts = []
+@contextlib.asynccontextmanager
+async def counted_inserts(rt: Runtime) -> AsyncIterator[tuple[list[int], RunStore]]:
+    """The sizes of the run store's inserts while it is open, and a second store to read records from."""
+    inserts: list[int] = []
     insert = rt.store.insert_many
 
     async def counted(rows):  # type: ignore[no-untyped-def]
         inserts.append(len(rows))
         await insert(rows)
 
-    rt.store.insert_many = counted
+    rt.store.insert_many = counted  # type: ignore[method-assign]
     other = RunStore(rt.settings.database_url)
     try:
+        yield inserts, other
+    finally:
+        rt.store.insert_many = insert  # type: ignore[method-assign]
+        await other.close()
+
+
+async def test_concurrent_enqueues_share_one_insert_and_each_record_is_saved_when_it_returns(rt):  # type: ignore[no-untyped-def]
+    """Group commit: enqueues made at the same time write their records in one statement, yet each call
+    returns only once its own record is saved (read at once from another connection)."""
+    async with counted_inserts(rt) as (inserts, other):
         fn = rt.app.tasks["generate"]
         ids = await asyncio.gather(*[fn.enqueue(briefing_id=i) for i in range(100)])
         found = await other.get_many(list(ids))
         assert sorted(found) == sorted(ids)  # every record is there when its enqueue has returned
         assert 1 <= len(inserts) <= 3, f"{len(inserts)} INSERT statements for 100 concurrent enqueues"
-    finally:
-        rt.store.insert_many = insert
-        await other.close()
 
 
 async def test_a_record_that_cannot_be_saved_fails_only_its_own_enqueue_in_a_shared_batch(rt):  # type: ignore[no-untyped-def]
@@ -238,8 +246,6 @@ async def test_a_record_that_cannot_be_saved_fails_only_its_own_enqueue_in_a_sha
 async def test_an_enqueue_alone_is_one_insert_and_one_xadd_with_no_task_and_its_record_is_there_when_it_returns(rt):  # type: ignore[no-untyped-def]
     """A caller alone writes its XADD, saves its record while Redis answers and reads the reply itself: no
     asyncio task is made for it, and another connection reads the record as soon as enqueue() returns."""
-    from runtime.store.runs import RunStore
-
     fn = rt.app.tasks["generate"]
     await fn.enqueue(briefing_id=0)  # the held connection is made
     loop = asyncio.get_running_loop()
@@ -249,16 +255,7 @@ async def test_an_enqueue_alone_is_one_insert_and_one_xadd_with_no_task_and_its_
         tasks.append(coro)
         return asyncio.Task(coro, loop=loop, **kw)
 
-    inserts = []
-    insert = rt.store.insert_many
-
-    async def counted(rows):  # type: ignore[no-untyped-def]
-        inserts.append(len(rows))
-        await insert(rows)
-
-    rt.store.insert_many = counted
-    other = RunStore(rt.settings.database_url)
-    try:
+    async with counted_inserts(rt) as (inserts, other):
         for i in range(1, 20):
             loop.set_task_factory(factory)
             try:
@@ -268,6 +265,3 @@ async def test_an_enqueue_alone_is_one_insert_and_one_xadd_with_no_task_and_its_
             assert (await other.get(run_id)) is not None
         assert [t for t in tasks if "fold" not in repr(t)] == [] and inserts == [1] * 19
         assert await rt.broker.redis.xlen(rt.keys.queue("default").stream) == 20
-    finally:
-        rt.store.insert_many = insert
-        await other.close()
