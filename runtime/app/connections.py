@@ -31,6 +31,7 @@ from runtime.app.enqueue_options import (
 from runtime.app.enqueue_outcome import answer, send
 from runtime.app.enqueue_plan import Plan, plan_of
 from runtime.app.enqueue_unique import submit_unique
+from runtime.app.parents import tell_parent
 from runtime.errors import ArgumentsError, ConfigError, RuntimeNotStarted
 from runtime.flow.rate_limit import RateLimiter
 from runtime.queue.broker import StreamBroker
@@ -355,7 +356,8 @@ class Runtime:
     async def cancel(self, run_id: str, wait: float = 2.0) -> Run:
         """Cancel a run: a scheduled, queued or retrying run never starts again; a running one is stopped by
         the worker running it (any worker: the cancel is published to all), within about a second.
-        The run ends `cancelled`: never retried, not a dead letter, no failure hook."""
+        The run ends `cancelled`: never retried, not a dead letter, no failure hook; a child run (`ctx.invoke`)
+        tells its parent, which goes on with StepFailed (told here when no worker holds the child)."""
         run = await self.store.get(run_id)
         if run is None:
             raise LookupError(f"no run with id {run_id!r}")
@@ -375,6 +377,8 @@ class Runtime:
             delayed = self.keys.queue(queue).delayed
             async for member, _ in self.broker.redis.zscan_iter(delayed, match=f'*"task_id":"{run_id}"*', count=1000):
                 await self.broker.redis.zrem(delayed, member)
+        if run.status != "running" and run.parent:  # no worker holds it to tell its parent (a later one is ignored)
+            await tell_parent(self, run_id, "cancelled")
         await self.broker.redis.publish(self.keys.cancel_channel, run_id)
         deadline = time.monotonic() + wait
         while True:

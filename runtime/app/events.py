@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runtime.app.current import running
 from runtime.durable.events import Events, check_event
 from runtime.errors import ArgumentsError, RuntimeNotStarted
 from runtime.store.models import Run, utcnow
-
-if TYPE_CHECKING:
-    from runtime.app.connections import Runtime
-
 
 # KEYS: the queue's delayed set, its stream. ARGV: the waiting run's message, now, 'again' or ''. A waiting run whose
 # message is in the delayed set goes onto the stream at once; one whose suspend is not acked yet is made due now
@@ -50,7 +46,9 @@ async def send_event(name: str, data: dict[str, Any] | None = None, *, id: str |
     return await deliver(runtime, name, {} if data is None else data, id)
 
 
-async def deliver(runtime: Runtime, name: str, data: Any, event_id: str | None) -> dict[str, Any]:
+# `runtime` below is runtime/app/connections.py's Runtime, which imports this module through app/parents.py
+# (a cancelled child tells its parent), so typed Any here
+async def deliver(runtime: Any, name: str, data: Any, event_id: str | None) -> dict[str, Any]:
     """Check the event, then start its runs and end its waits; a bad event is an ArgumentsError, sending nothing."""
     text = check_event(name, data, event_id, runtime.settings.max_arguments_size)
     events = Events(runtime.broker.redis, runtime.keys)
@@ -77,7 +75,7 @@ async def deliver(runtime: Runtime, name: str, data: Any, event_id: str | None) 
     return {"id": key, "name": name, "duplicate": False, "started": started, "woke": woke}
 
 
-async def _start(runtime: Runtime, function: str, name: str, data: dict[str, Any], event_id: str, stamp: str) -> str:
+async def _start(runtime: Any, function: str, name: str, data: dict[str, Any], event_id: str, stamp: str) -> str:
     """Start a run of `function` for the event: its id follows from the event's id and its window's `stamp`
     ('' for an event without id), and with an id it is queued at most once (a guard key for the window)."""
     run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{runtime.app.name}/{event_id}/{function}/{stamp}").hex

@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import and_, or_, tuple_, update
 
-from runtime.app.events import deliver
-from runtime.durable.events import finished_event
+from runtime.app.parents import tell_parent
 from runtime.store.models import Run, as_run, from_timestamp, utcnow
 
 if TYPE_CHECKING:
@@ -144,7 +143,7 @@ class Reconciler:
         if reason is not None:
             logger.error("run %s of %s %s: failed: %s", run.id, run.function, run.status, reason, extra=extra)
             if run.parent is not None:
-                await self._tell_parent(run, reason)
+                await tell_parent(self.runtime, run.id, "failed", reason=reason)  # no worker to tell it
             return True
         enqueued_at = run.enqueued_at.timestamp() if run.enqueued_at.tzinfo else _utc_timestamp(run.enqueued_at)
         assert fn is not None
@@ -169,14 +168,6 @@ class Reconciler:
             extra=extra,
         )
         return True
-
-    async def _tell_parent(self, run: Run, reason: str) -> None:
-        """A child run (`ctx.invoke`) failed here, with no worker to say so: its parent goes on with the failure."""
-        data = {"run_id": run.id, "status": "failed", "result": None, "error": reason}
-        try:
-            await deliver(self.runtime, finished_event(run.id), data, None)
-        except Exception as exc:  # Redis away: the parent wakes at its wait's end instead
-            logger.error("run %s: cannot tell its parent run %s it failed (%s)", run.id, run.parent, exc)
 
 
 def _utc_timestamp(value: datetime) -> float:

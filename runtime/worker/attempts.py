@@ -19,15 +19,14 @@ from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.app.connections import Runtime
 from runtime.app.context import Context
-from runtime.app.events import deliver
-from runtime.durable.events import Events, finished_event
+from runtime.app.parents import tell_parent
+from runtime.durable.events import Events
 from runtime.durable.steps import MAX_SLEEP, StepLimits, Steps, Suspended
-from runtime.errors import ArgumentsError, RetryAfter, UnknownFunction
+from runtime.errors import RetryAfter, UnknownFunction
 from runtime.flow.batch import batch_arguments, forget_items
 from runtime.flow.debounce import save_last_arguments
 from runtime.queue.broker import Delivery
 from runtime.queue.messages import InvalidMessage, describe, describe_traceback, error_type
-from runtime.store.models import to_jsonable
 from runtime.tracing import setup_tracing
 from runtime.worker import time_limit
 from runtime.worker.cancellation import Cancellations
@@ -208,20 +207,7 @@ class Attempts:
 
     async def _tell_parent(self, message: TaskiqMessage, status: str, value: Any, error: BaseException | None) -> None:
         """A child run ended: its parent, waiting in `ctx.invoke`, goes on with its result or its failure."""
-        data: dict[str, Any] = {"run_id": message.task_id, "status": status, "result": None}
-        if status == "succeeded":
-            data["result"] = to_jsonable(value)
-        elif error is not None:
-            data |= {"error_type": error_type(error), "error": describe(error)}
-        try:
-            try:
-                await deliver(self.runtime, finished_event(message.task_id), data, None)
-            except ArgumentsError as exc:  # a result too big to hand over
-                data = {"run_id": message.task_id, "status": "failed", "error_type": "ResultTooLarge"}
-                data["error"] = str(exc)
-                await deliver(self.runtime, finished_event(message.task_id), data, None)
-        except Exception as exc:  # Redis away: the parent wakes at its wait's end instead
-            logger.error("run %s: cannot tell its parent run it %s (%s)", message.task_id, status, exc)
+        await tell_parent(self.runtime, message.task_id, status, value, error)
 
     def context(self, message: TaskiqMessage, deadline: datetime | None) -> Context:
         """The Context of this attempt: its run, its deadline, and its steps with the function's retries."""

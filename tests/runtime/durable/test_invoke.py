@@ -44,6 +44,20 @@ async def parent(ctx: Context, n: int, nap: float = 0) -> object:
         open(flag, "w").close()
         raise RuntimeError("the parent fails once after its child")
     return score * 10
+
+@task
+async def dozer(ctx: Context) -> int:
+    mark(fn="dozer")
+    await ctx.sleep("nap", 60)
+    return 1
+
+@task
+async def waker(ctx: Context) -> object:
+    mark(fn="waker", attempt=ctx.attempt)
+    try:
+        return await ctx.invoke("doze", dozer)
+    except StepFailed as exc:
+        return f"caught {exc.error_type}: {exc.message}"
 """
 )
 
@@ -53,6 +67,8 @@ defaults: {{concurrency: 1, retries: 1, backoff: {{base: 50ms, max: 100ms}}}}
 functions:
   child: {{handler: "{MODULE}:child", task: {{retries: 0}}}}
   parent: {{handler: "{MODULE}:parent", task: {{}}}}
+  dozer: {{handler: "{MODULE}:dozer", task: {{retries: 0}}}}
+  waker: {{handler: "{MODULE}:waker", task: {{}}}}
 """
 
 
@@ -126,3 +142,50 @@ async def test_a_lost_child_the_reconciler_fails_fails_its_parents_step(spawn: A
         run = await rt.wait(parent, timeout=20)
         assert run.status == "succeeded" and run.result.startswith(f"caught ChildFailed: child run {child} failed: ")
         assert run.result.endswith("function 'child' is no longer in the manifest; restore it, then replay this run")
+
+
+async def child_of(rt: Runtime, function: str, status: str) -> str:
+    """The id of the one run of `function` once it is `status` (within 10 s)."""
+    for _ in range(200):
+        runs = [r for r in await rt.store.list(limit=20) if r.function == function and r.status == status]
+        if runs:
+            return runs[0].id
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {function} run became {status}")
+
+
+async def finished_events(rt: Runtime, child: str) -> list[dict[bytes, bytes]]:
+    """The child's finished events in the app's event log: each one its parent was told."""
+    sent = await rt.broker.redis.xrange(rt.keys.events)
+    return [fields for _, fields in sent if fields[b"name"] == f"run.r{child}.finished".encode()]
+
+
+async def test_a_child_cancelled_while_it_sleeps_wakes_its_parent_at_once(spawn: Any, app: Path, env, rt) -> None:  # type: ignore[no-untyped-def]
+    """No worker holds a sleeping child, so the cancel tells its parent (which waited out its wait, a year, before)."""
+    start_worker(spawn, app, env)
+    parent = await rt.app.tasks["waker"].enqueue()
+    child = await child_of(rt, "dozer", "waiting")  # asleep for 60 s, holding no worker
+    assert (await rt.cancel(child)).status == "cancelled"
+    started = asyncio.get_running_loop().time()
+    run = await rt.wait(parent, timeout=10)
+    assert asyncio.get_running_loop().time() - started < 5
+    assert (run.status, run.result) == ("succeeded", f"caught ChildFailed: child run {child} cancelled:")
+    assert len(await finished_events(rt, child)) == 1
+    assert [e["fn"] for e in events(env)].count("dozer") == 1
+
+
+async def test_a_queued_child_cancelled_tells_its_parent_once(spawn: Any, tmp_path: Path, env) -> None:  # type: ignore[no-untyped-def]
+    """The cancel tells the parent; the worker that meets the child's message later acks it, and its telling
+    again is ignored: one finished event, and the child never runs."""
+    app = write_app(tmp_path / "kids", KIDS_MANIFEST, {f"{MODULE}.py": SOURCE})
+    async with started_runtime(app, env) as rt:
+        start_worker(spawn, app, env, "--queues", "default")  # nobody serves the child's queue yet
+        parent = await rt.app.tasks["parent"].enqueue(n=9)
+        child = await child_of(rt, "child", "queued")
+        assert (await rt.cancel(child)).status == "cancelled"
+        run = await rt.wait(parent, timeout=10)
+        assert (run.status, run.result) == ("succeeded", f"caught ChildFailed: child run {child} cancelled:")
+        kids = start_worker(spawn, app, env, "--queues", "kids")
+        kids.wait_for(f"cancelled child {child}", timeout=10)  # met the cancelled child's message, told again
+        assert len(await finished_events(rt, child)) == 1
+        assert events(env, "child") == []
