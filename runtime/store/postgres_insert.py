@@ -46,15 +46,20 @@ class PostgresInsert:
         """Insert these rows atomically (raises SQLAlchemy's wrapper of what asyncpg raised). A connection
         found broken (the server restarted, a proxy dropped it) is replaced and the insert tried once more,
         as the engine's pre-ping would: it is an upsert, so a first try that did commit changes nothing."""
-        params = [bound(row, self.steps) for row in rows]
+        await self.write(self.sql, [bound(row, self.steps) for row in rows])
+
+    async def write(self, sql: str, params: list[tuple[Any, ...]], inline: bool = True) -> None:
+        """`sql` for each row of `params` (bound values), atomically, in one round trip; tried once more on a new
+        connection if this one is broken (see `transact`), so it must be safe to repeat (an upsert is).
+        `inline` means nothing here (SQLite's writer runs on the loop's thread when it can)."""
 
         async def work(conn: asyncpg.Connection) -> None:
             if len(params) == 1:
-                await conn.execute(self.sql, *params[0])
+                await conn.execute(sql, *params[0])
             else:
-                await conn.executemany(self.sql, params)
+                await conn.executemany(sql, params)  # atomic: all rows or none
 
-        await self.transact(work, self.sql, params[:1])
+        await self.transact(work, sql, params[:1])
 
     async def transact(self, work: Callable[[asyncpg.Connection], Awaitable[T]], sql: str, params: Any = ()) -> T:
         """`work(conn)` on this connection, alone on it (one statement is atomic by itself; `work` opens a

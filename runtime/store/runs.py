@@ -228,18 +228,7 @@ class RunStore(RunCounting):
         the loop's thread while the write lock is free (SQLite), one round trip (Postgres). Through the engine
         the worker's batch cost ~0.7 ms of pool checkout, greenlet switches and thread hops."""
         sql, steps = self._upsert_sql
-        params = [bound(row, steps) for row in updates]
-        if isinstance(fast, SqliteInsert):
-            await fast.transact(lambda conn: conn.executemany(sql, params), len(params) <= INLINE_UPDATES, sql)
-            return
-
-        async def work(conn: Any) -> None:
-            if len(params) == 1:
-                await conn.execute(sql, *params[0])
-            else:
-                await conn.executemany(sql, params)  # atomic: all rows or none
-
-        await fast.transact(work, sql, params[:1])
+        await fast.write(sql, [bound(row, steps) for row in updates], len(updates) <= INLINE_UPDATES)
 
     def runs(self, *columns: Any) -> Any:
         """SELECT of runs (whole rows, or `columns`) with their big arguments joined."""

@@ -49,7 +49,12 @@ class SqliteInsert:
         params = [bound(row, self.steps) for row in rows]
         if len(params) == 1 and self._insert_inline(params[0]):
             return
-        await self.transact(lambda conn: conn.executemany(self.sql, params), len(params) <= INLINE_ROWS, self.sql)
+        await self.write(self.sql, params, len(params) <= INLINE_ROWS)
+
+    async def write(self, sql: str, params: list[tuple[Any, ...]], inline: bool = True) -> None:
+        """`sql` for each row of `params` (bound values), in one transaction: on the loop's thread if `inline` and
+        the write lock is free now (see `transact`)."""
+        await self.transact(lambda conn: conn.executemany(sql, params), inline, sql)
 
     def _insert_inline(self, params: tuple[Any, ...]) -> bool:
         """One row in one statement on the loop's thread, its own transaction (no BEGIN and COMMIT around

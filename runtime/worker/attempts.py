@@ -134,7 +134,7 @@ class Attempts:
             labels.pop("started_at", None)
         self.cancels.requested.discard(delivery.key)
         if labels.get("parent"):
-            await self._tell_parent(message, "cancelled", None, None)
+            await tell_parent(self.runtime, message.task_id, "cancelled")
         self.records.cancelled(message)
         await self.unique.release(message)
         logger.info("cancelled %s %s", message.task_name, message.task_id, extra={"run_id": message.task_id})
@@ -181,7 +181,7 @@ class Attempts:
             else:
                 hook(message, result)
         if labels.get("parent") and labels.get("outcome") in ("succeeded", "failed"):
-            await self._tell_parent(message, labels["outcome"], value, error)
+            await tell_parent(self.runtime, message.task_id, labels["outcome"], value, error)
         if labels.get("outcome") in ("succeeded", "failed") and self._batched(message.task_name):
             await forget_items(self.runtime, message)
         self.done_count += 1
@@ -204,10 +204,6 @@ class Attempts:
             raise ValueError(f"{task!r:.60} is not a task of the app '{runtime.app.name}' (is it in the manifest?)")
         guard = runtime.keys.queue(runtime.queue_of(fn)).fire_guard(f"invoke:{child}", 0)
         await runtime.submit(fn, [arguments], run_ids=[child], guard=guard, guard_seconds=MAX_SLEEP, parent=parent)
-
-    async def _tell_parent(self, message: TaskiqMessage, status: str, value: Any, error: BaseException | None) -> None:
-        """A child run ended: its parent, waiting in `ctx.invoke`, goes on with its result or its failure."""
-        await tell_parent(self.runtime, message.task_id, status, value, error)
 
     def context(self, message: TaskiqMessage, deadline: datetime | None) -> Context:
         """The Context of this attempt: its run, its deadline, and its steps with the function's retries."""

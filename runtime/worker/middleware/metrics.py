@@ -24,10 +24,10 @@ class MetricsMiddleware(TaskiqMiddleware):
         super().__init__()
         self.metrics = metrics()
         # each series' child, found once: `labels()` takes a lock and checks its values on every call
-        self.children: dict[tuple[str, ...], Any] = {}
+        self.children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *values: str) -> Any:
-        key = (str(id(metric)), *values)
+        key = (metric, *values)
         child = self.children.get(key)
         if child is None:
             child = self.children[key] = metric.labels(*values)
