@@ -118,6 +118,7 @@ class Attempts:
         self.runtime = runtime
         self.events = Events(runtime.broker.redis, runtime.keys)
         self.sync_pool = sync_pool
+        self.limits = time_limit.TimeLimits()
         self.cancels = cancels
         self.finished = finished  # told of an entry whose attempt is over (with its next attempt, if any)
         self.done_count = 0  # attempts that ended here (succeeded, failed, or failed to be retried)
@@ -251,7 +252,8 @@ class Attempts:
         if fn.context_param is not None:
             kwargs[fn.context_param] = context
         try:
-            return await time_limit.call(fn, kwargs, timeout, message.labels.get("deadline"), self.sync_pool)
+            deadline = message.labels.get("deadline")
+            return await time_limit.call(fn, kwargs, timeout, deadline, self.sync_pool, self.limits)
         except Suspended as suspended:
             return suspended  # `finish` sends the run again for later, and records it waiting
 

@@ -73,7 +73,8 @@ class Worker:
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
         self.held: dict[str, Delivery] = {}  # entry id -> delivery, until acked, released or lost
         self.fetched_at: dict[str, float] = {}  # entry id -> when it was read (while it waits to start)
-        self.running: dict[str, asyncio.Task[None]] = {}  # entry id -> its execution
+        self.running: dict[str, asyncio.Task[None]] = {}  # entry id -> the runner running it
+        self.stopped: set[str] = set()  # entry ids whose execution was stopped here (their lease was lost)
         self.run_of: dict[str, str] = {}  # entry id -> run id, once decoded
         self.room = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -234,14 +235,14 @@ class Worker:
             self.fetched_at.pop(key, None)
             if key not in self.held:
                 continue  # lost or handed back while it waited
-            execution = asyncio.create_task(self._execute(delivery))
-            self.running[key] = execution
+            self.running[key] = current  # the runner runs it itself: stopping it cancels the runner
             try:
-                await execution
+                await self._execute(delivery)
             except asyncio.CancelledError:
-                if current.cancelling():
-                    raise  # the worker is stopping (the execution was cancelled with us)
-                # its lease was lost to another worker: stopped here, nothing recorded or acked
+                if (key not in self.stopped and key not in self.cancels.requested) or current.uncancel() > 0:
+                    raise  # the worker is stopping
+                # its lease was lost to another worker (stopped here, nothing recorded or acked), or its run was
+                # cancelled after its function returned
             except (RedisError, OSError) as exc:
                 # the run could not be completed here (Redis went away mid-way): give it back
                 logger.warning("could not complete entry %s (%s); handing it back", key, exc)
@@ -251,6 +252,8 @@ class Worker:
                 await self._release([key])
             finally:
                 self.running.pop(key, None)
+                self.stopped.discard(key)
+                self.cancels.requested.discard(key)
 
     def _lost(self, keys: list[str]) -> None:
         """Another worker holds these entries now: stop them here, and record and ack nothing of them."""
@@ -269,9 +272,10 @@ class Worker:
             if run_id is not None:
                 self.attempts.records.discard(run_id)
             self.commits.forget(key)
-            execution = self.running.get(key)
-            if execution is not None:
-                execution.cancel()
+            runner = self.running.get(key)
+            if runner is not None and key not in self.stopped:
+                self.stopped.add(key)
+                runner.cancel()
         self.room.set()
 
     async def _drain(self, runners: list[asyncio.Task[None]]) -> float:
@@ -416,9 +420,9 @@ class Worker:
         """A cancel was published: if this worker runs that run, stop it (its coroutine sees CancelledError;
         a sync task's process is killed)."""
         for key, owner in list(self.run_of.items()):
-            execution = self.running.get(key)
-            if owner == run_id and execution is not None:
-                self.cancels.request(key, execution)
+            runner = self.running.get(key)
+            if owner == run_id and runner is not None and key not in self.cancels.requested:
+                self.cancels.request(key, runner)
 
     def _finished(self, key: str, retry: tuple[bytes, float] | None = None) -> None:
         if self.gate is not None:
