@@ -40,6 +40,7 @@ class Commits:
         self.lost = lost  # told of entries another worker holds now
         self.done = done  # told of entries acked
         self.to_ack: list[str] = []
+        self.acking = 0  # finished entries in the commit under way
         self.retry_of: dict[str, tuple[bytes, float]] = {}  # entry -> its next attempt, sent with its ack
         self.dirty = asyncio.Event()  # run records or acks to commit
         self.committed = time.monotonic()  # last time run records and acks were written
@@ -61,6 +62,10 @@ class Commits:
         self.retry_of.pop(key, None)  # its next holder decides about the next attempt
         if key in self.to_ack:
             self.to_ack.remove(key)
+
+    def finished_count(self) -> int:
+        """Entries held only to be acked (their attempts are over)."""
+        return len(self.to_ack) + self.acking
 
     def stalled(self) -> bool:
         return bool(self.to_ack) and time.monotonic() - self.committed > ACK_STALL
@@ -114,6 +119,7 @@ class Commits:
 
     async def commit(self) -> None:
         batch, self.to_ack = self.to_ack, []
+        self.acking = len(batch)
         try:
             held = self.held()
             if held:
@@ -126,6 +132,8 @@ class Commits:
         except BaseException:
             self.to_ack = batch + self.to_ack
             raise
+        finally:
+            self.acking = 0
         self.lost(lost)
         for key in batch:
             self.retry_of.pop(key, None)

@@ -151,12 +151,13 @@ class Worker:
         while not self.stopping.is_set():
             self.heartbeat.beat()
             await self._hand_back_waiting()
-            waiting_ack = len(self.commits.to_ack)
-            room = min(self.prefetch - (len(self.held) - waiting_ack), MAX_UNACKED - waiting_ack)
-            if room <= 0:
+            finished = self.commits.finished_count()  # held only until their ack
+            room = min(self.prefetch - (len(self.held) - finished), MAX_UNACKED - finished)
+            if room <= 0 or (room < self.prefetch // 2 and not self.queue.empty()):  # read a few at a time
                 self.room.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.room.wait(), 1.0)
+                    async with asyncio.timeout(1.0):  # not wait_for: no task a wait
+                        await self.room.wait()
                 continue
             try:
                 deliveries = await self._fetch(room if self.gate is None else self.gate.read_ahead(room))
@@ -240,9 +241,8 @@ class Worker:
                 await self._execute(delivery)
             except asyncio.CancelledError:
                 if (key not in self.stopped and key not in self.cancels.requested) or current.uncancel() > 0:
-                    raise  # the worker is stopping
-                # its lease was lost to another worker (stopped here, nothing recorded or acked), or its run was
-                # cancelled after its function returned
+                    raise  # the worker is stopping; else its lease was lost (nothing recorded or acked) or it was
+                    # cancelled after its function returned
             except (RedisError, OSError) as exc:
                 # the run could not be completed here (Redis went away mid-way): give it back
                 logger.warning("could not complete entry %s (%s); handing it back", key, exc)
@@ -439,14 +439,12 @@ class Worker:
     async def _ready(self) -> tuple[int, dict[str, Any]]:
         deps = await dependencies(self.runtime)
         stalled = self.commits.stalled()
-        ok = self.heartbeat.fresh() and all(v == "ok" for v in deps.values()) and not self.stopping.is_set()
-        ok = ok and not stalled
+        ok = self.heartbeat.fresh() and not stalled and not self.stopping.is_set() and set(deps.values()) <= {"ok"}
+        status = "ok" if ok else ("acks stalled" if stalled else "unavailable")
         body = {
-            "status": "ok" if ok else ("acks stalled" if stalled else "unavailable"),
+            "status": status,
             "consumer": self.broker.consumer,
             "running": len(self.running),
             "held": len(self.held),
-            "done": self.attempts.done_count,
-            **deps,
         }
-        return (200 if ok else 503), body
+        return (200 if ok else 503), {**body, "done": self.attempts.done_count, **deps}
