@@ -93,7 +93,7 @@ def reset_postgres(url: str) -> None:
 
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS runs, run_arguments, run_counts, briefings CASCADE")
-        cur.execute("DROP FUNCTION IF EXISTS runs_count()")
+        cur.execute("DROP FUNCTION IF EXISTS runs_count(), runs_count_changes()")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -35,6 +35,17 @@ BROKEN = (
 _ADAPTER_ONLY = ("async_creator_fn", "prepared_statement_cache_size", "prepared_statement_name_func")
 
 
+def unnested(sql: str) -> str:
+    """A one-row `INSERT ... VALUES ($1::T1, $2::T2, ...) ...` as `INSERT ... SELECT * FROM unnest($1::T1[],
+    $2::T2[], ...) ...`: each parameter an array of the rows' values, every row in one statement."""
+    head, found, tail = sql.partition(" VALUES (")
+    values, close, rest = tail.partition(")")
+    if not found or not close or "(" in values:
+        raise ValueError(f"not a one-row INSERT ... VALUES: {sql[:200]}")
+    arrays = ", ".join(f"{parameter.strip()}[]" for parameter in values.split(","))
+    return f"{head} SELECT * FROM unnest({arrays}){rest}"
+
+
 class PostgresInsert:
     def __init__(self, connect_args: Mapping[str, Any], statement: Any, dialect: Dialect) -> None:
         self.sql, self.steps = bind_steps(statement, dialect)
@@ -60,6 +71,11 @@ class PostgresInsert:
                 await conn.executemany(sql, params)  # atomic: all rows or none
 
         await self.transact(work, sql, params[:1])
+
+    async def write_columns(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """`sql` (an `unnested` statement) once for all `rows` (bound values): one statement, whose
+        statement-level triggers run once for the batch (`write` runs a statement per row)."""
+        await self.write(sql, [tuple(list(column) for column in zip(*rows, strict=True))])
 
     async def transact(self, work: Callable[[asyncpg.Connection], Awaitable[T]], sql: str, params: Any = ()) -> T:
         """`work(conn)` on this connection, alone on it (one statement is atomic by itself; `work` opens a

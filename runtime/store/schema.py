@@ -25,7 +25,7 @@ from runtime.store.counting import count_runs_from_now_on  # imports the models:
 # a database is at, with plain SQLAlchemy, so starting up never imports Alembic.
 
 # oldest first; a test checks them against runtime/store/migrations/versions
-SCHEMA_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
+SCHEMA_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 SCHEMA_BASELINE = SCHEMA_REVISIONS[0]  # what 0.1.0 created, before there was an alembic_version table
 _SCHEMA_LOCK = 0x72756E73  # pg_advisory_xact_lock key ("runs"): one process at a time creates or upgrades
