@@ -206,13 +206,15 @@ class Attempts:
         guard = runtime.keys.queue(runtime.queue_of(fn)).fire_guard(f"invoke:{child}", 0)
         await runtime.submit(fn, [arguments], run_ids=[child], guard=guard, guard_seconds=MAX_SLEEP, parent=parent)
 
-    def context(self, message: TaskiqMessage, deadline: datetime | None) -> Context:
-        """The Context of this attempt: its run, its deadline, and its steps with the function's retries."""
+    def context(self, message: TaskiqMessage, deadline: Any) -> Context | None:
+        """The Context of this attempt (its run, its `deadline` timestamp, and its steps with the function's
+        retries), or None for a function that takes none (nothing to make for it)."""
         name = message.task_name
         manifest = self.runtime.app.manifest
         fn = self.runtime.app.tasks.get(name)
-        if fn is None or fn.context_param is None:  # the task never sees its Context: no steps to make
-            return Context(message.task_id, message.labels["attempt"], deadline)
+        if fn is None or fn.context_param is None:
+            return None
+        deadline = as_datetime(deadline)
         settings = self.runtime.settings
         curve = manifest.backoff(name)
         steps = Steps(
@@ -235,7 +237,7 @@ class Attempts:
         function = self.runtime.app.manifest.functions.get(name)
         return function is not None and function.task is not None and function.task.debounce is not None
 
-    async def run(self, message: TaskiqMessage, context: Context) -> Any:
+    async def run(self, message: TaskiqMessage, context: Context | None) -> Any:
         fn = self.runtime.app.tasks.get(message.task_name)
         if fn is None:
             raise UnknownFunction(

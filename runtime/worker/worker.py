@@ -37,7 +37,7 @@ from runtime.queue.broker import CANCELLED, PAUSED, Delivery
 from runtime.queue.leases import LeaseKeeper
 from runtime.queue.messages import InvalidMessage, decode
 from runtime.queue.priority import QueueOrder, served_queues
-from runtime.worker.attempts import Attempts, as_datetime, call, identity, start_mark
+from runtime.worker.attempts import Attempts, call, identity, start_mark
 from runtime.worker.cancellation import Cancellations
 from runtime.worker.commits import Commits
 from runtime.worker.sync_pool import SyncPool
@@ -398,10 +398,11 @@ class Worker:
         started = time.perf_counter()
         value: Any = None
         error: BaseException | None = None
-        context = self.attempts.context(message, as_datetime(labels.get("deadline")))
-        self.cancels.contexts[delivery.key] = context
-        if self.stopping.is_set():
-            context.cancelled.set()
+        context = self.attempts.context(message, labels.get("deadline"))  # None: the function takes none
+        if context is not None:
+            self.cancels.contexts[delivery.key] = context
+            if self.stopping.is_set():
+                context.cancelled.set()
         try:
             value = await self.attempts.run(message, context)
         except asyncio.CancelledError:

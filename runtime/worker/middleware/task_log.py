@@ -39,6 +39,8 @@ class TaskLogMiddleware(TaskiqMiddleware):
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         outcome = message.labels.get("outcome")
+        if outcome == "succeeded" and not logger.isEnabledFor(logging.INFO):
+            return  # nothing to say: no line to build
         history = message.labels.get("history") or [{}]
         error = history[-1].get("error")  # as recorded: capped in length
         trace = history[-1].get("traceback")
