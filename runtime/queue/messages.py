@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 import traceback
 from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
+from pydantic import BaseModel
 from taskiq import TaskiqMessage
 
 from runtime.errors import DeadlineExceeded, RetryAfter, TaskTimeout, UnknownFunction, WorkerDied
@@ -88,14 +90,32 @@ def decode(data: bytes | None) -> TaskiqMessage:
         raise invalid(f"kwargs must be an object, not {type(kwargs).__name__}")
     if not isinstance(args, list):
         raise invalid(f"args must be a list, not {type(args).__name__}")
-    return TaskiqMessage.model_construct(
-        task_id=run_id,
-        task_name=function,
-        labels=labels,
-        labels_types=raw.get("labels_types"),
-        args=args,
-        kwargs=kwargs,
+    return built(
+        TaskiqMessage,
+        {
+            "task_id": run_id,
+            "task_name": function,
+            "labels": labels,
+            "labels_types": raw.get("labels_types"),
+            "args": args,
+            "kwargs": kwargs,
+        },
     )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def built(model: type[M], fields: dict[str, Any]) -> M:
+    """A pydantic model of these values, unchecked: what `model_construct` makes, in a third of its time (it looks
+    up every field's default and alias; here `fields` names every field, with a model that has no private
+    attributes). Two a task: its message and its result."""
+    made = model.__new__(model)
+    object.__setattr__(made, "__dict__", fields)
+    object.__setattr__(made, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(made, "__pydantic_extra__", None)
+    object.__setattr__(made, "__pydantic_private__", None)
+    return made
 
 
 def describe(error: BaseException) -> str:

@@ -26,7 +26,7 @@ from runtime.errors import RetryAfter, UnknownFunction
 from runtime.flow.batch import batch_arguments, forget_items
 from runtime.flow.debounce import save_last_arguments
 from runtime.queue.broker import Delivery
-from runtime.queue.messages import InvalidMessage, describe, describe_traceback, error_type
+from runtime.queue.messages import InvalidMessage, built, describe, describe_traceback, error_type
 from runtime.tracing import setup_tracing
 from runtime.worker import time_limit
 from runtime.worker.cancellation import Cancellations
@@ -162,14 +162,8 @@ class Attempts:
                 traceback=None if error is None else describe_traceback(error),
             )
         )
-        result: TaskiqResult[Any] = TaskiqResult.model_construct(
-            is_err=error is not None,
-            log=None,
-            return_value=value,
-            execution_time=duration or 0.0,
-            error=error,
-            labels=labels,
-        )
+        outcome = {"is_err": error is not None, "log": None, "return_value": value, "execution_time": duration or 0.0}
+        result: TaskiqResult[Any] = built(TaskiqResult, {**outcome, "labels": labels, "error": error})
         if error is not None:
             for hook, awaited in self.on_error:
                 if awaited:

@@ -7,6 +7,7 @@ from typing import Any
 
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
+from runtime.queue.messages import built, decode
 from runtime.worker.attempts import overriding
 from runtime.worker.middleware.metrics import MetricsMiddleware
 
@@ -48,3 +49,17 @@ def test_a_metric_series_is_looked_up_once() -> None:
         del finished.labels
     assert calls == [("hot_path_fn", "q", "succeeded")]
     assert finished.labels("hot_path_fn", "q", "succeeded")._value.get() == before + 3
+
+
+def test_a_message_and_a_result_are_built_as_model_construct_builds_them() -> None:
+    """`built` skips model_construct's per-field lookups, so it must be given every field: a taskiq that adds one
+    (or a private attribute) fails here rather than leaving the new field unset in every message."""
+    message = decode(b'{"task_id": "r1", "task_name": "noop", "labels": {"attempt": 2}, "kwargs": {"n": 1}}')
+    fields = {"task_id": "r1", "task_name": "noop", "labels": {"attempt": 2}, "labels_types": None}
+    assert message == TaskiqMessage.model_construct(**fields, args=[], kwargs={"n": 1})
+    assert message.model_dump() == TaskiqMessage(**fields, args=[], kwargs={"n": 1}).model_dump()
+    outcome = {"is_err": False, "log": None, "return_value": 3, "execution_time": 0.5, "labels": {}, "error": None}
+    result = built(TaskiqResult, dict(outcome))
+    assert result == TaskiqResult.model_construct(**outcome) and result.model_fields_set == set(outcome)
+    for model, names in ((TaskiqMessage, {*fields, "args", "kwargs"}), (TaskiqResult, set(outcome))):
+        assert set(model.model_fields) == names and not model.__private_attributes__
