@@ -143,39 +143,62 @@ class Exchange:
     def _head(self, length: int | None) -> bytes:
         """The status line and headers; `length` is the whole body's, when it came in one message."""
         status = self.status
-        protocol = self.protocol
-        lines = [STATUS_LINES[status], _Defaults.get(protocol.server_state.default_headers)]
-        names, values = [], []
-        has_length = close = False
-        for name, value in self.headers:
-            names.append(name)
-            values.append(value)
-            name = name.lower()
-            if name == b"content-length":
-                has_length = True
-                self.remaining = int(value)
-            elif name == b"transfer-encoding":
-                self.chunked = value.lower() == b"chunked"
-                has_length = True
-            elif name == b"connection" and b"close" in [t.strip() for t in value.lower().split(b",")]:
-                close = True
-            lines.append(b"%s: %s\r\n" % (name, value))
-        # one search of all names and one of all values, not two per header
-        if HEADER_NAME.search(b"".join(names)):
-            raise RuntimeError("Invalid HTTP header name.")
-        if HEADER_VALUE.search(b"\t".join(values)):
-            raise RuntimeError("Invalid HTTP header value.")
-        if self.scope["method"] == "HEAD" and self.remaining >= 0:
+        block, self.remaining, framed, self.chunked, close = app_headers(self.headers)
+        head = STATUS_LINES[status] + _Defaults.get(self.protocol.server_state.default_headers) + block
+        head_request = self.scope["method"] == "HEAD"
+        if head_request:
             self.remaining = -1  # a HEAD answer has no body, whatever its Content-Length says
         if close:
             self.keep_alive = False
         elif not self.keep_alive:
-            lines.append(b"connection: close\r\n")
-        if not has_length and self.scope["method"] != "HEAD" and status not in (204, 304) and status >= 200:
+            head += b"connection: close\r\n"
+        if not framed and not head_request and status not in (204, 304) and status >= 200:
             if length is None:
                 self.chunked = True
-                lines.append(b"transfer-encoding: chunked\r\n")
+                head += b"transfer-encoding: chunked\r\n"
             else:
-                lines.append(b"content-length: %d\r\n" % length)
-        lines.append(b"\r\n")
-        return b"".join(lines)
+                head += b"content-length: %d\r\n" % length
+        return head + b"\r\n"
+
+
+# An app's headers as bytes, with what they say of the framing: (block, Content-Length or -1, framed (a
+# Content-Length or a Transfer-Encoding), chunked, connection: close). Kept by value: most answers repeat them.
+HeaderBlock = tuple[bytes, int, bool, bool, bool]
+_blocks: dict[tuple[Any, ...], HeaderBlock] = {}
+MAX_BLOCKS = 1024
+
+
+def app_headers(headers: Any) -> HeaderBlock:
+    key = tuple(headers)
+    try:
+        block = _blocks.get(key)
+    except TypeError:  # [name, value] lists: built each time
+        return _header_block(key)
+    if block is None:
+        block = _header_block(key)
+        if len(_blocks) >= MAX_BLOCKS:
+            _blocks.clear()
+        _blocks[key] = block
+    return block
+
+
+def _header_block(headers: tuple[Any, ...]) -> HeaderBlock:
+    lines, names, values = [], [], []
+    length, framed, chunked, close = -1, False, False, False
+    for name, value in headers:
+        names.append(name)
+        values.append(value)
+        name = name.lower()
+        if name == b"content-length":
+            length, framed = int(value), True
+        elif name == b"transfer-encoding":
+            chunked, framed = value.lower() == b"chunked", True
+        elif name == b"connection" and b"close" in [t.strip() for t in value.lower().split(b",")]:
+            close = True
+        lines.append(b"%s: %s\r\n" % (name, value))
+    # one search of all names and one of all values, not two per header
+    if HEADER_NAME.search(b"".join(names)):
+        raise RuntimeError("Invalid HTTP header name.")
+    if HEADER_VALUE.search(b"\t".join(values)):
+        raise RuntimeError("Invalid HTTP header value.")
+    return b"".join(lines), length, framed, chunked, close

@@ -56,6 +56,7 @@ class HttpProtocol(asyncio.Protocol):
             self.proxies = self.app.trusted_hosts
             self.app = self.app.app
         self.root_path: str = config.root_path
+        self.raw_root = self.root_path.encode("ascii")
         self.loop = _loop or asyncio.get_event_loop()
         self.server_state = server_state
         self.app_state = app_state
@@ -87,6 +88,14 @@ class HttpProtocol(asyncio.Protocol):
         self.server = tuple(server[:2]) if isinstance(server, tuple) else None
         self.client = tuple(client[:2]) if isinstance(client, tuple) else None
         self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        self.scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+        }
         self.trusted = self.proxies is not None and self.client is not None and self.client[0] in self.proxies
         self.since = self.loop.time()
         self.deadline = self.loop.call_at(self.since + self.request_timeout, self.expired)
@@ -180,21 +189,14 @@ class HttpProtocol(asyncio.Protocol):
         path = raw_path.decode("ascii")
         if "%" in path:
             path = urllib.parse.unquote(path)
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": version,
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "root_path": self.root_path,
-            "headers": self.headers,
-            "state": self.app_state.copy(),
-            "method": parser.get_method().decode("ascii"),
-            "path": self.root_path + path,
-            "raw_path": self.root_path.encode("ascii") + raw_path,
-            "query_string": url.query or b"",
-        }
+        scope = self.scope.copy()  # what is the same for each request on the connection, then the request's own
+        scope["http_version"] = version
+        scope["headers"] = self.headers
+        scope["state"] = self.app_state.copy()
+        scope["method"] = parser.get_method().decode("ascii")
+        scope["path"] = self.root_path + path if self.root_path else path
+        scope["raw_path"] = self.raw_root + raw_path if self.root_path else raw_path
+        scope["query_string"] = url.query or b""
         exchange = Exchange(self, scope)
         exchange.proxied = self.forwarded
         exchange.keep_alive = version != "1.0" and parser.should_keep_alive() and not parser.should_upgrade()
