@@ -1,5 +1,6 @@
-"""Issue 25's server choice, measured: `runtime web` on uvicorn (production) against the same app on granian
-(bench/apps/ours_granian.py), one worker process each, the JSON hello route under wrk -t2 -c64, alternating.
+"""Issue 25's server choice, measured: `runtime web` (uvicorn running our protocol, runtime/web/protocol.py) against
+the same app on granian (bench/apps/ours_granian.py) and bare Starlette on uvicorn and on granian, one worker process
+each, the JSON hello route under wrk -t2 -c64, alternating; req/s and the server's CPU per request.
 
 python -m bench.server_choice [--seconds 5] [--rounds 3]
 """
@@ -38,19 +39,22 @@ GRANIAN = dataclasses.replace(
 
 def measure(seconds: float, rounds: int) -> dict[str, list[float]]:
     web.THREADS, web.CONNECTIONS = 2, 64
-    systems: list[WebSystem] = [UVICORN, GRANIAN]
+    systems: list[WebSystem] = [UVICORN, GRANIAN, *(s for s in WEB_SYSTEMS if s.key != "ours")]
     rps: dict[str, list[float]] = {s.key: [] for s in systems}
+    cpu: dict[str, list[float]] = {s.key: [] for s in systems}
     with tempfile.TemporaryDirectory() as tmp, redis_server() as redis:
         for n in range(rounds):
             for system in systems:
                 result = web.http_run(system, redis, seconds, Path(tmp), f"{system.key}-{n}")
                 rps[system.key].append(result["rps"])
+                cpu[system.key].append(result["cpu_us"])
                 print(
-                    f"round {n + 1} {system.label}: {result['rps']:,.0f} req/s, p99 {result['p99_ms']:.1f} ms, "
+                    f"round {n + 1} {system.label}: {result['rps']:,.0f} req/s, {result['cpu_us']:.1f} us CPU/request, "
+                    f"p99 {result['p99_ms']:.1f} ms, "
                     f"{result['errors']} errors",
                     flush=True,
                 )
-    return rps
+    return {**rps, **{f"{key} cpu": values for key, values in cpu.items()}}
 
 
 def main() -> None:
@@ -58,10 +62,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    rps = measure(args.seconds, args.rounds)
-    uvicorn, granian = statistics.median(rps[UVICORN.key]), statistics.median(rps[GRANIAN.key])
-    ratio = granian / uvicorn
-    print(f"median: uvicorn {uvicorn:,.0f} req/s, granian {granian:,.0f} req/s, granian / uvicorn {ratio:.2f}x")
+    figures = measure(args.seconds, args.rounds)
+    ours, ours_cpu = statistics.median(figures[UVICORN.key]), statistics.median(figures[f"{UVICORN.key} cpu"])
+    for key in figures:
+        if key.endswith(" cpu") or key == UVICORN.key:
+            continue
+        rps, cpu = statistics.median(figures[key]), statistics.median(figures[f"{key} cpu"])
+        print(
+            f"median {key}: {rps:,.0f} req/s, {cpu:.1f} us CPU/request; "
+            f"ours ({ours:,.0f} req/s, {ours_cpu:.1f} us) is {ours / rps:.2f}x its req/s, {ours_cpu / cpu:.2f}x its CPU"
+        )
 
 
 if __name__ == "__main__":

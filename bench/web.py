@@ -46,6 +46,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
     p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
     if not rps or not p99 or not p50:
         raise RuntimeError(f"could not read wrk's output: {out[-800:]}")
+    total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
@@ -53,6 +54,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
         "p50_ms": float(p50.group(1)) * _UNITS[p50.group(2)],
         "p99_ms": float(p99.group(1)) * _UNITS[p99.group(2)],
         "errors": (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0),
+        "requests": int(total.group(1)) if total else 0,
     }
 
 
@@ -72,7 +74,11 @@ def http_run(system: WebSystem, redis: RedisServer, seconds: float, tmpdir: Path
         wait_http_ok(url, proc, timeout=30, log=log)
         _status, body = get(url)
         wrk(url, 1)
+        cpu = procs.cpu_seconds(proc.pid)
         result = wrk(url, seconds)
+        # the server's CPU per request (user + system, all its threads and children): steadier than req/s when
+        # other work shares the machine's cores
+        result["cpu_us"] = (procs.cpu_seconds(proc.pid) - cpu) / max(result["requests"], 1) * 1e6
         result["body"] = body.decode(errors="replace")
         result["peak_rss_mb"] = rss.peak / 2**20
     return result
