@@ -77,6 +77,8 @@ class HttpProtocol(asyncio.Protocol):
         self.forwarded = False  # ... it has X-Forwarded-* headers from a trusted proxy
         self.since = 0.0  # loop time the current deadline started: connection idle, or a body expected
         self.deadline: asyncio.TimerHandle | None = None
+        self.served = False  # a request was answered: an idle connection is closed after uvicorn's keep-alive timeout
+        self.idle_limit = min(float(config.timeout_keep_alive), self.request_timeout)
 
     # --- the connection ---------------------------------------------------------------------------------
 
@@ -98,7 +100,7 @@ class HttpProtocol(asyncio.Protocol):
         }
         self.trusted = self.proxies is not None and self.client is not None and self.client[0] in self.proxies
         self.since = self.loop.time()
-        self.deadline = self.loop.call_at(self.since + self.request_timeout, self.expired)
+        self.deadline = self.loop.call_at(self.since + min(self.request_timeout, self.idle_limit), self.expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
@@ -278,6 +280,7 @@ class HttpProtocol(asyncio.Protocol):
     def answered(self, exchange: Exchange) -> None:
         """The app has sent its whole answer: the next request's turn, or the close."""
         self.server_state.total_requests += 1
+        self.served = True
         exchange.wake()
         transport = self.transport
         if not exchange.keep_alive:
@@ -298,7 +301,7 @@ class HttpProtocol(asyncio.Protocol):
             transport.write(self.refusal)
             transport.close()
             return
-        if self.reading_paused and not (exchanges and exchanges[-1].complete):
+        if self.reading_paused and len(exchanges) <= 1:  # none is waiting its turn
             self.reading_paused = False
             transport.resume_reading()
 
@@ -307,16 +310,19 @@ class HttpProtocol(asyncio.Protocol):
     def expired(self) -> None:
         """One timer per connection, moved lazily: an answer or a request's headers only note when the deadline
         restarts, and the timer, when it fires, closes the connection or sets itself again (a timer per request
-        cost more than the rest of a small request's handling)."""
+        cost more than the rest of a small request's handling). It fires at least every `idle_limit` seconds, so
+        that a connection left idle after an answer is closed after uvicorn's keep-alive timeout."""
         self.deadline = None
         if self.transport.is_closing():
             return
         now = self.loop.time()
-        due = self.since + self.request_timeout
         if self.exchanges and self.exchanges[0].complete:  # being answered: its handler has no deadline
-            self.deadline = self.loop.call_at(now + self.request_timeout, self.expired)
-        elif now < due:
-            self.deadline = self.loop.call_at(due, self.expired)
+            self.deadline = self.loop.call_at(now + self.idle_limit, self.expired)
+            return
+        idle = not self.exchanges and not self.in_headers
+        due = self.since + (self.idle_limit if idle and self.served else self.request_timeout)
+        if now < due:
+            self.deadline = self.loop.call_at(min(due, now + self.idle_limit), self.expired)
         elif self.exchanges:
             self.parsing = None
             self.exchanges.clear()

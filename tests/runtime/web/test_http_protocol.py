@@ -54,14 +54,14 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def config() -> uvicorn.Config:
-    settings = Settings(request_timeout=REQUEST_TIMEOUT, max_body_size=MAX_BODY_SIZE)
-    return server_config(app, settings, host="127.0.0.1", port=free_port())
+def config(request_timeout: float = REQUEST_TIMEOUT, **options: Any) -> uvicorn.Config:
+    settings = Settings(request_timeout=request_timeout, max_body_size=MAX_BODY_SIZE)
+    return server_config(app, settings, host="127.0.0.1", port=free_port(), **options)
 
 
 @contextlib.asynccontextmanager
-async def serving() -> AsyncIterator[int]:
-    server = uvicorn.Server(config())
+async def serving(request_timeout: float = REQUEST_TIMEOUT, **options: Any) -> AsyncIterator[int]:
+    server = uvicorn.Server(config(request_timeout, **options))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
@@ -171,6 +171,24 @@ async def test_a_handler_waiting_on_the_client_hears_it_go_away() -> None:
             await asyncio.sleep(0.01)
         writer.close()
         await asyncio.wait_for(heard["wait"].wait(), 5)
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_once_answered() -> None:
+    """uvicorn's timeout_keep_alive (5 s by default) closes a connection left idle after an answer, well before
+    REQUEST_TIMEOUT, which still bounds a connection that has sent nothing yet."""
+    async with serving(request_timeout=30, timeout_keep_alive=1) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(get("/first"))
+        assert parse(await reader.read(65536)).body == b"/first"
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the server
+        assert asyncio.get_running_loop().time() - started < 5
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(2)
+        writer.write(get("/late", "Connection: close"))
+        assert parse(await asyncio.wait_for(reader.read(), 5)).body == b"/late"
+        writer.close()
 
 
 async def test_a_handler_slower_than_request_timeout_is_not_cut_off() -> None:
