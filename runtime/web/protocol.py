@@ -11,6 +11,7 @@ written in one `transport.write` (status line, headers and body) when the app se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import urllib.parse
@@ -61,7 +62,9 @@ class HttpProtocol(asyncio.Protocol):
         self.server_state = server_state
         self.app_state = app_state
         self.parser = httptools.HttpRequestParser(self)
-        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        with contextlib.suppress(AttributeError):  # httptools < 0.6.3: no leniencies to set
+            # bytes after a request that says `Connection: close` are ignored, not an error that hides its answer
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.exchanges: deque[Exchange] = deque()  # in arrival order; the first is being answered
         self.parsing: Exchange | None = None  # the request whose headers or body are arriving
