@@ -27,7 +27,8 @@ from redis.exceptions import ResponseError
 from taskiq import AckableMessage, AsyncBroker, BrokerMessage
 
 from runtime.queue import broker_scripts as scripts
-from runtime.queue.keys import Keys
+from runtime.queue.hot_commands import HotCommands, Start
+from runtime.queue.keys import Keys, QueueKeys
 from runtime.queue.redis_client import async_client, is_cluster
 from runtime.queue.stream_sends import StreamSends, connect
 
@@ -111,6 +112,8 @@ class StreamBroker(AsyncBroker):
         self._ack = self.redis.register_script(scripts.ACK)
         self._release = self.redis.register_script(scripts.RELEASE)
         self._start = self.redis.register_script(scripts.START)
+        # reads, start marks and acks on connections held for them (redis-py's path for a cluster, or tracing)
+        self.hot = HotCommands(self.redis, keys.group, self.consumer, {"start": self._start, "ack": self._ack})
         # start marks asked for in the same loop turn go to Redis in one script call per queue
         self._starting: dict[str, list[tuple[str, str, bytes, Sequence[tuple[str, int]], asyncio.Future[int]]]] = {}
         self._marking: asyncio.Task[None] | None = None
@@ -182,12 +185,15 @@ class StreamBroker(AsyncBroker):
         """New entries for this consumer from these queues (waits up to block_ms; None: not at all)."""
         if len(queues) > 1 and is_cluster(self.redis):
             return await self._read_each(queues, count, block_ms)
-        streams: dict[Any, Any] = {self.keys.queue(q).stream: ">" for q in queues}
-        fetched = await self.redis.xreadgroup(self.keys.group, self.consumer, streams, count=count, block=block_ms)
-        queue_of = {self.keys.queue(q).stream: q for q in queues}
+        streams = tuple(self.keys.queue(q).stream for q in queues)
+        if self.hot.usable():
+            reply: Any = await self.hot.xreadgroup(streams, count, block_ms)
+        else:
+            group, consumer = self.keys.group, self.consumer
+            reply = await self.redis.xreadgroup(group, consumer, dict.fromkeys(streams, ">"), count, block_ms)
+        queue_of = dict(zip(streams, queues, strict=True))
         out: list[Delivery] = []
-        reply: Any = fetched or []
-        for stream, entries in reply:
+        for stream, entries in reply.items() if isinstance(reply, dict) else reply or []:  # a dict in RESP3
             queue = queue_of[_text(stream)]
             out.extend(_delivery(queue, entry_id, fields) for entry_id, fields in entries or [])
         return out
@@ -254,14 +260,8 @@ class StreamBroker(AsyncBroker):
         while self._starting:
             batches, self._starting = self._starting, {}
             for queue, items in batches.items():
-                keys = self.keys.queue(queue)
-                script_keys: list[str] = [keys.started, keys.paused]
-                args: list[Any] = [self.lease_ms]
-                for entry_id, run_id, mark, slots, _ in items:
-                    script_keys += [keys.cancel(run_id), *(running for running, _ in slots)]
-                    args += [entry_id, mark, run_id, len(slots), *(limit for _, limit in slots)]
                 try:
-                    verdicts = await self._start(keys=script_keys, args=args)
+                    verdicts = await self._mark(self.keys.queue(queue), [item[:4] for item in items])
                 except Exception as exc:
                     for *_, future in items:
                         if not future.done():
@@ -270,6 +270,17 @@ class StreamBroker(AsyncBroker):
                 for (*_, future), verdict in zip(items, verdicts, strict=True):
                     if not future.done():
                         future.set_result(int(verdict))
+
+    async def _mark(self, keys: QueueKeys, runs: list[Start]) -> list[int]:
+        if self.hot.usable():
+            return await self.hot.start(keys, self.lease_ms, runs)
+        script_keys: list[str] = [keys.started, keys.paused]
+        args: list[Any] = [self.lease_ms]
+        for entry_id, run_id, mark, slots in runs:
+            script_keys += [keys.cancel(run_id), *(running for running, _ in slots)]
+            args += [entry_id, mark, run_id, len(slots), *(limit for _, limit in slots)]
+        verdicts: list[int] = await self._start(keys=script_keys, args=args)
+        return verdicts
 
     async def release(self, delivery_keys: Sequence[str]) -> None:
         """Give entries back at once (a stopping worker, read-ahead behind busy runners): each is queued again
@@ -287,11 +298,15 @@ class StreamBroker(AsyncBroker):
         retries = retries or {}
         for queue, entry_ids in by_queue(delivery_keys).items():
             keys = self.keys.queue(queue)
-            args: list[Any] = [self.keys.group, self.consumer]
+            entries: list[tuple[str, bytes, int]] = []
             for entry_id in entry_ids:
                 message, due = retries.get(f"{queue}/{entry_id}", (b"", 0.0))
-                args += [entry_id, message, int(due * 1000)]
-            reply = await self._ack(keys=[keys.stream, keys.started, keys.delayed], args=args)
+                entries.append((entry_id, message, int(due * 1000)))
+            if self.hot.usable():
+                reply = await self.hot.ack(keys, entries)
+            else:
+                args = [self.keys.group, self.consumer, *(value for entry in entries for value in entry)]
+                reply = await self._ack(keys=[keys.stream, keys.started, keys.delayed], args=args)
             lost.extend(f"{queue}/{_text(entry_id)}" for entry_id in reply)
         return lost
 

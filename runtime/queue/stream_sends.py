@@ -23,18 +23,14 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from runtime import tracing
+from runtime.queue.held_connection import NotSent, fresh, usable, write
 
 MAX_ENTRIES = 1000  # XADDs per pipeline
 
 Waiting = tuple[str, Sequence[bytes], "asyncio.Future[None]"]
-
-
-class NotSent(RedisConnectionError):
-    """Redis could not be reached before anything was written: the commands certainly did not run."""
+__all__ = ["NotSent", "Sent", "StreamSends", "connect"]
 
 
 async def connect(pipe: Any) -> None:
@@ -51,35 +47,6 @@ async def connect(pipe: Any) -> None:
         raise NotSent(str(exc) or type(exc).__name__) from exc
     pipe.connection = connection  # the pipeline's reset() hands it back
     await fresh(connection)
-
-
-async def fresh(connection: Any) -> None:
-    """Ready a connection to write on: connected, at no EOF and holding no unread reply (one found so is
-    replaced); `NotSent` if that fails."""
-    try:
-        stale = connection.is_connected and await connection.can_read()
-    except (RedisError, OSError):
-        stale = True
-    try:
-        if stale:
-            await connection.disconnect()
-        if not connection.is_connected:
-            await connection.connect()
-    except (RedisError, OSError) as exc:
-        raise NotSent(str(exc) or type(exc).__name__) from exc
-
-
-async def _write(connection: Any, parts: list[bytes]) -> None:
-    """Write on the connection: straight into its transport when that takes it all at once (redis-py's own
-    send waits for it under a timeout, which costs a task per write), else as redis-py writes, waiting for
-    the transport to drain within its socket timeout."""
-    writer = getattr(connection, "_writer", None)
-    if writer is None or writer.transport.get_write_buffer_size():
-        await connection.send_packed_command(parts, check_health=False)
-        return
-    writer.writelines(parts)
-    if writer.transport.get_write_buffer_size():  # not all of it went out: wait as redis-py would
-        await connection.send_packed_command([], check_health=False)
 
 
 async def _replies(connection: Any, count: int) -> list[Any]:
@@ -126,7 +93,7 @@ class StreamSends:
             self.busy = True
             try:
                 conn = await self._connection()
-                await _write(conn, self._packed(stream, messages))
+                await write(conn, self._packed(stream, messages))
             except BaseException:
                 self._idle()
                 raise
@@ -181,7 +148,7 @@ class StreamSends:
                 results = await self._pipeline(batch)
             else:
                 conn = await self._connection()
-                await _write(conn, [part for stream, messages, _ in batch for part in self._packed(stream, messages)])
+                await write(conn, [part for stream, messages, _ in batch for part in self._packed(stream, messages)])
                 results = await _replies(conn, sum(len(messages) for _, messages, _ in batch))
         except NotSent as exc:  # and those waiting behind it are not tried against a Redis that is down
             for _, _, future in batch + self.waiting:
@@ -210,7 +177,7 @@ class StreamSends:
     def _held(self) -> bool:
         """Whether sends go on the held connection: not to a cluster (its pipeline picks the nodes), nor while
         tracing (redis-py's instrumented pipeline shows them as spans)."""
-        return getattr(self.redis, "connection_pool", None) is not None and not tracing.enabled()
+        return usable(self.redis)
 
     async def _connection(self) -> Any:
         """The held connection, connected and with nothing left to read; `NotSent` if Redis cannot be reached."""
