@@ -112,8 +112,9 @@ class StreamBroker(AsyncBroker):
         self._ack = self.redis.register_script(scripts.ACK)
         self._release = self.redis.register_script(scripts.RELEASE)
         self._start = self.redis.register_script(scripts.START)
-        # reads, start marks and acks on connections held for them (redis-py's path for a cluster, or tracing)
-        self.hot = HotCommands(self.redis, keys.group, self.consumer, {"start": self._start, "ack": self._ack})
+        # reads, start marks, renewals and acks on connections held for them (redis-py's path for a cluster, or tracing)
+        scripts_held = {"start": self._start, "renew": self._renew, "ack": self._ack}
+        self.hot = HotCommands(self.redis, keys.group, self.consumer, self.lease_ms, scripts_held)
         # start marks asked for in the same loop turn go to Redis in one script call per queue
         self._starting: dict[str, list[tuple[str, str, bytes, Sequence[tuple[str, int]], asyncio.Future[int]]]] = {}
         self._marking: asyncio.Task[None] | None = None
@@ -225,10 +226,13 @@ class StreamBroker(AsyncBroker):
         lost: list[str] = []
         for queue, entry_ids in by_queue(delivery_keys).items():
             keys = self.keys.queue(queue)
-            reply = await self._renew(
-                keys=[keys.stream, keys.lease_clock, keys.reclaim_fence],
-                args=[self.keys.group, self.consumer, self.lease_ms, *entry_ids],
-            )
+            if self.hot.usable():
+                reply = await self.hot.renew(keys, entry_ids)
+            else:
+                reply = await self._renew(
+                    keys=[keys.stream, keys.lease_clock, keys.reclaim_fence],
+                    args=[self.keys.group, self.consumer, self.lease_ms, *entry_ids],
+                )
             lost.extend(f"{queue}/{_text(entry_id)}" for entry_id in reply)
         return lost
 
@@ -273,7 +277,7 @@ class StreamBroker(AsyncBroker):
 
     async def _mark(self, keys: QueueKeys, runs: list[Start]) -> list[int]:
         if self.hot.usable():
-            return await self.hot.start(keys, self.lease_ms, runs)
+            return await self.hot.start(keys, runs)
         script_keys: list[str] = [keys.started, keys.paused]
         args: list[Any] = [self.lease_ms]
         for entry_id, run_id, mark, slots in runs:

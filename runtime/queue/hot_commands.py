@@ -1,4 +1,4 @@
-"""A worker's commands per batch (XREADGROUP, the START and ACK scripts), packed from templates built once.
+"""A worker's commands per batch (XREADGROUP, the START, RENEW and ACK scripts), packed from templates built once.
 
 Each command's fixed parts (its name, the script's SHA, a queue's keys, the group and the consumer) are packed
 once; a call packs only its counts, ids and messages, and goes on a connection the broker holds for it
@@ -29,15 +29,17 @@ def _value(parts: list[bytes], value: bytes) -> None:
 
 
 class HotCommands:
-    def __init__(self, redis: Any, group: str, consumer: str, scripts: dict[str, Any]) -> None:
+    def __init__(self, redis: Any, group: str, consumer: str, lease_ms: int, scripts: dict[str, Any]) -> None:
         self.redis = redis
         self.reads = HeldConnection(redis)  # XREADGROUP alone: a blocking one holds up nothing else
-        self.writes = HeldConnection(redis)  # start marks and acks
-        self.scripts = scripts  # "start", "ack": redis-py's Script objects (their SHA, their source)
+        self.writes = HeldConnection(redis)  # start marks, renewals and acks
+        self.scripts = scripts  # "start", "renew", "ack": redis-py's Script objects (their SHA, their source)
+        self.lease = bulk(b"%d" % lease_ms)
         self.read_head = b"".join(map(bulk, (b"XREADGROUP", b"GROUP", group.encode(), consumer.encode(), b"COUNT")))
         self.read_tails: dict[tuple[str, ...], bytes] = {}  # streams -> `STREAMS s1 s2 > >`
         self.owner = bulk(group.encode()) + bulk(consumer.encode())
         self.ack_heads: dict[str, bytes] = {}  # stream -> `EVALSHA sha 3 stream started delayed group consumer`
+        self.renew_heads: dict[str, bytes] = {}  # stream -> `EVALSHA sha 3 stream clock fence group consumer lease`
         self.start_keys: dict[str, bytes] = {}  # stream -> `started paused`
 
     def usable(self) -> bool:
@@ -57,7 +59,7 @@ class HotCommands:
             parts = [b"*%d\r\n" % (size + 2), self.read_head, bulk(b"%d" % count), BLOCK, bulk(b"%d" % block_ms), tail]
         return await self.reads.call(parts)
 
-    async def start(self, keys: QueueKeys, lease_ms: int, runs: Sequence[Start]) -> list[int]:
+    async def start(self, keys: QueueKeys, runs: Sequence[Start]) -> list[int]:
         """The START script over these runs of one queue (see runtime/queue/broker_scripts.py)."""
         script = self.scripts["start"]
         fixed = self.start_keys.get(keys.stream)
@@ -75,8 +77,20 @@ class HotCommands:
             nkeys += 1 + len(slots)
         size = 3 + nkeys + 1 + len(args)
         head = [b"*%d\r\n" % size, EVALSHA, bulk(script.sha.encode()), bulk(b"%d" % nkeys), fixed]
-        verdicts: list[int] = await self.writes.evalsha(script, head + run_keys + [bulk(b"%d" % lease_ms)] + args)
+        verdicts: list[int] = await self.writes.evalsha(script, head + run_keys + [self.lease] + args)
         return verdicts
+
+    async def renew(self, keys: QueueKeys, entry_ids: Sequence[str]) -> list[bytes]:
+        """The RENEW script over these entries of one queue: the ids this consumer no longer owns."""
+        script = self.scripts["renew"]
+        head = self.renew_heads.get(keys.stream)
+        if head is None:
+            names = (keys.stream, keys.lease_clock, keys.reclaim_fence)
+            head = EVALSHA + bulk(script.sha.encode()) + bulk(b"3") + b"".join(bulk(k.encode()) for k in names)
+            head = self.renew_heads[keys.stream] = head + self.owner + self.lease
+        parts = [b"*%d\r\n" % (9 + len(entry_ids)), head, *(bulk(entry_id.encode()) for entry_id in entry_ids)]
+        lost: list[bytes] = await self.writes.evalsha(script, parts)
+        return lost
 
     async def ack(self, keys: QueueKeys, entries: Sequence[tuple[str, bytes, int]]) -> list[bytes]:
         """The ACK script over these entries of one queue: (entry id, next attempt or b"", its due ms) each."""

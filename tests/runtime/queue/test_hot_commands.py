@@ -1,4 +1,4 @@
-"""A worker's reads, start marks and acks go on connections the broker holds for them, packed by hand
+"""A worker's reads, start marks, renewals and acks go on connections the broker holds for them, packed by hand
 (issue 25 point 1): no pool checkout per call, a blocking read holds up no mark or ack, and Redis's errors,
 lost scripts and broken connections behave as on redis-py's path."""
 
@@ -26,16 +26,17 @@ async def broker(redis_url: str) -> AsyncIterator[StreamBroker]:
 
 
 async def one_turn(broker: StreamBroker, n: int) -> list[str]:
-    """Send n messages, read them, mark them started and ack them: the keys acked."""
+    """Send n messages, read them, mark them started, renew and ack them: the keys acked."""
     await broker.kick_many([b"m%d" % i for i in range(n)])
     deliveries = await broker.read(["default"], n, block_ms=None)
     verdicts = await asyncio.gather(*[broker.mark_started(d, f"run-{d.entry_id}", b"mark") for d in deliveries])
     assert verdicts == [STARTED] * n
+    assert await broker.renew([d.key for d in deliveries]) == []
     assert await broker.ack([d.key for d in deliveries]) == []
     return [d.key for d in deliveries]
 
 
-async def test_reads_marks_and_acks_take_no_connection_from_the_pool_per_call(broker: StreamBroker) -> None:
+async def test_reads_marks_renewals_and_acks_take_no_connection_from_the_pool_per_call(broker: StreamBroker) -> None:
     pool: Any = broker.redis.connection_pool
     checkouts = 0
     get_connection = pool.get_connection
@@ -118,3 +119,15 @@ async def test_a_mark_sees_a_cancel_and_an_ack_sends_the_next_attempt(broker: St
     assert [f[b"data"] for _, f in await broker.redis.xrange(keys.stream)] == [b"now"]
     assert await broker.redis.zrange(keys.delayed, 0, -1) == [big]
     assert await broker.ack([first.key]) == [first.key]  # no longer this worker's: reported lost
+
+
+async def test_a_renewal_names_the_entries_another_worker_took(broker: StreamBroker, redis_url: str) -> None:
+    await broker.kick_many([b"kept", b"taken"])
+    kept, taken = await broker.read(["default"], 2, block_ms=None)
+    other = StreamBroker(redis_url, broker.keys)
+    try:
+        stream = broker.keys.queue("default").stream
+        await other.redis.xclaim(stream, broker.keys.group, other.consumer, 0, [taken.entry_id])
+    finally:
+        await other.redis.aclose()
+    assert await broker.renew([kept.key, taken.key]) == [taken.key]
