@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from runtime import tracing
 
@@ -88,7 +88,15 @@ class HeldConnection:
         async with self.lock:
             connection = await self.connection()
             await write(connection, parts)
-            return await connection.read_response()
+            try:
+                return await connection.read_response()
+            except ResponseError as exc:
+                # a replica refused a script's write (Redis < 7 wraps READONLY in a script error that redis-py's
+                # Sentinel connection does not catch): its master was demoted by a failover. Connecting again
+                # asks Sentinel for the new one; redis-py's pool does so for idle connections, never for this.
+                if "READONLY" in str(exc):
+                    await connection.disconnect()
+                raise
 
     async def evalsha(self, script: Any, parts: list[bytes]) -> Any:
         """Send a packed EVALSHA of `script` (redis-py's `Script`); if Redis lost the script (restarted,

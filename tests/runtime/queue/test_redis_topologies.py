@@ -16,9 +16,12 @@ from typing import Any
 
 import pytest
 import redis
+from redis.exceptions import RedisError
 
 from emulator.embedded_redis import redis_server_binary
 from runtime import Runtime
+from runtime.queue.broker import STARTED, StreamBroker
+from runtime.queue.keys import Keys
 from runtime.queue.redis_client import parse_url
 from runtime.scheduler.scheduler import Scheduler
 from runtime.settings import Settings
@@ -294,3 +297,73 @@ async def test_on_a_cluster_rate_limits_work_and_a_concurrency_limit_is_refused_
         assert statuses == ["queued", "queued", "skipped"]
     finally:
         await runtime.stop()
+
+
+async def test_a_workers_held_connections_follow_a_failover_that_keeps_the_old_master_up(sentinel):  # type: ignore[no-untyped-def]
+    """A failover asked of Sentinel demotes the old master to a replica instead of killing it: the connections
+    a worker holds for its reads, marks and acks stay open to it, and must move to the new master."""
+    broker = StreamBroker(sentinel["url"], Keys(f"failover{time.time_ns()}"))
+
+    async def one_turn() -> None:
+        await broker.kick_many([b"a", b"b"])
+        deliveries = await broker.read(["default"], 2, block_ms=None)
+        marks = [await broker.mark_started(d, f"r-{d.entry_id}", b"mark") for d in deliveries]
+        assert marks == [STARTED, STARTED]
+        assert await broker.ack([d.key for d in deliveries]) == []
+
+    try:
+        await broker.ensure_groups()
+        await one_turn()
+        sentinel_port = parse_url(sentinel["url"]).hosts[0][1]
+        redis.Redis(port=sentinel_port).execute_command("SENTINEL", "FAILOVER", "mymaster")
+        old = redis.Redis(port=sentinel["master_port"])
+        deadline = time.monotonic() + 30
+        while old.info("replication")["role"] != "slave" or old.info("replication")["master_link_status"] != "up":
+            assert time.monotonic() < deadline, "the failover never finished"
+            await asyncio.sleep(0.1)
+        deadline, errors = time.monotonic() + 10, []
+        while True:
+            try:
+                await one_turn()
+                break
+            except (RedisError, OSError) as exc:  # the first commands after the failover may fail, once
+                errors.append(exc)
+                assert time.monotonic() < deadline, errors[-3:]
+                await asyncio.sleep(0.2)
+    finally:
+        await broker.redis.aclose()
+
+
+async def test_a_master_demoted_under_its_clients_has_the_marks_connection_made_again(tmp_path):  # type: ignore[no-untyped-def]
+    """REPLICAOF keeps a demoted master's clients connected, and Redis 6 wraps a script's READONLY in a plain
+    script error that redis-py's Sentinel connection does not take for a demotion: the held connection of marks
+    and acks is closed on it, so its next call connects again (through Sentinel: to the new master)."""
+    demoted, port = start_server(tmp_path / "a", "--save", "")
+    other, other_port = start_server(tmp_path / "b", "--save", "")
+    broker = StreamBroker(f"redis://127.0.0.1:{port}", Keys(f"demoted{time.time_ns()}"))
+    admin = redis.Redis(port=port)
+
+    def connections() -> set[str]:
+        return {c["addr"] for c in admin.client_list()}
+
+    try:
+        await broker.ensure_groups()
+        await broker.kick_many([b"a", b"b"])
+        first, second = await broker.read(["default"], 2, block_ms=None)
+        assert await broker.mark_started(first, "r1", b"mark") == STARTED
+        marks = next(c["addr"] for c in admin.client_list() if c["cmd"] == "evalsha")
+        admin.execute_command("REPLICAOF", "127.0.0.1", other_port)
+        with pytest.raises(RedisError, match="READONLY"):
+            await broker.mark_started(second, "r2", b"mark")
+        deadline = time.monotonic() + 5
+        while marks in connections():
+            assert time.monotonic() < deadline, "the marks' connection to the demoted master stayed open"
+            await asyncio.sleep(0.05)
+        with pytest.raises(RedisError, match="READONLY"):  # connected again (here: to the same replica)
+            await broker.mark_started(second, "r2", b"mark")
+    finally:
+        await broker.redis.aclose()
+        admin.close()
+        for process in (demoted, other):
+            process.kill()
+            process.wait()
