@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, RedisError, ResponseError
 
 from runtime import tracing
 
@@ -94,7 +94,7 @@ class HeldConnection:
                 # a replica refused a script's write (Redis < 7 wraps READONLY in a script error that redis-py's
                 # Sentinel connection does not catch): its master was demoted by a failover. Connecting again
                 # asks Sentinel for the new one; redis-py's pool does so for idle connections, never for this.
-                if "READONLY" in str(exc):
+                if isinstance(exc, ReadOnlyError) or "READONLY" in str(exc):
                     await connection.disconnect()
                 raise
 
