@@ -11,6 +11,8 @@
   a mark was running when its worker died, which the worker counts as a failed attempt (poison messages).
 - Delayed messages (`delay=` and retry backoffs) wait in a sorted set scored by due time; a Lua script
   moves due ones onto the stream atomically, to the millisecond.
+- A worker's commands per batch (reads, start marks, renewals, acks) are packed from templates and sent on
+  connections held for them (runtime/queue/hot_commands.py), not through redis-py's pool per call.
 """
 
 from __future__ import annotations
