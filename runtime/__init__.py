@@ -8,6 +8,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from runtime.queue import taskiq_import
+
+taskiq_import.install()  # before anything imports taskiq: no aiohttp in a process that never uses it
+
 if TYPE_CHECKING:
     from runtime.app.connections import Runtime, cancel, session
     from runtime.app.context import Context

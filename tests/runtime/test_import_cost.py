@@ -16,8 +16,10 @@ from tests.runtime.app.test_enqueue import make_app
 
 # croniter (and dateutil under it) checks a schedule: an app with none never needs it; an AsyncSession is for
 # the app's own queries (`runtime.session()`), never for the run records;
-# the database's SQLAlchemy dialect is imported once the run store knows which one it is: never the other one
+# the database's SQLAlchemy dialect is imported once the run store knows which one it is: never the other one;
+# aiohttp is for taskiq's admin middleware, which we never use (runtime/queue/taskiq_import.py)
 DEFERRED = (
+    "aiohttp",
     "croniter",
     "dateutil",
     "sqlmodel.ext.asyncio.session",
@@ -39,6 +41,22 @@ def test_an_entry_point_leaves_out_what_only_some_apps_use(module: str) -> None:
     code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith({LEFT_OUT[module]!r})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]", f"{module} imports {out.stdout.strip()}"
+
+
+def test_taskiq_middlewares_still_import_after_the_runtime() -> None:
+    code = """
+import sys, runtime.worker.worker, taskiq
+assert "aiohttp" not in sys.modules
+from taskiq.middlewares import SmartRetryMiddleware, TaskiqAdminMiddleware
+import taskiq.middlewares.taskiq_admin_middleware as admin
+assert TaskiqAdminMiddleware is admin.TaskiqAdminMiddleware and "aiohttp" in sys.modules
+assert taskiq.middlewares.PrometheusMiddleware is taskiq.PrometheusMiddleware
+assert SmartRetryMiddleware.__module__ == "taskiq.middlewares.smart_retry_middleware"
+assert sorted(taskiq.middlewares.__all__) == sorted(("PrometheusMiddleware", "SimpleRetryMiddleware",
+    "SmartRetryMiddleware", "TaskiqAdminMiddleware"))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_a_schedule_is_still_checked() -> None:
