@@ -38,7 +38,7 @@ from runtime.logs import configure_logging
 from runtime.redaction import redact
 from runtime.settings import Settings
 from runtime.store.migrations import upgrade
-from runtime.store.models import DATABASE_ERRORS
+from runtime.store.values import DATABASE_ERRORS
 
 # watchfiles ends a batch of changes once a step passes with none new (a save's events come well within one), or
 # after DEBOUNCE of changes that keep coming. A save waits 1 to 2 steps before its reload starts; a shorter step

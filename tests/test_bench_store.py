@@ -12,8 +12,8 @@ import pytest
 from bench import report, store
 from bench.redis_server import RedisServer
 from bench.redis_server import redis_server as private_redis
-from runtime.store.models import STATUSES
 from runtime.store.runs import RunStore
+from runtime.store.values import STATUSES
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -38,12 +38,14 @@ from runtime.queue.broker import StreamBroker
 from runtime.queue.keys import Keys
 from runtime.redaction import redact
 from runtime.settings import Settings, get_settings
-from runtime.store.models import DATABASE_ERRORS, FINAL, Run, from_timestamp, utcnow
 from runtime.store.record_writer import RecordWriter
 from runtime.store.runs import RunStore
+from runtime.store.values import DATABASE_ERRORS, FINAL, from_timestamp, utcnow
 
 if TYPE_CHECKING:
     from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from runtime.store.models import Run
 
 logger = logging.getLogger("runtime.enqueue")
 
@@ -399,6 +401,8 @@ class Runtime:
             raise LookupError(f"function {run.function!r} is no longer in the manifest")
         [new_run] = await self.submit(fn, [run.arguments], replay_of=run.id)
         await self.forget_dead_letters([run.id])
+        from runtime.store.models import Run  # the SQLModel classes: not before a worker's first task
+
         return Run.model_validate(new_run)
 
     async def forget_dead_letters(self, run_ids: list[str]) -> None:

@@ -19,7 +19,7 @@ from runtime.flow.debounce import Debouncer
 from runtime.flow.paths import batch_items, key_value
 from runtime.flow.rate_limit import count_skipped
 from runtime.flow.state import count
-from runtime.store.models import utcnow
+from runtime.store.values import utcnow
 
 logger = logging.getLogger("runtime.enqueue")
 

@@ -18,7 +18,7 @@ from typing import Any
 from runtime.app.current import running
 from runtime.durable.events import Events, check_event
 from runtime.errors import ArgumentsError, RuntimeNotStarted
-from runtime.store.models import Run, utcnow
+from runtime.store.values import utcnow
 
 # KEYS: the queue's delayed set, its stream. ARGV: the waiting run's message, now, 'again' or ''. A waiting run whose
 # message is in the delayed set goes onto the stream at once; one whose suspend is not acked yet is made due now
@@ -87,6 +87,8 @@ async def _start(runtime: Any, function: str, name: str, data: dict[str, Any], e
     try:
         await runtime.submit(fn, [data], run_ids=[run_id], **options)
     except ArgumentsError as exc:  # the run is there, failed, and says why
+        from runtime.store.models import Run  # the SQLModel classes: only for a run that fails here
+
         now = utcnow()
         failed = Run(
             id=run_id,

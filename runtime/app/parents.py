@@ -11,7 +11,7 @@ from runtime.app.events import deliver
 from runtime.durable.events import finished_event
 from runtime.errors import ArgumentsError
 from runtime.queue.messages import describe, error_type
-from runtime.store.models import to_jsonable
+from runtime.store.values import to_jsonable
 
 logger = logging.getLogger("runtime.durable")
 

@@ -124,7 +124,7 @@ def _run_inspector(args: argparse.Namespace) -> int:
     """An inspector command: its answer on stdout; any error as one line on stderr, exit 1."""
     from redis.exceptions import RedisError
 
-    from runtime.store.models import DATABASE_ERRORS
+    from runtime.store.values import DATABASE_ERRORS
 
     try:
         return asyncio.run(_inspect(args))

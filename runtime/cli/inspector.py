@@ -137,7 +137,7 @@ async def _runs_list(runtime: Any, args: argparse.Namespace) -> int:
 async def _runs_show(runtime: Any, args: argparse.Namespace) -> int:
     from runtime.ops import operations
     from runtime.redaction import redact
-    from runtime.store.models import from_timestamp
+    from runtime.store.values import from_timestamp
 
     run = await operations.show_run(runtime, args.id)
     steps = await runtime.store.steps.of_run(run.id)

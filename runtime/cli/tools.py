@@ -24,8 +24,8 @@ def _db(args: argparse.Namespace) -> int:
     from runtime.redaction import redact
     from runtime.settings import get_settings
     from runtime.store.migrations import upgrade
-    from runtime.store.models import DATABASE_ERRORS
     from runtime.store.schema import SCHEMA_HEAD, SCHEMA_REVISIONS
+    from runtime.store.values import DATABASE_ERRORS
 
     url = get_settings().database_url
     try:

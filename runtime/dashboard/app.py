@@ -64,7 +64,8 @@ from runtime.errors import ArgumentsError, ConfigError
 from runtime.flow.state import limits_now
 from runtime.ops import operations, presence
 from runtime.ops.metrics import HttpMetrics, dead_letter_threshold, metrics_route
-from runtime.store.models import STATUSES, Run, iso
+from runtime.store.models import Run
+from runtime.store.values import STATUSES, iso
 from runtime.web.app import _http_error, health_routes
 
 MIN_TOKEN_LENGTH = 16

@@ -12,8 +12,8 @@ from starlette.routing import Route
 from runtime.dashboard.guards import RequestGuard
 from runtime.dashboard.page import PAGE, PAGE_HEADERS, asset, favicon
 from runtime.dashboard.responses import RedactedJSONResponse, _error, _limit
-from runtime.store.models import STATUSES
 from runtime.store.runs import RunStore
+from runtime.store.values import STATUSES
 from runtime.web.app import _http_error
 
 

@@ -114,7 +114,8 @@ class Steps:
         await self._sleep(self._occurrence(name), aware.timestamp())
 
     async def _sleep(self, key: str, until: float) -> None:
-        from runtime.store.models import Step, utcnow
+        from runtime.store.models import Step
+        from runtime.store.values import utcnow
 
         journal = self._needs_journal(key)
         saved = await self._load(journal)
@@ -144,7 +145,8 @@ class Steps:
         self, name: str, *, event: str, match: str | None = None, timeout: float | timedelta = 86400.0
     ) -> Any:
         """`ctx.wait_for_event`: the event's data, or None if none came within `timeout`; see Context."""
-        from runtime.store.models import Step, utcnow
+        from runtime.store.models import Step
+        from runtime.store.values import utcnow
 
         key = self._occurrence(name)
         seconds = _seconds(timeout, f"wait {key!r}: timeout")
@@ -193,7 +195,8 @@ class Steps:
     async def _begin(self, journal: StepJournal, key: str, seconds: float, **meta: Any) -> Step:
         """The step of a wait (for an event, for a child run): saved when it is first reached, with when it
         began (events from then on count) and when it ends at the latest; the same on every resume."""
-        from runtime.store.models import Step, utcnow
+        from runtime.store.models import Step
+        from runtime.store.values import utcnow
 
         saved = await self._load(journal)
         step = saved.get(key)
@@ -212,7 +215,8 @@ class Steps:
 
     async def invoke(self, name: str, task: Any, /, **arguments: Any) -> Any:
         """`ctx.invoke`: run `task` as a child run and return its result; StepFailed if it failed."""
-        from runtime.store.models import Step, utcnow
+        from runtime.store.models import Step
+        from runtime.store.values import utcnow
 
         key = self._occurrence(name)
         journal = self._needs_journal(key)
@@ -277,7 +281,8 @@ class Steps:
         return None if step.result is None else orjson.loads(step.result)
 
     async def _execute(self, journal: StepJournal, key: str, fn: Callable[..., Any], args: Any, retries: int) -> Step:
-        from runtime.store.models import Step, utcnow
+        from runtime.store.models import Step
+        from runtime.store.values import utcnow
 
         if self._count >= self._limits.steps:
             raise StepLimitExceeded(

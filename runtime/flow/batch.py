@@ -22,7 +22,7 @@ import orjson
 from runtime.errors import ArgumentsError
 from runtime.flow.gathering import run_script, text
 from runtime.flow.paths import key_value
-from runtime.store.models import from_timestamp
+from runtime.store.values import from_timestamp
 
 logger = logging.getLogger("runtime.enqueue")
 

@@ -18,8 +18,9 @@ import orjson
 from runtime.errors import ArgumentsError
 from runtime.ops import metrics
 from runtime.ops.metrics import queue_depths
-from runtime.store.models import FINAL, STATUSES, Run, utcnow
+from runtime.store.models import Run
 from runtime.store.runs import PRUNE_CHUNK
+from runtime.store.values import FINAL, STATUSES, utcnow
 
 if TYPE_CHECKING:
     from runtime.app.connections import Runtime

@@ -30,7 +30,8 @@ import orjson
 from sqlalchemy import and_, or_, tuple_, update
 
 from runtime.app.parents import tell_parent
-from runtime.store.models import Run, as_run, from_timestamp, utcnow
+from runtime.store.models import Run, as_run
+from runtime.store.values import from_timestamp, utcnow
 
 if TYPE_CHECKING:
     from runtime.app.connections import Runtime

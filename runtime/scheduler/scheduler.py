@@ -28,7 +28,7 @@ from runtime.app.connections import Runtime
 from runtime.ops.health import HealthServer, Heartbeat, dependencies
 from runtime.scheduler.outbox import Outbox
 from runtime.scheduler.reconciler import Reconciler
-from runtime.store.models import utcnow
+from runtime.store.values import utcnow
 from runtime.worker.middleware.dead_letters import DeadLetterAlert
 
 logger = logging.getLogger("runtime.scheduler")

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, func, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from runtime.store.models import DATABASE_ERRORS, FINAL, Run, RunCount, iso, utcnow
+from runtime.store.values import DATABASE_ERRORS, FINAL, iso, utcnow
 
 logger = logging.getLogger("runtime.runs")
 
@@ -94,6 +94,8 @@ class RunCounting:
     async def counts(self) -> dict[str, dict[str, int]]:
         """Runs per function and status: {function: {status: n}}, summed from `run_counts` (the rows
         written since the last fold, and one per function and status before it)."""
+        from runtime.store.models import RunCount
+
         self.fold_counts_now_and_then()
         table = RunCount.__table__  # type: ignore[attr-defined]
         query = select(table.c.function, table.c.status, func.sum(table.c.n)).group_by(table.c.function, table.c.status)
@@ -149,6 +151,8 @@ class RunCounting:
         """Runs finished per minute over the last `minutes` (oldest first, every minute present):
         [{"minute": "2026-01-01T10:04:00.000000+00:00", "succeeded": n, "failed": n, "cancelled": n}]. Counted from
         `finished_at`."""
+        from runtime.store.models import Run
+
         table = Run.__table__  # type: ignore[attr-defined]
         end = (now or utcnow()).replace(second=0, microsecond=0)
         start = end - timedelta(minutes=minutes - 1)
@@ -165,6 +169,8 @@ class RunCounting:
 
     async def finished_counts(self, since: datetime) -> dict[str, dict[str, int]]:
         """Runs that finished at or after `since`, per queue and status: {queue: {status: n}}."""
+        from runtime.store.models import Run
+
         table = Run.__table__  # type: ignore[attr-defined]
         query = (
             select(table.c.queue, table.c.status, func.count())
@@ -184,6 +190,8 @@ class RunCounting:
         over the last `minutes` (oldest first, every minute present): {queue: [{"minute": iso, "processed": n,
         "failed": n}]}, processed counting the succeeded and failed ones (not the cancelled). Grouped in the
         database by `finished_at`'s minute, so a busy hour reads back a few rows per minute, not every run."""
+        from runtime.store.models import Run
+
         table = Run.__table__  # type: ignore[attr-defined]
         end = (now or utcnow()).replace(second=0, microsecond=0)
         start = end - timedelta(minutes=minutes - 1)

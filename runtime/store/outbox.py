@@ -10,11 +10,14 @@ and puts back what it could not send (runtime/scheduler/outbox.py).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
-from runtime.store.models import Run, as_run
 from runtime.store.runs import PRUNE_CHUNK, RunStore
+
+if TYPE_CHECKING:
+    from runtime.store.models import Run
 
 UNSENT = -1
 WAITING = ("scheduled", "queued")  # a run cancelled meanwhile is not sent
@@ -22,6 +25,8 @@ WAITING = ("scheduled", "queued")  # a run cancelled meanwhile is not sent
 
 async def hold(store: RunStore, ids: list[str]) -> None:
     """Mark these just-saved records as unsent (those no one has touched since)."""
+    from runtime.store.models import Run
+
     table = Run.__table__  # type: ignore[attr-defined]
     async with store.engine.begin() as conn:
         for start in range(0, len(ids), PRUNE_CHUNK):
@@ -31,6 +36,8 @@ async def hold(store: RunStore, ids: list[str]) -> None:
 
 async def take(store: RunStore, limit: int) -> tuple[list[Run], int]:
     """Claim the oldest `limit` unsent runs: returns them and the version they now have."""
+    from runtime.store.models import Run, as_run
+
     table = Run.__table__  # type: ignore[attr-defined]
     version = int(time.time() * 1000) * 10  # the QUEUED phase, as the reconciler's requeue writes
     oldest = (
@@ -52,6 +59,8 @@ async def take(store: RunStore, limit: int) -> tuple[list[Run], int]:
 
 async def put_back(store: RunStore, ids: list[str], version: int) -> None:
     """Return claimed runs that could not be sent (Redis was not reached) to the outbox."""
+    from runtime.store.models import Run
+
     table = Run.__table__  # type: ignore[attr-defined]
     async with store.engine.begin() as conn:
         for start in range(0, len(ids), PRUNE_CHUNK):

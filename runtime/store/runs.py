@@ -1,10 +1,12 @@
-"""Run records: one row per task run (SQLModel), in SQLite or Postgres, written in batches."""
+"""Run records: one row per task run (SQLModel), in SQLite or Postgres, written in batches. The SQLModel classes
+are imported where a statement needs them: a worker imports none before its first task (its first write)."""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
 import functools
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -15,21 +17,20 @@ from sqlalchemy import Text, cast, delete, event, func, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlmodel import SQLModel
 
 from runtime import tracing
 from runtime.errors import ConfigError
 from runtime.store.attempt_history import check_entries, history_columns
 from runtime.store.counting import FOLD_EVERY, RunCounting
-from runtime.store.models import ENQUEUE_ONLY, MUTABLE, Run, RunArguments, Step, as_run, to_jsonable
 from runtime.store.schema import check_revision, create_at_head, stored_revision
 from runtime.store.sqlite_insert import SqliteInsert, bind_steps, bound
 from runtime.store.sqlite_insert import Step as BindStep
-from runtime.store.step_sql import dialect_insert
-from runtime.store.steps import StepJournal
+from runtime.store.values import ENQUEUE_ONLY, MUTABLE, to_jsonable
 
 if TYPE_CHECKING:
+    from runtime.store.models import Run
     from runtime.store.postgres_insert import PostgresInsert
+    from runtime.store.steps import StepJournal
 
 INLINE_UPDATES = 200  # a worker's batch of run updates of at most this many rows is written on the loop's thread
 BIG_ARGUMENTS = 16_384  # characters: arguments this big are kept in `run_arguments`, not in the run's row
@@ -101,13 +102,12 @@ class RunStore(RunCounting):
             from runtime.store.postgres_insert import PostgresInsert  # imports asyncpg: only on Postgres
 
             _, connect_args = self.engine.dialect.create_connect_args(self.engine.url)
-            self.fast_insert = PostgresInsert(connect_args, self._insert_new, self.engine.dialect)
+            self.fast_insert = PostgresInsert(connect_args, lambda: self._insert_new, self.engine.dialect)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
                 path = str(Path(parsed.database).absolute())
-                self.fast_insert = SqliteInsert(path, self._insert_new, self.engine.dialect, _sqlite_pragmas)
-        self.steps = StepJournal(self.engine, self.fast_insert)  # durable functions' saved steps
+                self.fast_insert = SqliteInsert(path, lambda: self._insert_new, self.engine.dialect, _sqlite_pragmas)
 
     async def init(self) -> None:
         """Check the run store's schema before anything uses it: an empty database is created at the head
@@ -123,8 +123,9 @@ class RunStore(RunCounting):
                     if revision is None:
                         return
                 check_revision(revision)
-                async with self.engine.begin() as conn:
-                    await conn.run_sync(SQLModel.metadata.create_all)
+                if "sqlmodel" in sys.modules:  # the app's own tables, if it has any (ours are at the head revision)
+                    async with self.engine.begin() as conn:
+                        await conn.run_sync(sys.modules["sqlmodel"].SQLModel.metadata.create_all)
                 return
             except (IntegrityError, ProgrammingError, OperationalError):
                 if attempt == 4:
@@ -141,6 +142,13 @@ class RunStore(RunCounting):
             await self.fast_insert.close()
         await self.engine.dispose()
 
+    @functools.cached_property
+    def steps(self) -> StepJournal:
+        """Durable functions' saved steps (made on first use: a worker whose tasks take no steps never needs them)."""
+        from runtime.store.steps import StepJournal
+
+        return StepJournal(self.engine, self.fast_insert)
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(select(1))
@@ -148,6 +156,8 @@ class RunStore(RunCounting):
     @functools.cached_property
     def _upsert(self) -> Any:
         """INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE newer: built once, compiled once."""
+        from runtime.store.models import Run
+
         statement = self._insert()
         table = Run.__table__  # type: ignore[attr-defined]
         return statement.on_conflict_do_update(
@@ -159,15 +169,19 @@ class RunStore(RunCounting):
             where=table.c.version < statement.excluded.version,
         )
 
-    def _insert(self, model: Any = Run) -> Any:
-        return dialect_insert("sqlite" if self.is_sqlite else "postgresql")(model.__table__)
+    def _insert(self, model: Any = None) -> Any:
+        from runtime.store.models import Run
+        from runtime.store.step_sql import dialect_insert
+
+        table = (model or Run).__table__  # type: ignore[union-attr]
+        return dialect_insert("sqlite" if self.is_sqlite else "postgresql")(table)
 
     async def insert_many(self, runs: list[Run] | list[dict[str, Any]]) -> None:
         """Record new runs. A run the worker already recorded (it can be first) keeps the worker's state
         and gains what only the enqueue knows."""
         if not runs:
             return
-        rows, side = _split_big([run.model_dump() if isinstance(run, Run) else run for run in runs])
+        rows, side = _split_big([run if isinstance(run, dict) else run.model_dump() for run in runs])
         if self.fast_insert is not None and not side and not tracing.enabled():  # traced: the instrumented engine
             await self.fast_insert.insert(rows)
         else:
@@ -179,10 +193,14 @@ class RunStore(RunCounting):
 
     @functools.cached_property
     def _insert_arguments(self) -> Any:
+        from runtime.store.models import RunArguments
+
         return self._insert(RunArguments).on_conflict_do_nothing(index_elements=["run_id"])
 
     @functools.cached_property
     def _insert_new(self) -> Any:
+        from runtime.store.models import Run
+
         statement = self._insert()
         table = Run.__table__  # type: ignore[attr-defined]
         return statement.on_conflict_do_update(
@@ -198,6 +216,8 @@ class RunStore(RunCounting):
 
         Big arguments (a 1 MB document) are written only for a run whose arguments are not stored yet (the
         worker recorded it before its enqueue did); its later updates leave them as they are."""
+        from runtime.store.models import RunArguments
+
         if not updates:
             return
         check_entries(updates)
@@ -242,6 +262,8 @@ class RunStore(RunCounting):
 
     def runs(self, *columns: Any) -> Any:
         """SELECT of runs (whole rows, or `columns`) with their big arguments joined."""
+        from runtime.store.models import Run, RunArguments
+
         table = Run.__table__  # type: ignore[attr-defined]
         side = RunArguments.__table__  # type: ignore[attr-defined]
         what = columns or (table, side.c.arguments.label("big_arguments"))
@@ -250,6 +272,8 @@ class RunStore(RunCounting):
     async def _delete_ids(self, conn: Any, ids: builtins.list[str], *where: Any) -> int:
         """Delete these runs (those also matching `where`), their big arguments and their steps; returns how
         many runs."""
+        from runtime.store.models import Run, RunArguments, Step
+
         table = Run.__table__  # type: ignore[attr-defined]
         result = await conn.execute(table.delete().where(table.c.id.in_(ids), *where))
         for side in (RunArguments.__table__, Step.__table__):  # type: ignore[attr-defined]
@@ -260,6 +284,8 @@ class RunStore(RunCounting):
         return int(result.rowcount or 0)
 
     async def get(self, run_id: str) -> Run | None:
+        from runtime.store.models import Run, as_run
+
         table = Run.__table__  # type: ignore[attr-defined]
         async with self.engine.connect() as conn:
             row = (await conn.execute(self.runs().where(table.c.id == run_id))).mappings().first()
@@ -274,6 +300,8 @@ class RunStore(RunCounting):
         offset: int = 0,
         ids: list[str] | None = None,
     ) -> list[Run]:
+        from runtime.store.models import Run, as_run
+
         table = Run.__table__  # type: ignore[attr-defined]
         query = self.runs().order_by(table.c.enqueued_at.desc(), table.c.id.desc())
         if function:
@@ -301,6 +329,8 @@ class RunStore(RunCounting):
     ) -> builtins.list[str]:
         """Delete runs in `statuses` that finished before the given time (only of `functions`, or of every
         function but `except_functions`); returns their ids, so their dead letters can go too."""
+        from runtime.store.models import Run
+
         table = Run.__table__  # type: ignore[attr-defined]
         where = [table.c.status.in_(statuses), table.c.finished_at < finished_before]
         if functions is not None:
@@ -326,6 +356,8 @@ class RunStore(RunCounting):
         search: str | None = None,
         since: datetime | None = None,
     ) -> builtins.list[Any]:
+        from runtime.store.models import Run, RunArguments
+
         table = Run.__table__  # type: ignore[attr-defined]
         side = RunArguments.__table__  # type: ignore[attr-defined]
         where: builtins.list[Any] = []
@@ -361,6 +393,8 @@ class RunStore(RunCounting):
     ) -> builtins.list[Run]:
         """Runs, newest first, filtered like `list` and also by queue, by `search` (a run id prefix, or
         text in the arguments) and by `since` (finished, or if unfinished enqueued, at or after it)."""
+        from runtime.store.models import Run, as_run
+
         table = Run.__table__  # type: ignore[attr-defined]
         where = self._matching(function=function, status=status, queue=queue, search=search, since=since)
         query = self.runs().where(*where).order_by(table.c.enqueued_at.desc(), table.c.id.desc())
@@ -372,6 +406,8 @@ class RunStore(RunCounting):
         self, *, function: str | None = None, status: str | None = None, since: datetime | None = None
     ) -> builtins.list[str]:
         """The ids of every matching run, newest first (for bulk replay and delete)."""
+        from runtime.store.models import Run
+
         table = Run.__table__  # type: ignore[attr-defined]
         where = self._matching(function=function, status=status, since=since)
         query = self.runs(table.c.id).where(*where).order_by(table.c.enqueued_at.desc(), table.c.id.desc())
@@ -380,6 +416,8 @@ class RunStore(RunCounting):
 
     async def get_many(self, ids: builtins.list[str]) -> dict[str, Run]:
         """The runs with these ids that exist, by id."""
+        from runtime.store.models import Run, as_run
+
         table = Run.__table__  # type: ignore[attr-defined]
         out: dict[str, Run] = {}
         for start in range(0, len(ids), PRUNE_CHUNK):
@@ -398,6 +436,8 @@ class RunStore(RunCounting):
 
     async def forget(self, ids: builtins.list[str]) -> None:
         """Delete the records of these runs that no worker has touched (their messages never reached Redis)."""
+        from runtime.store.models import Run
+
         table = Run.__table__  # type: ignore[attr-defined]
         async with self.engine.begin() as conn:
             await self._delete_ids(conn, ids, table.c.version == 0)
@@ -405,6 +445,8 @@ class RunStore(RunCounting):
     async def set_arguments(self, run_id: str, arguments: dict[str, Any], **values: Any) -> None:
         """Replace a run's arguments (and other columns, `values`) before it starts: a debounced run takes each
         later enqueue's, a batch run the items it got."""
+        from runtime.store.models import Run, RunArguments
+
         [row], side = _split_big([{"id": run_id, "arguments": arguments}])
         table, big = Run.__table__, RunArguments.__table__  # type: ignore[attr-defined]
         async with self.engine.begin() as conn:

@@ -16,10 +16,9 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlmodel import SQLModel
 
 from runtime.errors import ConfigError
-from runtime.store.counting import count_runs_from_now_on  # imports the models: create_all creates their tables
+from runtime.store.counting import count_runs_from_now_on
 
 # Alembic migrations (runtime/store/migrations/versions/) change the schema; a process only reads the revision
 # a database is at, with plain SQLAlchemy, so starting up never imports Alembic.
@@ -82,6 +81,10 @@ def create_at_head(conn: Connection) -> str | None:
     lock_schema(conn)
     revision = stored_revision(conn)  # another process may have created it while this one waited
     if revision is None:
+        from sqlmodel import SQLModel
+
+        import runtime.store.models  # noqa: F401  (registers the run store's tables: create_all creates them)
+
         SQLModel.metadata.create_all(conn)
         count_runs_from_now_on(conn)
         stamp(conn, SCHEMA_HEAD)

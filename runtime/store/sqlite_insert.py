@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,8 +35,10 @@ CHECKPOINT_EVERY = 128  # inline commits between checkpoints on the thread (~100
 
 
 class SqliteInsert:
-    def __init__(self, path: str, statement: Any, dialect: Dialect, pragmas: Callable[[Any, Any], None]) -> None:
-        self.sql, self.steps = bind_steps(statement, dialect)
+    def __init__(
+        self, path: str, statement: Callable[[], Any], dialect: Dialect, pragmas: Callable[[Any, Any], None]
+    ) -> None:
+        self.statement, self.dialect = statement, dialect
         self.path = path
         self.pragmas = pragmas
         self.conn: sqlite3.Connection | None = None  # opened, used and closed on the one thread
@@ -43,6 +46,19 @@ class SqliteInsert:
         self.inline_commits = 0
         self.checkpointing = False
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="runs-insert")
+
+    @functools.cached_property
+    def _compiled(self) -> tuple[str, list[Step]]:
+        """The insert, compiled at the first insert: a worker, which seldom inserts, never needs the tables' classes."""
+        return bind_steps(self.statement(), self.dialect)
+
+    @property
+    def sql(self) -> str:
+        return self._compiled[0]
+
+    @property
+    def steps(self) -> list[Step]:
+        return self._compiled[1]
 
     async def insert(self, rows: list[dict[str, Any]]) -> None:
         """Insert these rows in one transaction (raises SQLAlchemy's wrapper of what sqlite3 raised)."""

@@ -5,6 +5,9 @@ Group commit: the saves of concurrent runs (a worker runs several at once) made 
 the previous batch is being written, go out together: one INSERT of all their rows, and one SELECT of the
 ones another execution saved first; each caller waits for its own step. If the batch fails, every caller in
 it gets the error (as a save of its own would have raised it), and its step is not saved.
+
+The steps table's class and statements are imported when a journal is made (RunStore.steps, on first use): this
+module is imported by /metrics for `saved_observers` in every process.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime import tracing
-from runtime.store.models import Step
 from runtime.store.sqlite_insert import SqliteInsert
-from runtime.store.step_sql import Key, StepSql, engine_resolve, engine_save, lost_keys
 
 if TYPE_CHECKING:
+    from runtime.store.models import Step
     from runtime.store.postgres_insert import PostgresInsert
+    from runtime.store.step_sql import Key
 
 # told of each step saved in this process, by its status (succeeded, failed, wait): /metrics counts them
 # (runtime/ops/metrics.py registers itself; this room may not import it)
@@ -34,6 +37,8 @@ class StepJournal:
     """Saved steps, by run: `load` when a run's first step is asked for, `save` when a step has its outcome."""
 
     def __init__(self, engine: AsyncEngine, fast: SqliteInsert | PostgresInsert | None = None) -> None:
+        from runtime.store.step_sql import StepSql
+
         self.engine = engine
         self.fast = fast  # the run store's own driver connection, if it has one
         self.sql = StepSql(engine.dialect)
@@ -45,6 +50,8 @@ class StepJournal:
 
     async def load(self, run_id: str) -> dict[str, Step]:
         """A run's saved steps, by name."""
+        from runtime.store.models import Step
+
         fast = self._driver()
         if fast is None:
             table = Step.__table__  # type: ignore[attr-defined]
@@ -96,6 +103,8 @@ class StepJournal:
     async def _save_all(self, steps: list[Step]) -> list[Step]:
         """Save these steps in one transaction: each caller's outcome, in order (a name saved twice in the
         batch: the first one's)."""
+        from runtime.store.step_sql import engine_save
+
         unique = list({(s.run_id, s.name): s for s in reversed(steps)}.values())[::-1]  # first of each key
         fast = self._driver()
         if fast is None:
@@ -116,6 +125,8 @@ class StepJournal:
         return out
 
     def _sqlite_save(self, conn: Any, steps: list[Step]) -> tuple[set[Key], dict[Key, Step]]:
+        from runtime.store.step_sql import lost_keys
+
         inserted = {(r, n) for r, n in conn.execute(self.sql.insert(len(steps)), self.sql.values(steps)).fetchall()}
         runs, names = lost_keys(steps, inserted)
         lost: dict[Key, Step] = {}
@@ -128,6 +139,8 @@ class StepJournal:
     async def _postgres_save(self, conn: Any, steps: list[Step]) -> tuple[set[Key], dict[Key, Step]]:
         # one statement commits by itself; a row saved is never changed by a save, so the SELECT of the ones
         # that lost needs no transaction around both (and a retry on a new connection finds its own rows)
+        from runtime.store.step_sql import lost_keys
+
         rows = await conn.fetch(self.sql.insert(len(steps)), *self.sql.values(steps))
         inserted = {(row[0], row[1]) for row in rows}
         runs, names = lost_keys(steps, inserted)
@@ -141,6 +154,8 @@ class StepJournal:
     async def resolve(self, step: Step) -> Step:
         """Give a wait its outcome (an event's data or none, a child run's result or failure): the row saved
         when it began takes it, once; the outcome saved first is returned."""
+        from runtime.store.step_sql import engine_resolve
+
         fast = self._driver()
         if fast is None:
             async with self.engine.begin() as conn:

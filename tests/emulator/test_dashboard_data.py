@@ -19,8 +19,9 @@ from runtime.dashboard.app import create_dashboard_app
 from runtime.dashboard.broken import create_broken_dashboard_app
 from runtime.ops import presence
 from runtime.settings import Settings
-from runtime.store.models import Run, utcnow
+from runtime.store.models import Run
 from runtime.store.runs import RunStore
+from runtime.store.values import utcnow
 from runtime.web.app import create_web_app
 from tests.conftest import write_app
 

@@ -3,6 +3,7 @@ some calls need are imported where they are used, and still work there."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from sqlalchemy import text
 from runtime.app.connections import Runtime, session
 from runtime.app.manifest import check_cron
 from runtime.settings import Settings
+from tests.conftest import write_app
 from tests.runtime.app.test_enqueue import make_app
 
 # croniter (and dateutil under it) checks a schedule: an app with none never needs it; an AsyncSession is for
@@ -70,7 +72,8 @@ def test_a_schedule_is_still_checked() -> None:
 def test_a_sqlite_store_leaves_out_the_postgres_dialect(tmp_path) -> None:  # type: ignore[no-untyped-def]
     code = f"""
 import asyncio, sys
-from runtime.store.models import Run, utcnow
+from runtime.store.models import Run
+from runtime.store.values import utcnow
 from runtime.store.runs import RunStore
 
 async def main():
@@ -95,3 +98,42 @@ async def test_a_session_still_queries_the_app_database(tmp_path, redis_url) -> 
     async with Runtime.from_manifest(make_app(tmp_path), settings):
         async with session() as s:
             assert (await s.exec(text("select 1"))).one() == (1,)
+
+
+# what a worker has not imported when its first task runs: the store's SQLModel classes (it writes its records with
+# the driver and a statement compiled at its first write), and aiohttp (runtime/queue/taskiq_import.py)
+BEFORE_THE_FIRST_TASK = ("sqlmodel", "runtime.store.models", "runtime.store.step_sql", "aiohttp")
+
+
+async def test_a_worker_runs_its_first_task_before_importing_the_models(  # type: ignore[no-untyped-def]
+    tmp_path, redis_url, database_url, spawn
+) -> None:
+    seen = tmp_path / "seen.json"
+    manifest = write_app(
+        tmp_path,
+        """
+        app: import-cost
+        functions:
+          first: {handler: "cost_functions:first", task: {}}
+        """,
+        {
+            "cost_functions.py": f"""
+                import json, sys
+                from runtime import task
+
+                @task
+                async def first() -> str:
+                    loaded = sorted(m for m in sys.modules if m.startswith({BEFORE_THE_FIRST_TASK!r}))
+                    open({str(seen)!r}, "w").write(json.dumps(loaded))
+                    return "done"
+                """
+        },
+    )
+    settings = Settings(redis_url=redis_url, database_url=database_url)
+    async with Runtime.from_manifest(manifest, settings) as runtime:
+        run_id = await runtime.app.tasks["first"].enqueue()
+        env = {"REDIS_URL": redis_url, "DATABASE_URL": database_url, "WORKER_HEALTH_PORT": "0"}
+        spawn(["runtime", "worker", "--manifest", str(manifest)], manifest.parent, env)
+        run = await runtime.wait(run_id, timeout=30)
+    assert json.loads(seen.read_text()) == []
+    assert run.status == "succeeded" and run.result == "done"  # and its records were written all the same

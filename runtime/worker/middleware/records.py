@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy.exc import InterfaceError, OperationalError
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
-from runtime.store.models import from_timestamp, to_jsonable
 from runtime.store.runs import RunStore
+from runtime.store.values import from_timestamp, to_jsonable
 from runtime.tracing import trace_id_of
 
 logger = logging.getLogger("runtime.worker")

@@ -16,7 +16,7 @@ from runtime import Runtime
 from runtime.dashboard.app import create_dashboard_app
 from runtime.errors import ConfigError
 from runtime.settings import Settings
-from runtime.store.models import STATUSES
+from runtime.store.values import STATUSES
 from tests.conftest import Process, write_app
 
 MODULE = """
@@ -480,7 +480,7 @@ async def test_the_page_cannot_be_framed_by_another_site(dash: Dashboard) -> Non
 
 
 def _failed(run_id: str, function: str = "boom") -> dict[str, Any]:
-    from runtime.store.models import utcnow
+    from runtime.store.values import utcnow
 
     now = utcnow()
     return {

@@ -8,8 +8,8 @@ import uuid
 from pathlib import Path
 
 from runtime.dashboard.run_counts import FAST, RunCounts
-from runtime.store.models import utcnow
 from runtime.store.runs import RunStore
+from runtime.store.values import utcnow
 
 
 def rows(count: int, status: str) -> list[dict[str, object]]:

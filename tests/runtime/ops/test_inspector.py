@@ -23,7 +23,7 @@ import pytest
 from runtime import Runtime
 from runtime.scheduler.scheduler import Scheduler
 from runtime.settings import Settings
-from runtime.store.models import utcnow
+from runtime.store.values import utcnow
 from runtime.worker.middleware.dead_letters import DeadLetterAlert
 from tests.conftest import Process, command, write_app
 

@@ -28,8 +28,8 @@ import pytest
 from emulator.embedded_redis import EmbeddedRedis
 from runtime import Runtime
 from runtime.settings import Settings
-from runtime.store.models import FINAL
 from runtime.store.runs import RunStore
+from runtime.store.values import FINAL
 from runtime.worker.worker import Worker
 from tests.conftest import write_app
 from tests.runtime.workers import MARK, events, start_worker, start_workers, started_runtime, wait_until, worker_env

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 
 from runtime.settings import Settings
-from runtime.store.models import utcnow
 from runtime.store.runs import RunStore
+from runtime.store.values import utcnow
 from runtime.worker.middleware.records import FINISHED, RUNNING, version
 from tests.runtime.store.test_runs import run, state
 

@@ -21,9 +21,10 @@ from runtime import Runtime
 from runtime.dashboard.app import create_dashboard_app
 from runtime.settings import Settings
 from runtime.store.migrations import alembic_config
-from runtime.store.models import Run, RunArguments, RunCount, Step, utcnow
+from runtime.store.models import Run, RunArguments, RunCount, Step
 from runtime.store.runs import RunStore
 from runtime.store.schema import SCHEMA_HEAD, SCHEMA_REVISIONS
+from runtime.store.values import utcnow
 from tests.conftest import Process, command, write_app
 from tests.emulator.test_up import make_app, start_emulator
 

@@ -11,8 +11,9 @@ from sqlalchemy import event
 
 from runtime.app.connections import Runtime
 from runtime.settings import Settings
-from runtime.store.models import Run, utcnow
+from runtime.store.models import Run
 from runtime.store.runs import RunStore
+from runtime.store.values import utcnow
 from runtime.worker.middleware.records import FINISHED, RUNNING, version
 
 

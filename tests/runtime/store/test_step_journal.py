@@ -15,8 +15,9 @@ from sqlalchemy.exc import DBAPIError
 
 from runtime.settings import Settings
 from runtime.store import steps as steps_module
-from runtime.store.models import Step, utcnow
+from runtime.store.models import Step
 from runtime.store.runs import RunStore
+from runtime.store.values import utcnow
 
 
 def step(run_id: str, name: str, result: Any, status: str = "succeeded", **more: Any) -> Step:

@@ -9,8 +9,8 @@ from datetime import timedelta
 from sqlalchemy import event, text
 
 from runtime.settings import Settings
-from runtime.store.models import utcnow
 from runtime.store.runs import RunStore
+from runtime.store.values import utcnow
 from runtime.worker.middleware.records import FINISHED, RUNNING
 from tests.runtime.store.test_runs import state
 

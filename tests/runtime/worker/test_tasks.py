@@ -16,7 +16,8 @@ import pytest
 
 from runtime import ArgumentsError, Runtime
 from runtime.settings import Settings
-from runtime.store.models import Run, utcnow
+from runtime.store.models import Run
+from runtime.store.values import utcnow
 from tests.conftest import write_app
 from tests.runtime.workers import events, start_worker, started_runtime, worker_env
 
