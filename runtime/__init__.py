@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from runtime.queue import taskiq_import
+from runtime import lazy_imports
 
-taskiq_import.install()  # before anything imports taskiq: no aiohttp in a process that never uses it
+lazy_imports.install()  # before anything imports taskiq or SQLAlchemy (runtime/lazy_imports.py)
 
 if TYPE_CHECKING:
     from runtime.app.connections import Runtime, cancel, session

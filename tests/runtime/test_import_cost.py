@@ -3,28 +3,35 @@ some calls need are imported where they are used, and still work there."""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from runtime.app.connections import Runtime, session
 from runtime.app.manifest import check_cron
+from runtime.lazy_imports import HOMES
 from runtime.settings import Settings
 from tests.conftest import write_app
 from tests.runtime.app.test_enqueue import make_app
 
-# croniter (and dateutil under it) checks a schedule: an app with none never needs it; an AsyncSession is for
-# the app's own queries (`runtime.session()`), never for the run records;
+# croniter (and dateutil under it) checks a schedule: an app with none never needs it; an AsyncSession (and the ORM
+# under it) is for the app's own queries (`runtime.session()`), never for the run records, nor are the SQLModel
+# classes, which a worker imports at its first write;
 # the database's SQLAlchemy dialect is imported once the run store knows which one it is: never the other one;
-# aiohttp is for taskiq's admin middleware, which we never use (runtime/queue/taskiq_import.py)
+# aiohttp is for taskiq's admin middleware, which we never use (runtime/lazy_imports.py)
 DEFERRED = (
     "aiohttp",
     "croniter",
     "dateutil",
-    "sqlmodel.ext.asyncio.session",
+    "runtime.store.models",
+    "sqlmodel",
+    "sqlalchemy.orm",
     "sqlalchemy.dialects.postgresql",
     "sqlalchemy.dialects.sqlite",
 )
@@ -45,20 +52,43 @@ def test_an_entry_point_leaves_out_what_only_some_apps_use(module: str) -> None:
     assert out.stdout.strip() == "[]", f"{module} imports {out.stdout.strip()}"
 
 
-def test_taskiq_middlewares_still_import_after_the_runtime() -> None:
-    code = """
-import sys, runtime.worker.worker, taskiq
-assert "aiohttp" not in sys.modules
-from taskiq.middlewares import SmartRetryMiddleware, TaskiqAdminMiddleware
-import taskiq.middlewares.taskiq_admin_middleware as admin
-assert TaskiqAdminMiddleware is admin.TaskiqAdminMiddleware and "aiohttp" in sys.modules
-assert taskiq.middlewares.PrometheusMiddleware is taskiq.PrometheusMiddleware
-assert SmartRetryMiddleware.__module__ == "taskiq.middlewares.smart_retry_middleware"
-assert sorted(taskiq.middlewares.__all__) == sorted(("PrometheusMiddleware", "SimpleRetryMiddleware",
-    "SmartRetryMiddleware", "TaskiqAdminMiddleware"))
+@pytest.mark.parametrize("package", HOMES)
+def test_a_lazily_loaded_package_lists_what_its_init_exports(package: str) -> None:
+    init = Path(importlib.util.find_spec(package).origin)  # type: ignore[union-attr, arg-type]
+    exported = {
+        alias.asname or alias.name: node.module
+        for node in ast.parse(init.read_text()).body
+        if isinstance(node, ast.ImportFrom) and node.level == 1
+        for alias in node.names
+    }
+    assert HOMES[package] == exported
+
+
+def test_every_member_of_a_lazily_loaded_package_is_what_its_init_gives() -> None:
+    """Each name as the package's own __init__ gives it (run in a process without the runtime), and submodules
+    import as ever."""
+    names = {package: sorted(homes) for package, homes in HOMES.items()}
+    show = f"""
+import importlib, json, sys
+where = lambda v: v.__module__ + '.' + v.__qualname__
+out = {{p: [where(getattr(importlib.import_module(p), n)) for n in ns] for p, ns in {names!r}.items()}}
+out["all"] = {{p: sorted(getattr(importlib.import_module(p), "__all__", [])) for p in {names!r}}}
+print(json.dumps(out))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr[-2000:]
+    plain = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, check=True, timeout=60)
+    lazy = f"""
+import sys, runtime.worker.worker
+assert "aiohttp" not in sys.modules and "sqlalchemy.orm" not in sys.modules
+{show}
+import taskiq, sqlalchemy.ext.asyncio
+from taskiq.middlewares import taskiq_admin_middleware
+from sqlalchemy.ext.asyncio import exc
+assert taskiq.middlewares.taskiq_admin_middleware is taskiq_admin_middleware and "aiohttp" in sys.modules
+assert sqlalchemy.ext.asyncio.exc is exc
+"""
+    ours = subprocess.run([sys.executable, "-c", lazy], capture_output=True, text=True, timeout=60)
+    assert ours.returncode == 0, ours.stderr[-2000:]
+    assert json.loads(ours.stdout) == json.loads(plain.stdout)
 
 
 def test_a_schedule_is_still_checked() -> None:
@@ -100,9 +130,9 @@ async def test_a_session_still_queries_the_app_database(tmp_path, redis_url) -> 
             assert (await s.exec(text("select 1"))).one() == (1,)
 
 
-# what a worker has not imported when its first task runs: the store's SQLModel classes (it writes its records with
-# the driver and a statement compiled at its first write), and aiohttp (runtime/queue/taskiq_import.py)
-BEFORE_THE_FIRST_TASK = ("sqlmodel", "runtime.store.models", "runtime.store.step_sql", "aiohttp")
+# what a worker has not imported when its first task runs: the store's SQLModel classes and SQLAlchemy's ORM (it
+# writes its records with the driver and a statement compiled at its first write), and aiohttp
+BEFORE_THE_FIRST_TASK = ("sqlmodel", "sqlalchemy.orm", "runtime.store.models", "runtime.store.step_sql", "aiohttp")
 
 
 async def test_a_worker_runs_its_first_task_before_importing_the_models(  # type: ignore[no-untyped-def]

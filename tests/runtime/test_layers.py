@@ -21,6 +21,7 @@ RANKS = {
     "runtime.errors": 0,
     "runtime.redaction": 0,
     "runtime.gc_pause": 0,
+    "runtime.lazy_imports": 0,  # installed by the package itself, before anything else is imported
     "runtime.tracing": 1,  # the run store reads whether it is on, so it sits below store/
     "runtime.queue": 2,
     "runtime.store": 2,
