@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from sqlalchemy import Text, cast, delete, event, func, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -21,11 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from runtime import tracing
 from runtime.errors import ConfigError
 from runtime.store.attempt_history import check_entries, history_columns
+from runtime.store.big_arguments import json_dumps, split_big
 from runtime.store.counting import FOLD_EVERY, RunCounting
 from runtime.store.schema import check_revision, create_at_head, stored_revision
 from runtime.store.sqlite_insert import SqliteInsert, bind_steps, bound
 from runtime.store.sqlite_insert import Step as BindStep
-from runtime.store.values import ENQUEUE_ONLY, MUTABLE, to_jsonable
+from runtime.store.values import ENQUEUE_ONLY, MUTABLE
 
 if TYPE_CHECKING:
     from runtime.store.models import Run
@@ -33,40 +33,6 @@ if TYPE_CHECKING:
     from runtime.store.steps import StepJournal
 
 INLINE_UPDATES = 200  # a worker's batch of run updates of at most this many rows is written on the loop's thread
-BIG_ARGUMENTS = 16_384  # characters: arguments this big are kept in `run_arguments`, not in the run's row
-
-
-def _is_big(arguments: Any) -> bool:
-    """Whether a run's arguments are big enough to be kept out of its row."""
-    if not arguments:
-        return False
-    if isinstance(arguments, dict):  # the common case, flat, is decided without encoding
-        size = 0
-        for value in arguments.values():
-            if isinstance(value, str):
-                size += len(value)
-            elif not isinstance(value, int | float | bool | None):
-                break
-        else:
-            return size > BIG_ARGUMENTS
-    return len(_json_dumps(arguments)) > BIG_ARGUMENTS
-
-
-def _split_big(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The rows with big arguments moved out (their `arguments` made `{}`), and the moved arguments as
-    `run_arguments` rows."""
-    side: list[dict[str, Any]] = []
-    out: list[dict[str, Any]] = []
-    for row in rows:
-        if _is_big(row.get("arguments")):
-            side.append({"run_id": row["id"], "arguments": row["arguments"]})
-            row = row | {"arguments": {}}
-        out.append(row)
-    return out, side
-
-
-def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value, default=to_jsonable).decode()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -88,7 +54,7 @@ class RunStore(RunCounting):
             folder = Path(parsed.database).absolute().parent
             if not folder.is_dir():  # create nothing on a typo: say so
                 raise ConfigError(f"DATABASE_URL points into {folder}, which does not exist; create the folder first")
-        kwargs: dict[str, Any] = {"json_serializer": _json_dumps}
+        kwargs: dict[str, Any] = {"json_serializer": json_dumps}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 10}
         else:
@@ -181,7 +147,7 @@ class RunStore(RunCounting):
         and gains what only the enqueue knows."""
         if not runs:
             return
-        rows, side = _split_big([run if isinstance(run, dict) else run.model_dump() for run in runs])
+        rows, side = split_big([run if isinstance(run, dict) else run.model_dump() for run in runs])
         if self.fast_insert is not None and not side and not tracing.enabled():  # traced: the instrumented engine
             await self.fast_insert.insert(rows)
         else:
@@ -221,7 +187,7 @@ class RunStore(RunCounting):
         if not updates:
             return
         check_entries(updates)
-        updates, side = _split_big(updates)
+        updates, side = split_big(updates)
         fast = None if tracing.enabled() else self.fast_insert  # traced: the instrumented engine
         if fast is not None and not side:
             await self._fast_upsert(fast, updates)
@@ -447,7 +413,7 @@ class RunStore(RunCounting):
         later enqueue's, a batch run the items it got."""
         from runtime.store.models import Run, RunArguments
 
-        [row], side = _split_big([{"id": run_id, "arguments": arguments}])
+        [row], side = split_big([{"id": run_id, "arguments": arguments}])
         table, big = Run.__table__, RunArguments.__table__  # type: ignore[attr-defined]
         async with self.engine.begin() as conn:
             await conn.execute(delete(big).where(big.c.run_id == run_id))

@@ -28,6 +28,12 @@ class Cancellations:
         self.contexts: dict[str, Context] = {}  # delivery key -> the running task's Context
         self.requested: set[str] = set()  # delivery keys whose run was cancelled while running
 
+    def track(self, key: str, context: Context, stopping: bool) -> None:
+        """A running task's Context, to set when its run is cancelled (now, if the worker is `stopping`)."""
+        self.contexts[key] = context
+        if stopping:
+            context.cancelled.set()
+
     def request(self, key: str, execution: asyncio.Task[None]) -> None:
         """Stop this execution as cancelled: its Context says so first, for tasks that look."""
         self.requested.add(key)

@@ -400,9 +400,7 @@ class Worker:
         error: BaseException | None = None
         context = self.attempts.context(message, labels.get("deadline"))  # None: the function takes none
         if context is not None:
-            self.cancels.contexts[delivery.key] = context
-            if self.stopping.is_set():
-                context.cancelled.set()
+            self.cancels.track(delivery.key, context, stopping=self.stopping.is_set())
         try:
             value = await self.attempts.run(message, context)
         except asyncio.CancelledError:
