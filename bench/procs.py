@@ -23,15 +23,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, its threads and its living descendants."""
+def tree(pid: int) -> list[psutil.Process]:
+    """A process and its living descendants (none if it is gone)."""
     try:
         root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0.0
+        return []
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, its threads and its living descendants."""
     total = 0.0
-    for process in processes:
+    for process in tree(pid):
         try:
             times = process.cpu_times()
         except psutil.Error:
@@ -158,13 +162,8 @@ class PeakRss:
         self._thread.join(timeout=5)
 
     def sample(self) -> int:
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return 0
         total = 0
-        for p in procs:
+        for p in tree(self.pid):
             try:
                 total += p.memory_info().rss
             except psutil.Error:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -20,7 +19,7 @@ import asyncpg
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from runtime.store.sqlite_insert import Step, bind_steps, bound
+from runtime.store.sqlite_insert import CompiledInsert, bound
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 10.0  # seconds, as the engine's
@@ -47,25 +46,12 @@ def unnested(sql: str) -> str:
     return f"{head} SELECT * FROM unnest({arrays}){rest}"
 
 
-class PostgresInsert:
+class PostgresInsert(CompiledInsert):
     def __init__(self, connect_args: Mapping[str, Any], statement: Callable[[], Any], dialect: Dialect) -> None:
         self.statement, self.dialect = statement, dialect
         self.connect_args = {k: v for k, v in connect_args.items() if k not in _ADAPTER_ONLY}
         self.conn: asyncpg.Connection | None = None
         self.lock = asyncio.Lock()  # one statement at a time on the connection
-
-    @functools.cached_property
-    def _compiled(self) -> tuple[str, list[Step]]:
-        """The insert, compiled at the first insert: a worker, which seldom inserts, never needs the tables' classes."""
-        return bind_steps(self.statement(), self.dialect)
-
-    @property
-    def sql(self) -> str:
-        return self._compiled[0]
-
-    @property
-    def steps(self) -> list[Step]:
-        return self._compiled[1]
 
     async def insert(self, rows: list[dict[str, Any]]) -> None:
         """Insert these rows atomically (raises SQLAlchemy's wrapper of what asyncpg raised). A connection

@@ -34,7 +34,27 @@ INLINE_ROWS = 20  # inserts of at most this many rows are tried on the loop's th
 CHECKPOINT_EVERY = 128  # inline commits between checkpoints on the thread (~1000 WAL pages, SQLite's own default)
 
 
-class SqliteInsert:
+class CompiledInsert:
+    """The insert statement of a store's driver, compiled at the first insert: a worker, which seldom inserts,
+    never needs the tables' classes."""
+
+    statement: Callable[[], Any]
+    dialect: Dialect
+
+    @functools.cached_property
+    def _compiled(self) -> tuple[str, list[Step]]:
+        return bind_steps(self.statement(), self.dialect)
+
+    @property
+    def sql(self) -> str:
+        return self._compiled[0]
+
+    @property
+    def steps(self) -> list[Step]:
+        return self._compiled[1]
+
+
+class SqliteInsert(CompiledInsert):
     def __init__(
         self, path: str, statement: Callable[[], Any], dialect: Dialect, pragmas: Callable[[Any, Any], None]
     ) -> None:
@@ -46,19 +66,6 @@ class SqliteInsert:
         self.inline_commits = 0
         self.checkpointing = False
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="runs-insert")
-
-    @functools.cached_property
-    def _compiled(self) -> tuple[str, list[Step]]:
-        """The insert, compiled at the first insert: a worker, which seldom inserts, never needs the tables' classes."""
-        return bind_steps(self.statement(), self.dialect)
-
-    @property
-    def sql(self) -> str:
-        return self._compiled[0]
-
-    @property
-    def steps(self) -> list[Step]:
-        return self._compiled[1]
 
     async def insert(self, rows: list[dict[str, Any]]) -> None:
         """Insert these rows in one transaction (raises SQLAlchemy's wrapper of what sqlite3 raised)."""
