@@ -66,7 +66,8 @@ from runtime.ops import operations, presence
 from runtime.ops.metrics import HttpMetrics, dead_letter_threshold, metrics_route
 from runtime.store.models import Run
 from runtime.store.values import STATUSES, iso
-from runtime.web.app import _http_error, health_routes
+from runtime.web.app import health_routes
+from runtime.web.errors import http_error
 
 MIN_TOKEN_LENGTH = 16
 
@@ -372,7 +373,7 @@ def create_dashboard_app(
         Route("/api/invoke", invoke, methods=["POST"]),
         *event_routes(runtime),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     if token:
         app.add_middleware(TokenAuth, token=token)
     app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)  # refuses before the token check

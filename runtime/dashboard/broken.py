@@ -14,7 +14,7 @@ from runtime.dashboard.page import PAGE, PAGE_HEADERS, asset, favicon
 from runtime.dashboard.responses import RedactedJSONResponse, _error, _limit
 from runtime.store.runs import RunStore
 from runtime.store.values import STATUSES
-from runtime.web.app import _http_error
+from runtime.web.errors import http_error
 
 
 def create_broken_dashboard_app(
@@ -64,6 +64,6 @@ def create_broken_dashboard_app(
         Route("/api/throughput", throughput),
         Route("/{path:path}", broken, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)
     return app

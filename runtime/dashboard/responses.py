@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from runtime.redaction import redact
-from runtime.web.app import FastJSONResponse
+from runtime.web.errors import FastJSONResponse
 
 
 class RedactedJSONResponse(FastJSONResponse):

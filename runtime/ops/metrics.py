@@ -315,14 +315,36 @@ def route_template(scope: Scope, routes: list[BaseRoute]) -> str:
     return path if isinstance(path, str) else UNMATCHED
 
 
+class HttpCounts:
+    """The HTTP series of this process, counted by route template, method and status: each label set's children
+    are made once (prometheus_client's labels() costs ~2 us a call) and kept, bounded by templates x methods x
+    statuses."""
+
+    def __init__(self) -> None:
+        self.metrics = metrics()
+        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def add(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request: `method` as the client sent it (any other than the usual ones counts as other)."""
+        label = method if method in _METHODS else "other"
+        key = (route, label, status)
+        children = self.children.get(key)
+        if children is None:
+            children = self.children[key] = (
+                self.metrics.http_requests.labels(route, label, str(status)),
+                self.metrics.http_duration.labels(route, label),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+
 class HttpMetrics:
     """ASGI middleware: counts requests by route template, method and status, and times them."""
 
     def __init__(self, app: ASGIApp, routes: list[BaseRoute]) -> None:
         self.app = app
         self.routes = routes
-        self.metrics = metrics()
-        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() costs ~2 us a call
+        self.counts = HttpCounts()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -330,17 +352,7 @@ class HttpMetrics:
             return
 
         def count(status: int, seconds: float) -> None:
-            route = route_template(scope, self.routes)
-            method = scope["method"] if scope["method"] in _METHODS else "other"
-            key = (route, method, status)  # bounded: route templates x methods x statuses
-            children = self.children.get(key)
-            if children is None:
-                children = self.children[key] = (
-                    self.metrics.http_requests.labels(route, method, str(status)),
-                    self.metrics.http_duration.labels(route, method),
-                )
-            children[0].inc()
-            children[1].observe(seconds)
+            self.counts.add(route_template(scope, self.routes), scope["method"], status, seconds)
 
         await observed(self.app, scope, receive, send, count)
 

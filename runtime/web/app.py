@@ -13,48 +13,26 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 from typing import Annotated, Any
 
-import orjson
-import redis.exceptions
-import sqlalchemy.exc
 from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime.app.connections import Runtime
 from runtime.app.decorators import HttpFunction
-from runtime.errors import ArgumentsError, Unavailable
-from runtime.ops.asgi import observed
+from runtime.errors import ArgumentsError
 from runtime.ops.health import dependencies
-from runtime.ops.metrics import HttpMetrics, metrics_route
-from runtime.redaction import redact
+from runtime.ops.metrics import metrics_route
 from runtime.tracing import instrument_asgi, setup_tracing
+from runtime.web.errors import Failures, FastJSONResponse, error_response, failure_response, http_error
 from runtime.web.openapi import openapi_routes
-
-logger = logging.getLogger("runtime.http")
-access_logger = logging.getLogger("runtime.access")
-
-
-class FastJSONResponse(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, default=_default)
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def error_response(status: int, message: str, **more: Any) -> Response:
-    return FastJSONResponse({"error": message, **more}, status_code=status)
+from runtime.web.stack import WebStack, direct_routes
 
 
 def to_response(value: Any) -> Response:
@@ -75,39 +53,6 @@ def to_response(value: Any) -> Response:
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
-
-# what a handler raises when Redis or the database is down or saturated: 503, not the handler's fault
-REDIS_UNAVAILABLE = (
-    redis.exceptions.ConnectionError,  # includes MaxConnectionsError (pool exhausted) and BusyLoadingError
-    redis.exceptions.TimeoutError,
-    redis.exceptions.ReadOnlyError,  # mid-failover
-    redis.exceptions.OutOfMemoryError,
-)
-DATABASE_UNAVAILABLE = (
-    sqlalchemy.exc.OperationalError,  # refused, dropped, locked
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,  # the pool had no connection to give in time
-    ConnectionError,  # asyncpg's refusals arrive unwrapped
-)
-
-
-def failure_response(exc: Exception, where: str, debug: bool = False) -> Response:
-    """The answer to an exception that escaped a handler: 503 with Retry-After when Redis or the database
-    is unavailable (logged as one line), else 500 (logged with its traceback)."""
-    reason = redact(f"{type(exc).__name__}: {exc}".splitlines()[0])[:300]
-    dependency = "Redis" if isinstance(exc, REDIS_UNAVAILABLE) else None
-    if isinstance(exc, Unavailable):  # e.g. an enqueue that Redis, or it and the database, kept from being sure
-        dependency = exc.dependency
-    if dependency is None and isinstance(exc, DATABASE_UNAVAILABLE):
-        dependency = "the database"
-    if dependency is not None:
-        logger.warning("%s: %s is unavailable: %s", where, dependency, reason)
-        message = f"{dependency} {'are' if ' and ' in dependency else 'is'} unavailable; retry shortly"
-        response = error_response(503, f"{message} ({reason})" if debug else message)
-        response.headers["Retry-After"] = "1"
-        return response
-    logger.error("%s", where, exc_info=exc)
-    return error_response(500, reason if debug else "internal error")
 
 
 def _bounded(hint: Any) -> Any:
@@ -192,63 +137,6 @@ class Endpoint:
         return kwargs
 
 
-class AccessLog:
-    """One line per request: method, path, status, milliseconds."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not access_logger.isEnabledFor(logging.INFO):
-            await self.app(scope, receive, send)
-            return
-
-        def log(status: int, seconds: float) -> None:
-            elapsed = seconds * 1000
-            access_logger.info(
-                "%s %s %d %.1f ms",
-                scope["method"],
-                scope["path"],
-                status,
-                elapsed,
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(elapsed, 2),
-                },
-            )
-
-        await observed(self.app, scope, receive, send, log)
-
-
-class Failures:
-    """The last line: an exception that escapes a route (a Response failing as it is sent, a bug of ours)
-    becomes the same JSON 500 or 503 a handler's would, logged once, instead of Starlette's plain text."""
-
-    def __init__(self, app: ASGIApp, debug: bool = False) -> None:
-        self.app = app
-        self.debug = debug
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking)
-        except Exception as exc:
-            response = failure_response(exc, f"{scope['method']} {scope['path']} failed", self.debug)
-            if not started:  # else the answer is cut short: uvicorn closes the connection
-                await response(scope, receive, send)
-
-
 def _shadows(functions: list[BaseRoute], reserved: list[BaseRoute]) -> bool:
     """Whether any function route matches a path of the reserved routes."""
     paths = [path for route in reserved if isinstance(path := getattr(route, "path", None), str)]
@@ -277,15 +165,6 @@ class FunctionRoute(Route):
         return match, child_scope
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404 and exc.detail == "Not Found":
-        return error_response(404, f"no function serves {request.method} {request.url.path}")
-    if exc.status_code == 405:
-        return error_response(405, f"{request.method} is not allowed on {request.url.path}")
-    return error_response(exc.status_code, str(exc.detail))
-
-
 def health_routes(runtime: Runtime) -> list[Route]:
     async def health(request: Request) -> Response:
         deps = await dependencies(runtime)
@@ -298,7 +177,7 @@ def health_routes(runtime: Runtime) -> list[Route]:
     return [Route("/health", health, methods=["GET"]), Route("/health/live", live, methods=["GET"])]
 
 
-def create_web_app(runtime: Runtime, *, debug: bool = False) -> Starlette:
+def create_web_app(runtime: Runtime, *, debug: bool = False) -> ASGIApp:
     """The web process's app: every `http:` function at its route, plus /health, /health/live, /metrics and
     (unless OPENAPI=false) /openapi.json and /docs."""
     reserved: list[BaseRoute] = [*health_routes(runtime), metrics_route(runtime)]
@@ -314,15 +193,13 @@ def create_web_app(runtime: Runtime, *, debug: bool = False) -> Starlette:
     # the router tries routes in order: the functions (the load) go first, unless one would take a reserved
     # path (a `/{slug}` matches `/health`), which must stay ours
     routes = [*functions, *reserved] if not _shadows(functions, reserved) else [*reserved, *functions]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.add_middleware(Failures, debug=debug)
-    if access_logger.isEnabledFor(logging.INFO):  # no extra layer per request when nothing is logged
-        app.add_middleware(AccessLog)
-    app.add_middleware(HttpMetrics, routes=routes)
+    stack: ASGIApp = WebStack(app, routes, direct_routes(app, routes, functions), debug)
     # a server span per request, when OTEL_EXPORTER_OTLP_ENDPOINT is set
     if setup_tracing(runtime.app.name, "web", runtime.store.engine):
-        app.add_middleware(Traced)
-    return app
+        stack = Traced(stack)
+    return stack
 
 
 class Traced:

@@ -1,0 +1,108 @@
+"""The web process's error answers, all JSON `{"error": ...}`: 404 and 405 (`http_error`), the 500 or 503 of an
+exception that escaped a handler (`failure_response`), and `Failures`, the ASGI layer that turns an exception
+escaping a route into that answer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import redis.exceptions
+import sqlalchemy.exc
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runtime.errors import Unavailable
+from runtime.redaction import redact
+
+logger = logging.getLogger("runtime.http")
+
+
+class FastJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=_default)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def error_response(status: int, message: str, **more: Any) -> Response:
+    return FastJSONResponse({"error": message, **more}, status_code=status)
+
+
+# what a handler raises when Redis or the database is down or saturated: 503, not the handler's fault
+REDIS_UNAVAILABLE = (
+    redis.exceptions.ConnectionError,  # includes MaxConnectionsError (pool exhausted) and BusyLoadingError
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # mid-failover
+    redis.exceptions.OutOfMemoryError,
+)
+DATABASE_UNAVAILABLE = (
+    sqlalchemy.exc.OperationalError,  # refused, dropped, locked
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # the pool had no connection to give in time
+    ConnectionError,  # asyncpg's refusals arrive unwrapped
+)
+
+
+def failure_response(exc: Exception, where: str, debug: bool = False) -> Response:
+    """The answer to an exception that escaped a handler: 503 with Retry-After when Redis or the database
+    is unavailable (logged as one line), else 500 (logged with its traceback)."""
+    reason = redact(f"{type(exc).__name__}: {exc}".splitlines()[0])[:300]
+    dependency = "Redis" if isinstance(exc, REDIS_UNAVAILABLE) else None
+    if isinstance(exc, Unavailable):  # e.g. an enqueue that Redis, or it and the database, kept from being sure
+        dependency = exc.dependency
+    if dependency is None and isinstance(exc, DATABASE_UNAVAILABLE):
+        dependency = "the database"
+    if dependency is not None:
+        logger.warning("%s: %s is unavailable: %s", where, dependency, reason)
+        message = f"{dependency} {'are' if ' and ' in dependency else 'is'} unavailable; retry shortly"
+        response = error_response(503, f"{message} ({reason})" if debug else message)
+        response.headers["Retry-After"] = "1"
+        return response
+    logger.error("%s", where, exc_info=exc)
+    return error_response(500, reason if debug else "internal error")
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's HTTPException (a path nothing serves, a method a route does not allow, ...) as JSON."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        return error_response(404, f"no function serves {request.method} {request.url.path}")
+    if exc.status_code == 405:
+        return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+    return error_response(exc.status_code, str(exc.detail))
+
+
+class Failures:
+    """The last line: an exception that escapes a route (a Response failing as it is sent, a bug of ours)
+    becomes the same JSON 500 or 503 a handler's would, logged once, instead of Starlette's plain text."""
+
+    def __init__(self, app: ASGIApp, debug: bool = False) -> None:
+        self.app = app
+        self.debug = debug
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            response = failure_response(exc, f"{scope['method']} {scope['path']} failed", self.debug)
+            if not started:  # else the answer is cut short: uvicorn closes the connection
+                await response(scope, receive, send)
