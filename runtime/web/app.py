@@ -90,17 +90,18 @@ class Endpoint:
                 default = ... if param.default is param.empty else param.default
                 fields[pname] = (_bounded(hint) if hint is not None else Any, default)
         self.params_model = create_model(f"{name}_params", **fields) if fields else None
+        # the common case, a handler that takes only the Request (its parameter's name): no coroutine to gather it
+        self.request_only = self.request_param if not fields and self.body_param is None else None
 
     async def __call__(self, request: Request) -> Response:
         try:
-            kwargs = await self._arguments(request)
+            kwargs = {self.request_only: request} if self.request_only else await self._arguments(request)
         except ValidationError as exc:
             if exc.errors()[0]["type"] == "json_invalid":
                 return error_response(400, f"request body is not valid JSON: {exc.errors()[0]['msg']}")
             return error_response(422, f"invalid request for '{self.name}'", detail=_validation_detail(exc))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return error_response(400, f"request body is not valid JSON: {exc}")
-        where = f"function '{self.name}' failed on {request.method} {request.scope['path']}"
         try:
             if self.fn.is_async:
                 value = await self.fn.fn(**kwargs)
@@ -115,6 +116,7 @@ class Endpoint:
         except ArgumentsError as exc:
             return error_response(422, str(exc))
         except Exception as exc:
+            where = f"function '{self.name}' failed on {request.method} {request.scope['path']}"
             return failure_response(exc, where, self.debug)
         try:
             return to_response(value)

@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
+from starlette.responses import JSONResponse
 
 from runtime import Runtime
 from runtime.settings import Settings
 from runtime.web.app import create_web_app
+from runtime.web.errors import FastJSONResponse
 from tests.conftest import write_app
 
 MODULE = f"stack_{uuid.uuid4().hex[:8]}"
@@ -122,3 +125,23 @@ async def test_the_access_log_has_one_line_per_request_on_either_path(runtime, c
         ("DELETE", "/nowhere/at/all", 404),
     ]
     assert all(r.getMessage().startswith(f"{r.method} {r.path} {r.status} ") for r in lines)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("status", [200, 201, 204, 304, 404, 503])
+def test_a_json_answer_has_the_headers_starlette_would_give_it(status):
+    content = {"hello": "wörld", "n": [1, 2]}
+    ours = FastJSONResponse(content, status_code=status)
+    theirs = JSONResponse(content, status_code=status)
+    assert (ours.status_code, ours.raw_headers, ours.body) == (theirs.status_code, theirs.raw_headers, theirs.body)
+    assert ours.body == orjson.dumps(content)
+    ours.headers["Retry-After"] = "1"
+    assert ours.raw_headers[-1] == (b"retry-after", b"1")
+    headed = FastJSONResponse(content, headers={"X-One": "1"})
+    assert headed.raw_headers == JSONResponse(content, headers={"X-One": "1"}).raw_headers
+
+
+def test_a_subclass_rendering_its_own_way_is_still_rendered_its_way():
+    from runtime.dashboard.responses import RedactedJSONResponse
+
+    answer = RedactedJSONResponse({"url": "redis://user:hunter2@host:6379/0"})
+    assert b"hunter2" not in answer.body and answer.raw_headers[0] == (b"content-length", b"%d" % len(answer.body))
