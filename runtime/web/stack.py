@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
-from runtime.ops.metrics import HttpCounts, route_template
+from runtime.ops.metrics import metrics, route_template
 from runtime.web.errors import failure_response, http_error
 
 access_logger = logging.getLogger("runtime.access")
@@ -66,7 +66,7 @@ class WebStack:
         self.routes = routes
         self.direct = direct
         self.debug = debug
-        self.counts = HttpCounts()
+        self.counts = metrics().http_counts
         self.access_log = access_logger.isEnabledFor(logging.INFO)  # no log call per request when nothing is logged
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
