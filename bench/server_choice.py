@@ -2,7 +2,11 @@
 the same app on granian (bench/apps/ours_granian.py) and bare Starlette on uvicorn and on granian, one worker process
 each, the JSON hello route under wrk -t2 -c64, alternating; req/s and the server's CPU per request.
 
-python -m bench.server_choice [--seconds 5] [--rounds 3]
+python -m bench.server_choice [--seconds 5] [--rounds 3] [--before DIR]
+
+--before DIR adds `runtime web` run from another version's runtime package, for an A/B of a change in the same rounds:
+`mkdir DIR && git archive COMMIT runtime | tar -x -C DIR`. (PYTHONPATH cannot do it: bench/procs.child_env puts this
+checkout ahead of it.)
 """
 
 from __future__ import annotations
@@ -37,9 +41,33 @@ GRANIAN = dataclasses.replace(
 )
 
 
-def measure(seconds: float, rounds: int) -> dict[str, list[float]]:
+def before(path: Path) -> WebSystem:
+    """`runtime web` with the runtime package found in `path` first on its sys.path."""
+    code = f"import sys; sys.path.insert(0, {str(path.resolve())!r}); from runtime.cli import main; main()"
+    return dataclasses.replace(
+        UVICORN,
+        key="ours-before",
+        label=f"runtime web from {path}",
+        argv=lambda port: [
+            sys.executable,
+            "-c",
+            code,
+            "web",
+            "--manifest",
+            str(OURS_MANIFEST),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+    )
+
+
+def measure(seconds: float, rounds: int, earlier: Path | None = None) -> dict[str, list[float]]:
     web.THREADS, web.CONNECTIONS = 2, 64
     systems: list[WebSystem] = [UVICORN, GRANIAN, *(s for s in WEB_SYSTEMS if s.key != "ours")]
+    if earlier is not None:
+        systems.insert(1, before(earlier))
     rps: dict[str, list[float]] = {s.key: [] for s in systems}
     cpu: dict[str, list[float]] = {s.key: [] for s in systems}
     with tempfile.TemporaryDirectory() as tmp, redis_server() as redis:
@@ -61,8 +89,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--before", type=Path, help="a directory holding another version's runtime package")
     args = parser.parse_args()
-    figures = measure(args.seconds, args.rounds)
+    figures = measure(args.seconds, args.rounds, args.before)
     ours, ours_cpu = statistics.median(figures[UVICORN.key]), statistics.median(figures[f"{UVICORN.key} cpu"])
     for key in figures:
         if key.endswith(" cpu") or key == UVICORN.key:
