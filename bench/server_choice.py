@@ -27,18 +27,13 @@ GRANIAN = dataclasses.replace(
     UVICORN,
     key="ours-granian",
     label="our app on granian (embedded, not production)",
-    argv=lambda port: [
-        sys.executable,
-        "-m",
-        "bench.apps.ours_granian",
-        "--manifest",
-        str(OURS_MANIFEST),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ],
+    argv=lambda port: [sys.executable, "-m", "bench.apps.ours_granian", *serving(port)],
 )
+
+
+def serving(port: int) -> list[str]:
+    """The bench app's manifest, served on loopback at `port`."""
+    return ["--manifest", str(OURS_MANIFEST), "--host", "127.0.0.1", "--port", str(port)]
 
 
 def before(path: Path) -> WebSystem:
@@ -48,18 +43,7 @@ def before(path: Path) -> WebSystem:
         UVICORN,
         key="ours-before",
         label=f"runtime web from {path}",
-        argv=lambda port: [
-            sys.executable,
-            "-c",
-            code,
-            "web",
-            "--manifest",
-            str(OURS_MANIFEST),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        argv=lambda port: [sys.executable, "-c", code, "web", *serving(port)],
     )
 
 
