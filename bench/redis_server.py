@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -74,3 +75,4 @@ def redis_server() -> Iterator[RedisServer]:
         yield RedisServer(port=port, version=version)
     finally:
         procs.stop(proc, grace=3)
+        shutil.rmtree(workdir, ignore_errors=True)  # its --dir: empty (no RDB, no AOF), but one a run
