@@ -4,8 +4,11 @@ Run records are saved first, then dead letters, then the entries are acked, each
 attempt in the same script (runtime/queue/broker.py's ack). Only entries whose records this very batch saved are
 acked (a task finishing during the flush waits for the next batch), and only those still this worker's:
 a renewal goes first (the fence), so entries another worker took are dropped before their records are
-written. A busy worker commits at most every COMMIT_EVERY, so batches grow with the load. A commit that fails
-(the database or Redis away) is retried with backoff until it succeeds, its writes kept in order.
+written. Only entries Redis last handed or renewed more than a quarter lease ago are fenced: one touched since
+cannot have been taken (another worker takes an entry idle a whole lease), so a busy worker's commit makes no
+renewal at all, only its ack. A busy worker commits at most every COMMIT_EVERY, so batches grow with the load.
+A commit that fails (the database or Redis away) is retried with backoff until it succeeds, its writes kept in
+order.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class Commits:
         self.broker = broker
         self.flushes = flushes  # what saves the records, then the dead letters
         self.held = held  # the entries this worker holds (delivery keys)
+        self.touched: dict[str, float] = {}  # held entry -> when (monotonic, before the call) Redis last reset its idle
+        self.fresh_for = broker.lease_ms / 4000  # seconds an entry touched needs no fence
         self.lost = lost  # told of entries another worker holds now
         self.done = done  # told of entries acked
         self.to_ack: list[str] = []
@@ -121,11 +126,14 @@ class Commits:
         batch, self.to_ack = self.to_ack, []
         self.acking = len(batch)
         try:
-            held = self.held()
-            if held:
-                self.lost(await self.broker.renew(held))  # the fence
-                still = set(self.held())
-                batch = [key for key in batch if key in still]
+            sent = time.monotonic()
+            touched = self.touched
+            stale = [key for key in self.held() if touched.get(key, 0.0) < sent - self.fresh_for]
+            if stale:
+                self.lost(await self.broker.renew(stale))  # the fence
+                touched.update(dict.fromkeys(stale, sent))
+            still = set(self.held())
+            batch = [key for key in batch if key in still]
             for flush in self.flushes:
                 await flush()
             lost = await self.broker.ack(batch, {key: self.retry_of[key] for key in batch if key in self.retry_of})
@@ -139,3 +147,5 @@ class Commits:
             self.retry_of.pop(key, None)
         self.committed = time.monotonic()
         self.done(batch)
+        held = set(self.held())
+        self.touched = {key: at for key, at in self.touched.items() if key in held}

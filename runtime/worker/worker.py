@@ -160,6 +160,7 @@ class Worker:
                         await self.room.wait()
                 continue
             try:
+                sent = time.monotonic()
                 deliveries = await self._fetch(room if self.gate is None else self.gate.read_ahead(room))
                 self.redis_ok = True
             except Exception as exc:  # Redis away: keep trying, and say so once
@@ -184,7 +185,7 @@ class Worker:
             for delivery in deliveries:
                 if delivery.key not in self.held:
                     self.held[delivery.key] = delivery
-                    self.fetched_at[delivery.key] = now
+                    self.fetched_at[delivery.key], self.commits.touched[delivery.key] = now, sent
                     self.queue.put_nowait(delivery)
 
     async def _fetch(self, room: int) -> list[Delivery]:
