@@ -16,6 +16,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.errors import Unavailable
@@ -101,8 +102,24 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404 and exc.detail == "Not Found":
         return error_response(404, f"no function serves {request.method} {request.url.path}")
     if exc.status_code == 405:
-        return error_response(405, f"{request.method} is not allowed on {request.url.path}")
-    return error_response(exc.status_code, str(exc.detail))
+        response = error_response(405, f"{request.method} is not allowed on {request.url.path}")
+        response.headers["Allow"] = ", ".join(sorted(allowed_methods(request)))
+        return response
+    response = error_response(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+def allowed_methods(request: Request) -> set[str]:
+    """Every method some route serves at this request's path: Starlette's 405 names only the first route's,
+    but GET and POST on one path are often two functions."""
+    scope = {**request.scope, "method": ""}  # matches no method: each route at this path answers PARTIAL
+    allowed: set[str] = set()
+    for route in getattr(request.app, "routes", ()):
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            allowed |= getattr(route, "methods", None) or set()
+    return allowed
 
 
 class Failures:

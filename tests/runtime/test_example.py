@@ -96,6 +96,7 @@ def test_bad_bodies_get_400_and_422_as_json_never_500(stack):
     assert status == 422
     assert curl(f"{base}/nowhere") == (404, {"error": "no function serves GET /nowhere"})
     assert curl("-X", "DELETE", f"{base}/briefings") == (405, {"error": "DELETE is not allowed on /briefings"})
+    assert "\nallow: POST\n" in curl("-X", "DELETE", "-o", "/dev/null", "-D", "-", f"{base}/briefings")[1]
     assert curl(f"{base}/briefings/not-a-number")[0] == 404
 
 

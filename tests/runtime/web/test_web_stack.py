@@ -48,6 +48,18 @@ async def gone(request):
     raise HTTPException(404)
 
 @http
+async def locked(request):
+    raise HTTPException(401, "sign in first", headers={"WWW-Authenticate": "Bearer"})
+
+@http
+async def read_pair(n: int):
+    return {"read": n}
+
+@http
+async def write_pair(n: int):
+    return {"wrote": n}
+
+@http
 async def fails_as_sent(request):
     return FileResponse("/no/such/file")  # raises as it is sent, before its first message
 """
@@ -58,6 +70,9 @@ functions:
   fixed: {{handler: "{MODULE}:fixed", http: {{path: /fixed, methods: [GET, POST]}}}}
   conflict: {{handler: "{MODULE}:conflict", http: {{path: /conflict, methods: [POST]}}}}
   gone: {{handler: "{MODULE}:gone", http: {{path: /gone, methods: [POST]}}}}
+  locked: {{handler: "{MODULE}:locked", http: {{path: /locked, methods: [POST]}}}}
+  read_pair: {{handler: "{MODULE}:read_pair", http: {{path: "/pairs/{{n:int}}", methods: [GET]}}}}
+  write_pair: {{handler: "{MODULE}:write_pair", http: {{path: "/pairs/{{n:int}}", methods: [PUT]}}}}
   fails_as_sent: {{handler: "{MODULE}:fails_as_sent", http: {{path: /fails-as-sent, methods: [POST]}}}}
 """
 
@@ -102,6 +117,19 @@ async def test_an_http_exception_raised_by_a_function_is_answered_as_json(runtim
         assert (answer.status_code, answer.json()) == (404, {"error": "no function serves GET /conflict/more"})
         answer = await web.get("/gone")  # the pattern's GET: a slug
         assert answer.json() == {"slug": "gone"}
+
+
+async def test_a_405_names_every_method_served_at_the_path_and_an_exceptions_headers_are_kept(runtime):
+    async with client(runtime) as web:
+        assert (await web.put("/pairs/3")).json() == {"wrote": 3}
+        answer = await web.delete("/pairs/3")
+        assert (answer.status_code, answer.json()) == (405, {"error": "DELETE is not allowed on /pairs/3"})
+        assert answer.headers["allow"] == "GET, HEAD, PUT"  # both functions' methods, not only the first's
+        answer = await web.delete("/conflict")  # its POST, and the GET of the `/{slug}` pattern before it
+        assert (answer.status_code, answer.headers["allow"]) == (405, "GET, HEAD, POST")
+        answer = await web.post("/locked")
+        assert (answer.status_code, answer.json()) == (401, {"error": "sign in first"})
+        assert answer.headers["www-authenticate"] == "Bearer"
 
 
 async def test_a_response_failing_as_it_is_sent_gets_the_json_500_and_is_logged(runtime, caplog):
