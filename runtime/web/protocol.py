@@ -3,7 +3,8 @@ the process: sockets, signals, graceful shutdown.
 
 It owns the limits of a request: its headers must arrive within REQUEST_TIMEOUT of the connection opening (or of
 the previous answer), its body within REQUEST_TIMEOUT of its headers and within MAX_BODY_SIZE bytes, else a JSON
-408 or 413 that closes the connection; a malformed request gets a JSON 400. The app runs once the whole body is
+408 or 413 that closes the connection; its request line and headers within MAX_HEAD bytes, else a JSON 431; a
+malformed request gets a JSON 400. The app runs once the whole body is
 in, so it never waits on a slow client. Pipelined requests are answered in order, one at a time. An answer is
 written in one `transport.write` (status line, headers and body) when the app sends its body in one message.
 """
@@ -26,6 +27,7 @@ from runtime.web.exchange import STATUS_LINES, Exchange
 logger = logging.getLogger("uvicorn.error")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+MAX_HEAD = 64 * 1024  # bytes of a request's line and headers (nginx allows 32 KB, Node 16 KB): memory, not a setting
 
 
 def json_error(status: int, message: str) -> bytes:
@@ -72,6 +74,8 @@ class HttpProtocol(asyncio.Protocol):
         self.reading_paused = False
         self.refusal = b""  # an error answer to write, and close, once the requests before it are answered
         self.in_headers = False  # part of a request's headers has arrived
+        self.head_size = 0  # bytes of the request line and headers parsed, or received while they are unfinished
+        self.began = False  # a request began in the data being parsed
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.declared = -1  # the Content-Length of the request being parsed; -1: none
@@ -141,12 +145,20 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.refusal or self.parser is None:
             return  # the connection will close once the requests before a refused one are answered
+        self.began = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # no protocol upgrades here: the request is answered as plain HTTP, then the connection closes
         except httptools.HttpParserError:
             self.refuse(json_error(400, "malformed HTTP request: Invalid HTTP request received."))
+            return
+        # headers still unfinished after this data: the parser holds it until a header is whole (one header may
+        # be endless), so count it as it comes; a request that began in it is counted by its callbacks
+        if self.in_headers and not self.began and not self.refusal:
+            self.head_size += len(data)
+            if self.head_size > MAX_HEAD:
+                self.refuse(json_error(431, self.head_too_large()))
 
     def refuse(self, answer: bytes) -> None:
         """Answer `answer` and close, after the requests that came before the one being parsed."""
@@ -161,7 +173,8 @@ class HttpProtocol(asyncio.Protocol):
     # --- the parser's callbacks -------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.in_headers = True
+        self.in_headers = self.began = True
+        self.head_size = 0
         self.url = b""
         self.headers = []
         self.declared = -1
@@ -169,6 +182,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
@@ -182,10 +196,14 @@ class HttpProtocol(asyncio.Protocol):
         elif name == b"x-forwarded-for" or name == b"x-forwarded-proto":
             self.forwarded = self.trusted
         self.headers.append((name, value))
+        self.head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         self.in_headers = False
         if self.refusal:
+            return
+        if self.head_size > MAX_HEAD:
+            self.refuse(json_error(431, self.head_too_large()))
             return
         parser = self.parser
         version = parser.get_http_version()
@@ -240,6 +258,9 @@ class HttpProtocol(asyncio.Protocol):
         elif not self.reading_paused:  # it waits its turn: read no further until it has it
             self.reading_paused = True
             self.transport.pause_reading()
+
+    def head_too_large(self) -> str:
+        return f"the request line and headers are larger than {MAX_HEAD} bytes"
 
     def too_large(self) -> str:
         return f"the request body is larger than MAX_BODY_SIZE ({self.max_body_size} bytes)"

@@ -4,6 +4,7 @@ headers or their body. REQUEST_TIMEOUT and MAX_BODY_SIZE are set small so each c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -221,6 +222,25 @@ def test_a_body_that_never_finishes_is_a_json_408_and_the_connection_is_closed(w
 def test_a_malformed_request_is_a_json_400(web: Web) -> None:
     assert_json_error(exchange(web.port, b"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n"), 400)
     assert_json_error(exchange(web.port, b"\x00\xff garbage\r\n\r\n"), 400)
+
+
+def test_headers_over_64_kb_are_a_json_431_whether_sent_at_once_or_endless(web: Web) -> None:
+    big = b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 100_000 + b"\r\nConnection: close\r\n\r\n"
+    assert "65536 bytes" in assert_json_error(exchange(web.port, big), 431)["error"]
+    many = b"".join(b"X-%d: %s\r\n" % (i, b"b" * 1000) for i in range(100))  # 100 headers of 1 KB
+    assert_json_error(exchange(web.port, b"GET /health/live HTTP/1.1\r\nHost: t\r\n" + many + b"\r\n"), 431)
+    with web.connect() as sock:  # one header that never ends: cut off long before the client stops
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Endless: ")
+        sent = 0
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            while sent < 50 * 2**20:
+                sock.sendall(b"c" * 16384)
+                sent += 16384
+        assert_json_error(parse(read_all(sock)), 431)
+    assert sent < 10 * 2**20, sent
+    # 40 KB of headers is fine, and the connection carries on
+    fine = b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Fine: " + b"d" * 40_000 + b"\r\nConnection: close\r\n\r\n"
+    assert exchange(web.port, fine).json() == {"status": "ok"}
 
 
 def test_a_fast_client_is_unaffected_by_the_deadlines(web: Web) -> None:
