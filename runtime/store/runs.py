@@ -23,8 +23,7 @@ from runtime.store.attempt_history import check_entries, history_columns
 from runtime.store.big_arguments import json_dumps, split_big
 from runtime.store.counting import FOLD_EVERY, RunCounting
 from runtime.store.schema import check_revision, create_at_head, stored_revision
-from runtime.store.sqlite_insert import SqliteInsert, bind_steps, bound
-from runtime.store.sqlite_insert import Step as BindStep
+from runtime.store.sqlite_insert import Binder, SqliteInsert, bind_steps, bound
 from runtime.store.values import ENQUEUE_ONLY, MUTABLE
 
 if TYPE_CHECKING:
@@ -206,7 +205,7 @@ class RunStore(RunCounting):
         self.fold_counts_now_and_then()
 
     @functools.cached_property
-    def _upsert_sql(self) -> tuple[str, list[BindStep]]:
+    def _upsert_sql(self) -> tuple[str, Binder]:
         return bind_steps(self._upsert, self.engine.dialect)
 
     async def _fast_upsert(self, fast: SqliteInsert | PostgresInsert, updates: list[dict[str, Any]]) -> None:

@@ -21,11 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import operator
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
+from sqlalchemy import DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
@@ -42,7 +45,7 @@ class CompiledInsert:
     dialect: Dialect
 
     @functools.cached_property
-    def _compiled(self) -> tuple[str, list[Step]]:
+    def _compiled(self) -> tuple[str, Binder]:
         return bind_steps(self.statement(), self.dialect)
 
     @property
@@ -50,7 +53,7 @@ class CompiledInsert:
         return self._compiled[0]
 
     @property
-    def steps(self) -> list[Step]:
+    def steps(self) -> Binder:
         return self._compiled[1]
 
 
@@ -225,20 +228,52 @@ class SqliteInsert(CompiledInsert):
 Step = tuple[str, Callable[[Any], Any] | None, Any]  # a parameter's column, its bind processor, its default
 
 
-def bind_steps(statement: Any, dialect: Dialect) -> tuple[str, list[Step]]:
-    """SQLAlchemy's SQL for `statement` and, for each positional parameter, how a row gives its value: the
-    bind processor SQLAlchemy would apply (JSON, DateTime), and the column's default for a missing key (as
-    SQLAlchemy's executemany gives it)."""
+class Binder:
+    """A row's values in a statement's parameter order, each through the bind processor SQLAlchemy would apply
+    (JSON, DateTime), a missing key given its column's default (as SQLAlchemy's executemany gives it). Made once
+    per statement: a call is one dict merge, one itemgetter and the processors (~5 µs a worker's row instead
+    of ~13 µs, SQLite's DateTime processor being most of it)."""
+
+    def __init__(self, steps: list[Step], datetimes: Collection[str] = ()) -> None:
+        self.names = [name for name, _, _ in steps]
+        self.defaults = {name: default for name, _, default in steps}
+        self.get = operator.itemgetter(*self.names) if len(self.names) > 1 else lambda row: (row[self.names[0]],)
+        self.processed = [
+            (i, sqlite_datetime(process) if name in datetimes else process)
+            for i, (name, process, _) in enumerate(steps)
+            if process is not None
+        ]
+
+    def __call__(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        values = list(self.get(self.defaults | row))
+        for i, process in self.processed:
+            values[i] = process(values[i])
+        return tuple(values)
+
+
+def sqlite_datetime(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """SQLite's DateTime bind processor for the values we write (naive UTC datetimes) by `isoformat`, the same
+    text (`2026-12-07 14:34:07.935321`) at a fifth of the cost; anything else through SQLAlchemy's."""
+
+    def fast(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is None:
+            return value.isoformat(" ", "microseconds")
+        return process(value)
+
+    return fast
+
+
+def bind_steps(statement: Any, dialect: Dialect) -> tuple[str, Binder]:
+    """SQLAlchemy's SQL for `statement` and the Binder of its positional parameters."""
     compiled = statement.compile(dialect=dialect)
     processors = compiled._bind_processors
-    defaults = {c.name: c.default.arg for c in statement.table.columns if c.default is not None and c.default.is_scalar}
-    return compiled.string, [(name, processors.get(name), defaults.get(name)) for name in compiled.positiontup or ()]
+    columns = statement.table.columns
+    defaults = {c.name: c.default.arg for c in columns if c.default is not None and c.default.is_scalar}
+    datetimes = {c.name for c in columns if dialect.name == "sqlite" and isinstance(c.type, DateTime)}
+    steps = [(name, processors.get(name), defaults.get(name)) for name in compiled.positiontup or ()]
+    return compiled.string, Binder(steps, datetimes)
 
 
-def bound(row: dict[str, Any], steps: list[Step]) -> tuple[Any, ...]:
+def bound(row: dict[str, Any], binder: Binder) -> tuple[Any, ...]:
     """A row's values in the statement's parameter order."""
-    values = []
-    for name, process, default in steps:
-        value = row[name] if name in row else default
-        values.append(process(value) if process is not None else value)
-    return tuple(values)
+    return binder(row)
