@@ -47,13 +47,16 @@ SYNC_WARM_AFTER = 1.0  # seconds after start before the sync task processes are 
 RETIRE_GRACE = 0.5  # seconds a retiring generation still serves the connections it has already accepted
 
 # What a generation's start imports that importing this module does not (the event loop, anyio's backend, uvicorn's
-# protocol choices, the metrics registry): half of a reload's time when each fork imported them again.
+# protocol choices, the metrics registry): half of a reload's time when each fork imported them again. And the
+# SQLModel classes, which the first generation imports after `ready` (its scheduler's first pass, the dashboard's
+# first query, the first task), not before.
 STARTUP_IMPORTS = (
     "uvloop",
     "anyio._backends._asyncio",
     "prometheus_client",
     "uvicorn.lifespan.off",
     "uvicorn.protocols.websockets.auto",
+    "runtime.store.models",
 )
 
 

@@ -64,7 +64,6 @@ from runtime.errors import ArgumentsError, ConfigError
 from runtime.flow.state import limits_now
 from runtime.ops import operations, presence
 from runtime.ops.metrics import HttpMetrics, dead_letter_threshold, metrics_route
-from runtime.store.models import Run
 from runtime.store.values import STATUSES, iso
 from runtime.web.app import health_routes
 from runtime.web.errors import http_error
@@ -256,6 +255,8 @@ def create_dashboard_app(
             [run] = await runtime.submit(fn, [arguments], delay=delay)
         except (ArgumentsError, ValueError) as exc:
             return _error(422, str(exc))
+        from runtime.store.models import Run  # the SQLModel classes: not before the first request that needs them
+
         return RedactedJSONResponse(Run.model_validate(run).public(), status_code=202)
 
     async def stats(request: Request) -> Response:

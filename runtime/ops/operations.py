@@ -18,12 +18,12 @@ import orjson
 from runtime.errors import ArgumentsError
 from runtime.ops import metrics
 from runtime.ops.metrics import queue_depths
-from runtime.store.models import Run
 from runtime.store.runs import PRUNE_CHUNK
 from runtime.store.values import FINAL, STATUSES, utcnow
 
 if TYPE_CHECKING:
     from runtime.app.connections import Runtime
+    from runtime.store.models import Run  # the SQLModel classes: imported by the store where a query needs them
 
 Progress = Callable[[int, int], None]  # (done, total), called as a bulk operation advances
 QUEUE_STATES = metrics.STATES  # a queue's depths, named once: waiting, running, scheduled, retrying, dead
@@ -141,6 +141,8 @@ async def replay(
             except (ArgumentsError, ValueError) as exc:
                 outcome.errors[run.id] = f"run {run.id}: {exc}"
                 return
+        from runtime.store.models import Run
+
         outcome.runs.append(Run.model_validate(new))
         await runtime.forget_dead_letters([run.id])
 

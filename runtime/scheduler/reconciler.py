@@ -30,11 +30,11 @@ import orjson
 from sqlalchemy import and_, or_, tuple_, update
 
 from runtime.app.parents import tell_parent
-from runtime.store.models import Run, as_run
 from runtime.store.values import from_timestamp, utcnow
 
 if TYPE_CHECKING:
     from runtime.app.connections import Runtime
+    from runtime.store.models import Run
 
 logger = logging.getLogger("runtime.reconciler")
 
@@ -61,6 +61,8 @@ class Reconciler:
 
     async def candidates(self) -> list[Run]:
         """Unfinished records untouched for `grace` seconds, oldest first, after the cursor."""
+        from runtime.store.models import Run, as_run  # the SQLModel classes: not before the scheduler's first pass
+
         table = Run.__table__  # type: ignore[attr-defined]
         cutoff = time.time() - self.grace
         stale = or_(
@@ -129,6 +131,8 @@ class Reconciler:
             reason = f"function '{run.function}' is no longer in the manifest; restore it, then replay this run"
         elif attempt > run.max_attempts:
             reason = f"lost by Redis after its last attempt ({run.last_error or 'no error recorded'})"
+        from runtime.store.models import Run
+
         table = Run.__table__  # type: ignore[attr-defined]
         new_version = int(time.time() * 1000) * 10  # the QUEUED phase: any later worker update wins
         values: dict[str, Any] = {"version": new_version}

@@ -35,12 +35,15 @@ DEFERRED = (
     "sqlalchemy.dialects.postgresql",
     "sqlalchemy.dialects.sqlite",
 )
-# what each entry point must leave out: a worker, the inspector's commands (Runtime), `runtime web`; and loading an
-# app (`runtime check`, a handler's `from runtime import task`), which needs no database library at all
+# what each entry point must leave out: a worker, the inspector's commands (Runtime), `runtime web`; the dashboard
+# and the scheduler, which the emulator starts before it says `ready` (they show and check cron schedules: croniter);
+# and loading an app (`runtime check`, a handler's `from runtime import task`), which needs no database library at all
 LEFT_OUT = {
     "runtime.worker.worker": DEFERRED,
     "runtime.app.connections": DEFERRED,
     "runtime.web.app": DEFERRED,
+    "runtime.dashboard.app": tuple(name for name in DEFERRED if name not in ("croniter", "dateutil")),
+    "runtime.scheduler.scheduler": tuple(name for name in DEFERRED if name not in ("croniter", "dateutil")),
     "runtime.app.application": (*DEFERRED, "sqlalchemy", "sqlmodel"),
 }
 
