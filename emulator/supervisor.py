@@ -38,7 +38,7 @@ from runtime.logs import configure_logging
 from runtime.redaction import redact
 from runtime.settings import Settings
 from runtime.store.migrations import upgrade
-from runtime.store.values import DATABASE_ERRORS
+from runtime.store.values import database_errors
 
 # watchfiles ends a batch of changes once a step passes with none new (a save's events come well within one), or
 # after DEBOUNCE of changes that keep coming. A save waits 1 to 2 steps before its reload starts; a shorter step
@@ -256,7 +256,7 @@ class Emulator:
         """Bring the run store's schema up to date before any process opens it (`runtime db upgrade`)."""
         try:
             before, after = asyncio.run(upgrade(settings.database_url))
-        except DATABASE_ERRORS as exc:
+        except database_errors() as exc:
             raise ConfigError(
                 f"cannot use the database at DATABASE_URL={redact(settings.database_url)}: {str(exc).splitlines()[0]}"
             ) from None

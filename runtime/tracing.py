@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runtime.errors import ConfigError
@@ -38,10 +39,11 @@ def enabled() -> bool:
     return _enabled
 
 
-def setup_tracing(app: str, service: str, engine: AsyncEngine) -> bool:
+def setup_tracing(app: str, service: str, engine: Callable[[], AsyncEngine]) -> bool:
     """Turn tracing on for this process when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; False when it is not.
     `service` names the process kind (`web`, `worker`, ...) in `service.name` (`{app}-{service}`); `engine`
-    is the run store's, whose statements become spans."""
+    gives the run store's, whose statements become spans (a function: a process made without tracing never makes
+    it before its first query)."""
     global _enabled
     if not requested():
         return False
@@ -58,7 +60,7 @@ def setup_tracing(app: str, service: str, engine: AsyncEngine) -> bool:
         RedisInstrumentor().instrument()
         HTTPXClientInstrumentor().instrument()
         _enabled = True
-    sync_engine = engine.sync_engine
+    sync_engine = engine().sync_engine
     if id(sync_engine) not in _engines:
         _engines.add(id(sync_engine))
         instrumentor = SQLAlchemyInstrumentor()

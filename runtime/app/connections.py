@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +41,7 @@ from runtime.redaction import redact
 from runtime.settings import Settings, get_settings
 from runtime.store.record_writer import RecordWriter
 from runtime.store.runs import RunStore
-from runtime.store.values import DATABASE_ERRORS, FINAL, from_timestamp, utcnow
+from runtime.store.values import FINAL, database_errors, from_timestamp, utcnow
 
 if TYPE_CHECKING:
     from sqlmodel.ext.asyncio.session import AsyncSession
@@ -110,9 +111,9 @@ class Runtime:
         what it waits for); then a ConfigError names the setting of the one that is unreachable."""
         deadline = time.monotonic() + self.settings.startup_timeout
         redis_url = f"Redis at REDIS_URL={redact(self.settings.redis_url)}"
-        await self._wait_for("redis", redis_url, self._connect_redis, (RedisError, OSError), deadline)
+        await self._wait_for("redis", redis_url, self._connect_redis, lambda: (RedisError, OSError), deadline)
         database_url = f"the database at DATABASE_URL={redact(self.settings.database_url)}"
-        await self._wait_for("database", database_url, self.store.init, DATABASE_ERRORS, deadline)
+        await self._wait_for("database", database_url, self.store.init, database_errors, deadline)
         set_running(self)
         self._say_origin()
 
@@ -132,7 +133,7 @@ class Runtime:
         name: str,
         what: str,
         connect: Any,
-        errors: tuple[type[BaseException], ...],
+        errors: Callable[[], tuple[type[BaseException], ...]],
         deadline: float,
     ) -> None:
         """Try `connect` with backoff until it works or the deadline passes; `self.waiting` says why not."""
@@ -140,7 +141,7 @@ class Runtime:
         while True:
             try:
                 await connect()
-            except errors as exc:
+            except errors() as exc:  # a function: the database's errors are SQLAlchemy's, imported when caught
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 if _refused_for_good(exc):  # a wrong password or URL: waiting cannot fix it
                     deadline = 0.0

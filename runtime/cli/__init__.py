@@ -124,8 +124,9 @@ def _run_inspector(args: argparse.Namespace) -> int:
     """An inspector command: its answer on stdout; any error as one line on stderr, exit 1."""
     from redis.exceptions import RedisError
 
-    from runtime.store.values import DATABASE_ERRORS
+    from runtime.store.values import database_errors
 
+    unavailable: tuple[type[BaseException], ...] = (RedisError, *database_errors())
     try:
         return asyncio.run(_inspect(args))
     except BrokenPipeError:  # `runtime runs | head`: the reader has what it wanted
@@ -135,7 +136,7 @@ def _run_inspector(args: argparse.Namespace) -> int:
         return _fail(str(exc.args[0]) if exc.args else str(exc))
     except (ValueError, NotImplementedError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    except (RedisError, *DATABASE_ERRORS) as exc:
+    except unavailable as exc:
         from runtime.redaction import redact
 
         return _fail(redact(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))

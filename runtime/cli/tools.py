@@ -25,12 +25,12 @@ def _db(args: argparse.Namespace) -> int:
     from runtime.settings import get_settings
     from runtime.store.migrations import upgrade
     from runtime.store.schema import SCHEMA_HEAD, SCHEMA_REVISIONS
-    from runtime.store.values import DATABASE_ERRORS
+    from runtime.store.values import database_errors
 
     url = get_settings().database_url
     try:
         before, after = asyncio.run(upgrade(url))
-    except DATABASE_ERRORS as exc:
+    except database_errors() as exc:
         raise ConfigError(
             f"cannot upgrade the database at DATABASE_URL={redact(url)}: {str(exc).splitlines()[0]}"
         ) from None

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import literal_column
-
 # SQLite: JSON is text; json_remove with the path of a same-attempt entry (none: NULL, kept as is), then append
 _SQLITE_SAME = (
     "(SELECT '$[' || key || ']' FROM json_each(runs.history)"
@@ -37,19 +35,19 @@ _POSTGRES_APPEND = (
 )
 
 
-def history_columns(is_sqlite: bool) -> dict[str, Any]:
-    """The SET clauses of the worker's upsert for `history` (appended) and the columns that follow it: the last
-    error and its type change only with an attempt's entry; `started_at` stays the first attempt's."""
+def history_columns(is_sqlite: bool) -> dict[str, str]:
+    """The SET clauses (SQL) of the worker's upsert for `history` (appended) and the columns that follow it: the
+    last error and its type change only with an attempt's entry; `started_at` stays the first attempt's."""
     ended = "json_array_length(excluded.history) > 0"
 
-    def kept_until_ended(column: str) -> Any:
-        return literal_column(f"CASE WHEN {ended} THEN excluded.{column} ELSE runs.{column} END")
+    def kept_until_ended(column: str) -> str:
+        return f"CASE WHEN {ended} THEN excluded.{column} ELSE runs.{column} END"
 
     return {
-        "history": literal_column(_SQLITE_APPEND if is_sqlite else _POSTGRES_APPEND),
+        "history": _SQLITE_APPEND if is_sqlite else _POSTGRES_APPEND,
         "last_error": kept_until_ended("last_error"),
         "error_type": kept_until_ended("error_type"),
-        "started_at": literal_column("COALESCE(runs.started_at, excluded.started_at)"),
+        "started_at": "COALESCE(runs.started_at, excluded.started_at)",
     }
 
 

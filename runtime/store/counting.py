@@ -6,14 +6,20 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import sqlite3
 import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, literal_column, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from runtime import tracing
+from runtime.store.sqlite_insert import SqliteInsert
+from runtime.store.values import FINAL, database_errors, iso, utcnow
 
-from runtime.store.values import DATABASE_ERRORS, FINAL, iso, utcnow
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from runtime.store.postgres_insert import PostgresInsert
 
 logger = logging.getLogger("runtime.runs")
 
@@ -71,6 +77,25 @@ COUNT_ALL = (
     "INSERT INTO run_counts (function, status, n) SELECT function, status, COUNT(*) FROM runs GROUP BY function, status"
 )
 FOLD_EVERY = 5.0  # seconds between a writer's folds of run_counts
+_FOLD_POSTGRES = (
+    "WITH gone AS (DELETE FROM run_counts RETURNING function, status, n) "
+    "INSERT INTO run_counts (function, status, n) "
+    "SELECT function, status, SUM(n) FROM gone GROUP BY function, status HAVING SUM(n) <> 0"
+)
+_LAST = "SELECT MAX(id) FROM run_counts"
+_FOLD_SQLITE = (  # the rows up to the last one, in the transaction that read it
+    "INSERT INTO run_counts (function, status, n) SELECT function, status, SUM(n) FROM run_counts"
+    " WHERE id <= ? GROUP BY function, status HAVING SUM(n) <> 0",
+    "DELETE FROM run_counts WHERE id <= ?",
+)
+
+
+def _fold_sqlite(conn: sqlite3.Connection) -> None:
+    """SQLite's fold, in the write transaction SqliteInsert.transact opened."""
+    (last,) = conn.execute(_LAST).fetchone()
+    if last is not None:
+        for statement in _FOLD_SQLITE:
+            conn.execute(statement, (last,))
 
 
 def count_runs_from_now_on(conn: Connection) -> None:
@@ -86,14 +111,20 @@ class RunCounting:
     """What `RunStore` counts: runs per function and status from `run_counts`, whose rows it folds now and
     then, and the runs finished per minute and per queue."""
 
-    engine: AsyncEngine
     is_sqlite: bool
+    fast_insert: SqliteInsert | PostgresInsert | None
     _fold_due: float  # see fold_counts_now_and_then
     _folding: asyncio.Task[None] | None
+
+    @property
+    def engine(self) -> AsyncEngine:  # RunStore's
+        raise NotImplementedError
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """Runs per function and status: {function: {status: n}}, summed from `run_counts` (the rows
         written since the last fold, and one per function and status before it)."""
+        from sqlalchemy import func, select
+
         from runtime.store.models import RunCount
 
         self.fold_counts_now_and_then()
@@ -109,27 +140,24 @@ class RunCounting:
     async def fold_counts(self) -> None:
         """Sum `run_counts` into one row per function and status. On Postgres in one statement, which
         deletes only the rows its snapshot sees (a concurrent writer's rows stay for the next fold); on
-        SQLite with the write lock held from the start."""
+        SQLite with the write lock held from the start. By the store's driver where it has one (a worker folds
+        without SQLAlchemy), through the engine while tracing is on."""
+        fast = None if tracing.enabled() else self.fast_insert
+        if isinstance(fast, SqliteInsert):
+            await fast.transact(_fold_sqlite, False, _FOLD_SQLITE[0])  # on its thread: the fold may be long
+            return
+        if fast is not None:
+            await fast.transact(lambda conn: conn.execute(_FOLD_POSTGRES), _FOLD_POSTGRES)
+            return
         async with self.engine.begin() as conn:
             if not self.is_sqlite:
-                await conn.exec_driver_sql(
-                    "WITH gone AS (DELETE FROM run_counts RETURNING function, status, n) "
-                    "INSERT INTO run_counts (function, status, n) "
-                    "SELECT function, status, SUM(n) FROM gone GROUP BY function, status HAVING SUM(n) <> 0"
-                )
+                await conn.exec_driver_sql(_FOLD_POSTGRES)
                 return
             await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            last = (await conn.exec_driver_sql("SELECT MAX(id) FROM run_counts")).scalar()
-            if last is None:
-                return
-            await conn.execute(
-                text(
-                    "INSERT INTO run_counts (function, status, n) SELECT function, status, SUM(n) FROM run_counts"
-                    " WHERE id <= :last GROUP BY function, status HAVING SUM(n) <> 0"
-                ),
-                {"last": last},
-            )
-            await conn.execute(text("DELETE FROM run_counts WHERE id <= :last"), {"last": last})
+            last = (await conn.exec_driver_sql(_LAST)).scalar()
+            if last is not None:
+                for statement in _FOLD_SQLITE:
+                    await conn.exec_driver_sql(statement, (last,))
 
     def fold_counts_now_and_then(self) -> None:
         """Start a fold of `run_counts` in the background if this process has not folded for FOLD_EVERY
@@ -144,13 +172,15 @@ class RunCounting:
     async def _fold_logged(self) -> None:
         try:
             await self.fold_counts()
-        except DATABASE_ERRORS as exc:
+        except database_errors() as exc:
             logger.warning("cannot fold the run counts: %s", exc)
 
     async def throughput(self, minutes: int = 60, now: datetime | None = None) -> builtins.list[dict[str, Any]]:
         """Runs finished per minute over the last `minutes` (oldest first, every minute present):
         [{"minute": "2026-01-01T10:04:00.000000+00:00", "succeeded": n, "failed": n, "cancelled": n}]. Counted from
         `finished_at`."""
+        from sqlalchemy import select
+
         from runtime.store.models import Run
 
         table = Run.__table__  # type: ignore[attr-defined]
@@ -169,6 +199,8 @@ class RunCounting:
 
     async def finished_counts(self, since: datetime) -> dict[str, dict[str, int]]:
         """Runs that finished at or after `since`, per queue and status: {queue: {status: n}}."""
+        from sqlalchemy import func, select
+
         from runtime.store.models import Run
 
         table = Run.__table__  # type: ignore[attr-defined]
@@ -190,6 +222,8 @@ class RunCounting:
         over the last `minutes` (oldest first, every minute present): {queue: [{"minute": iso, "processed": n,
         "failed": n}]}, processed counting the succeeded and failed ones (not the cancelled). Grouped in the
         database by `finished_at`'s minute, so a busy hour reads back a few rows per minute, not every run."""
+        from sqlalchemy import func, literal_column, select
+
         from runtime.store.models import Run
 
         table = Run.__table__  # type: ignore[attr-defined]

@@ -12,8 +12,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
-
 from runtime.store.runs import PRUNE_CHUNK, RunStore
 
 if TYPE_CHECKING:
@@ -25,6 +23,8 @@ WAITING = ("scheduled", "queued")  # a run cancelled meanwhile is not sent
 
 async def hold(store: RunStore, ids: list[str]) -> None:
     """Mark these just-saved records as unsent (those no one has touched since)."""
+    from sqlalchemy import update
+
     from runtime.store.models import Run
 
     table = Run.__table__  # type: ignore[attr-defined]
@@ -36,6 +36,8 @@ async def hold(store: RunStore, ids: list[str]) -> None:
 
 async def take(store: RunStore, limit: int) -> tuple[list[Run], int]:
     """Claim the oldest `limit` unsent runs: returns them and the version they now have."""
+    from sqlalchemy import select, update
+
     from runtime.store.models import Run, as_run
 
     table = Run.__table__  # type: ignore[attr-defined]
@@ -59,6 +61,8 @@ async def take(store: RunStore, limit: int) -> tuple[list[Run], int]:
 
 async def put_back(store: RunStore, ids: list[str], version: int) -> None:
     """Return claimed runs that could not be sent (Redis was not reached) to the outbox."""
+    from sqlalchemy import update
+
     from runtime.store.models import Run
 
     table = Run.__table__  # type: ignore[attr-defined]

@@ -3,9 +3,11 @@
 Through SQLAlchemy's async engine one single-row insert costs about 760 µs of CPU and three round trips
 (BEGIN, the statement, COMMIT) on top of the pool checkout and greenlet switches. asyncpg does the same
 insert in one round trip for about 125 µs: a single statement commits by itself, and `executemany` of a
-batch is atomic. The statement, the bind processing and the errors' types are SQLAlchemy's, as in
-runtime/store/sqlite_insert.py. A connection that fails is dropped, and the next insert opens a new one; while
-tracing is on, inserts go through the instrumented engine instead, so they show as database spans.
+batch is atomic. The statement and the bind processing are SQLAlchemy's (the worker's upsert: its text checked
+against SQLAlchemy's, runtime/store/upsert_sql.py), and so are the errors' types, SQLAlchemy imported only when
+one is raised, as in runtime/store/sqlite_insert.py. A connection that fails is dropped, and the next insert
+opens a new one; while tracing is on, inserts go through the instrumented engine instead, so they show as
+database spans.
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from runtime.store.sqlite_insert import CompiledInsert, bound
+from runtime.store.sqlite_insert import Binder, CompiledInsert, bound
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 10.0  # seconds, as the engine's
@@ -47,8 +47,8 @@ def unnested(sql: str) -> str:
 
 
 class PostgresInsert(CompiledInsert):
-    def __init__(self, connect_args: Mapping[str, Any], statement: Callable[[], Any], dialect: Dialect) -> None:
-        self.statement, self.dialect = statement, dialect
+    def __init__(self, connect_args: Mapping[str, Any], compile: Callable[[], tuple[str, Binder]]) -> None:
+        self.compile = compile
         self.connect_args = {k: v for k, v in connect_args.items() if k not in _ADAPTER_ONLY}
         self.conn: asyncpg.Connection | None = None
         self.lock = asyncio.Lock()  # one statement at a time on the connection
@@ -90,14 +90,20 @@ class PostgresInsert(CompiledInsert):
                     assert self.conn is not None
                     return await work(self.conn)
                 except asyncpg.IntegrityConstraintViolationError as exc:
+                    from sqlalchemy.exc import IntegrityError  # SQLAlchemy only once something failed
+
                     raise IntegrityError(sql, params, exc) from exc
                 except BROKEN as exc:
                     self._drop()
                     if attempt == 2 or fresh:  # a new connection that fails: the database is away
                         if isinstance(exc, OSError):
                             raise
+                        from sqlalchemy.exc import OperationalError
+
                         raise OperationalError(sql, params, exc) from exc  # as the engine says it: unavailable
                 except asyncpg.PostgresError as exc:
+                    from sqlalchemy.exc import DBAPIError
+
                     raise DBAPIError(sql, params, exc) from exc
                 except BaseException:  # cancelled mid-statement: the connection's state is unknown
                     self._drop()

@@ -1,5 +1,6 @@
-"""Run records: one row per task run (SQLModel), in SQLite or Postgres, written in batches. The SQLModel classes
-are imported where a statement needs them: a worker imports none before its first task (its first write)."""
+"""Run records: one row per task run (SQLModel), in SQLite or Postgres, written in batches. A worker reaches its
+first task without SQLAlchemy: the schema revision is read and its updates written by the driver itself (sqlite3,
+asyncpg); the engine is made where a query needs it, and the SQLModel classes are imported where a statement does."""
 
 from __future__ import annotations
 
@@ -8,25 +9,26 @@ import builtins
 import functools
 import sys
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, cast, delete, event, func, or_, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-
 from runtime import tracing
 from runtime.errors import ConfigError
-from runtime.store.attempt_history import check_entries, history_columns
+from runtime.store import database_url
+from runtime.store.attempt_history import check_entries
 from runtime.store.big_arguments import json_dumps, split_big
 from runtime.store.counting import FOLD_EVERY, RunCounting
-from runtime.store.schema import check_revision, create_at_head, stored_revision
+from runtime.store.revision import FOUND_TABLES, VERSIONS, check_revision, revision_of
+from runtime.store.run_search import RunSearch
 from runtime.store.sqlite_insert import Binder, SqliteInsert, bind_steps, bound
+from runtime.store.upsert_sql import upsert_sql
 from runtime.store.values import ENQUEUE_ONLY, MUTABLE
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from runtime.store.models import Run
     from runtime.store.postgres_insert import PostgresInsert
     from runtime.store.steps import StepJournal
@@ -42,37 +44,56 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class RunStore(RunCounting):
+class RunStore(RunCounting, RunSearch):
     """Reads and writes run records. Every process opens one; the worker writes through a batcher."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        parsed = make_url(url)
-        self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
-            folder = Path(parsed.database).absolute().parent
+        parsed = database_url.parse(url)
+        if parsed is None:  # not a URL: SQLAlchemy's error says why
+            from sqlalchemy.engine import make_url
+
+            make_url(url)
+        self.is_sqlite = parsed is not None and parsed.backend == "sqlite"
+        path = parsed.database if parsed and self.is_sqlite else None
+        if path and path != ":memory:":
+            folder = Path(path).absolute().parent
             if not folder.is_dir():  # create nothing on a typo: say so
                 raise ConfigError(f"DATABASE_URL points into {folder}, which does not exist; create the folder first")
+        # the enqueue's insert and the worker's updates by the driver itself (runtime/store/sqlite_insert.py,
+        # runtime/store/postgres_insert.py); the insert's statement compiled by SQLAlchemy at the first enqueue
+        self.fast_insert: SqliteInsert | PostgresInsert | None = None
+        self._fold_due = time.monotonic() + FOLD_EVERY  # see fold_counts_now_and_then
+        self._folding: asyncio.Task[None] | None = None
+        if parsed and parsed.backend == "postgresql" and parsed.driver == "asyncpg":
+            connect_args: Mapping[str, Any] | None = database_url.asyncpg_connect_args(parsed)
+            if connect_args is None:  # several hosts: as SQLAlchemy's dialect reads them
+                _, connect_args = self.engine.dialect.create_connect_args(self.engine.url)
+            from runtime.store.postgres_insert import PostgresInsert  # imports asyncpg: only on Postgres
+
+            self.fast_insert = PostgresInsert(connect_args, self._compiled_insert)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            self.fast_insert = SqliteInsert(str(Path(path).absolute()), self._compiled_insert, _sqlite_pragmas)
+
+    @functools.cached_property
+    def engine(self) -> AsyncEngine:
+        """SQLAlchemy's async engine, made on first use: the dashboard's and the CLI's queries, tracing, big
+        arguments, an empty database's creation (a worker's first task needs none of them)."""
+        from sqlalchemy import event
+        from sqlalchemy.ext.asyncio import create_async_engine
+
         kwargs: dict[str, Any] = {"json_serializer": json_dumps}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 10}
         else:
             kwargs |= {"pool_size": 5, "max_overflow": 5, "pool_pre_ping": True}
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        # the enqueue's insert by the driver itself (runtime/store/sqlite_insert.py, runtime/store/postgres_insert.py)
-        self.fast_insert: SqliteInsert | PostgresInsert | None = None
-        self._fold_due = time.monotonic() + FOLD_EVERY  # see fold_counts_now_and_then
-        self._folding: asyncio.Task[None] | None = None
-        if parsed.get_backend_name() == "postgresql" and self.engine.dialect.driver == "asyncpg":
-            from runtime.store.postgres_insert import PostgresInsert  # imports asyncpg: only on Postgres
-
-            _, connect_args = self.engine.dialect.create_connect_args(self.engine.url)
-            self.fast_insert = PostgresInsert(connect_args, lambda: self._insert_new, self.engine.dialect)
+        engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-                path = str(Path(parsed.database).absolute())
-                self.fast_insert = SqliteInsert(path, lambda: self._insert_new, self.engine.dialect, _sqlite_pragmas)
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+
+    def _compiled_insert(self) -> tuple[str, Binder]:
+        return bind_steps(self._insert_new, self.engine.dialect)
 
     async def init(self) -> None:
         """Check the run store's schema before anything uses it: an empty database is created at the head
@@ -80,9 +101,10 @@ class RunStore(RunCounting):
         run `runtime db upgrade`. The app's own SQLModel tables are created if missing, as always."""
         for attempt in range(5):
             try:
-                async with self.engine.connect() as conn:
-                    revision = await conn.run_sync(stored_revision)
+                revision = await self._stored_revision()
                 if revision is None:
+                    from runtime.store.schema import create_at_head
+
                     async with self.engine.begin() as conn:
                         revision = await conn.run_sync(create_at_head)
                     if revision is None:
@@ -92,10 +114,34 @@ class RunStore(RunCounting):
                     async with self.engine.begin() as conn:
                         await conn.run_sync(sys.modules["sqlmodel"].SQLModel.metadata.create_all)
                 return
-            except (IntegrityError, ProgrammingError, OperationalError):
-                if attempt == 4:
+            except Exception as exc:
+                from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+                # another process was creating the schema at the same time: read it again
+                if attempt == 4 or not isinstance(exc, IntegrityError | ProgrammingError | OperationalError):
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _stored_revision(self) -> str | None:
+        """The schema revision the database is at (runtime/store/revision.py), read by the driver where the store
+        has one, else through the engine."""
+        fast = self.fast_insert
+        if isinstance(fast, SqliteInsert):
+            tables = {name for (name,) in await fast.read(FOUND_TABLES["sqlite"], ())}
+            versions = await fast.read(VERSIONS, ()) if "alembic_version" in tables else []
+            return revision_of(tables, [version for (version,) in versions])
+        if fast is not None:
+
+            async def read(conn: Any) -> str | None:
+                tables = {row[0] for row in await conn.fetch(FOUND_TABLES["postgresql"])}
+                versions = await conn.fetch(VERSIONS) if "alembic_version" in tables else []
+                return revision_of(tables, [row[0] for row in versions])
+
+            return await fast.transact(read, FOUND_TABLES["postgresql"])
+        from runtime.store.schema import stored_revision
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(stored_revision)
 
     async def close(self) -> None:
         folding = self._folding
@@ -105,7 +151,8 @@ class RunStore(RunCounting):
             folding.cancel()
         if self.fast_insert is not None:
             await self.fast_insert.close()
-        await self.engine.dispose()
+        if "engine" in self.__dict__:  # made
+            await self.engine.dispose()
 
     @functools.cached_property
     def steps(self) -> StepJournal:
@@ -115,12 +162,18 @@ class RunStore(RunCounting):
         return StepJournal(self.engine, self.fast_insert)
 
     async def ping(self) -> None:
+        from sqlalchemy import select
+
         async with self.engine.connect() as conn:
             await conn.execute(select(1))
 
     @functools.cached_property
     def _upsert(self) -> Any:
-        """INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE newer: built once, compiled once."""
+        """INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE newer: the engine's statement (traced, big arguments); the
+        driver runs its text of runtime/store/upsert_sql.py."""
+        from sqlalchemy import func, literal_column
+
+        from runtime.store.attempt_history import history_columns
         from runtime.store.models import Run
 
         statement = self._insert()
@@ -130,7 +183,8 @@ class RunStore(RunCounting):
             # a run enqueued untraced gets the trace its traced attempt started
             set_={c: getattr(statement.excluded, c) for c in MUTABLE}
             | {"trace_id": func.coalesce(table.c.trace_id, statement.excluded.trace_id)}
-            | history_columns(self.is_sqlite),  # an attempt's entry is appended (runtime/store/attempt_history.py)
+            # an attempt's entry is appended (runtime/store/attempt_history.py)
+            | {c: literal_column(sql) for c, sql in history_columns(self.is_sqlite).items()},
             where=table.c.version < statement.excluded.version,
         )
 
@@ -164,6 +218,8 @@ class RunStore(RunCounting):
 
     @functools.cached_property
     def _insert_new(self) -> Any:
+        from sqlalchemy import func
+
         from runtime.store.models import Run
 
         statement = self._insert()
@@ -181,8 +237,6 @@ class RunStore(RunCounting):
 
         Big arguments (a 1 MB document) are written only for a run whose arguments are not stored yet (the
         worker recorded it before its enqueue did); its later updates leave them as they are."""
-        from runtime.store.models import RunArguments
-
         if not updates:
             return
         check_entries(updates)
@@ -192,6 +246,10 @@ class RunStore(RunCounting):
             await self._fast_upsert(fast, updates)
             self.fold_counts_now_and_then()
             return
+        from sqlalchemy import select
+
+        from runtime.store.models import RunArguments
+
         async with self.engine.begin() as conn:
             if side:
                 table = RunArguments.__table__  # type: ignore[attr-defined]
@@ -206,7 +264,7 @@ class RunStore(RunCounting):
 
     @functools.cached_property
     def _upsert_sql(self) -> tuple[str, Binder]:
-        return bind_steps(self._upsert, self.engine.dialect)
+        return upsert_sql("sqlite" if self.is_sqlite else "postgresql")
 
     async def _fast_upsert(self, fast: SqliteInsert | PostgresInsert, updates: list[dict[str, Any]]) -> None:
         """`update_many`'s upsert by the driver itself, on the enqueue insert's connection: one transaction on
@@ -227,6 +285,8 @@ class RunStore(RunCounting):
 
     def runs(self, *columns: Any) -> Any:
         """SELECT of runs (whole rows, or `columns`) with their big arguments joined."""
+        from sqlalchemy import select
+
         from runtime.store.models import Run, RunArguments
 
         table = Run.__table__  # type: ignore[attr-defined]
@@ -237,6 +297,8 @@ class RunStore(RunCounting):
     async def _delete_ids(self, conn: Any, ids: builtins.list[str], *where: Any) -> int:
         """Delete these runs (those also matching `where`), their big arguments and their steps; returns how
         many runs."""
+        from sqlalchemy import select
+
         from runtime.store.models import Run, RunArguments, Step
 
         table = Run.__table__  # type: ignore[attr-defined]
@@ -294,6 +356,8 @@ class RunStore(RunCounting):
     ) -> builtins.list[str]:
         """Delete runs in `statuses` that finished before the given time (only of `functions`, or of every
         function but `except_functions`); returns their ids, so their dead letters can go too."""
+        from sqlalchemy import select
+
         from runtime.store.models import Run
 
         table = Run.__table__  # type: ignore[attr-defined]
@@ -311,73 +375,6 @@ class RunStore(RunCounting):
             removed += ids
             if len(ids) < PRUNE_CHUNK:
                 return removed
-
-    def _matching(
-        self,
-        *,
-        function: str | None = None,
-        status: str | None = None,
-        queue: str | None = None,
-        search: str | None = None,
-        since: datetime | None = None,
-    ) -> builtins.list[Any]:
-        from runtime.store.models import Run, RunArguments
-
-        table = Run.__table__  # type: ignore[attr-defined]
-        side = RunArguments.__table__  # type: ignore[attr-defined]
-        where: builtins.list[Any] = []
-        if function:
-            where.append(table.c.function == function)
-        if status:
-            where.append(table.c.status == status)
-        if queue:
-            where.append(table.c.queue == queue)
-        if since is not None:  # finished since then, or (not finished) enqueued since then
-            where.append(func.coalesce(table.c.finished_at, table.c.enqueued_at) >= since)
-        if search:
-            pattern = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append(
-                or_(
-                    table.c.id.like(f"{pattern}%", escape="\\"),
-                    cast(table.c.arguments, Text).ilike(f"%{pattern}%", escape="\\"),
-                    cast(side.c.arguments, Text).ilike(f"%{pattern}%", escape="\\"),
-                )
-            )
-        return where
-
-    async def find(
-        self,
-        *,
-        function: str | None = None,
-        status: str | None = None,
-        queue: str | None = None,
-        search: str | None = None,
-        since: datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> builtins.list[Run]:
-        """Runs, newest first, filtered like `list` and also by queue, by `search` (a run id prefix, or
-        text in the arguments) and by `since` (finished, or if unfinished enqueued, at or after it)."""
-        from runtime.store.models import Run, as_run
-
-        table = Run.__table__  # type: ignore[attr-defined]
-        where = self._matching(function=function, status=status, queue=queue, search=search, since=since)
-        query = self.runs().where(*where).order_by(table.c.enqueued_at.desc(), table.c.id.desc())
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query.limit(limit).offset(offset))).mappings().all()
-        return [as_run(row) for row in rows]
-
-    async def find_ids(
-        self, *, function: str | None = None, status: str | None = None, since: datetime | None = None
-    ) -> builtins.list[str]:
-        """The ids of every matching run, newest first (for bulk replay and delete)."""
-        from runtime.store.models import Run
-
-        table = Run.__table__  # type: ignore[attr-defined]
-        where = self._matching(function=function, status=status, since=since)
-        query = self.runs(table.c.id).where(*where).order_by(table.c.enqueued_at.desc(), table.c.id.desc())
-        async with self.engine.connect() as conn:
-            return list((await conn.execute(query)).scalars())
 
     async def get_many(self, ids: builtins.list[str]) -> dict[str, Run]:
         """The runs with these ids that exist, by id."""
@@ -410,6 +407,8 @@ class RunStore(RunCounting):
     async def set_arguments(self, run_id: str, arguments: dict[str, Any], **values: Any) -> None:
         """Replace a run's arguments (and other columns, `values`) before it starts: a debounced run takes each
         later enqueue's, a batch run the items it got."""
+        from sqlalchemy import delete, update
+
         from runtime.store.models import Run, RunArguments
 
         [row], side = split_big([{"id": run_id, "arguments": arguments}])

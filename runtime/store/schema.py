@@ -1,5 +1,5 @@
-"""The run store's schema revision: read, checked, locked and stamped with plain SQLAlchemy (no Alembic),
-and an empty database created at the head revision."""
+"""The run store's schema revision: read, locked and stamped with plain SQLAlchemy (no Alembic), and an empty
+database created at the head revision."""
 
 from __future__ import annotations
 
@@ -17,16 +17,15 @@ from sqlalchemy import (
     text,
 )
 
-from runtime.errors import ConfigError
 from runtime.store.counting import count_runs_from_now_on
+from runtime.store.revision import SCHEMA_BASELINE, SCHEMA_HEAD, SCHEMA_REVISIONS, check_revision, revision_of
+
+__all__ = ["SCHEMA_BASELINE", "SCHEMA_HEAD", "SCHEMA_REVISIONS", "check_revision", "create_at_head", "stored_revision"]
 
 # Alembic migrations (runtime/store/migrations/versions/) change the schema; a process only reads the revision
-# a database is at, with plain SQLAlchemy, so starting up never imports Alembic.
+# a database is at (runtime/store/revision.py, with the driver; here with SQLAlchemy), so starting up never imports
+# Alembic.
 
-# oldest first; a test checks them against runtime/store/migrations/versions
-SCHEMA_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
-SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
-SCHEMA_BASELINE = SCHEMA_REVISIONS[0]  # what 0.1.0 created, before there was an alembic_version table
 _SCHEMA_LOCK = 0x72756E73  # pg_advisory_xact_lock key ("runs"): one process at a time creates or upgrades
 
 # Alembic's own bookkeeping table, as Alembic creates it
@@ -39,24 +38,12 @@ ALEMBIC_VERSION = Table(
 
 
 def stored_revision(conn: Connection) -> str | None:
-    """The revision the run store is at: None in an empty database (no `runs` table), the baseline for
-    a 0.1.0 database (a `runs` table and no alembic_version), else what alembic_version records."""
+    """The revision the run store is at (see runtime/store/revision.py's revision_of), read through SQLAlchemy."""
     tables = set(inspect(conn).get_table_names())
-    if "runs" not in tables:
-        return None
-    if ALEMBIC_VERSION.name not in tables:
-        return SCHEMA_BASELINE
-    versions = conn.execute(select(ALEMBIC_VERSION.c.version_num)).scalars().all()
-    return versions[0] if len(versions) == 1 else SCHEMA_BASELINE
-
-
-def check_revision(revision: str) -> None:
-    """An older schema is a ConfigError (this code would fail on it); the head, or a revision this code does
-    not know (a newer runtime upgraded it; migrations only add), is fine."""
-    if revision != SCHEMA_HEAD and revision in SCHEMA_REVISIONS:
-        raise ConfigError(
-            f"the run store's schema is at {revision}, this runtime needs {SCHEMA_HEAD}: run `runtime db upgrade`"
-        )
+    versions: list[str] = []
+    if ALEMBIC_VERSION.name in tables:
+        versions = list(conn.execute(select(ALEMBIC_VERSION.c.version_num)).scalars())
+    return revision_of(tables, versions)
 
 
 def lock_schema(conn: Connection) -> None:

@@ -3,9 +3,10 @@
 Through SQLAlchemy's async engine one single-row insert costs about 680 µs of CPU: the pool checkout,
 greenlet switches, and aiosqlite thread hops for BEGIN, the statement and COMMIT. On a thread of its own,
 `sqlite3` does the same transaction in one hop for about 120 µs, and a sequential `enqueue()` is mostly
-that insert. The statement is SQLAlchemy's own, compiled once, and every value goes through the bind
-processor SQLAlchemy would apply (JSON, DateTime), so the rows are the same as the engine writes; errors
-come out as SQLAlchemy's exception types, which the callers already handle. While tracing is on, inserts go
+that insert. The statement is SQLAlchemy's own, compiled once (the worker's upsert: its text, checked against
+SQLAlchemy's, runtime/store/upsert_sql.py), and every value goes through the bind processor SQLAlchemy would
+apply (JSON, DateTime), so the rows are the same as the engine writes; errors come out as SQLAlchemy's exception
+types (imported when one is raised), which the callers already handle. While tracing is on, inserts go
 through the instrumented engine instead, so they show as database spans.
 
 A small insert skips even that hop when the database is free: it is tried on the event loop's own thread,
@@ -26,11 +27,10 @@ import sqlite3
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import DateTime
-from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Dialect
 
 T = TypeVar("T")
 INLINE_ROWS = 20  # inserts of at most this many rows are tried on the loop's thread
@@ -39,14 +39,13 @@ CHECKPOINT_EVERY = 128  # inline commits between checkpoints on the thread (~100
 
 class CompiledInsert:
     """The insert statement of a store's driver, compiled at the first insert: a worker, which seldom inserts,
-    never needs the tables' classes."""
+    needs neither the tables' classes nor SQLAlchemy for it."""
 
-    statement: Callable[[], Any]
-    dialect: Dialect
+    compile: Callable[[], tuple[str, Binder]]  # the statement's SQL and its parameters' Binder (see bind_steps)
 
     @functools.cached_property
     def _compiled(self) -> tuple[str, Binder]:
-        return bind_steps(self.statement(), self.dialect)
+        return self.compile()
 
     @property
     def sql(self) -> str:
@@ -59,9 +58,9 @@ class CompiledInsert:
 
 class SqliteInsert(CompiledInsert):
     def __init__(
-        self, path: str, statement: Callable[[], Any], dialect: Dialect, pragmas: Callable[[Any, Any], None]
+        self, path: str, compile: Callable[[], tuple[str, Binder]], pragmas: Callable[[Any, Any], None]
     ) -> None:
-        self.statement, self.dialect = statement, dialect
+        self.compile = compile
         self.path = path
         self.pragmas = pragmas
         self.conn: sqlite3.Connection | None = None  # opened, used and closed on the one thread
@@ -96,9 +95,9 @@ class SqliteInsert(CompiledInsert):
             if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
                 return False
             self._close_inline()
-            raise DBAPIError.instance(self.sql, [params], exc, sqlite3.Error) from exc
+            raise wrapped(self.sql, [params], exc) from exc
         except sqlite3.Error as exc:
-            raise DBAPIError.instance(self.sql, [params], exc, sqlite3.Error) from exc
+            raise wrapped(self.sql, [params], exc) from exc
         self.inline_commits += 1
         if self.inline_commits % CHECKPOINT_EVERY == 0:
             self.checkpointing = True  # until it is done, writes queue behind it on the thread
@@ -120,7 +119,7 @@ class SqliteInsert(CompiledInsert):
                     return value  # type: ignore[return-value]
             return await loop.run_in_executor(self.thread, self._write, work)
         except sqlite3.Error as exc:
-            raise DBAPIError.instance(sql, [], exc, sqlite3.Error) from exc
+            raise wrapped(sql, [], exc) from exc
 
     async def read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """The rows of one SELECT: on the loop's thread when nothing else uses its connection, else (or if
@@ -136,7 +135,7 @@ class SqliteInsert(CompiledInsert):
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.thread, lambda: self._connection().execute(sql, params).fetchall())
         except sqlite3.Error as exc:
-            raise DBAPIError.instance(sql, [params], exc, sqlite3.Error) from exc
+            raise wrapped(sql, [params], exc) from exc
 
     def _open_inline(self) -> bool:
         if self.inline is None:
@@ -265,6 +264,8 @@ def sqlite_datetime(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 def bind_steps(statement: Any, dialect: Dialect) -> tuple[str, Binder]:
     """SQLAlchemy's SQL for `statement` and the Binder of its positional parameters."""
+    from sqlalchemy import DateTime
+
     compiled = statement.compile(dialect=dialect)
     processors = compiled._bind_processors
     columns = statement.table.columns
@@ -277,3 +278,10 @@ def bind_steps(statement: Any, dialect: Dialect) -> tuple[str, Binder]:
 def bound(row: dict[str, Any], binder: Binder) -> tuple[Any, ...]:
     """A row's values in the statement's parameter order."""
     return binder(row)
+
+
+def wrapped(sql: str, params: Any, error: sqlite3.Error) -> Exception:
+    """What sqlite3 raised as SQLAlchemy's exception type, as the engine raises it (SQLAlchemy imported only now)."""
+    from sqlalchemy.exc import DBAPIError
+
+    return DBAPIError.instance(sql, params, error, sqlite3.Error)

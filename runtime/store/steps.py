@@ -16,13 +16,12 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from runtime import tracing
 from runtime.store.sqlite_insert import SqliteInsert
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from runtime.store.models import Step
     from runtime.store.postgres_insert import PostgresInsert
     from runtime.store.step_sql import Key
@@ -54,6 +53,8 @@ class StepJournal:
 
         fast = self._driver()
         if fast is None:
+            from sqlalchemy import select
+
             table = Step.__table__  # type: ignore[attr-defined]
             async with self.engine.connect() as conn:
                 rows = (await conn.execute(select(table).where(table.c.run_id == run_id))).mappings().all()

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError
 
 # the columns a worker's update writes; the rest are set at enqueue
 MUTABLE = (
@@ -62,5 +61,10 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-# what a database that is down, unreachable or refusing raises
-DATABASE_ERRORS = (DBAPIError, OSError, ConnectionError)
+def database_errors() -> tuple[type[BaseException], ...]:
+    """What a database that is down, unreachable or refusing raises. A function, so that `except database_errors():`
+    imports SQLAlchemy (whose DBAPIError the store raises) only once something is being caught: a worker's writes
+    go through the drivers themselves, and it imports no SQLAlchemy before its first task."""
+    from sqlalchemy.exc import DBAPIError
+
+    return (DBAPIError, OSError, ConnectionError)

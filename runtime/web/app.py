@@ -199,7 +199,7 @@ def create_web_app(runtime: Runtime, *, debug: bool = False) -> ASGIApp:
     app.add_middleware(Failures, debug=debug)
     stack: ASGIApp = WebStack(app, routes, direct_routes(app, routes, functions), debug)
     # a server span per request, when OTEL_EXPORTER_OTLP_ENDPOINT is set
-    if setup_tracing(runtime.app.name, "web", runtime.store.engine):
+    if setup_tracing(runtime.app.name, "web", lambda: runtime.store.engine):
         stack = Traced(stack)
     return stack
 

@@ -108,7 +108,7 @@ class Attempts:
         ]
         self.middlewares.insert(0, LogContextMiddleware())
         # imports OpenTelemetry only when OTEL_EXPORTER_OTLP_ENDPOINT is set
-        if setup_tracing(runtime.app.name, "worker", runtime.store.engine):
+        if setup_tracing(runtime.app.name, "worker", lambda: runtime.store.engine):
             from runtime.worker.middleware.tracing import TracingMiddleware
 
             self.middlewares.append(TracingMiddleware())

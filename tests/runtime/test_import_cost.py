@@ -39,8 +39,10 @@ DEFERRED = (
 # and the scheduler, which the emulator starts before it says `ready` (they show and check cron schedules: croniter);
 # and loading an app (`runtime check`, a handler's `from runtime import task`), which needs no database library at all
 LEFT_OUT = {
-    "runtime.worker.worker": DEFERRED,
-    "runtime.app.connections": DEFERRED,
+    # a worker's store reads its schema revision and writes its records with the driver (no SQLAlchemy before its
+    # first task: tests/runtime/worker/test_first_task_imports.py runs one)
+    "runtime.worker.worker": (*DEFERRED, "sqlalchemy", "sqlmodel"),
+    "runtime.app.connections": (*DEFERRED, "sqlalchemy", "sqlmodel"),
     "runtime.web.app": DEFERRED,
     "runtime.dashboard.app": tuple(name for name in DEFERRED if name not in ("croniter", "dateutil")),
     "runtime.scheduler.scheduler": tuple(name for name in DEFERRED if name not in ("croniter", "dateutil")),

@@ -275,7 +275,7 @@ def test_a_worker_joins_the_enqueuers_trace_and_exports_it_over_otlp_http(
 
     async def enqueue() -> Any:
         async with Runtime.from_manifest(app, Settings(redis_url=redis_url, database_url=env["DATABASE_URL"])) as rt:
-            assert tracing.setup_tracing(rt.app.name, "script", rt.store.engine)
+            assert tracing.setup_tracing(rt.app.name, "script", lambda: rt.store.engine)
             with trace.get_tracer("test").start_as_current_span("a script"):
                 run_id = await rt.app.tasks["work"].enqueue(n=3)
             return await rt.wait(run_id, timeout=30)

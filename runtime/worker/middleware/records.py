@@ -16,7 +16,6 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy.exc import InterfaceError, OperationalError
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from runtime.store.runs import RunStore
@@ -25,8 +24,15 @@ from runtime.tracing import trace_id_of
 
 logger = logging.getLogger("runtime.worker")
 
-# errors that say the database is away (keep the batch and retry), not that a row is bad
-UNAVAILABLE = (OperationalError, InterfaceError, OSError, ConnectionError, TimeoutError)
+
+def unavailable() -> tuple[type[BaseException], ...]:
+    """The errors that say the database is away (keep the batch and retry), not that a row is bad. A function: the
+    store's writes raise SQLAlchemy's types, imported once one is being caught (a worker starts without SQLAlchemy)."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return (OperationalError, InterfaceError, OSError, ConnectionError, TimeoutError)
+
+
 JSON_COLUMNS = ("arguments", "result", "history")
 
 # the last digit of a version orders the phases of one attempt
@@ -127,7 +133,7 @@ class RunRecordMiddleware(TaskiqMiddleware):
             rows = [self._row(*state) for state in batch.values()]
             try:
                 await self.store.update_many(rows)
-            except UNAVAILABLE:
+            except unavailable():
                 raise
             except Exception:
                 await self._one_by_one(rows)  # one bad row must not block the others, nor the acks
@@ -140,7 +146,7 @@ class RunRecordMiddleware(TaskiqMiddleware):
         for row in rows:
             try:
                 await self.store.update_many([row])
-            except UNAVAILABLE:
+            except unavailable():
                 raise
             except Exception as exc:
                 logger.error("run %s: its record cannot be saved as it is (%s); saving what can be", row["id"], exc)
