@@ -1,6 +1,6 @@
-"""The driver-level writes bind each value as SQLAlchemy would: the fast SQLite DateTimes (the enqueue insert's and the
-worker upsert's) give SQLAlchemy's own text for every datetime we write, and anything else goes through SQLAlchemy's processor (the rows as a whole:
-tests/runtime/store/test_worker_updates.py)."""
+"""The driver-level writes bind each value as SQLAlchemy would: the fast SQLite DateTimes (the enqueue insert's and
+the worker upsert's) give SQLAlchemy's own text for every datetime we write, and anything else goes through
+SQLAlchemy's processor (the rows as a whole: tests/runtime/store/test_worker_updates.py)."""
 
 from __future__ import annotations
 
