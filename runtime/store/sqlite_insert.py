@@ -234,6 +234,7 @@ class Binder:
     of ~13 µs, SQLite's DateTime processor being most of it)."""
 
     def __init__(self, steps: list[Step], datetimes: Collection[str] = ()) -> None:
+        self.steps = steps
         self.names = [name for name, _, _ in steps]
         self.defaults = {name: default for name, _, default in steps}
         self.get = operator.itemgetter(*self.names) if len(self.names) > 1 else lambda row: (row[self.names[0]],)

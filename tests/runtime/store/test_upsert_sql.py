@@ -61,10 +61,11 @@ ROWS: list[dict[str, Any]] = [
 @pytest.mark.parametrize("dialect", URLS)
 def test_the_upsert_text_is_sqlalchemys(dialect: str, tmp_path: Any) -> None:
     store = RunStore(URLS[dialect].format(tmp_path))
-    sql, steps = upsert_sql(dialect)
-    their_sql, their_steps = bind_steps(store._upsert, store.engine.dialect)
+    sql, binder = upsert_sql(dialect)
+    their_sql, their_binder = bind_steps(store._upsert, store.engine.dialect)
     assert sql == their_sql
-    assert [(name, default) for name, _, default in steps] == [(name, default) for name, _, default in their_steps]
+    ours = [(name, default) for name, _, default in binder.steps]
+    assert ours == [(name, default) for name, _, default in their_binder.steps]
     for row in ROWS:
-        assert bound(row, steps) == bound(row, their_steps)
-    assert store._upsert_sql == (sql, steps)  # what the store's driver runs
+        assert bound(row, binder) == bound(row, their_binder)
+    assert store._upsert_sql == (sql, binder)  # what the store's driver runs
