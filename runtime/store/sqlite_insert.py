@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 INLINE_ROWS = 20  # inserts of at most this many rows are tried on the loop's thread
+COUNTED_AT_ONCE = 50  # inserts of at least this many rows count their runs themselves (runtime/store/counting.py)
 CHECKPOINT_EVERY = 128  # inline commits between checkpoints on the thread (~1000 WAL pages, SQLite's own default)
 
 
@@ -71,8 +72,13 @@ class SqliteInsert(CompiledInsert):
 
     async def insert(self, rows: list[dict[str, Any]]) -> None:
         """Insert these rows in one transaction (raises SQLAlchemy's wrapper of what sqlite3 raised)."""
-        params = [bound(row, self.steps) for row in rows]
+        params = bound_rows(rows, self.steps)
         if len(params) == 1 and self._insert_inline(params[0]):
+            return
+        if len(params) >= COUNTED_AT_ONCE:  # counted once per function and status, not by a trigger per run
+            from runtime.store.counting import insert_counted  # counting's fold uses this module's SqliteInsert
+
+            await self.transact(lambda conn: insert_counted(conn, self.sql, params, rows), False, self.sql)
             return
         await self.write(self.sql, params, len(params) <= INLINE_ROWS)
 
@@ -250,6 +256,23 @@ class Binder:
             values[i] = process(values[i])
         return tuple(values)
 
+    def many(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """Rows' values. A value the rows share (an enqueue's rows share every column but the id and the arguments)
+        goes through its bind processor once."""
+        if len(rows) == 1:
+            return [self(rows[0])]
+        defaults, get = self.defaults, self.get
+        values = [list(get(defaults | row)) for row in rows]
+        for i, process in self.processed:
+            last: Any = object()
+            done: Any = None
+            for row_values in values:
+                value = row_values[i]
+                if value is not last:
+                    last, done = value, process(value)
+                row_values[i] = done
+        return [tuple(row_values) for row_values in values]
+
 
 def sqlite_datetime(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """SQLite's DateTime bind processor for the values we write (naive UTC datetimes) by `isoformat`, the same
@@ -274,6 +297,11 @@ def bind_steps(statement: Any, dialect: Dialect) -> tuple[str, Binder]:
     datetimes = {c.name for c in columns if dialect.name == "sqlite" and isinstance(c.type, DateTime)}
     steps = [(name, processors.get(name), defaults.get(name)) for name in compiled.positiontup or ()]
     return compiled.string, Binder(steps, datetimes)
+
+
+def bound_rows(rows: list[dict[str, Any]], binder: Binder) -> list[tuple[Any, ...]]:
+    """Rows' values in the statement's parameter order (see `Binder.many`)."""
+    return binder.many(rows)
 
 
 def bound(row: dict[str, Any], binder: Binder) -> tuple[Any, ...]:
