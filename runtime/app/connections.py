@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +32,7 @@ from runtime.app.enqueue_outcome import answer, send
 from runtime.app.enqueue_plan import Plan, plan_of
 from runtime.app.enqueue_unique import submit_unique
 from runtime.app.parents import tell_parent
+from runtime.app.run_ids import new_run_ids
 from runtime.errors import ArgumentsError, ConfigError, RuntimeNotStarted
 from runtime.flow.rate_limit import RateLimiter
 from runtime.queue.broker import StreamBroker
@@ -280,10 +280,10 @@ class Runtime:
             raise ArgumentsError(f"queue: {queue!r:.60} is not declared in the manifest (its queues: {declared})")
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
             raise ArgumentsError("key: must be a string of 1 to 200 characters")
-        validated = [fn.validate(kwargs, for_json=True) for kwargs in arguments]
+        validated = fn.validate_many(arguments)
         now = time.time()
         ends = check_deadline(deadline, now)
-        ids = run_ids if run_ids is not None else [uuid.uuid4().hex for _ in validated]
+        ids = run_ids if run_ids is not None else new_run_ids(len(validated))
         common: dict[str, Any] = {
             "queue": queue,
             "deadline": from_timestamp(ends),

@@ -19,11 +19,13 @@ write (the answer was lost: they may be there). Nothing is retried after a write
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runtime.queue.held_connection import NotSent, fresh, usable, write
 
@@ -50,13 +52,35 @@ async def connect(pipe: Any) -> None:
 
 
 async def _replies(connection: Any, count: int) -> list[Any]:
-    """The next `count` replies on the connection; an error reply is returned as its ResponseError."""
+    """The next `count` replies on the connection; an error reply is returned as its ResponseError.
+
+    redis-py reads each reply under a timeout of its own (the connection's socket timeout), a timer made and
+    cancelled per reply: a third of a bulk enqueue's reading. Many replies are read under one timer, moved on
+    as replies come, so no wait for a reply is cut short of 90% of the socket timeout; it raises as redis-py's
+    read does, with the connection dropped."""
     results: list[Any] = []
-    for _ in range(count):
+    if count == 1:
         try:
             results.append(await connection.read_response())
         except ResponseError as exc:  # read whole: the connection stays in step
             results.append(exc)
+        return results
+    limit = connection.socket_timeout
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(None) as timer:
+            moved = -math.inf
+            for _ in range(count):
+                now = loop.time()
+                if limit and now - moved > limit / 10:
+                    timer.reschedule(now + limit)
+                    moved = now
+                try:
+                    results.append(await connection.read_response(timeout=math.inf))  # under `timer`
+                except ResponseError as exc:
+                    results.append(exc)
+    except TimeoutError:  # `timer`'s (a read cut short has dropped the connection, as redis-py's timeout does)
+        raise RedisTimeoutError(f"Timeout reading {count} replies from Redis") from None
     return results
 
 

@@ -67,6 +67,35 @@ async def test_bad_arguments_name_the_argument(rt, function, kwargs, message):  
 
 
 @pytest.mark.parametrize(
+    ("function", "kwargs", "message"),
+    [
+        ("generate", {"briefing_id": "x"}, "briefing_id: Input should be a valid integer"),
+        ("generate", {"briefing_id": 1, "other": 2}, "other: unexpected argument"),
+        ("anything", {"value": [1, {"x": 2**64}]}, "value.1.x: integer out of range (must fit in 64 bits)"),
+        ("anything", {"value": float("nan")}, "value: nan is not a finite number"),
+        ("anything", {"value": b"\xff"}, "value: cannot be sent as JSON"),
+    ],
+)
+async def test_a_bad_item_of_a_bulk_enqueue_is_named_as_alone_and_nothing_is_queued(rt, function, kwargs, message):  # type: ignore[no-untyped-def]
+    good = {"briefing_id": 1} if function == "generate" else {"value": 1}
+    with pytest.raises(ArgumentsError) as alone:
+        await rt.app.tasks[function].enqueue(**kwargs)
+    with pytest.raises(ArgumentsError) as caught:
+        await rt.app.tasks[function].enqueue_many([good] * 50 + [kwargs] + [good] * 50)
+    assert str(caught.value) == str(alone.value) and f"bad arguments for '{function}': {message}" in str(alone.value)
+    assert await rt.store.list() == [] and await rt.broker.redis.xlen(rt.keys.queue("default").stream) == 0
+
+
+async def test_a_bulk_enqueue_records_the_arguments_each_alone_would(rt):  # type: ignore[no-untyped-def]
+    items = [{"value": {"n": i, "at": [1.5, None, "é"]}, "number": i} for i in range(60)]
+    ids = await rt.app.tasks["anything"].enqueue_many(items)
+    runs = await rt.store.get_many(ids)
+    assert [runs[run_id].arguments for run_id in ids] == [
+        {"value": kw["value"], "number": float(kw["number"])} for kw in items
+    ]
+
+
+@pytest.mark.parametrize(
     ("delay", "message"),
     [
         ("10", "delay: must be a number of seconds, not str '10'"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from runtime.app.application import load_application
 from runtime.app.connections import Runtime
 from runtime.errors import ArgumentsError
 from runtime.settings import Settings
@@ -53,3 +54,30 @@ async def test_random_enqueues_are_runs_or_named_errors(tmp_path, redis_url):  #
         queued = await rt.broker.redis.xlen(rt.keys.queue("default").stream)
         assert delayed == sum(1 for _, d in accepted if d) and queued + delayed == len(accepted)
         assert 5 <= len(accepted) < 295  # both doors exercised
+
+
+def test_a_batch_validates_to_what_each_item_gives_or_fails_as_its_first_bad_item(tmp_path):  # type: ignore[no-untyped-def]
+    """`validate_many` (a bulk enqueue's one validation and dump of the batch) gives, for random batches, the
+    values item-by-item validation gives, or the ArgumentsError the first bad item raises alone."""
+    rng = random.Random(20261207)
+    tasks = load_application(make_app(tmp_path)).tasks
+    outcomes = {"valid": 0, "invalid": 0}
+    for _ in range(300):
+        function = rng.choice(["generate", "anything"])
+        names = ["briefing_id"] if function == "generate" else ["value", "number"]
+        fn = tasks[function]
+        batch = []
+        for _ in range(rng.randrange(2, 6)):
+            batch.append({name: random_value(rng) if rng.random() < 0.3 else rng.randint(0, 9) for name in names})
+        expected: list[object] | str
+        try:
+            expected = [fn.validate(kwargs, for_json=True) for kwargs in batch]
+        except ArgumentsError as exc:
+            expected = str(exc)
+        try:
+            got: list[object] | str = fn.validate_many(batch)
+        except ArgumentsError as exc:
+            got = str(exc)
+        assert got == expected, batch
+        outcomes["invalid" if isinstance(expected, str) else "valid"] += 1
+    assert min(outcomes.values()) >= 30, outcomes  # both outcomes exercised

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runtime.queue.stream_sends import StreamSends
 
@@ -109,5 +110,22 @@ async def test_a_big_send_is_not_split_and_a_batch_stays_bounded(redis_url, n):
     try:
         await asyncio.gather(sends.send("s", [b"m"] * n), sends.send("s", [b"last"]))
         assert await redis.xlen("s") == n + 1
+    finally:
+        await redis.aclose()
+
+
+async def test_many_replies_read_together_keep_the_socket_timeout_and_the_next_send_works(redis_url):
+    """A send of many entries reads their replies under one timer: a Redis that does not answer still fails it
+    with redis-py's TimeoutError after the socket timeout, and the connection is replaced for the next send."""
+    redis = Redis.from_url(redis_url, socket_timeout=0.3)
+    sends = StreamSends(redis)
+    try:
+        await redis.execute_command("CLIENT", "PAUSE", 5000, "WRITE")  # the replies would come after it
+        with pytest.raises(RedisTimeoutError):
+            await sends.send("s", [b"m"] * 50)
+        await redis.execute_command("CLIENT", "UNPAUSE")
+        await sends.send("s", [b"after"] * 3)
+        entries = [f[b"data"] for _, f in await redis.xrange("s")]
+        assert entries[-3:] == [b"after"] * 3
     finally:
         await redis.aclose()
