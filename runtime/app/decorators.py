@@ -149,6 +149,40 @@ def json_problem(value: Any, path: str = "", *, python: bool = False) -> str | N
     return None
 
 
+def plainly_json(items: list[dict[str, Any]], *, python: bool = False) -> bool:
+    """Whether `json_problem` would find nothing in any value of these dicts, told without building a path per
+    value: True only when sure (False sends each value to the exact check, which names what is wrong)."""
+    stack = [(value, 0) for item in items for value in item.values()]
+    while stack:
+        value, depth = stack.pop()
+        kind = type(value)
+        if kind is str:
+            if not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError:
+                    return False
+        elif kind is int:
+            if not INT64[0] <= value <= INT64[1]:
+                return False
+        elif kind is float:
+            if not math.isfinite(value):
+                return False
+        elif value is None or kind is bool:
+            continue
+        elif depth >= MAX_DEPTH:  # a container this deep: the exact check counts
+            return False
+        elif kind is dict:
+            if not python and not all(type(key) is str and key.isascii() for key in value):
+                return False
+            stack.extend((v, depth + 1) for v in value.values())
+        elif kind is list or kind is tuple or (python and (kind is set or kind is frozenset)):
+            stack.extend((v, depth + 1) for v in value)
+        elif not python or isinstance(value, int | float | str | list | tuple | dict | set | frozenset):
+            return False  # a subclass, or what JSON cannot hold: the exact check says
+    return True
+
+
 class TaskFunction(_Function[P, R]):
     """A task: run by a worker with retries and a timeout; `await fn.enqueue(**arguments)` queues a run, and
     `fn.with_options(queue=..., key=..., delay=..., at=..., deadline=...)` gives the same with options."""
@@ -185,8 +219,7 @@ class TaskFunction(_Function[P, R]):
             except Exception:  # not valid, or not JSON-able: found and named below
                 pass
             else:
-                values = [item.__dict__ for item in parsed]
-                if json_problem(values, python=True) is None and json_problem(dumped) is None:
+                if plainly_json([item.__dict__ for item in parsed], python=True) and plainly_json(dumped):
                     return dumped
         return [self.validate(kwargs, for_json=True) for kwargs in arguments]
 
