@@ -29,12 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from runtime.store.bulk_counts import insert_counted
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
 
 T = TypeVar("T")
 INLINE_ROWS = 20  # inserts of at most this many rows are tried on the loop's thread
-COUNTED_AT_ONCE = 50  # inserts of at least this many rows count their runs themselves (runtime/store/counting.py)
+COUNTED_AT_ONCE = 50  # inserts of at least this many rows count their runs themselves (runtime/store/bulk_counts.py)
 CHECKPOINT_EVERY = 128  # inline commits between checkpoints on the thread (~1000 WAL pages, SQLite's own default)
 
 
@@ -76,8 +78,6 @@ class SqliteInsert(CompiledInsert):
         if len(params) == 1 and self._insert_inline(params[0]):
             return
         if len(params) >= COUNTED_AT_ONCE:  # counted once per function and status, not by a trigger per run
-            from runtime.store.counting import insert_counted  # counting's fold uses this module's SqliteInsert
-
             await self.transact(lambda conn: insert_counted(conn, self.sql, params, rows), False, self.sql)
             return
         await self.write(self.sql, params, len(params) <= INLINE_ROWS)
