@@ -3,11 +3,15 @@ its `runs` row, so the rows the lists and counts read stay small."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from runtime.store.sqlite_insert import SqliteInsert
 from runtime.store.values import to_jsonable
+
+if TYPE_CHECKING:
+    from runtime.store.postgres_insert import PostgresInsert
 
 BIG_ARGUMENTS = 16_384  # characters: arguments this big are kept in `run_arguments`, not in the run's row
 
@@ -43,3 +47,30 @@ def split_big(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[di
 
 def json_dumps(value: Any) -> str:
     return orjson.dumps(value, default=to_jsonable).decode()
+
+
+KNOWN = "SELECT run_id FROM run_arguments WHERE run_id IN ({})"
+INSERT = "INSERT INTO run_arguments (run_id, arguments) VALUES ({}) ON CONFLICT (run_id) DO NOTHING"
+
+
+async def write_new(fast: SqliteInsert | PostgresInsert, side: list[dict[str, Any]]) -> None:
+    """The `run_arguments` rows of runs whose arguments are not stored yet (the worker recorded them before their
+    enqueue did), by the store's driver: a worker writing big arguments needs no SQLAlchemy engine. Each run's are
+    written once; the known ones are not sent again (a 1 MB document)."""
+    ids = [row["run_id"] for row in side]
+    if isinstance(fast, SqliteInsert):
+        found = await fast.read(KNOWN.format(",".join("?" * len(ids))), tuple(ids))
+        known = {run_id for (run_id,) in found}
+        new = [(row["run_id"], json_dumps(row["arguments"])) for row in side if row["run_id"] not in known]
+        if new:
+            await fast.write(INSERT.format("?, ?"), new)
+        return
+
+    async def work(conn: Any) -> None:
+        found = await conn.fetch(KNOWN.format("SELECT unnest($1::varchar[])"), ids)
+        known = {row[0] for row in found}
+        new = [(row["run_id"], json_dumps(row["arguments"])) for row in side if row["run_id"] not in known]
+        if new:
+            await conn.executemany(INSERT.format("$1, $2::json"), new)
+
+    await fast.transact(work, KNOWN)

@@ -18,7 +18,7 @@ from runtime import tracing
 from runtime.errors import ConfigError
 from runtime.store import database_url
 from runtime.store.attempt_history import check_entries
-from runtime.store.big_arguments import json_dumps, split_big
+from runtime.store.big_arguments import json_dumps, split_big, write_new
 from runtime.store.counting import FOLD_EVERY, RunCounting
 from runtime.store.revision import FOUND_TABLES, VERSIONS, check_revision, revision_of
 from runtime.store.run_search import RunSearch
@@ -242,7 +242,9 @@ class RunStore(RunCounting, RunSearch):
         check_entries(updates)
         updates, side = split_big(updates)
         fast = None if tracing.enabled() else self.fast_insert  # traced: the instrumented engine
-        if fast is not None and not side:
+        if fast is not None:
+            if side:
+                await write_new(fast, side)  # before the rows that name them; a retry finds them known
             await self._fast_upsert(fast, updates)
             self.fold_counts_now_and_then()
             return

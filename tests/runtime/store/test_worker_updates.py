@@ -53,3 +53,24 @@ async def test_a_batch_of_updates_skips_the_engine_and_writes_what_the_engine_wr
     saved = await store.get("fast0")
     assert saved is not None and saved.status == "succeeded"
     await store.close()
+
+
+async def test_big_arguments_are_written_by_the_driver_once_and_read_back(database_url):
+    """A worker that records a run before its enqueue did writes its big arguments itself, without the engine (a
+    worker makes none before it is needed: a 1 MB payload's first batch imported SQLAlchemy mid-drain)."""
+    store = RunStore(Settings(database_url=database_url).database_url)
+    await store.init()
+    checkouts: list[object] = []
+    event.listen(store.engine.sync_engine, "checkout", lambda *args: checkouts.append(args))
+    big = {"doc": "x" * 100_000, "n": 7}
+    await store.update_many([state("big0", "running", RUNNING, arguments=big), state("big1", "running", RUNNING)])
+    later = {"doc": "changed", "n": 8}  # a later update's arguments never replace the stored ones
+    await store.update_many([state("big0", "succeeded", FINISHED, arguments=later | {"pad": "y" * 20_000})])
+    assert checkouts == [], "the worker's updates went through the engine"
+    saved = await store.get("big0")
+    assert saved is not None and saved.status == "succeeded" and saved.arguments == big
+    async with store.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT COUNT(*) FROM run_arguments"))).scalar() == 1
+        row = (await conn.execute(text("SELECT arguments FROM runs WHERE id = 'big0'"))).scalar()
+    assert row in ("{}", {})  # the row keeps none of them
+    await store.close()
