@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from runtime.store.sqlite_insert import Binder, CompiledInsert, bound_rows
+from runtime.store.sqlite_insert import Binder, CompiledInsert
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 10.0  # seconds, as the engine's
@@ -57,7 +57,7 @@ class PostgresInsert(CompiledInsert):
         """Insert these rows atomically (raises SQLAlchemy's wrapper of what asyncpg raised). A connection
         found broken (the server restarted, a proxy dropped it) is replaced and the insert tried once more,
         as the engine's pre-ping would: it is an upsert, so a first try that did commit changes nothing."""
-        await self.write(self.sql, bound_rows(rows, self.steps))
+        await self.write(self.sql, self.binder.many(rows))
 
     async def write(self, sql: str, params: list[tuple[Any, ...]], inline: bool = True) -> None:
         """`sql` for each row of `params` (bound values), atomically, in one round trip; tried once more on a new

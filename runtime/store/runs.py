@@ -22,7 +22,7 @@ from runtime.store.big_arguments import json_dumps, split_big, write_new
 from runtime.store.counting import FOLD_EVERY, RunCounting
 from runtime.store.revision import FOUND_TABLES, VERSIONS, check_revision, revision_of
 from runtime.store.run_search import RunSearch
-from runtime.store.sqlite_insert import Binder, SqliteInsert, bind_steps, bound
+from runtime.store.sqlite_insert import Binder, SqliteInsert, bind_steps
 from runtime.store.upsert_sql import upsert_sql
 from runtime.store.values import ENQUEUE_ONLY, MUTABLE
 
@@ -272,8 +272,8 @@ class RunStore(RunCounting, RunSearch):
         """`update_many`'s upsert by the driver itself, on the enqueue insert's connection: one transaction on
         the loop's thread while the write lock is free (SQLite), one round trip (Postgres). Through the engine
         the worker's batch cost ~0.7 ms of pool checkout, greenlet switches and thread hops."""
-        sql, steps = self._upsert_sql
-        rows = [bound(row, steps) for row in updates]
+        sql, binder = self._upsert_sql
+        rows = [binder(row) for row in updates]
         if isinstance(fast, SqliteInsert) or len(rows) == 1:
             await fast.write(sql, rows, len(updates) <= INLINE_UPDATES)
         else:  # Postgres: one statement for the batch (its count triggers run once; runs are unique in a batch)

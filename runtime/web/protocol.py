@@ -4,9 +4,9 @@ the process: sockets, signals, graceful shutdown.
 It owns the limits of a request: its headers must arrive within REQUEST_TIMEOUT of the connection opening (or of
 the previous answer), its body within REQUEST_TIMEOUT of its headers and within MAX_BODY_SIZE bytes, else a JSON
 408 or 413 that closes the connection; its request line and headers within MAX_HEAD bytes, else a JSON 431; a
-malformed request gets a JSON 400. The app runs once the whole body is
-in, so it never waits on a slow client. Pipelined requests are answered in order, one at a time. An answer is
-written in one `transport.write` (status line, headers and body) when the app sends its body in one message.
+malformed request gets a JSON 400. The app runs once the whole body is in, so it never waits on a slow client.
+Pipelined requests are answered in order, one at a time. An answer is written in one `transport.write` (status
+line, headers and body) when the app sends its body in one message.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from runtime.store.runs import RunStore
-from runtime.store.sqlite_insert import bind_steps, bound
+from runtime.store.sqlite_insert import bind_steps
 from runtime.store.upsert_sql import upsert_sql
 
 URLS = {"sqlite": "sqlite+aiosqlite:///{}/runs.db", "postgresql": "postgresql+asyncpg://user@localhost/runs"}
@@ -67,5 +67,5 @@ def test_the_upsert_text_is_sqlalchemys(dialect: str, tmp_path: Any) -> None:
     ours = [(name, default) for name, _, default in binder.steps]
     assert ours == [(name, default) for name, _, default in their_binder.steps]
     for row in ROWS:
-        assert bound(row, binder) == bound(row, their_binder)
+        assert binder(row) == their_binder(row)
     assert store._upsert_sql == (sql, binder)  # what the store's driver runs
