@@ -47,23 +47,29 @@ SYNC_WARM_AFTER = 1.0  # seconds after start before the sync task processes are 
 RETIRE_GRACE = 0.5  # seconds a retiring generation still serves the connections it has already accepted
 
 # What a generation's start imports that importing this module does not (the event loop, anyio's backend, uvicorn's
-# protocol choices, the metrics registry): half of a reload's time when each fork imported them again. And the
-# SQLModel classes, which the first generation imports after `ready` (its scheduler's first pass, the dashboard's
-# first query, the first task), not before.
+# protocol choices, the metrics registry): half of a reload's time when each fork imported them again.
 STARTUP_IMPORTS = (
     "uvloop",
     "anyio._backends._asyncio",
     "prometheus_client",
     "uvicorn.lifespan.off",
     "uvicorn.protocols.websockets.auto",
+)
+# And what a generation imports after `ready` (its scheduler's first pass, the dashboard's first query, the first
+# task): SQLAlchemy, the SQLModel classes and the engine's driver. The supervisor imports them once the first
+# generation is ready, which imports them itself; they are not on the way to its first answer.
+LATER_IMPORTS = (
     "runtime.store.models",
+    "sqlalchemy.ext.asyncio.engine",  # the package itself loads its members lazily (runtime/lazy_imports.py)
+    "sqlalchemy.dialects.sqlite.aiosqlite",
+    "aiosqlite",
 )
 
 
-def preload() -> None:
-    """Import STARTUP_IMPORTS here, in the supervisor, so that every generation forked later has them already
-    and a reload imports only the app's own modules."""
-    for name in STARTUP_IMPORTS:
+def preload(names: tuple[str, ...] = STARTUP_IMPORTS) -> None:
+    """Import `names` here, in the supervisor, so that every generation forked later has them already and a reload
+    imports only the app's own modules."""
+    for name in names:
         importlib.import_module(name)
 
 
@@ -218,6 +224,8 @@ async def serve(manifest: Path, settings: Settings, sockets: list[socket.socket]
         ):
             await asyncio.sleep(0.001)
         _report(pipe, "ready " + json.dumps(app_sources(manifest.parent)))
+        if not all(name in sys.modules for name in LATER_IMPORTS):  # the first generation: import them meanwhile,
+            loop.run_in_executor(None, preload, LATER_IMPORTS)  # not at its first enqueue or dashboard query
 
     try:
         await asyncio.gather(

@@ -19,6 +19,7 @@ import os
 import select
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -28,7 +29,7 @@ from pathlib import Path
 # watchfiles' watcher object: unlike its `watch()` generator, it is watching once constructed
 from watchfiles._rust_notify import RustNotify
 
-from emulator.child import preload, run_child
+from emulator.child import LATER_IMPORTS, preload, run_child
 from emulator.data_dir import prepare_data_dir
 from emulator.embedded_redis import EmbeddedRedis
 from runtime import gc_pause
@@ -37,7 +38,7 @@ from runtime.errors import ConfigError, ManifestError
 from runtime.logs import configure_logging
 from runtime.redaction import redact
 from runtime.settings import Settings
-from runtime.store.migrations import upgrade
+from runtime.store.sqlite_schema import prepare_url
 from runtime.store.values import database_errors
 
 # watchfiles ends a batch of changes once a step passes with none new (a save's events come well within one), or
@@ -226,6 +227,7 @@ class Emulator:
                 f"emulator ready in {elapsed:.2f} s"
                 + (" — watching for changes (Ctrl-C to stop)" if self.reload else "")
             )
+            preload(LATER_IMPORTS)  # for the next generations; a save meanwhile is seen (the watcher is on)
             gc_pause.resume()
             if watcher is not None:
                 with watcher:
@@ -253,9 +255,19 @@ class Emulator:
             raise ConfigError(str(exc).replace("\n", " ")) from None
 
     def _upgrade_run_store(self, settings: Settings) -> None:
-        """Bring the run store's schema up to date before any process opens it (`runtime db upgrade`)."""
+        """Bring the run store's schema up to date before any process opens it (`runtime db upgrade`): a new SQLite
+        store, or one at the head, without SQLAlchemy or Alembic (runtime/store/sqlite_schema.py); else with them."""
         try:
-            before, after = asyncio.run(upgrade(settings.database_url))
+            done = prepare_url(settings.database_url)
+            if done is None:
+                from runtime.store.migrations import upgrade
+
+                done = asyncio.run(upgrade(settings.database_url))
+            before, after = done
+        except sqlite3.Error as exc:
+            raise ConfigError(
+                f"cannot use the database at DATABASE_URL={redact(settings.database_url)}: {str(exc).splitlines()[0]}"
+            ) from None
         except database_errors() as exc:
             raise ConfigError(
                 f"cannot use the database at DATABASE_URL={redact(settings.database_url)}: {str(exc).splitlines()[0]}"

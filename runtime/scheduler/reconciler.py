@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import and_, or_, tuple_, update
 
 from runtime.app.parents import tell_parent
 from runtime.store.values import from_timestamp, utcnow
@@ -61,7 +60,9 @@ class Reconciler:
 
     async def candidates(self) -> list[Run]:
         """Unfinished records untouched for `grace` seconds, oldest first, after the cursor."""
-        from runtime.store.models import Run, as_run  # the SQLModel classes: not before the scheduler's first pass
+        from sqlalchemy import and_, or_, tuple_  # not before the scheduler's first pass, nor the SQLModel classes
+
+        from runtime.store.models import Run, as_run
 
         table = Run.__table__  # type: ignore[attr-defined]
         cutoff = time.time() - self.grace
@@ -131,6 +132,8 @@ class Reconciler:
             reason = f"function '{run.function}' is no longer in the manifest; restore it, then replay this run"
         elif attempt > run.max_attempts:
             reason = f"lost by Redis after its last attempt ({run.last_error or 'no error recorded'})"
+        from sqlalchemy import update
+
         from runtime.store.models import Run
 
         table = Run.__table__  # type: ignore[attr-defined]

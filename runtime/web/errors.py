@@ -5,12 +5,12 @@ escaping a route into that answer."""
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import redis.exceptions
-import sqlalchemy.exc
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
@@ -69,12 +69,17 @@ REDIS_UNAVAILABLE = (
     redis.exceptions.ReadOnlyError,  # mid-failover
     redis.exceptions.OutOfMemoryError,
 )
-DATABASE_UNAVAILABLE = (
-    sqlalchemy.exc.OperationalError,  # refused, dropped, locked
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,  # the pool had no connection to give in time
-    ConnectionError,  # asyncpg's refusals arrive unwrapped
-)
+
+
+def database_unavailable(exc: Exception) -> bool:
+    """SQLAlchemy's errors for a database that refuses, dropped or is locked (OperationalError, InterfaceError),
+    or whose pool had no connection to give in time (TimeoutError); asyncpg's refusals arrive unwrapped. What
+    SQLAlchemy raises can only come once it is imported: a process that has not needed it does not import it
+    here."""
+    if isinstance(exc, ConnectionError):
+        return True
+    errors = sys.modules.get("sqlalchemy.exc")
+    return errors is not None and isinstance(exc, errors.OperationalError | errors.InterfaceError | errors.TimeoutError)
 
 
 def failure_response(exc: Exception, where: str, debug: bool = False) -> Response:
@@ -84,7 +89,7 @@ def failure_response(exc: Exception, where: str, debug: bool = False) -> Respons
     dependency = "Redis" if isinstance(exc, REDIS_UNAVAILABLE) else None
     if isinstance(exc, Unavailable):  # e.g. an enqueue that Redis, or it and the database, kept from being sure
         dependency = exc.dependency
-    if dependency is None and isinstance(exc, DATABASE_UNAVAILABLE):
+    if dependency is None and database_unavailable(exc):
         dependency = "the database"
     if dependency is not None:
         logger.warning("%s: %s is unavailable: %s", where, dependency, reason)
