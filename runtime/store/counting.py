@@ -8,6 +8,7 @@ import builtins
 import logging
 import sqlite3
 import time
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,7 @@ DROP_COUNT_TRIGGERS = {
         "DROP FUNCTION IF EXISTS runs_count_changes()",
     ),
 }
+_COUNTS = "SELECT function, status, sum(n) FROM run_counts GROUP BY function, status"
 COUNT_ALL = (
     "INSERT INTO run_counts (function, status, n) SELECT function, status, COUNT(*) FROM runs GROUP BY function, status"
 )
@@ -122,19 +124,22 @@ class RunCounting:
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """Runs per function and status: {function: {status: n}}, summed from `run_counts` (the rows
-        written since the last fold, and one per function and status before it)."""
-        from sqlalchemy import func, select
-
-        from runtime.store.models import RunCount
-
+        written since the last fold, and one per function and status before it). By the store's driver where it
+        has one (a worker's /metrics scrape imports no SQLAlchemy), through the engine while tracing is on."""
         self.fold_counts_now_and_then()
-        table = RunCount.__table__  # type: ignore[attr-defined]
-        query = select(table.c.function, table.c.status, func.sum(table.c.n)).group_by(table.c.function, table.c.status)
+        fast = None if tracing.enabled() else self.fast_insert
+        rows: Iterable[Sequence[Any]]
+        if isinstance(fast, SqliteInsert):
+            rows = await fast.read(_COUNTS, ())
+        elif fast is not None:
+            rows = await fast.transact(lambda conn: conn.fetch(_COUNTS), _COUNTS)
+        else:
+            async with self.engine.connect() as conn:
+                rows = (await conn.exec_driver_sql(_COUNTS)).all()
         out: dict[str, dict[str, int]] = {}
-        async with self.engine.connect() as conn:
-            for function, status, count in (await conn.execute(query)).all():
-                if count:  # a function whose runs were all deleted, a status no run has any more
-                    out.setdefault(function, {})[status] = int(count)
+        for function, status, count in rows:
+            if count:  # a function whose runs were all deleted, a status no run has any more
+                out.setdefault(function, {})[status] = int(count)
         return out
 
     async def fold_counts(self) -> None:
