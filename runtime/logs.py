@@ -80,7 +80,7 @@ class TextFormatter(logging.Formatter):
         line = redact(super().format(record))  # the message and its traceback
         if getattr(record, "run_bound", False):  # a task's own line: which run it belongs to, briefly
             first, newline, rest = line.partition("\n")
-            line = f"{first}  [run={str(getattr(record, 'run_id', ''))[:8]}]{newline}{rest}"
+            line = f"{first}  [run={str(getattr(record, 'run_id', ''))[-8:]}]{newline}{rest}"
         if self.colour:
             colour = _COLOURS.get(record.levelname, "")
             line = f"{colour}{line}\033[0m"

@@ -338,7 +338,7 @@ def _inspector_commands(commands: Any) -> None:
     statuses = "scheduled, queued, running, retrying, waiting, succeeded, failed, cancelled or skipped"
     runs.add_argument("--status", default=None, help=statuses)
     runs.add_argument("--queue", default=None)
-    runs.add_argument("--search", default=None, help="a run id prefix, or text in the arguments")
+    runs.add_argument("--search", default=None, help="a run id's start or end (the short id), or argument text")
     runs.add_argument("--limit", type=int, default=50, help="default: %(default)s")
     run_commands = runs.add_subparsers(dest="runs_command", metavar="COMMAND")
     show = common(

@@ -1,7 +1,7 @@
 """The dashboard: runs, queues, retries and dead letters in a browser, and the JSON API behind it.
 
-GET  /api/runs?function=&status=&queue=&search=&limit=&offset=   runs, newest first (search: an id
-                                                  prefix, or text in the arguments)
+GET  /api/runs?function=&status=&queue=&search=&limit=&offset=   runs, newest first (search: an id's
+                                                  start or end, or text in the arguments)
 GET  /api/runs/{id}                               one run, with each attempt's error
 POST /api/runs/{id}/replay                        a failed run queued again; returns the new run
 POST /api/runs/{id}/cancel                        cancel a run; returns it

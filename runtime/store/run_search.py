@@ -1,5 +1,5 @@
-"""Finding runs: the filters the dashboard's and the inspector's lists share (function, status, queue, a run id
-prefix or text in the arguments, a time), for `RunStore.find` and `find_ids`."""
+"""Finding runs: the filters the dashboard's and the inspector's lists share (function, status, queue, a run id's
+start or end or text in the arguments, a time), for `RunStore.find` and `find_ids`."""
 
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ class RunSearch:
             where.append(
                 or_(
                     table.c.id.like(f"{pattern}%", escape="\\"),
+                    table.c.id.like(f"%{pattern}", escape="\\"),  # the short id users see: its last 8 digits
                     cast(table.c.arguments, Text).ilike(f"%{pattern}%", escape="\\"),
                     cast(side.c.arguments, Text).ilike(f"%{pattern}%", escape="\\"),
                 )
@@ -69,8 +70,8 @@ class RunSearch:
         limit: int = 100,
         offset: int = 0,
     ) -> builtins.list[Run]:
-        """Runs, newest first, filtered like `list` and also by queue, by `search` (a run id prefix, or
-        text in the arguments) and by `since` (finished, or if unfinished enqueued, at or after it)."""
+        """Runs, newest first, filtered like `list` and also by queue, by `search` (the start or the end of
+        a run id, or text in the arguments) and by `since` (finished, or if unfinished enqueued, at or after it)."""
         from runtime.store.models import Run, as_run
 
         table = Run.__table__  # type: ignore[attr-defined]

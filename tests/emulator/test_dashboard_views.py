@@ -260,11 +260,16 @@ def test_search_bulk_actions_and_cancel(spawn: Callable[..., Process], tmp_path:
         page.goto(emulator.dashboard)
         rows = page.get_by_test_id("run-row")
         expect(rows).to_have_count(4)
-        # search: by argument text, then by a run id prefix
+        # search: by argument text, then by the short id a row shows (the id's last 8 digits)
+        short = page.locator(f'[data-testid="run-row"][data-run-id="{other}"]').get_by_test_id("run-link").inner_text()
+        assert short == other[-8:]
         page.get_by_test_id("runs-search").fill("needle-1")
         expect(rows).to_have_count(1)
         expect(rows.first).to_have_attribute("data-run-id", failed[1])
-        page.get_by_test_id("runs-search").fill(other[:6])
+        page.get_by_test_id("runs-search").fill(short)
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_have_attribute("data-run-id", other)
+        page.get_by_test_id("runs-search").fill(other[:16])
         expect(rows).to_have_count(1)
         expect(rows.first).to_have_attribute("data-run-id", other)
         page.get_by_test_id("runs-search").fill("")

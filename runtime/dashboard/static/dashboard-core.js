@@ -42,7 +42,7 @@ export const byTestId = (id) => document.querySelector(`[data-testid="${id}"]`);
 export function badge(status) {
   return h("span", { class: `badge ${STATUSES.includes(status) ? status : ""}`, testid: "run-status" }, status);
 }
-export function shortId(id) { return String(id || "").slice(0, 8); }
+export function shortId(id) { return String(id || "").slice(-8); }  // run ids are time-ordered: their end tells them apart
 export function pad(n) { return String(n).padStart(2, "0"); }
 export function parseTime(value) {
   if (value instanceof Date) return value;

@@ -195,7 +195,7 @@ async def test_runs_lists_newest_first_with_filters_and_json(app: App) -> None:
         ("runs", "--queue", "critical", "--json"),
         ("runs", "--function", "add", "--limit", "2", "--json"),
         ("runs", "--search", "find-me", "--json"),
-        ("runs", "--search", urgent[:8], "--json"),
+        ("runs", "--search", urgent[-8:], "--json"),
         ("runs", "--status", "exploded"),
     )
     assert table.returncode == 0, table.stderr

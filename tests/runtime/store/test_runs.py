@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import uuid
 from datetime import timedelta
 
 from sqlalchemy import event
@@ -31,6 +32,21 @@ async def test_records_filters_and_counts(database_url):
     assert await store.counts() == {"f": {"queued": 1, "failed": 1}, "g": {"queued": 1}}
     assert next(iter((await store.get("a")).public())) == "id"  # type: ignore[union-attr]
     assert await store.delete("b") and await store.get("b") is None
+    await store.close()
+
+
+async def test_a_search_finds_a_run_by_the_start_or_the_end_of_its_id(database_url):
+    """Time-ordered ids of one moment share their first digits: the short id users see is the last 8."""
+    store = RunStore(Settings(database_url=database_url).database_url)
+    await store.init()
+    moment = uuid.uuid4().hex[:24]
+    ids = [moment + uuid.uuid4().hex[:8] for _ in range(3)]
+    await store.insert_many([run(run_id) for run_id in ids])
+    for run_id in ids:
+        assert [r.id for r in await store.find(search=run_id[-8:])] == [run_id]
+        assert [r.id for r in await store.find(search=run_id)] == [run_id]
+    assert {r.id for r in await store.find(search=moment)} == set(ids)
+    assert await store.find(search=ids[0][-8:-1]) == []  # the end of an id, not its middle
     await store.close()
 
 

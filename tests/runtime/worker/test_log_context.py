@@ -97,7 +97,7 @@ def test_text_lines_a_task_logs_name_their_run_briefly(app: Path, redis_url: str
     worker = spawn(["runtime", "worker", "--manifest", str(app)], app.parent, env | {"LOG_FORMAT": "text"})
     worker.wait_for("ready")
     ids = run_tasks(app, redis_url, env["DATABASE_URL"])
-    assert worker.wait_for("hello ada").endswith(f"myapp  hello ada  [run={ids['greet'][:8]}]")
-    assert worker.wait_for("crunching 4").endswith(f"[run={ids['crunch'][:8]}]")
+    assert worker.wait_for("hello ada").endswith(f"myapp  hello ada  [run={ids['greet'][-8:]}]")
+    assert worker.wait_for("crunching 4").endswith(f"[run={ids['crunch'][-8:]}]")
     # the worker's own lines already say which run: no marker added
     assert "[run=" not in worker.wait_for(f"start greet {ids['greet']}")
