@@ -32,7 +32,6 @@ from runtime.app.enqueue_outcome import answer, send
 from runtime.app.enqueue_plan import Plan, plan_of
 from runtime.app.enqueue_unique import submit_unique
 from runtime.app.parents import tell_parent
-from runtime.app.run_ids import new_run_ids
 from runtime.errors import ArgumentsError, ConfigError, RuntimeNotStarted
 from runtime.flow.rate_limit import RateLimiter
 from runtime.queue.broker import StreamBroker
@@ -40,6 +39,7 @@ from runtime.queue.keys import Keys
 from runtime.redaction import redact
 from runtime.settings import Settings, get_settings
 from runtime.store.record_writer import RecordWriter
+from runtime.store.run_ids import new_run_ids
 from runtime.store.runs import RunStore
 from runtime.store.values import FINAL, database_errors, from_timestamp, utcnow
 

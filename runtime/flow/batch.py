@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -22,6 +21,7 @@ import orjson
 from runtime.errors import ArgumentsError
 from runtime.flow.gathering import run_script, text
 from runtime.flow.paths import key_value
+from runtime.store.run_ids import new_run_ids
 from runtime.store.values import from_timestamp
 
 logger = logging.getLogger("runtime.enqueue")
@@ -133,7 +133,7 @@ class Batcher:
     ) -> dict[str, Any]:
         qk = self.runtime.keys.queue(row["queue"])
         now = time.time()
-        new = [uuid.uuid4().hex for group in groups.values() for _ in range(math.ceil(len(group) / size) + 1)]
+        new = new_run_ids(sum(math.ceil(len(group) / size) + 1 for group in groups.values()))
         args: list[Any] = [repr(now), size, repr(timeout), qk.batch_items_prefix, qk.cancel(""), ITEMS_TTL * 1000]
         args += [len(new), *(part for run_id in new for part in (run_id, _as_batch(message, run_id, parameter, now)))]
         for group in groups.values():

@@ -9,7 +9,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +26,7 @@ from runtime.flow.batch import batch_arguments, forget_items
 from runtime.flow.debounce import save_last_arguments
 from runtime.queue.broker import Delivery
 from runtime.queue.messages import InvalidMessage, built, describe, describe_traceback, error_type
+from runtime.store.run_ids import new_run_ids
 from runtime.tracing import setup_tracing
 from runtime.worker import time_limit
 from runtime.worker.cancellation import Cancellations
@@ -185,7 +185,7 @@ class Attempts:
 
     def reject(self, delivery: Delivery, error: InvalidMessage) -> None:
         """An entry no worker can run: dead-lettered with the reason (and its raw text), then acked."""
-        run_id = error.run_id or uuid.uuid4().hex
+        run_id = error.run_id or new_run_ids(1)[0]
         logger.error("dead-lettering entry %s: %s", delivery.key, error, extra={"run_id": run_id})
         self.records.invalid(run_id, error.function, error.raw, f"invalid task message: {error}")
         self.dead_letters.add(run_id, delivery.queue)

@@ -64,6 +64,7 @@ async def test_twenty_five_items_run_as_ten_ten_and_five_after_the_timeout(spawn
     ids.append(await digest.enqueue(items=[item("acme", n) for n in range(8, 25)]))  # fills two, opens a third
     enqueued = time.time()
     assert len(set(ids)) == 1  # the first nine enqueues all began in the first batch
+    assert uuid.UUID(ids[0]).version == 7  # a batch's run id is time-ordered like any other
     await wait_until(lambda: len(events(env, "digest")) == 2, 5, "the two full batches")
     full = events(env, "digest")
     assert all(e["t"] - enqueued < 1.0 for e in full), [e["t"] - enqueued for e in full]  # queued at once

@@ -281,6 +281,8 @@ async def test_entries_that_are_not_task_messages_are_dead_lettered_and_jam_noth
     assert pending["pending"] == 0
     dead = [m.decode() for m in await redis.zrange(rt.keys.dead, 0, -1)]
     assert len(dead) == len(BAD_ENTRIES)
+    made = [run_id for run_id in dead if not run_id.startswith("a")]  # for entries without a usable id
+    assert made and all(uuid.UUID(run_id).version == 7 for run_id in made), made
     runs = [await rt.store.get(run_id) for run_id in dead]
     assert all(r is not None and r.status == "failed" for r in runs)
     reasons = sorted((r.last_error or "") for r in runs if r is not None)
