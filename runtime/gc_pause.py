@@ -9,7 +9,9 @@ writes) and turns the collector back on.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 GRACE = 5.0  # seconds after which the collector comes back on even if no part of the process said ready
 
@@ -22,4 +24,24 @@ def resume() -> None:
     """Start-up is over: freeze what it built and collect again. Idempotent."""
     if not gc.isenabled():
         gc.freeze()
+        gc.enable()
+
+
+BULK = 64  # items from which building a batch pauses the collector
+
+
+@contextlib.contextmanager
+def building(items: int) -> Iterator[None]:
+    """Pause the collector while a batch of `items` (at least BULK) is built, with no await inside. Each item makes
+    several new containers (its arguments, its record, its bound values) that all live until the batch is written,
+    so the collector's generations fill with survivors and a bulk of thousands pays for full collections of the
+    whole heap (in a process that did not freeze its start-up, the app's and its libraries' objects too): ~10% of a
+    bulk enqueue's time. The collection comes after, once. Nothing changes if the collector is off already."""
+    if items < BULK or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
         gc.enable()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import AuthenticationError, RedisError
 
-from runtime import tracing
+from runtime import gc_pause, tracing
 from runtime.app.application import Application, load_application
 from runtime.app.current import clear_running, running, set_running
 from runtime.app.decorators import TaskFunction
@@ -280,40 +280,41 @@ class Runtime:
             raise ArgumentsError(f"queue: {queue!r:.60} is not declared in the manifest (its queues: {declared})")
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
             raise ArgumentsError("key: must be a string of 1 to 200 characters")
-        validated = fn.validate_many(arguments)
-        now = time.time()
-        ends = check_deadline(deadline, now)
-        ids = run_ids if run_ids is not None else new_run_ids(len(validated))
-        common: dict[str, Any] = {
-            "queue": queue,
-            "deadline": from_timestamp(ends),
-            "idempotency_key": key,
-            "function": name,
-            "status": "scheduled" if seconds else "queued",
-            "attempts": 0,
-            "max_attempts": plan.max_attempts,
-            "last_error": None,
-            "enqueued_at": from_timestamp(now),
-            "scheduled_for": from_timestamp(now + seconds) if seconds else None,
-            "started_at": None,
-            "finished_at": None,
-            "result": None,
-            "history": [],
-            "replay_of": replay_of,
-            "version": 0,
-            "trace_id": tracing.current_trace_id(),
-            "parent": parent,
-        }
-        pairs = list(zip(ids, validated, strict=True))
-        rows = [common | {"id": run_id, "arguments": kwargs} for run_id, kwargs in pairs]
-        messages = [
-            self.message(name, run_id, kwargs, enqueued_at=now, deadline=ends, parent=parent)
-            for run_id, kwargs in pairs
-        ]
-        if tracing.enabled() and common["trace_id"] is None:  # outside any span: each enqueue began a trace
-            for row, message in zip(rows, messages, strict=True):
-                row["trace_id"] = tracing.trace_id_of(orjson.loads(message)["labels"])
-        check_size(name, messages, validated, self.settings.max_arguments_size)
+        with gc_pause.building(len(arguments)):  # no await inside
+            validated = fn.validate_many(arguments)
+            now = time.time()
+            ends = check_deadline(deadline, now)
+            ids = run_ids if run_ids is not None else new_run_ids(len(validated))
+            common: dict[str, Any] = {
+                "queue": queue,
+                "deadline": from_timestamp(ends),
+                "idempotency_key": key,
+                "function": name,
+                "status": "scheduled" if seconds else "queued",
+                "attempts": 0,
+                "max_attempts": plan.max_attempts,
+                "last_error": None,
+                "enqueued_at": from_timestamp(now),
+                "scheduled_for": from_timestamp(now + seconds) if seconds else None,
+                "started_at": None,
+                "finished_at": None,
+                "result": None,
+                "history": [],
+                "replay_of": replay_of,
+                "version": 0,
+                "trace_id": tracing.current_trace_id(),
+                "parent": parent,
+            }
+            pairs = list(zip(ids, validated, strict=True))
+            rows = [common | {"id": run_id, "arguments": kwargs} for run_id, kwargs in pairs]
+            messages = [
+                self.message(name, run_id, kwargs, enqueued_at=now, deadline=ends, parent=parent)
+                for run_id, kwargs in pairs
+            ]
+            if tracing.enabled() and common["trace_id"] is None:  # outside any span: each enqueue began a trace
+                for row, message in zip(rows, messages, strict=True):
+                    row["trace_id"] = tracing.trace_id_of(orjson.loads(message)["labels"])
+            check_size(name, messages, validated, self.settings.max_arguments_size)
         spec = plan.flow
         flowed = None
         if spec is not None:  # rate limits, debounce, batches (runtime/app/enqueue_flow.py)

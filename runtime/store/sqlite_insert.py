@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from runtime import gc_pause
 from runtime.store.bulk_counts import insert_counted
 
 if TYPE_CHECKING:
@@ -262,16 +263,17 @@ class Binder:
         if len(rows) == 1:
             return [self(rows[0])]
         defaults, get = self.defaults, self.get
-        values = [list(get(defaults | row)) for row in rows]
-        for i, process in self.processed:
-            last: Any = object()
-            done: Any = None
-            for row_values in values:
-                value = row_values[i]
-                if value is not last:
-                    last, done = value, process(value)
-                row_values[i] = done
-        return [tuple(row_values) for row_values in values]
+        with gc_pause.building(len(rows)):
+            values = [list(get(defaults | row)) for row in rows]
+            for i, process in self.processed:
+                last: Any = object()
+                done: Any = None
+                for row_values in values:
+                    value = row_values[i]
+                    if value is not last:
+                        last, done = value, process(value)
+                    row_values[i] = done
+            return [tuple(row_values) for row_values in values]
 
 
 def sqlite_datetime(value: datetime | None) -> str | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -127,5 +128,86 @@ async def test_many_replies_read_together_keep_the_socket_timeout_and_the_next_s
         await sends.send("s", [b"after"] * 3)
         entries = [f[b"data"] for _, f in await redis.xrange("s")]
         assert entries[-3:] == [b"after"] * 3
+    finally:
+        await redis.aclose()
+
+
+async def test_a_connection_lost_while_many_replies_are_read_fails_the_send_and_the_next_send_works(redis_url):
+    """Many replies are taken from the connection's hiredis reader as they come: a connection the server closes
+    mid-way fails the send with redis-py's ConnectionError and is dropped, so the next send connects again."""
+    redis = Redis.from_url(redis_url)
+    admin = Redis.from_url(redis_url)
+    sends = StreamSends(redis)
+    try:
+        await admin.execute_command("CLIENT", "PAUSE", 5000, "WRITE")  # the replies would come after it
+        sending = asyncio.ensure_future(sends.send("s", [b"m"] * 200))
+        await asyncio.sleep(0.1)
+        await admin.execute_command("CLIENT", "KILL", "ID", await _held_client_id(admin, sends))
+        with pytest.raises(RedisConnectionError):
+            await sending
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await sends.send("s", [b"after"] * 3)
+        assert [f[b"data"] for _, f in await redis.xrange("s")][-3:] == [b"after"] * 3
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await admin.aclose()
+        await redis.aclose()
+
+
+async def test_error_replies_among_many_are_each_callers_own(redis_url):
+    redis = Redis.from_url(redis_url)
+    await redis.set("not-a-stream", "x")
+    sends = StreamSends(redis)
+    try:
+        await redis.execute_command("CLIENT", "PAUSE", 200, "WRITE")  # the replies come together, after it
+        outcomes = await asyncio.gather(
+            sends.send("s", [b"a"] * 700),
+            sends.send("not-a-stream", [b"b"] * 300),
+            sends.send("s", [b"c"] * 500),
+            return_exceptions=True,
+        )
+        assert outcomes[0] is None and outcomes[2] is None, outcomes
+        assert isinstance(outcomes[1], ResponseError) and "WRONGTYPE" in str(outcomes[1])
+        assert await redis.xlen("s") == 1200
+        await sends.send("s", [b"last"])
+        assert await redis.xlen("s") == 1201
+    finally:
+        await redis.aclose()
+
+
+async def _held_client_id(admin: Redis, sends: StreamSends) -> int:
+    """The Redis client id of the connection the sends hold (the one connection that is not `admin`'s)."""
+    mine = await admin.client_id()
+    clients = [c for c in await admin.client_list() if int(c["id"]) != mine]
+    assert len(clients) == 1, clients
+    return int(clients[0]["id"])
+
+
+async def test_push_messages_between_many_replies_are_not_taken_for_replies(redis_url):
+    """On RESP3 (redis-py 8's default) Redis may push a message between replies (here: client tracking's
+    invalidation of a key the connection read, pushed as the batch's first XADD changes it); it goes to redis-py's
+    handler, and each caller of a batch still gets its own replies."""
+    redis = Redis.from_url(redis_url, protocol=3)
+    await redis.set("not-a-stream", "x")
+    sends = StreamSends(redis)
+    try:
+        await sends.send("other", [b"first"])  # the held connection, made
+        assert sends.conn is not None
+        await sends.conn.send_command("CLIENT", "TRACKING", "ON")
+        assert await sends.conn.read_response() in (b"OK", "OK")
+        await sends.conn.send_command("XLEN", "s")  # tracked: its next change pushes an invalidation here
+        assert await sends.conn.read_response() == 0
+        await redis.execute_command("CLIENT", "PAUSE", 200, "WRITE")  # the replies come together, after it
+        outcomes = await asyncio.gather(
+            sends.send("other", [b"alone"]),  # the caller alone: the three below wait, then go in one batch
+            sends.send("s", [b"a"] * 300),
+            sends.send("not-a-stream", [b"b"] * 2),
+            sends.send("s", [b"c"] * 300),
+            return_exceptions=True,
+        )
+        assert outcomes[0] is None and outcomes[1] is None and outcomes[3] is None, outcomes
+        assert isinstance(outcomes[2], ResponseError) and "WRONGTYPE" in str(outcomes[2]), outcomes
+        await sends.send("s", [b"last"])
+        assert await redis.xlen("s") == 601
     finally:
         await redis.aclose()
