@@ -1,11 +1,25 @@
-"""SQLite's bulk insert of new runs, counted by the insert itself: one row of `run_counts` per function and status
-instead of one per run from the insert trigger (runtime/store/counting.py keeps the counts)."""
+"""A bulk insert of new runs counted by the insert itself: one row of `run_counts` per function and status instead of
+one per run from the insert trigger (runtime/store/counting.py keeps the counts), on SQLite and on Postgres."""
 
 from __future__ import annotations
 
 from typing import Any
 
 COUNT_INSERTED = "INSERT INTO run_counts (function, status, n) VALUES (?, ?, ?)"
+COUNTED = "runs.counted"  # Postgres: 'on' in a transaction that counts its inserted runs itself (migration 0008)
+SET_COUNTED = f"SET LOCAL {COUNTED} = 'on'"
+
+
+def counted_insert(sql: str) -> str:
+    """Postgres: `sql`, an `unnested` insert of runs (runtime/store/postgres_insert.py), counting the runs it inserts,
+    in one statement; run in a transaction after SET_COUNTED, so that the insert trigger skips them. A run that was
+    there already (the worker recorded it first: the upsert updates it, and that row's version has the updating
+    transaction in `xmax`, an inserted one 0) is not new, as the trigger would not have counted it."""
+    return (
+        f"WITH new AS ({sql} RETURNING function, status, xmax = 0 AS inserted)"
+        " INSERT INTO run_counts (function, status, n)"
+        " SELECT function, status, COUNT(*) FROM new WHERE inserted GROUP BY function, status"
+    )
 
 
 def insert_counted(conn: Any, sql: str, params: list[tuple[Any, ...]], rows: list[dict[str, Any]]) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from runtime import tracing
+from runtime.store.bulk_counts import COUNTED
 from runtime.store.sqlite_insert import SqliteInsert
 from runtime.store.values import FINAL, database_errors, iso, utcnow
 
@@ -25,25 +26,33 @@ if TYPE_CHECKING:
 logger = logging.getLogger("runtime.runs")
 
 _COUNT = "INSERT INTO run_counts (function, status, n) VALUES"
-COUNT_TRIGGERS = {
-    "sqlite": (
-        f"CREATE TRIGGER runs_count_insert AFTER INSERT ON runs BEGIN {_COUNT} (NEW.function, NEW.status, 1); END",
-        "CREATE TRIGGER runs_count_update AFTER UPDATE OF function, status ON runs"
-        " WHEN OLD.status IS NOT NEW.status OR OLD.function IS NOT NEW.function"
-        f" BEGIN {_COUNT} (OLD.function, OLD.status, -1), (NEW.function, NEW.status, 1); END",
-        f"CREATE TRIGGER runs_count_delete AFTER DELETE ON runs BEGIN {_COUNT} (OLD.function, OLD.status, -1); END",
-    ),
-    "postgresql": (
-        # a run is inserted alone (an enqueue): counted by a row trigger, cheaper for one row than a statement's
-        f"""CREATE OR REPLACE FUNCTION runs_count() RETURNS trigger LANGUAGE plpgsql AS $$
+# Postgres: an insert is counted by a row trigger, unless its transaction counts its runs itself (runs.counted: a
+# bulk enqueue, runtime/store/postgres_insert.py, one row per function and status where the trigger wrote one per
+# run). Tested in the function, not in the trigger's WHEN: a single enqueue costs the database no more than with no
+# test (a WHEN, ~2 µs more, or a statement trigger over the insert's new table, ~5 µs more and ~6 µs on every worker
+# upsert that inserts nothing; bench/limits.md), for ~1 µs a bulk's run (the function called for nothing).
+_COUNT_UNLESS_COUNTED = f"""CREATE OR REPLACE FUNCTION runs_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('{COUNTED}', true) IS DISTINCT FROM 'on' THEN
+        {_COUNT} (NEW.function, NEW.status, 1);
+    END IF;
+    RETURN NULL;
+END $$"""
+_INSERT_TRIGGER = "CREATE TRIGGER runs_count AFTER INSERT ON runs FOR EACH ROW EXECUTE FUNCTION runs_count()"
+POSTGRES_INSERT_UNLESS_COUNTED = (_COUNT_UNLESS_COUNTED, _INSERT_TRIGGER)
+# 0007's: every insert counted by the row trigger
+POSTGRES_INSERT_BY_ROW = (
+    f"""CREATE OR REPLACE FUNCTION runs_count() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     {_COUNT} (NEW.function, NEW.status, 1);
     RETURN NULL;
 END $$""",
-        "CREATE TRIGGER runs_count AFTER INSERT ON runs FOR EACH ROW EXECUTE FUNCTION runs_count()",
-        # runs change and go in batches (a worker's upsert, a retention delete): counted once a statement, from
-        # its transition tables (~30% less database CPU for a worker's batch of 10 than a trigger per row)
-        """CREATE OR REPLACE FUNCTION runs_count_changes() RETURNS trigger LANGUAGE plpgsql AS $$
+    _INSERT_TRIGGER,
+)
+# runs change and go in batches (a worker's upsert, a retention delete): counted once a statement, from its
+# transition tables (~30% less database CPU for a worker's batch of 10 than a trigger per row)
+POSTGRES_CHANGES = (
+    """CREATE OR REPLACE FUNCTION runs_count_changes() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
         INSERT INTO run_counts (function, status, n) SELECT function, status, -COUNT(*) FROM old_runs
@@ -60,11 +69,20 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$""",
-        "CREATE TRIGGER runs_count_update AFTER UPDATE ON runs REFERENCING OLD TABLE AS old_runs NEW TABLE AS new_runs"
-        " FOR EACH STATEMENT EXECUTE FUNCTION runs_count_changes()",
-        "CREATE TRIGGER runs_count_delete AFTER DELETE ON runs REFERENCING OLD TABLE AS old_runs"
-        " FOR EACH STATEMENT EXECUTE FUNCTION runs_count_changes()",
+    "CREATE TRIGGER runs_count_update AFTER UPDATE ON runs REFERENCING OLD TABLE AS old_runs NEW TABLE AS new_runs"
+    " FOR EACH STATEMENT EXECUTE FUNCTION runs_count_changes()",
+    "CREATE TRIGGER runs_count_delete AFTER DELETE ON runs REFERENCING OLD TABLE AS old_runs"
+    " FOR EACH STATEMENT EXECUTE FUNCTION runs_count_changes()",
+)
+COUNT_TRIGGERS = {
+    "sqlite": (
+        f"CREATE TRIGGER runs_count_insert AFTER INSERT ON runs BEGIN {_COUNT} (NEW.function, NEW.status, 1); END",
+        "CREATE TRIGGER runs_count_update AFTER UPDATE OF function, status ON runs"
+        " WHEN OLD.status IS NOT NEW.status OR OLD.function IS NOT NEW.function"
+        f" BEGIN {_COUNT} (OLD.function, OLD.status, -1), (NEW.function, NEW.status, 1); END",
+        f"CREATE TRIGGER runs_count_delete AFTER DELETE ON runs BEGIN {_COUNT} (OLD.function, OLD.status, -1); END",
     ),
+    "postgresql": (*POSTGRES_INSERT_UNLESS_COUNTED, *POSTGRES_CHANGES),
 }
 DROP_COUNT_TRIGGERS = {
     "sqlite": tuple(f"DROP TRIGGER IF EXISTS runs_count_{op}" for op in ("insert", "update", "delete")),

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import asyncpg
 
+from runtime.store.bulk_counts import SET_COUNTED, counted_insert
 from runtime.store.sqlite_insert import Binder, CompiledInsert
 
 T = TypeVar("T")
@@ -31,6 +33,9 @@ BROKEN = (
     asyncpg.InterfaceError,
     OSError,
 )
+# inserts of at least this many rows count their runs themselves: at 10 rows the transaction's two more round trips
+# and the arrays' encoding cost what the trigger's rows save, at 20 rows ~30% less CPU (client and database)
+COUNTED_AT_ONCE = 20
 # what SQLAlchemy's asyncpg adapter takes out of the connect arguments before asyncpg sees them
 _ADAPTER_ONLY = ("async_creator_fn", "prepared_statement_cache_size", "prepared_statement_name_func")
 
@@ -56,8 +61,28 @@ class PostgresInsert(CompiledInsert):
     async def insert(self, rows: list[dict[str, Any]]) -> None:
         """Insert these rows atomically (raises SQLAlchemy's wrapper of what asyncpg raised). A connection
         found broken (the server restarted, a proxy dropped it) is replaced and the insert tried once more,
-        as the engine's pre-ping would: it is an upsert, so a first try that did commit changes nothing."""
-        await self.write(self.sql, self.binder.many(rows))
+        as the engine's pre-ping would: it is an upsert, so a first try that did commit changes nothing.
+
+        COUNTED_AT_ONCE runs or more go in one statement with their counts, in a transaction that the insert trigger
+        skips (runtime/store/bulk_counts.py, migration 0008): a `run_counts` row per function and status, not one per
+        run, and ~20 µs of database CPU a run instead of ~52 for a statement a row and its trigger. A run twice in
+        the batch goes a statement a row, as one statement may not update a row twice."""
+        params = self.binder.many(rows)
+        if len(rows) < COUNTED_AT_ONCE or len({row["id"] for row in rows}) < len(rows):
+            await self.write(self.sql, params)
+            return
+        columns = [list(column) for column in zip(*params, strict=True)]
+
+        async def work(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.execute(SET_COUNTED)
+                await conn.execute(self._counted, *columns)
+
+        await self.transact(work, self._counted, params[:1])
+
+    @functools.cached_property
+    def _counted(self) -> str:
+        return counted_insert(unnested(self.sql))
 
     async def write(self, sql: str, params: list[tuple[Any, ...]], inline: bool = True) -> None:
         """`sql` for each row of `params` (bound values), atomically, in one round trip; tried once more on a new

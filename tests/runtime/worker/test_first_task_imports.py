@@ -90,7 +90,7 @@ async def test_a_worker_refuses_a_database_stamped_at_an_older_revision(
     worker = spawn(["runtime", "worker", "--manifest", str(app)], app.parent, env)
     assert worker.wait(30) == 1
     assert worker.lines[-1] == (
-        "error: the run store's schema is at 0006, this runtime needs 0007: run `runtime db upgrade`"
+        "error: the run store's schema is at 0006, this runtime needs 0008: run `runtime db upgrade`"
     ), worker.output
     assert "Traceback" not in worker.output
 

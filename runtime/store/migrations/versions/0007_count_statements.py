@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from runtime.store.counting import COUNT_TRIGGERS, DROP_COUNT_TRIGGERS
+from runtime.store.counting import DROP_COUNT_TRIGGERS, POSTGRES_CHANGES, POSTGRES_INSERT_BY_ROW
 
 revision = "0007"
 down_revision = "0006"
@@ -46,7 +46,7 @@ def _replace(triggers: tuple[str, ...]) -> None:
 
 
 def upgrade() -> None:
-    _replace(COUNT_TRIGGERS["postgresql"])
+    _replace((*POSTGRES_INSERT_BY_ROW, *POSTGRES_CHANGES))  # an insert still by a row trigger (0008 changes it)
 
 
 def downgrade() -> None:
