@@ -28,9 +28,9 @@ logger = logging.getLogger("runtime.runs")
 _COUNT = "INSERT INTO run_counts (function, status, n) VALUES"
 # Postgres: an insert is counted by a row trigger, unless its transaction counts its runs itself (runs.counted: a
 # bulk enqueue, runtime/store/postgres_insert.py, one row per function and status where the trigger wrote one per
-# run). Tested in the function, not in the trigger's WHEN: a single enqueue costs the database no more than with no
-# test (a WHEN, ~2 µs more, or a statement trigger over the insert's new table, ~5 µs more and ~6 µs on every worker
-# upsert that inserts nothing; bench/limits.md), for ~1 µs a bulk's run (the function called for nothing).
+# run). Tested in the function, not in the trigger's WHEN: a single enqueue costs the database ~1-2 µs more than
+# with no test (a WHEN ~5 µs, a statement trigger over the insert's new table ~5 µs and ~7 µs on every worker upsert
+# that inserts nothing: bench/insert_counting.py), for ~1 µs a bulk's run (the function called for nothing).
 _COUNT_UNLESS_COUNTED = f"""CREATE OR REPLACE FUNCTION runs_count() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF current_setting('{COUNTED}', true) IS DISTINCT FROM 'on' THEN
