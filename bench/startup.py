@@ -15,16 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs, web
-from bench.systems import OURS_DIR, emulator_argv
+from bench.systems import OURS_DIR, VENV_BIN, emulator_argv
 
 
-def emulator_startup(tmpdir: Path, tag: str, timeout: float = 60, wrap: tuple[str, ...] = ()) -> dict[str, Any]:
-    """`emulator up` in a copy of the bench app; `wrap` is put before its argv (a profiler)."""
+def emulator_startup(
+    tmpdir: Path, tag: str, timeout: float = 60, wrap: tuple[str, ...] = (), bin_dir: Path = VENV_BIN
+) -> dict[str, Any]:
+    """`emulator up` in a copy of the bench app, from `bin_dir`'s venv; `wrap` is put before its argv (a profiler)."""
     appdir = Path(tempfile.mkdtemp(prefix="emulator-", dir=tmpdir))
     for name in ("manifest.yaml", "bench_functions.py"):
         shutil.copy(OURS_DIR / name, appdir / name)
     port = procs.free_port()
-    cmd = [*wrap, *emulator_argv(appdir / "manifest.yaml", port)]
+    cmd = [*wrap, *emulator_argv(appdir / "manifest.yaml", port, bin_dir)]
     lines: queue.Queue[tuple[float, str]] = queue.Queue()
     output: list[str] = []
     spawned = time.time()

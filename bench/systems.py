@@ -20,6 +20,9 @@ VENV_BIN = Path(sys.executable).parent
 OURS_DIR = procs.REPO / "bench" / "apps" / "ours"
 OURS_MANIFEST = OURS_DIR / "manifest.yaml"
 ARQ_VENV = procs.REPO / "bench" / ".venvs" / "arq"
+# the README's install (`pip install -e .`, no extras), for `emulator up` as a new user starts it: the bench's own
+# venv has the `otel` extra, with which redis-py imports the OpenTelemetry SDK (~60 ms of a start)
+PLAIN_VENV = procs.REPO / "bench" / ".venvs" / "plain"
 CONCURRENCY = 5
 
 
@@ -79,10 +82,10 @@ def uvicorn_argv(app: str, port: int, *, reload: bool = False) -> list[str]:
     ]
 
 
-def emulator_argv(manifest: Path, port: int) -> list[str]:
-    """`emulator up` on loopback, its dashboard on a free port."""
+def emulator_argv(manifest: Path, port: int, bin_dir: Path = VENV_BIN) -> list[str]:
+    """`emulator up` on loopback, its dashboard on a free port (the `emulator` of `bin_dir`'s venv)."""
     return [
-        str(VENV_BIN / "emulator"),
+        str(bin_dir / "emulator"),
         "up",
         "--manifest",
         str(manifest),
@@ -114,6 +117,25 @@ def _ensure_arq() -> str | None:
         )
     except (subprocess.SubprocessError, OSError) as exc:
         return f"could not build arq's virtualenv at {ARQ_VENV}: {exc}"
+    return None
+
+
+def ensure_plain() -> str | None:
+    """The README's install in a venv of its own (built once): None when it is there, else why not."""
+    if (PLAIN_VENV / "bin" / "emulator").exists():
+        return None
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(PLAIN_VENV)], check=True, timeout=120)
+        subprocess.run(
+            [str(PLAIN_VENV / "bin" / "pip"), "install", "-q", "-c", str(procs.REPO / "constraints.txt"), "-e", "."],
+            check=True,
+            timeout=600,
+            cwd=procs.REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        return f"could not build the README's install at {PLAIN_VENV}: {exc}"
     return None
 
 
