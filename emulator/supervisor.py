@@ -29,7 +29,7 @@ from pathlib import Path
 # watchfiles' watcher object: unlike its `watch()` generator, it is watching once constructed
 from watchfiles._rust_notify import RustNotify
 
-from emulator.child import LATER_IMPORTS, preload, run_child
+from emulator.child import LATER_IMPORTS, STARTUP_IMPORTS, preload, run_child
 from emulator.data_dir import prepare_data_dir
 from emulator.embedded_redis import EmbeddedRedis
 from runtime import gc_pause
@@ -205,7 +205,6 @@ class Emulator:
             self.current = self._spawn(settings, sockets)
             # watch before announcing `ready` (and while the child starts), so no save is missed
             watcher = RustNotify([str(self.root)], False, False, 300, True, True) if self.reload else None
-            preload()  # on the other core while this first child starts (it imports them itself)
             status, message = self.current.outcome()
             self.sources = set(json.loads(message)) if status == "ready" else None
             web = f"http://{self.host}:{sockets[0].getsockname()[1]}"
@@ -227,7 +226,9 @@ class Emulator:
                 f"emulator ready in {elapsed:.2f} s"
                 + (" — watching for changes (Ctrl-C to stop)" if self.reload else "")
             )
-            preload(LATER_IMPORTS)  # for the next generations; a save meanwhile is seen (the watcher is on)
+            # for the next generations, once the first has a core to itself (it imports what it needs); a save
+            # meanwhile is seen (the watcher is on)
+            preload((*STARTUP_IMPORTS, *LATER_IMPORTS))
             gc_pause.resume()
             if watcher is not None:
                 with watcher:
