@@ -102,32 +102,15 @@ def _arq_python() -> str:
     return str(ARQ_VENV / "bin" / "python")
 
 
-def _ensure_arq() -> str | None:
-    """arq pins redis-py < 6 and taskiq-redis needs >= 8: arq gets a virtualenv of its own."""
-    if (ARQ_VENV / "bin" / "arq").exists():
+def _venv(path: Path, command: str, what: str, *install: str) -> str | None:
+    """A virtualenv at `path` with `install` pip-installed into it, built once (when it has no `command` yet): None
+    when it is there, else why not."""
+    if (path / "bin" / command).exists():
         return None
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(ARQ_VENV)], check=True, timeout=120)
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
         subprocess.run(
-            [_arq_python(), "-m", "pip", "install", "-q", "arq>=0.26"],
-            check=True,
-            timeout=300,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-    except (subprocess.SubprocessError, OSError) as exc:
-        return f"could not build arq's virtualenv at {ARQ_VENV}: {exc}"
-    return None
-
-
-def ensure_plain() -> str | None:
-    """The README's install in a venv of its own (built once): None when it is there, else why not."""
-    if (PLAIN_VENV / "bin" / "emulator").exists():
-        return None
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(PLAIN_VENV)], check=True, timeout=120)
-        subprocess.run(
-            [str(PLAIN_VENV / "bin" / "pip"), "install", "-q", "-c", str(procs.REPO / "constraints.txt"), "-e", "."],
+            [str(path / "bin" / "python"), "-m", "pip", "install", "-q", *install],
             check=True,
             timeout=600,
             cwd=procs.REPO,
@@ -135,8 +118,18 @@ def ensure_plain() -> str | None:
             stderr=subprocess.PIPE,
         )
     except (subprocess.SubprocessError, OSError) as exc:
-        return f"could not build the README's install at {PLAIN_VENV}: {exc}"
+        return f"could not build {what} at {path}: {exc}"
     return None
+
+
+def _ensure_arq() -> str | None:
+    """arq pins redis-py < 6 and taskiq-redis needs >= 8: arq gets a virtualenv of its own."""
+    return _venv(ARQ_VENV, "arq", "arq's virtualenv", "arq>=0.26")
+
+
+def ensure_plain() -> str | None:
+    """The README's install (`pip install -e .`, pinned by constraints.txt) in a venv of its own."""
+    return _venv(PLAIN_VENV, "emulator", "the README's install", "-c", str(procs.REPO / "constraints.txt"), "-e", ".")
 
 
 def _check_ours() -> str | None:
