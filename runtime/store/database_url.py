@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
+
+from runtime.errors import ConfigError
 
 # SQLAlchemy's own pattern (sqlalchemy/engine/url.py, _parse_url)
 _PATTERN = re.compile(
@@ -94,3 +97,10 @@ def asyncpg_connect_args(url: DatabaseUrl) -> dict[str, Any] | None:
     if "port" in args:
         args["port"] = int(args["port"])
     return args
+
+
+def check_sqlite_folder(path: str) -> None:
+    """A SQLite file's folder must exist: a typo creates nothing, it is said (ConfigError)."""
+    folder = Path(path).absolute().parent
+    if not folder.is_dir():
+        raise ConfigError(f"DATABASE_URL points into {folder}, which does not exist; create the folder first")

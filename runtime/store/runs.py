@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime import tracing
-from runtime.errors import ConfigError
 from runtime.store import database_url
 from runtime.store.attempt_history import check_entries
 from runtime.store.big_arguments import json_dumps, split_big, write_new
@@ -57,9 +56,7 @@ class RunStore(RunCounting, RunSearch):
         self.is_sqlite = parsed is not None and parsed.backend == "sqlite"
         path = parsed.database if parsed and self.is_sqlite else None
         if path and path != ":memory:":
-            folder = Path(path).absolute().parent
-            if not folder.is_dir():  # create nothing on a typo: say so
-                raise ConfigError(f"DATABASE_URL points into {folder}, which does not exist; create the folder first")
+            database_url.check_sqlite_folder(path)
         # the enqueue's insert and the worker's updates by the driver itself (runtime/store/sqlite_insert.py,
         # runtime/store/postgres_insert.py); the insert's statement compiled by SQLAlchemy at the first enqueue
         self.fast_insert: SqliteInsert | PostgresInsert | None = None

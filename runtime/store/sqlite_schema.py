@@ -89,6 +89,7 @@ def prepare_url(url: str) -> tuple[str | None, str] | None:
         return None
     if parsed.database == ":memory:" or parsed.database.startswith("file:"):
         return None
+    database_url.check_sqlite_folder(parsed.database)
     return prepare(parsed.database)
 
 

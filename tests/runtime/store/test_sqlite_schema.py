@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from runtime.errors import ConfigError
 from runtime.store.migrations import upgrade
 from runtime.store.revision import SCHEMA_HEAD
 from runtime.store.sqlite_schema import prepare, prepare_url
@@ -94,3 +97,9 @@ def test_the_emulators_supervisor_prepares_its_store_without_sqlalchemy(tmp_path
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60, cwd=tmp_path)
     assert objects(tmp_path / "runs.db")[1] == [SCHEMA_HEAD]
+
+
+def test_a_store_in_a_folder_that_does_not_exist_is_named_and_nothing_is_created(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"DATABASE_URL points into .*/missing, which does not exist"):
+        prepare_url(f"sqlite+aiosqlite:///{tmp_path}/missing/runs.db")
+    assert not list(tmp_path.iterdir())
