@@ -99,6 +99,16 @@ def asyncpg_connect_args(url: DatabaseUrl) -> dict[str, Any] | None:
     return args
 
 
+def sqlite_file(url: DatabaseUrl | None) -> str | None:
+    """The file a SQLite URL names, as `sqlite3` itself opens it; None for another database, one in memory, or a
+    `file:` URI (left to SQLAlchemy's driver)."""
+    if url is None or url.backend != "sqlite" or not url.database:
+        return None
+    if url.database == ":memory:" or url.database.startswith("file:"):
+        return None
+    return url.database
+
+
 def check_sqlite_folder(path: str) -> None:
     """A SQLite file's folder must exist: a typo creates nothing, it is said (ConfigError)."""
     folder = Path(path).absolute().parent

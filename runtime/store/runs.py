@@ -69,8 +69,8 @@ class RunStore(RunCounting, RunSearch):
             from runtime.store.postgres_insert import PostgresInsert  # imports asyncpg: only on Postgres
 
             self.fast_insert = PostgresInsert(connect_args, self._compiled_insert)
-        if path and path != ":memory:" and not path.startswith("file:"):
-            self.fast_insert = SqliteInsert(str(Path(path).absolute()), self._compiled_insert, _sqlite_pragmas)
+        if (file := database_url.sqlite_file(parsed)) is not None:
+            self.fast_insert = SqliteInsert(str(Path(file).absolute()), self._compiled_insert, _sqlite_pragmas)
 
     @functools.cached_property
     def engine(self) -> AsyncEngine:

@@ -85,12 +85,11 @@ def prepare_url(url: str) -> tuple[str | None, str] | None:
     """`prepare` for the store at DATABASE_URL `url` when it is a SQLite file; None otherwise, and when Alembic or
     SQLAlchemy must do it."""
     parsed = database_url.parse(url)
-    if parsed is None or parsed.backend != "sqlite" or not parsed.database or parsed.query:
+    path = database_url.sqlite_file(parsed)
+    if path is None or parsed is None or parsed.query:
         return None
-    if parsed.database == ":memory:" or parsed.database.startswith("file:"):
-        return None
-    database_url.check_sqlite_folder(parsed.database)
-    return prepare(parsed.database)
+    database_url.check_sqlite_folder(path)
+    return prepare(path)
 
 
 def prepare(path: str) -> tuple[str | None, str] | None:
