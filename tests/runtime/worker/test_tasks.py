@@ -350,7 +350,8 @@ async def test_a_worker_rides_out_a_redis_outage(spawn, app, env, tmp_path):
             run = await runtime.wait(await runtime.app.tasks["double"].enqueue(n=8), timeout=20)
             assert (run.status, run.result) == ("succeeded", 16)
             assert worker.process.poll() is None
-            assert (await probe.get("/health")).status_code == 200
+            healthy = await probe.get("/health")
+            assert healthy.status_code == 200, healthy.text  # which dependency it found down, if any
         finally:
             await runtime.stop()
             server.stop()
