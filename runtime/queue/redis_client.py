@@ -20,6 +20,7 @@ import redis.asyncio.cluster
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
+from redis.maint_notifications import MaintNotificationsConfig
 
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster")
 
@@ -85,9 +86,17 @@ def async_client(
     url: str, *, max_connections: int = 50, timeout: float = 10, socket_connect_timeout: float = 5
 ) -> redis.asyncio.Redis:
     """An asyncio client. One server: a blocking pool (a burst waits up to `timeout` for a free connection
-    instead of failing). A cluster client is returned typed as `Redis`: it offers the commands we use."""
+    instead of failing). A cluster client is returned typed as `Redis`: it offers the commands we use.
+
+    Maintenance notifications (Redis Cloud's push messages before a node moves) are off: while they are on,
+    redis-py 8's pool hands out a connection the server closed (Redis restarted) without checking it, and with
+    no retry the first command on each such connection failed with "Connection closed by server"."""
     target = parse_url(url)
-    auth: dict[str, Any] = {"username": target.username, "password": target.password}
+    common: dict[str, Any] = {
+        "username": target.username,
+        "password": target.password,
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+    }
     if target.kind == "sentinel":
         sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             target.hosts,
@@ -95,7 +104,7 @@ def async_client(
             socket_connect_timeout=socket_connect_timeout,
             ssl=target.tls,
         )
-        master = sentinel.master_for(target.service, db=target.db, max_connections=max_connections, **auth)
+        master = sentinel.master_for(target.service, db=target.db, max_connections=max_connections, **common)
         return cast(redis.asyncio.Redis, master)
     if target.kind == "cluster":
         nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in target.hosts]
@@ -104,11 +113,15 @@ def async_client(
             max_connections=max_connections,
             socket_connect_timeout=socket_connect_timeout,
             ssl=target.tls,
-            **auth,
+            **common,
         )
         return cast(redis.asyncio.Redis, cluster)
     pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=timeout, socket_connect_timeout=socket_connect_timeout
+        url,
+        max_connections=max_connections,
+        timeout=timeout,
+        socket_connect_timeout=socket_connect_timeout,
+        maint_notifications_config=common["maint_notifications_config"],
     )
     return redis.asyncio.Redis.from_pool(pool)
 
