@@ -42,6 +42,7 @@ logger = logging.getLogger("runtime.flow")
 RUN, PARKED, DELAYED, LOST, MAYBE = "run", "parked", "delayed", "lost", "maybe"
 PARKING_READ = 200  # entries read at once while most of them are parked
 SWEEP_EVERY = 1.0  # seconds between a worker's sweeps of waiting lists whose slots lapsed
+WAITERS_SEEN = 0.01  # park rate above which runs are taken to wait for slots: an ended run frees its own at once
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Gate:
         self.consumer = consumer
         self.held: dict[str, Held] = {}  # delivery key -> the slots its run holds
         self.admitted: set[str] = set()  # delivery keys that passed the gate as they were read
+        self.ending: set[str] = set()  # delivery keys of ended runs whose slots are freed with their ack
         self.delayed = asyncio.Event()  # set when a run was sent to wait for its turn (the delayed loop looks again)
         self.park_rate = 0.0  # of the runs that met the gate lately, the share parked (a moving average)
         self._admit = redis.register_script(gate_scripts.ADMIT)
@@ -329,11 +331,36 @@ class Gate:
                 await self.redis.script_load(script.script)
         return replies
 
+    def finished(self, delivery_key: str) -> None:
+        """The run of this entry ended (its record is saved and its entry acked next). While runs wait for slots
+        (some were parked here lately) its slots are freed now; otherwise with its ack (`acked`), in one call per
+        commit instead of one per loop turn, while no run waits for them."""
+        if self.park_rate > WAITERS_SEEN:
+            self.release(delivery_key)
+        elif delivery_key in self.held:
+            self.ending.add(delivery_key)
+
+    def acked(self, delivery_keys: Sequence[str]) -> None:
+        """These entries are acked: free the slots their ended runs still hold."""
+        for key in delivery_keys:
+            if key in self.ending:
+                self.release(key)
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """A stopping worker, after its last commit: free the slots of ended runs whose ack did not go out (they
+        run again elsewhere, taking a slot then), and wait for the releases to be sent."""
+        for key in list(self.ending):
+            self.release(key)
+        if self._flushing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._flushing), timeout)
+
     def release(self, delivery_key: str) -> None:
         """The run of this entry holds its slots no more (it ended, waits, or was handed back): free them, and send
         the next waiting runs to their queues, with the other calls of this loop turn. If Redis is away, the holds
         lapse instead."""
         self.admitted.discard(delivery_key)
+        self.ending.discard(delivery_key)
         held = self.held.pop(delivery_key, None)
         if held is not None:
             self._freed.append(held)

@@ -32,11 +32,12 @@ from runtime.app.durations import format_duration
 from runtime.errors import WorkerDied
 from runtime.flow.gate import gate_for
 from runtime.ops import presence
-from runtime.ops.health import HealthServer, Heartbeat, dependencies
+from runtime.ops.health import HealthServer, Heartbeat
 from runtime.queue.broker import CANCELLED, PAUSED, Delivery
 from runtime.queue.leases import LeaseKeeper
 from runtime.queue.messages import InvalidMessage, decode
 from runtime.queue.priority import QueueOrder, served_queues
+from runtime.worker import readiness
 from runtime.worker.attempts import Attempts, call, identity, start_mark
 from runtime.worker.cancellation import Cancellations
 from runtime.worker.commits import Commits
@@ -107,7 +108,7 @@ class Worker:
         """Run until `stop()`; then drain within the shutdown timeout."""
         health = None
         if health_port:
-            health = HealthServer(self._ready, self._live)
+            health = HealthServer(functools.partial(readiness.ready, self), functools.partial(readiness.live, self))
             port = await health.start(host, health_port)
             logger.info("worker health on http://%s:%d/health", host, port)
         for middleware in self.attempts.middlewares:
@@ -132,6 +133,8 @@ class Worker:
             deadline = await self._drain(runners)
             background.cancel_scope.cancel()
         await self.commits.last(deadline)
+        if self.gate is not None:
+            await self.gate.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(presence.withdraw(self.runtime, self.broker.consumer), 2.0)
         self.leases.stop()
@@ -348,6 +351,8 @@ class Worker:
             self.due_changed.clear()
 
     def _acked(self, keys: list[str]) -> None:
+        if self.gate is not None:
+            self.gate.acked(keys)
         for key in keys:
             self.held.pop(key, None)
             self.run_of.pop(key, None)
@@ -426,25 +431,6 @@ class Worker:
 
     def _finished(self, key: str, retry: tuple[bytes, float] | None = None) -> None:
         if self.gate is not None:
-            self.gate.release(key)
+            self.gate.finished(key)
         self.commits.finished(key, retry)
         self.room.set()  # a runner is free: fetch now, not after the records are written and acked
-
-    # --- health ------------------------------------------------------------------------------------
-
-    async def _live(self) -> tuple[int, dict[str, Any]]:
-        ok = self.heartbeat.fresh()
-        return (200 if ok else 503), {"status": "ok" if ok else "stuck", "consumer": self.broker.consumer}
-
-    async def _ready(self) -> tuple[int, dict[str, Any]]:
-        deps = await dependencies(self.runtime)
-        stalled = self.commits.stalled()
-        ok = self.heartbeat.fresh() and not stalled and not self.stopping.is_set() and set(deps.values()) <= {"ok"}
-        status = "ok" if ok else ("acks stalled" if stalled else "unavailable")
-        body = {
-            "status": status,
-            "consumer": self.broker.consumer,
-            "running": len(self.running),
-            "held": len(self.held),
-        }
-        return (200 if ok else 503), {**body, "done": self.attempts.done_count, **deps}

@@ -216,3 +216,25 @@ async def test_runs_waiting_for_a_slot_are_not_queued_again_by_the_reconciler(
     for run_id in ids:
         assert (await rt.wait(run_id, timeout=30)).status == "succeeded"
     assert Counter(m["n"] for m in events(env, "per_customer") if m["phase"] == "start") == dict.fromkeys(range(5), 1)
+
+
+async def test_a_runs_slot_is_freed_with_its_ack_and_a_stopping_worker_frees_its_own(  # type: ignore[no-untyped-def]
+    spawn: Any, app: Path, env, rt: Runtime
+) -> None:
+    """With no run waiting, a run's slot is freed with its ack (one call per commit), not left to lapse; a worker
+    stopped while a run ends frees that run's slot before it exits (its last commit's releases are sent)."""
+    worker = start_worker(spawn, app, env)
+    fn = rt.app.tasks["per_customer"]
+    running = rt.keys.flow("running:per_customer:0:s")
+    assert (await rt.wait(await fn.enqueue(customer={"id": "s"}, n=0, seconds=0.0), timeout=10)).status == "succeeded"
+    deadline = time.monotonic() + 1.0
+    while await rt.broker.redis.zcard(running):
+        assert time.monotonic() < deadline, "the slot was not freed within a second of the run's end"
+        await asyncio.sleep(0.02)
+    last = await fn.enqueue(customer={"id": "s"}, n=1, seconds=0.5)
+    await wait_until(lambda: any(m["n"] == 1 for m in events(env, "per_customer")), 10, "the run to start")
+    assert await rt.broker.redis.zcard(running) == 1
+    worker.signal(signal.SIGTERM)  # it lets the run end, saves and acks it, then stops
+    assert worker.wait(20) == 0
+    assert (await rt.store.get(last)).status == "succeeded"  # type: ignore[union-attr]
+    assert await rt.broker.redis.zcard(running) == 0  # freed before the exit, not left to lapse
