@@ -24,9 +24,10 @@ from pydantic import BaseModel
 
 from runtime.durable.events import EVENT_NAME, Events, Wait, finished_event
 from runtime.errors import RetryAfter, SkipRetry, StepFailed, StepLimitExceeded
+from runtime.store.step_record import StepRecord
+from runtime.store.values import utcnow
 
-if TYPE_CHECKING:  # the store's model is imported where a step is saved: defining an app needs no SQLAlchemy
-    from runtime.store.models import Step
+if TYPE_CHECKING:
     from runtime.store.steps import StepJournal
 
 MAX_NAME = 200  # characters of a step's name (its occurrence suffix aside)
@@ -78,7 +79,7 @@ class Steps:
         self._backoff = backoff  # seconds to wait after failed attempt n of a step
         self._limits = limits
         self._seen: dict[str, int] = {}  # name -> how many times `run` was called with it in this attempt
-        self._saved: asyncio.Future[dict[str, Step]] | None = None
+        self._saved: asyncio.Future[dict[str, StepRecord]] | None = None
         self._count = 0  # steps saved, and being run, in this run
         self._bytes = 0
 
@@ -114,15 +115,12 @@ class Steps:
         await self._sleep(self._occurrence(name), aware.timestamp())
 
     async def _sleep(self, key: str, until: float) -> None:
-        from runtime.store.models import Step
-        from runtime.store.values import utcnow
-
         journal = self._needs_journal(key)
         saved = await self._load(journal)
         step = saved.get(key)
         if step is None:  # the first time here: the wake-up time is saved, and is the same on every resume
             now = utcnow()
-            step = Step(
+            step = StepRecord(
                 run_id=self.run_id,
                 name=key,
                 status="sleep",
@@ -145,9 +143,6 @@ class Steps:
         self, name: str, *, event: str, match: str | None = None, timeout: float | timedelta = 86400.0
     ) -> Any:
         """`ctx.wait_for_event`: the event's data, or None if none came within `timeout`; see Context."""
-        from runtime.store.models import Step
-        from runtime.store.values import utcnow
-
         key = self._occurrence(name)
         seconds = _seconds(timeout, f"wait {key!r}: timeout")
         if not isinstance(event, str) or not EVENT_NAME.fullmatch(event):
@@ -181,7 +176,7 @@ class Steps:
         elif got is None:
             what = f"event {event!r}" + (f" with {match}={value!r}" if match is not None else "")
             raise Suspended(meta["until"], what, wait)
-        done = Step(
+        done = StepRecord(
             run_id=self.run_id,
             name=key,
             status="succeeded",
@@ -192,17 +187,14 @@ class Steps:
         step = (await self._load(journal))[key] = await journal.resolve(done)
         return None if step.result is None else orjson.loads(step.result)
 
-    async def _begin(self, journal: StepJournal, key: str, seconds: float, **meta: Any) -> Step:
+    async def _begin(self, journal: StepJournal, key: str, seconds: float, **meta: Any) -> StepRecord:
         """The step of a wait (for an event, for a child run): saved when it is first reached, with when it
         began (events from then on count) and when it ends at the latest; the same on every resume."""
-        from runtime.store.models import Step
-        from runtime.store.values import utcnow
-
         saved = await self._load(journal)
         step = saved.get(key)
         if step is None:
             now = time.time()
-            began = Step(
+            began = StepRecord(
                 run_id=self.run_id,
                 name=key,
                 status="wait",
@@ -215,9 +207,6 @@ class Steps:
 
     async def invoke(self, name: str, task: Any, /, **arguments: Any) -> Any:
         """`ctx.invoke`: run `task` as a child run and return its result; StepFailed if it failed."""
-        from runtime.store.models import Step
-        from runtime.store.values import utcnow
-
         key = self._occurrence(name)
         journal = self._needs_journal(key)
         if self._events is None or self._spawn is None:
@@ -235,7 +224,7 @@ class Steps:
                 raise Suspended(meta["until"], f"run {child} of {getattr(task, 'name', None) or task!r:.60}", wait)
             failed = ended.get("status") != "succeeded"
             why = f"child run {child} {ended.get('status')}: {ended.get('error') or ''}".strip()
-            done = Step(
+            done = StepRecord(
                 run_id=self.run_id,
                 name=key,
                 status="failed" if failed else "succeeded",
@@ -257,7 +246,7 @@ class Steps:
             )
         return self._journal
 
-    async def _load(self, journal: StepJournal) -> dict[str, Step]:
+    async def _load(self, journal: StepJournal) -> dict[str, StepRecord]:
         """The run's saved steps, read once per attempt (concurrent steps share the one read)."""
         if self._saved is None:
             self._saved = asyncio.ensure_future(journal.load(self.run_id))
@@ -280,10 +269,9 @@ class Steps:
             raise StepFailed(key, step.error_type or "Exception", step.error or "")
         return None if step.result is None else orjson.loads(step.result)
 
-    async def _execute(self, journal: StepJournal, key: str, fn: Callable[..., Any], args: Any, retries: int) -> Step:
-        from runtime.store.models import Step
-        from runtime.store.values import utcnow
-
+    async def _execute(
+        self, journal: StepJournal, key: str, fn: Callable[..., Any], args: Any, retries: int
+    ) -> StepRecord:
         if self._count >= self._limits.steps:
             raise StepLimitExceeded(
                 f"step {key!r}: run {self.run_id} has {self._limits.steps} steps already (MAX_STEPS); "
@@ -303,7 +291,7 @@ class Steps:
                     await asyncio.sleep(self._backoff(attempt))
                     continue
                 error = str(exc)[:10_000]
-                step = Step(
+                step = StepRecord(
                     run_id=self.run_id,
                     name=key,
                     status="failed",
@@ -315,7 +303,7 @@ class Steps:
                 )
                 return await journal.save(step)
             text = self._encode(key, value)
-            step = Step(
+            step = StepRecord(
                 run_id=self.run_id,
                 name=key,
                 status="succeeded",

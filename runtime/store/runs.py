@@ -156,7 +156,7 @@ class RunStore(RunCounting, RunSearch):
         """Durable functions' saved steps (made on first use: a worker whose tasks take no steps never needs them)."""
         from runtime.store.steps import StepJournal
 
-        return StepJournal(self.engine, self.fast_insert)
+        return StepJournal(lambda: self.engine, "sqlite" if self.is_sqlite else "postgresql", self.fast_insert)
 
     async def ping(self) -> None:
         from sqlalchemy import select
@@ -187,7 +187,7 @@ class RunStore(RunCounting, RunSearch):
 
     def _insert(self, model: Any = None) -> Any:
         from runtime.store.models import Run
-        from runtime.store.step_sql import dialect_insert
+        from runtime.store.step_engine import dialect_insert
 
         table = (model or Run).__table__  # type: ignore[union-attr]
         return dialect_insert("sqlite" if self.is_sqlite else "postgresql")(table)

@@ -1,55 +1,51 @@
-"""The steps table's statements, run by the driver the run store's enqueue insert uses (runtime/store/sqlite_insert.py,
-runtime/store/postgres_insert.py), or by the engine while tracing is on (so they show as database spans) and on
-a database that has no such driver (SQLite in memory).
+"""The steps table's statements as SQL text and its rows as plain tuples, run by the driver the run store's enqueue
+insert uses (runtime/store/sqlite_insert.py, runtime/store/postgres_insert.py), with no SQLAlchemy: a durable
+worker saves its first step without importing it (~0.2 s with its event loop held), and a batch pays no bind or
+result processors but SQLite's DateTime, done here as SQLAlchemy does it (text with microseconds). The engine's
+own path, for tracing and a database with no such driver, is runtime/store/step_engine.py; both write the same
+rows (tests/runtime/store/test_step_sql.py).
 
 Through the engine a step's save cost a transaction of its own: the pool checkout, greenlet switches and
 aiosqlite's thread hops for BEGIN, the INSERT and COMMIT, about 1 ms of CPU, most of the run's. Here a batch
 of saves is one INSERT of all its rows (ON CONFLICT DO NOTHING RETURNING the keys it inserted) and, only if
-some lost the race, one SELECT of those; the statements are written once per batch size, and values go
-through the bind and result processors SQLAlchemy would apply, so the rows are the same either way.
+some lost the race, one SELECT of those; the statements are written once per batch size.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from runtime.store.models import Step
+from runtime.store.sqlite_insert import sqlite_datetime
+from runtime.store.step_record import COLUMNS, StepRecord
 
 Key = tuple[str, str]  # (run_id, name)
-TABLE = Step.__table__  # type: ignore[attr-defined]
-COLUMNS = [c.name for c in TABLE.columns]
 RESOLVED = ("status", "result", "error_type", "error", "finished_at")  # what a wait's outcome sets
+TIMES = ("started_at", "finished_at")
 
 
-def dialect_insert(dialect: str) -> Any:
-    """`insert` of the database's dialect (for its ON CONFLICT), importing only that one: a worker on SQLite
-    never loads SQLAlchemy's Postgres dialect, nor one on Postgres SQLite's."""
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+def _sqlite_time(value: Any) -> str | None:
+    """A datetime as SQLAlchemy's SQLite DateTime binds it; anything else refused as that type refuses it."""
+    if value is None or type(value) is datetime:
+        return sqlite_datetime(value)
+    raise TypeError("SQLite DateTime type only accepts Python datetime and date objects as input.")
 
-        return sqlite_insert
-    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
-    return postgresql_insert
+def _sqlite_read_time(value: Any) -> Any:
+    """SQLite's DateTime text (`2026-12-07 14:34:07.935321`) as the naive datetime SQLAlchemy reads it."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 class StepSql:
-    """The statements for one dialect (`?` for sqlite3, `$n` for asyncpg) and the value processors."""
+    """The statements for "sqlite" (`?`, for sqlite3) or "postgresql" (`$n`, for asyncpg), and a step's values."""
 
-    def __init__(self, dialect: Dialect) -> None:
-        self.sqlite = dialect.name == "sqlite"
-        self.binds: dict[str, Callable[[Any], Any] | None] = {
-            c.name: c.type._cached_bind_processor(dialect) for c in TABLE.columns
-        }
-        self.results: list[Callable[[Any], Any] | None] = [
-            c.type._cached_result_processor(dialect, None) for c in TABLE.columns
-        ]
+    def __init__(self, dialect: str) -> None:
+        self.sqlite = dialect == "sqlite"
+        # where each column's value goes through a bind (and, read, a result) step: SQLite's DateTime only
+        self.times = [i for i, name in enumerate(COLUMNS) if name in TIMES] if self.sqlite else []
+        self.resolved_times = [i for i, name in enumerate(RESOLVED) if name in TIMES] if self.sqlite else []
         cols = ", ".join(COLUMNS)
         self.select_run = f"SELECT {cols} FROM steps WHERE run_id = {self._p(1)}"
         sets = ", ".join(f"{name} = {self._p(i)}" for i, name in enumerate(RESOLVED, 1))
@@ -80,64 +76,32 @@ class StepSql:
         keys = ", ".join(self._p(runs + i + 1) for i in range(names))
         return f"SELECT {', '.join(COLUMNS)} FROM steps WHERE run_id IN ({ids}) AND name IN ({keys})"
 
-    def values(self, steps: Iterable[Step]) -> list[Any]:
+    def values(self, steps: Iterable[StepRecord]) -> list[Any]:
         """The steps' values in the INSERT's order, bound as SQLAlchemy binds them."""
         out: list[Any] = []
         for step in steps:
-            for name in COLUMNS:
-                value, bind = getattr(step, name), self.binds[name]
-                out.append(bind(value) if bind is not None else value)
+            row = [getattr(step, name) for name in COLUMNS]
+            for i in self.times:
+                row[i] = _sqlite_time(row[i])
+            out += row
         return out
 
-    def resolve_values(self, step: Step) -> list[Any]:
-        out = []
-        for name in RESOLVED:
-            value, bind = getattr(step, name), self.binds[name]
-            out.append(bind(value) if bind is not None else value)
+    def resolve_values(self, step: StepRecord) -> list[Any]:
+        """The UPDATE's values: the wait's outcome, then its key."""
+        out = [getattr(step, name) for name in RESOLVED]
+        for i in self.resolved_times:
+            out[i] = _sqlite_time(out[i])
         return [*out, step.run_id, step.name]
 
-    def step(self, row: Iterable[Any]) -> Step:
-        """A Step from a raw row of COLUMNS."""
-        return Step.model_validate(
-            {
-                name: (process(value) if process is not None and value is not None else value)
-                for name, process, value in zip(COLUMNS, self.results, row, strict=True)
-            }
-        )
+    def step(self, row: Iterable[Any]) -> StepRecord:
+        """A step from a raw row of COLUMNS."""
+        values = list(row)
+        for i in self.times:
+            values[i] = _sqlite_read_time(values[i])
+        return StepRecord(**dict(zip(COLUMNS, values, strict=True)))
 
 
-def lost_keys(steps: list[Step], inserted: set[Key]) -> tuple[list[str], list[str]]:
+def lost_keys(steps: list[StepRecord], inserted: set[Key]) -> tuple[list[str], list[str]]:
     """The run ids and names of the steps that were not inserted (each once)."""
     lost = [s for s in steps if (s.run_id, s.name) not in inserted]
     return list(dict.fromkeys(s.run_id for s in lost)), list(dict.fromkeys(s.name for s in lost))
-
-
-async def engine_save(conn: AsyncConnection, steps: list[Step]) -> tuple[set[Key], dict[Key, Step]]:
-    """The batch's INSERT and SELECT through the engine (in the transaction `conn` is in)."""
-    statement = (
-        dialect_insert(conn.dialect.name)(TABLE)
-        .values([s.model_dump() for s in steps])
-        .on_conflict_do_nothing(index_elements=["run_id", "name"])
-        .returning(TABLE.c.run_id, TABLE.c.name)
-    )
-    inserted = {(r, n) for r, n in (await conn.execute(statement)).all()}
-    runs, names = lost_keys(steps, inserted)
-    lost: dict[Key, Step] = {}
-    if runs:
-        found = await conn.execute(select(TABLE).where(TABLE.c.run_id.in_(runs), TABLE.c.name.in_(names)))
-        lost = {(row["run_id"], row["name"]): Step.model_validate(dict(row)) for row in found.mappings()}
-    return inserted, lost
-
-
-async def engine_resolve(conn: AsyncConnection, step: Step) -> Step | None:
-    where = (TABLE.c.run_id == step.run_id, TABLE.c.name == step.name)
-    statement = (
-        update(TABLE)
-        .where(*where, TABLE.c.status == "wait")
-        .values({name: getattr(step, name) for name in RESOLVED})
-        .returning(*TABLE.c)
-    )
-    row = (await conn.execute(statement)).mappings().first()
-    if row is None:
-        row = (await conn.execute(select(TABLE).where(*where))).mappings().first()
-    return None if row is None else Step.model_validate(dict(row))

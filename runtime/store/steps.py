@@ -6,7 +6,9 @@ the previous batch is being written, go out together: one INSERT of all their ro
 ones another execution saved first; each caller waits for its own step. If the batch fails, every caller in
 it gets the error (as a save of its own would have raised it), and its step is not saved.
 
-The steps table's class and statements are imported when a journal is made (RunStore.steps, on first use): this
+Steps are StepRecords, written and read as plain SQL and tuples by the run store's driver (runtime/store/step_sql.py);
+SQLAlchemy only while tracing is on or where the store has no driver (runtime/store/step_engine.py), so a durable
+worker never imports it. The statements are imported when a journal is made (RunStore.steps, on first use): this
 module is imported by /metrics for `saved_observers` in every process.
 """
 
@@ -22,8 +24,8 @@ from runtime.store.sqlite_insert import SqliteInsert
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from runtime.store.models import Step
     from runtime.store.postgres_insert import PostgresInsert
+    from runtime.store.step_record import StepRecord
     from runtime.store.step_sql import Key
 
 # told of each step saved in this process, by its status (succeeded, failed, wait): /metrics counts them
@@ -35,30 +37,33 @@ MAX_ROWS = 100  # steps per INSERT (9 columns: within SQLite's oldest limit of 9
 class StepJournal:
     """Saved steps, by run: `load` when a run's first step is asked for, `save` when a step has its outcome."""
 
-    def __init__(self, engine: AsyncEngine, fast: SqliteInsert | PostgresInsert | None = None) -> None:
+    def __init__(
+        self, engine: Callable[[], AsyncEngine], dialect: str, fast: SqliteInsert | PostgresInsert | None = None
+    ) -> None:
         from runtime.store.step_sql import StepSql
 
-        self.engine = engine
+        self._engine = engine  # the run store's, made (SQLAlchemy imported) only where the engine's path is taken
         self.fast = fast  # the run store's own driver connection, if it has one
-        self.sql = StepSql(engine.dialect)
-        self.waiting: list[tuple[Step, asyncio.Future[Step]]] = []
+        self.sql = StepSql(dialect)
+        self.waiting: list[tuple[StepRecord, asyncio.Future[StepRecord]]] = []
         self.writing: asyncio.Task[None] | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine()
 
     def _driver(self) -> SqliteInsert | PostgresInsert | None:
         return None if tracing.enabled() else self.fast  # traced: the instrumented engine
 
-    async def load(self, run_id: str) -> dict[str, Step]:
+    async def load(self, run_id: str) -> dict[str, StepRecord]:
         """A run's saved steps, by name."""
-        from runtime.store.models import Step
-
         fast = self._driver()
         if fast is None:
-            from sqlalchemy import select
+            from runtime.store.step_engine import engine_load
 
-            table = Step.__table__  # type: ignore[attr-defined]
             async with self.engine.connect() as conn:
-                rows = (await conn.execute(select(table).where(table.c.run_id == run_id))).mappings().all()
-            return {row["name"]: Step.model_validate(dict(row)) for row in rows}
+                steps = await engine_load(conn, run_id)
+            return {step.name: step for step in steps}
         if isinstance(fast, SqliteInsert):
             raw = await fast.read(self.sql.select_run, (run_id,))
         else:
@@ -66,11 +71,11 @@ class StepJournal:
         steps = [self.sql.step(row) for row in raw]
         return {step.name: step for step in steps}
 
-    async def save(self, step: Step) -> Step:
+    async def save(self, step: StepRecord) -> StepRecord:
         """Save a step's outcome, unless one is saved for its name already (another execution of the run, on
         a worker that lost its lease, got there first): the saved one is returned, and is the outcome."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Step] = loop.create_future()
+        future: asyncio.Future[StepRecord] = loop.create_future()
         if self.writing is not None and self.writing.get_loop() is not loop:  # a store used by a new loop
             self.writing, self.waiting = None, []
         self.waiting.append((step, future))
@@ -79,7 +84,7 @@ class StepJournal:
         return await future
 
     async def _write(self) -> None:
-        batch: list[tuple[Step, asyncio.Future[Step]]] = []
+        batch: list[tuple[StepRecord, asyncio.Future[StepRecord]]] = []
         try:
             await asyncio.sleep(0)  # let this loop turn's other saves join the batch
             while self.waiting:
@@ -101,14 +106,14 @@ class StepJournal:
             self.waiting = []
             raise
 
-    async def _save_all(self, steps: list[Step]) -> list[Step]:
+    async def _save_all(self, steps: list[StepRecord]) -> list[StepRecord]:
         """Save these steps in one transaction: each caller's outcome, in order (a name saved twice in the
         batch: the first one's)."""
-        from runtime.store.step_sql import engine_save
-
         unique = list({(s.run_id, s.name): s for s in reversed(steps)}.values())[::-1]  # first of each key
         fast = self._driver()
         if fast is None:
+            from runtime.store.step_engine import engine_save
+
             async with self.engine.begin() as conn:
                 inserted, lost = await engine_save(conn, unique)
         elif isinstance(fast, SqliteInsert):
@@ -125,19 +130,19 @@ class StepJournal:
             out.append(mine[key] if key in inserted else lost.get(key, step))
         return out
 
-    def _sqlite_save(self, conn: Any, steps: list[Step]) -> tuple[set[Key], dict[Key, Step]]:
+    def _sqlite_save(self, conn: Any, steps: list[StepRecord]) -> tuple[set[Key], dict[Key, StepRecord]]:
         from runtime.store.step_sql import lost_keys
 
         inserted = {(r, n) for r, n in conn.execute(self.sql.insert(len(steps)), self.sql.values(steps)).fetchall()}
         runs, names = lost_keys(steps, inserted)
-        lost: dict[Key, Step] = {}
+        lost: dict[Key, StepRecord] = {}
         if runs:
             for row in conn.execute(self.sql.select_keys(len(runs), len(names)), [*runs, *names]).fetchall():
                 found = self.sql.step(row)
                 lost[(found.run_id, found.name)] = found
         return inserted, lost
 
-    async def _postgres_save(self, conn: Any, steps: list[Step]) -> tuple[set[Key], dict[Key, Step]]:
+    async def _postgres_save(self, conn: Any, steps: list[StepRecord]) -> tuple[set[Key], dict[Key, StepRecord]]:
         # one statement commits by itself; a row saved is never changed by a save, so the SELECT of the ones
         # that lost needs no transaction around both (and a retry on a new connection finds its own rows)
         from runtime.store.step_sql import lost_keys
@@ -145,20 +150,20 @@ class StepJournal:
         rows = await conn.fetch(self.sql.insert(len(steps)), *self.sql.values(steps))
         inserted = {(row[0], row[1]) for row in rows}
         runs, names = lost_keys(steps, inserted)
-        lost: dict[Key, Step] = {}
+        lost: dict[Key, StepRecord] = {}
         if runs:
             for row in await conn.fetch(self.sql.select_keys(len(runs), len(names)), *runs, *names):
                 found = self.sql.step(row)
                 lost[(found.run_id, found.name)] = found
         return inserted, lost
 
-    async def resolve(self, step: Step) -> Step:
+    async def resolve(self, step: StepRecord) -> StepRecord:
         """Give a wait its outcome (an event's data or none, a child run's result or failure): the row saved
         when it began takes it, once; the outcome saved first is returned."""
-        from runtime.store.step_sql import engine_resolve
-
         fast = self._driver()
         if fast is None:
+            from runtime.store.step_engine import engine_resolve
+
             async with self.engine.begin() as conn:
                 found = await engine_resolve(conn, step)
             return found if found is not None else step

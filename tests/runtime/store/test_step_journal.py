@@ -15,14 +15,14 @@ from sqlalchemy.exc import DBAPIError
 
 from runtime.settings import Settings
 from runtime.store import steps as steps_module
-from runtime.store.models import Step
 from runtime.store.runs import RunStore
+from runtime.store.step_record import StepRecord
 from runtime.store.values import utcnow
 
 
-def step(run_id: str, name: str, result: Any, status: str = "succeeded", **more: Any) -> Step:
+def step(run_id: str, name: str, result: Any, status: str = "succeeded", **more: Any) -> StepRecord:
     now = utcnow()
-    return Step(
+    return StepRecord(
         run_id=run_id,
         name=name,
         status=status,
