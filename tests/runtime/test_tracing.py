@@ -33,7 +33,7 @@ from tests.conftest import write_app
 
 MODULE = f"traced_{uuid.uuid4().hex[:8]}"
 SOURCE = """
-from runtime import SkipRetry, http, task
+from runtime import Context, SkipRetry, http, task
 
 @http
 async def start(request):
@@ -48,6 +48,13 @@ async def work(n: int) -> int:
     if n == 0:
         raise ValueError("zero fails, then is retried")
     return n
+
+async def _double(n):
+    return 2 * n
+
+@task
+async def stepped(ctx: Context, n: int) -> int:
+    return await ctx.step.run("double", _double, n)
 """
 MANIFEST = f"""
 app: trace-test
@@ -55,6 +62,7 @@ defaults: {{retries: 1, timeout: 30s, concurrency: 2}}
 functions:
   start: {{handler: "{MODULE}:start", http: {{path: /start, methods: [POST]}}}}
   work: {{handler: "{MODULE}:work", task: {{}}}}
+  stepped: {{handler: "{MODULE}:stepped", task: {{}}}}
 """
 
 EXPORTER = InMemorySpanExporter()
@@ -136,6 +144,27 @@ async def test_one_trace_follows_a_request_through_enqueue_to_the_attempt(rt: Ru
     in_trace = {s.name for s in EXPORTER.get_finished_spans() if trace_id(s) == run.trace_id}
     assert any(name.startswith(("XADD", "EVALSHA", "EVAL", "ZADD")) for name in in_trace), in_trace
     assert any(name.split()[0] in ("INSERT", "SELECT", "UPDATE") for name in in_trace), in_trace
+
+
+async def test_a_durable_runs_step_is_saved_as_a_database_span_of_its_trace(rt: Runtime) -> None:
+    """While tracing, the step journal goes through SQLAlchemy's engine (runtime/store/step_engine.py), so a step's
+    save shows as a database span in its run's trace; untraced it goes through the driver, unseen."""
+    worker = Worker(rt)
+    running = asyncio.create_task(worker.run())
+    try:
+        run = await rt.wait(await rt.app.tasks["stepped"].enqueue(n=4), timeout=30)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+    assert (run.status, run.result) == ("succeeded", 8)
+    statements = [
+        str((s.attributes or {}).get("db.statement", ""))
+        for s in EXPORTER.get_finished_spans()
+        if trace_id(s) == run.trace_id
+    ]
+    assert any(text.startswith("INSERT INTO steps") for text in statements), statements
+    [step] = await rt.store.steps.of_run(run.id)
+    assert (step["name"], step["status"]) == ("double", "succeeded")
 
 
 async def test_a_failing_attempt_span_has_error_status_and_the_exception(rt: Runtime) -> None:
