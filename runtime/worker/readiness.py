@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+from typing import Any, Protocol
 
-from runtime.ops.health import dependencies
+from runtime.ops.health import Heartbeat, dependencies
 
-if TYPE_CHECKING:
-    from runtime.worker.worker import Worker
+
+class Worker(Protocol):
+    """What the answers read of a worker (runtime/worker/worker.py's Worker, which imports this module)."""
+
+    runtime: Any
+    broker: Any
+    commits: Any
+    attempts: Any
+    heartbeat: Heartbeat
+    stopping: asyncio.Event
+    running: dict[str, Any]
+    held: dict[str, Any]
 
 
 async def live(worker: Worker) -> tuple[int, dict[str, Any]]:
