@@ -33,7 +33,7 @@ from runtime.errors import ConfigError
 from runtime.flow import gate_scripts
 from runtime.flow.paths import batch_items, key_value
 from runtime.queue.broker import FULL, STARTED
-from runtime.queue.held_connection import HeldConnection, bulk, usable
+from runtime.queue.held_connection import HeldConnection, packed, usable
 from runtime.queue.keys import Keys
 from runtime.queue.redis_client import is_cluster
 
@@ -118,12 +118,8 @@ class Gate:
         self._freed: list[Held] = []  # holds released in this loop turn: one script call frees them all
         self._flushing: asyncio.Task[None] | None = None
         self.writes = HeldConnection(redis)  # the releases, packed by hand (runtime/queue/held_connection.py)
+        # the keys every gate script takes first
         self.common = [self.keys.flow(name) for name in ("clock", "fence", "waiting", "limits")]
-        self._release_head = b"".join(map(bulk, (b"EVALSHA", self._release.sha.encode())))
-        self._release_keys = b"".join(bulk(key.encode()) for key in self.common)
-
-    def _common(self) -> list[str]:
-        return list(self.common)
 
     async def admit(self, delivery: Any, message: Any, acquire: bool = True) -> tuple[str, float]:
         """RUN (its slots are held), PARKED (acked; it waits for a slot), DELAYED (acked; sent again at its turn,
@@ -138,7 +134,7 @@ class Gate:
         tat = self.keys.flow("clock")
         if throttle is not None:
             tat = self.keys.flow(f"throttle:{message.task_name}:{_value(arguments, throttle.key)}")
-        keys = [*self._common(), queue.stream, queue.started, queue.delayed, tat]
+        keys = [*self.common, queue.stream, queue.started, queue.delayed, tat]
         keys += [key for (running, waiting), _ in slots for key in (running, waiting)]
         raw = delivery.data
         args: list[Any] = [
@@ -270,13 +266,7 @@ class Gate:
                 await self._free(freed)  # a loop turn's releases alone (most turns): one packed call
                 continue
             if freed:
-                keys = self._common() + [
-                    key for held in freed for running, waiting, _ in held.slots for key in (running, waiting)
-                ]
-                args: list[Any] = [self.lease_ms]
-                for held in freed:
-                    args += [held.run_id, len(held.slots), *(limit for *_, limit in held.slots)]
-                batch.append((self._release, keys, args, None))
+                batch.append((self._release, *self._release_call(freed), None))
             try:
                 replies = await self._evalshas(batch)
             except Exception as exc:
@@ -292,20 +282,24 @@ class Gate:
                 else:
                     future.set_result(reply)
 
+    def _release_call(self, freed: list[Held]) -> tuple[list[str], list[Any]]:
+        """The RELEASE script's keys and arguments for these holds."""
+        keys = self.common + [key for held in freed for running, waiting, _ in held.slots for key in (running, waiting)]
+        args: list[Any] = [self.lease_ms]
+        for held in freed:
+            args += [held.run_id, len(held.slots), *(limit for *_, limit in held.slots)]
+        return keys, args
+
     async def _free(self, freed: list[Held]) -> None:
         """The RELEASE script over these holds, packed by hand on the gate's own connection: redis-py's path for
         one script call (its pool, its retry wrapper, packing each argument) cost more than the script."""
-        keys: list[bytes] = []
-        args: list[bytes] = []
-        for held in freed:
-            args += (bulk(held.run_id.encode()), bulk(b"%d" % len(held.slots)))
-            for running, waiting, limit in held.slots:
-                keys += (bulk(running.encode()), bulk(waiting.encode()))
-                args.append(bulk(b"%d" % limit))
-        nkeys = 4 + len(keys)
-        head = [b"*%d\r\n" % (3 + nkeys + 1 + len(args)), self._release_head, bulk(b"%d" % nkeys), self._release_keys]
+        keys, args = self._release_call(freed)
+        names = (key.encode() for key in keys)
+        values = (str(arg).encode() for arg in args)
         try:
-            await self.writes.evalsha(self._release, head + keys + [bulk(b"%d" % self.lease_ms)] + args)
+            await self.writes.evalsha(
+                self._release, packed(b"EVALSHA", self._release.sha.encode(), b"%d" % len(keys), *names, *values)
+            )
         except Exception as exc:
             _not_freed(exc)
 
@@ -375,7 +369,7 @@ class Gate:
                 if loop_time - renewed >= self.lease_ms / 4000:
                     renewed = loop_time
                     await self.renew()
-                await self._sweep(keys=self._common(), args=[self.lease_ms])
+                await self._sweep(keys=self.common, args=[self.lease_ms])
             await asyncio.sleep(min(SWEEP_EVERY, self.lease_ms / 4000))
 
     async def renew(self) -> None:
