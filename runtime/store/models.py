@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -117,7 +116,9 @@ class RunCount(SQLModel, table=True):
 class Step(SQLModel, table=True):
     """A durable function's step, saved once it has an outcome (schema revision 0005): its result as JSON
     text, or its final error. A run that resumes or is retried reads its steps in one query and returns a
-    saved step's outcome instead of running it again. `name` carries its occurrence (`charge`, `charge#2`)."""
+    saved step's outcome instead of running it again. `name` carries its occurrence (`charge`, `charge#2`). The
+    schema's and the engine's description of the table: its rows are read and shown as StepRecords
+    (runtime/store/step_record.py)."""
 
     __tablename__ = "steps"
 
@@ -130,14 +131,6 @@ class Step(SQLModel, table=True):
     attempts: int = 1
     started_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
     finished_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
-
-    def public(self) -> dict[str, Any]:
-        """The step as `runtime runs show` and the API show it: its result decoded, times as `iso()`. A sleep's
-        or a wait's `finished_at` is when it wakes, or when its wait ends at the latest."""
-        data = _iso_times(self.model_dump(exclude={"run_id", "result"}))
-        data["result"] = None if self.result is None else json.loads(self.result)
-        data["duration_ms"] = round((self.finished_at - self.started_at).total_seconds() * 1000, 2)
-        return data
 
 
 def _iso_times(data: dict[str, Any]) -> dict[str, Any]:
