@@ -102,6 +102,9 @@ SYSCALLS = {
     "recvfrom": "socket I/O (kernel)",
     "getpid": "getpid() in asyncio's get_running_loop",
 }
+# native code (below the innermost Python frame) -> area: SQLite's own work, its file writes and syncs included,
+# is the run store's, not the Python function that called it
+NATIVE_AREAS = [("libsqlite3", "run store: sqlite3"), ("pysqlite", "run store: sqlite3"), ("hiredis", "redis-py")]
 SLEEPS = ("epoll_pwait", "epoll_wait", "select", "poll", "clock_nanosleep", "nanosleep")
 WAITS = ("PyThread_acquire_lock_timed", "lock_PyThread_acquire_lock", "_queue_SimpleQueue_get_impl")
 
@@ -124,10 +127,15 @@ def _classify(frames: list[str]) -> str:
     near = " ".join(frames[-4:])
     if leaf in SLEEPS or any(w in near for w in WAITS):
         return IDLE
-    if leaf.startswith("0x") or "pthread_cond" in near or "sem_wait" in near:
+    if "take_gil" in near:
         return "waiting for the GIL"
     if leaf in SYSCALLS and "libc" in frames[-1]:
         return SYSCALLS[leaf]
+    python = [i for i, frame in enumerate(frames) if _python(frame)]
+    below = frames[python[-1] + 1 :] if python else frames  # native code the innermost Python frame called
+    for needle, area in NATIVE_AREAS:
+        if any(needle in frame for frame in below):
+            return area
     if "gc_collect" in near:
         return "garbage collector"
     if any("_find_and_load" in f for f in frames):

@@ -50,6 +50,23 @@ def test_fold_sorts_idle_from_busy_and_shares_the_busy_time_out(tmp_path: Path) 
     assert ours["<module> (runtime/connections.py)"] == 0.2
 
 
+def test_native_code_goes_to_its_library_and_only_take_gil_is_a_gil_wait(tmp_path: Path) -> None:
+    """SQLite's C (its statements, and the WAL writes it makes) is the run store's time even when the innermost
+    Python frame is ours; an unresolved native frame (0x…) is not a GIL wait: only CPython's take_gil is."""
+    upsert = f"{MAIN};run (asyncio/runners.py:118);_fast_upsert (runtime/store/runs.py:275)"
+    lines = [
+        f"{upsert};_pysqlite_query_execute (cursor.c:896);sqlite3VdbeExec (libsqlite3.so.0.8.6) 4",
+        f"{upsert};sqlite3WalFrames (libsqlite3.so.0.8.6);0x7fe62e6dd356 (libsqlite3.so.0.8.6);pwrite64 (libc.so.6) 3",
+        f"{MAIN};run (asyncio/runners.py:118);decode (runtime/queue/messages.py:40);0x7fe62f212904 (libc.so.6) 2",
+        f"{MAIN};run (asyncio/runners.py:118);evalsha (redis/asyncio/client.py:9);take_gil (ceval_gil.h:283);"
+        "pthread_cond_timedwait (libc.so.6) 1",
+    ]
+    raw = tmp_path / "x.raw"
+    raw.write_text("\n".join(lines) + "\n")
+    areas = dict(profile.fold(raw)["areas"])
+    assert areas == pytest.approx({"run store: sqlite3": 0.7, "ours (runtime/)": 0.2, "waiting for the GIL": 0.1})
+
+
 def test_fold_refuses_a_profile_with_no_busy_sample(tmp_path: Path) -> None:
     raw = tmp_path / "idle.raw"
     raw.write_text(LINES[0] + "\n")
