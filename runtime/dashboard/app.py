@@ -45,7 +45,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from croniter import croniter
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -76,6 +75,8 @@ def _text(value: Any) -> str:
 
 
 def _next_fire(schedule: str, now: datetime) -> str | None:
+    from croniter import croniter  # here: only an app with a schedule needs it
+
     try:
         fire = croniter(schedule, now).get_next(datetime)
     except (ValueError, KeyError):

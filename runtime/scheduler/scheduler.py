@@ -22,8 +22,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from croniter import croniter
-
 from runtime.app.connections import Runtime
 from runtime.ops.health import HealthServer, Heartbeat, dependencies
 from runtime.scheduler.outbox import Outbox
@@ -117,6 +115,8 @@ class Scheduler:
     def until_next_due(self, now: datetime, cap: float = 0.5) -> float:
         """Seconds to sleep: up to `cap`, or until just after the next due second (fires on time)."""
         wait = cap
+        if self.schedules:
+            from croniter import croniter  # here: a scheduler of an app with no schedule never imports it
         for expression in self.schedules.values():
             try:
                 upcoming = croniter(expression, now).get_next(datetime)
@@ -158,6 +158,8 @@ class Scheduler:
     async def _fire(self, name: str, now: datetime) -> str | None:
         # the latest due time at or before now: cron times are whole seconds, so from now's whole
         # second + 1 s, get_prev (strictly before its start) can return that second but never a later one
+        from croniter import croniter
+
         base = now.replace(microsecond=0) + timedelta(seconds=1)
         due = croniter(self.schedules[name], base).get_prev(datetime)
         key = self.keys.cron_last(name)
