@@ -131,8 +131,8 @@ def _classify(frames: list[str]) -> str:
         return "waiting for the GIL"
     if leaf in SYSCALLS and "libc" in frames[-1]:
         return SYSCALLS[leaf]
-    python = [i for i, frame in enumerate(frames) if _python(frame)]
-    below = frames[python[-1] + 1 :] if python else frames  # native code the innermost Python frame called
+    innermost = next((i for i in range(len(frames) - 1, -1, -1) if _python(frames[i])), None)  # a Python frame
+    below = frames if innermost is None else frames[innermost + 1 :]  # native code the innermost one called
     for needle, area in NATIVE_AREAS:
         if any(needle in frame for frame in below):
             return area
@@ -142,9 +142,8 @@ def _classify(frames: list[str]) -> str:
         return "imports (module loading and top-level code)"
     if "uv_run" in near or "uv__" in near:
         return "asyncio event loop"
-    for frame in reversed(frames):
-        if _python(frame):
-            return _area(frame)
+    if innermost is not None:
+        return _area(frames[innermost])
     return "other (native code, no Python frame)"
 
 
